@@ -1,0 +1,174 @@
+"""Bounded mailboxes, actor references, and the ask/tell protocol."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import AsyncIterator
+from typing import Any, Generic, TypeVar
+
+import attrs
+import trio
+
+from ._errors import ActorStopped, AskTimeout, MailboxFull, NoReply
+
+M = TypeVar("M")
+
+
+class Reply:
+    """The one-shot answer channel of an ``ask``.
+
+    Replying is best-effort and never raises: an asker that gave up (timed out, was cancelled,
+    its client disconnected) must not crash the actor that answers it.
+    """
+
+    __slots__ = ("_done", "_send")
+
+    def __init__(self, send: trio.MemorySendChannel[tuple[bool, Any]]) -> None:
+        self._send = send
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        """Whether an answer was already given."""
+        return self._done
+
+    def send(self, value: Any) -> None:
+        """Answer with a value."""
+        self._deliver(True, value)
+
+    def fail(self, error: BaseException) -> None:
+        """Answer with an error; the asker raises it."""
+        self._deliver(False, error)
+
+    def _deliver(self, ok: bool, payload: Any) -> None:
+        if self._done:
+            return
+        self._done = True
+        with contextlib.suppress(
+            trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock
+        ):
+            self._send.send_nowait((ok, payload))
+        self._send.close()
+
+
+@attrs.frozen
+class Envelope(Generic[M]):
+    """A message in a mailbox, with the reply channel when it was sent by ``ask``."""
+
+    message: M
+    """The message itself."""
+    reply: Reply | None = None
+    """Where the answer goes; ``None`` for ``tell``."""
+
+    def respond(self, value: Any) -> None:
+        """Answer an ask (no-op for a tell)."""
+        if self.reply is not None:
+            self.reply.send(value)
+
+    def respond_error(self, error: BaseException) -> None:
+        """Answer an ask with an error (no-op for a tell)."""
+        if self.reply is not None:
+            self.reply.fail(error)
+
+
+class Mailbox(Generic[M]):
+    """The receiving end of an actor's bounded mailbox; only the owning actor reads it."""
+
+    def __init__(self, name: str, receive: trio.MemoryReceiveChannel[Envelope[M]]) -> None:
+        self.name = name
+        self._receive = receive
+
+    async def receive(self) -> Envelope[M]:
+        """Wait for the next envelope; raises ``trio.EndOfChannel`` once closed and drained."""
+        return await self._receive.receive()
+
+    def receive_nowait(self) -> Envelope[M]:
+        """Take the next envelope if one is waiting, else raise ``trio.WouldBlock``."""
+        return self._receive.receive_nowait()
+
+    def __aiter__(self) -> AsyncIterator[Envelope[M]]:
+        return self._receive.__aiter__()
+
+    @property
+    def depth(self) -> int:
+        """Messages waiting."""
+        return self._receive.statistics().current_buffer_used
+
+    def close(self) -> None:
+        """Stop accepting messages; later tells raise ``ActorStopped``."""
+        self._receive.close()
+
+
+class ActorRef(Generic[M]):
+    """The address of an actor: send it messages with ``tell`` or ask it with ``ask``."""
+
+    def __init__(self, name: str, send: trio.MemorySendChannel[Envelope[M]]) -> None:
+        self.name = name
+        self._send = send
+
+    def __repr__(self) -> str:
+        return f"<ActorRef {self.name}>"
+
+    @property
+    def capacity(self) -> float:
+        """How many messages the mailbox holds."""
+        return self._send.statistics().max_buffer_size
+
+    @property
+    def depth(self) -> int:
+        """Messages waiting in the mailbox."""
+        return self._send.statistics().current_buffer_used
+
+    async def tell(self, message: M) -> None:
+        """Send without waiting for an answer; waits while the mailbox is full (backpressure)."""
+        await self._put(Envelope(message))
+
+    def tell_nowait(self, message: M) -> None:
+        """Send at once or raise ``MailboxFull``."""
+        try:
+            self._send.send_nowait(Envelope(message))
+        except trio.WouldBlock:
+            raise MailboxFull(self.name, int(self.capacity)) from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise ActorStopped(self.name) from None
+
+    async def ask(self, message: M, *, timeout: float = 5.0) -> Any:  # noqa: ASYNC109 (typed AskTimeout)
+        """Send ``message`` and wait for the answer.
+
+        Raises:
+            AskTimeout: no answer within ``timeout`` seconds (waiting for mailbox room included).
+            ActorStopped: the actor no longer accepts messages.
+            NoReply: the actor dropped the request unanswered.
+            Exception: whatever error the actor answered with.
+        """
+        send, receive = trio.open_memory_channel[tuple[bool, Any]](1)
+        with receive:
+            with trio.move_on_after(timeout) as scope:
+                await self._put(Envelope(message, Reply(send)))
+                try:
+                    ok, payload = await receive.receive()
+                except trio.EndOfChannel:
+                    raise NoReply(self.name, message) from None
+            if scope.cancelled_caught:
+                raise AskTimeout(self.name, message, timeout)
+        if not ok:
+            raise payload
+        return payload
+
+    async def _put(self, envelope: Envelope[M]) -> None:
+        try:
+            await self._send.send(envelope)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise ActorStopped(self.name) from None
+
+
+def open_mailbox(name: str, capacity: int) -> tuple[ActorRef[M], Mailbox[M]]:
+    """Create a bounded mailbox; returns the reference to hand out and the receiving end.
+
+    ``capacity`` must be at least 1: an unbounded mailbox would let memory grow under load.
+    """
+    if capacity < 1 or math.isinf(capacity):
+        raise ValueError(f"mailbox capacity must be a positive integer, not {capacity!r}")
+    send, receive = trio.open_memory_channel[Envelope[M]](capacity)
+    return ActorRef(name, send), Mailbox(name, receive)

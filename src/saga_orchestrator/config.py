@@ -1,0 +1,718 @@
+"""Settings of the service, read from the environment.
+
+Every setting is one environment variable; its attribute on :class:`Settings` is the same name
+in lower case (``SAGA_TIMEOUT_SECONDS`` -> ``settings.saga_timeout_seconds``).
+
+:func:`load_settings` reads ``os.environ`` merged over a ``.env`` file in the current directory
+(variables already in the environment win), turns the strings into typed values with a cattrs
+converter, and checks each value. Every bad variable is reported at once in a
+:class:`~saga_orchestrator.errors.ConfigError`, one self-contained line per variable::
+
+    PORT='abc' is not valid: expected an integer between 0 and 65535 (0 picks a free port)
+
+Secrets (``API_KEY``, ``REDIS_PASSWORD``, ``SERVICE_AUTH_TOKEN`` and the password part of
+``DATABASE_URL`` / ``REDIS_URL``) are masked as ``***`` in error messages, in
+``repr(settings)`` and in :func:`describe_settings`.
+
+The table of variables in ``docs/configuration.md`` and the file ``.env.example`` mirror
+:data:`SETTINGS_DOC`; a test keeps them in step with this module.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+from urllib.parse import urlsplit
+
+import attrs
+import cattrs
+from dotenv import dotenv_values
+
+from saga_orchestrator.errors import ConfigError
+
+__all__ = [
+    "ENVIRONMENTS",
+    "LOG_LEVELS",
+    "MASK",
+    "SETTINGS_DOC",
+    "SQLITE_FILENAME",
+    "SettingDoc",
+    "Settings",
+    "describe_settings",
+    "load_settings",
+    "mask_url",
+]
+
+MASK = "***"
+"""What a secret is shown as."""
+
+ENVIRONMENTS = ("development", "staging", "production", "test")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+SQLITE_FILENAME = "saga_orchestrator.db"
+"""Name of the embedded SQLite file inside ``DATA_DIR`` when ``DATABASE_URL`` is unset."""
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+_HOST_RE = re.compile(r"[A-Za-z0-9._:%\[\]-]+")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_WHITESPACE_OR_CONTROL_RE = re.compile(r"[\s\x00-\x1f\x7f]")
+_QUERY_SECRET_RE = re.compile(r"(^|&)(password|pass|pwd)=[^&]*", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------------------------
+# Rules: what a value must look like, and how it is shown.
+
+
+@attrs.frozen
+class _Rule:
+    """How one setting is checked and shown."""
+
+    doc: str
+    """What the setting means (first column of the docs, before ``allowed``)."""
+    allowed: str
+    """What is allowed, completing ``expected ...`` in an error message."""
+    check: Callable[[Any], bool]
+    """True when a typed value is allowed."""
+    secret: bool = False
+    """The whole value is a secret: shown as ``***``."""
+    url: bool = False
+    """The value is a URL that may hold a password: the password is shown as ``***``."""
+
+
+_META = "saga_orchestrator.config"
+
+
+def _setting(
+    default: Any,
+    rule: _Rule,
+    *,
+    converter: Callable[[Any], Any] | None = None,
+) -> Any:
+    return attrs.field(default=default, converter=converter, metadata={_META: rule})
+
+
+def _rule(field: attrs.Attribute[Any]) -> _Rule:
+    return field.metadata[_META]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int_at_least(low: int, doc: str) -> _Rule:
+    return _Rule(doc, f"an integer >= {low}", lambda v: _is_int(v) and v >= low)
+
+
+def _number_above(low: float, doc: str) -> _Rule:
+    return _Rule(doc, f"a number > {low:g}", lambda v: _is_number(v) and v > low)
+
+
+def _number_at_least(low: float, doc: str) -> _Rule:
+    return _Rule(doc, f"a number >= {low:g}", lambda v: _is_number(v) and v >= low)
+
+
+_BOOL_ALLOWED = "one of true/false, 1/0, yes/no, on/off (any case)"
+
+
+def _flag(doc: str) -> _Rule:
+    return _Rule(doc, _BOOL_ALLOWED, lambda v: isinstance(v, bool))
+
+
+def _valid_port(parts: Any) -> bool:
+    try:
+        parts.port  # noqa: B018  (raises ValueError for a bad port)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_http_url(value: object) -> bool:
+    if not isinstance(value, str) or _WHITESPACE_OR_CONTROL_RE.search(value):
+        return False
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and _valid_port(parts)
+
+
+def _http_url(doc: str) -> _Rule:
+    return _Rule(doc, "an http:// or https:// URL with a host", _is_http_url, url=True)
+
+
+def _is_redis_url(value: object) -> bool:
+    if not isinstance(value, str) or _WHITESPACE_OR_CONTROL_RE.search(value):
+        return False
+    parts = urlsplit(value)
+    if parts.scheme in ("redis", "rediss"):
+        return bool(parts.hostname) and _valid_port(parts)
+    if parts.scheme == "unix":
+        return bool(parts.path)
+    return False
+
+
+def _split_database_url(url: str) -> tuple[Literal["sqlite", "postgresql"], Path | None]:
+    """Return the kind of database a non-empty ``DATABASE_URL`` names, and the SQLite path.
+
+    Raises ``ValueError`` when the URL is not allowed.
+    """
+    if _CONTROL_RE.search(url) or url != url.strip():
+        raise ValueError("control characters or surrounding whitespace")
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep:
+        raise ValueError("not a URL")
+    if scheme == "sqlite":
+        # sqlite:///relative/file.db -> "relative/file.db"; sqlite:////abs/file.db -> "/abs/file.db"
+        if not rest.startswith("/") or "?" in rest or "#" in rest:
+            raise ValueError("a sqlite URL has no host, query or fragment")
+        path = rest[1:]
+        if not path or path.endswith("/"):
+            raise ValueError("a sqlite URL names a file")
+        return "sqlite", Path(path)
+    if scheme in ("postgresql", "postgres"):
+        if not _valid_port(urlsplit(url)):
+            raise ValueError("bad port")
+        return "postgresql", None
+    raise ValueError(f"scheme {scheme!r} is not supported")
+
+
+def _is_database_url(value: object) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, str):
+        return False
+    try:
+        _split_database_url(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_token(value: object) -> bool:
+    return value is None or (
+        isinstance(value, str) and bool(value) and not _WHITESPACE_OR_CONTROL_RE.search(value)
+    )
+
+
+def _is_password(value: object) -> bool:
+    return value is None or (
+        isinstance(value, str) and bool(value) and not _CONTROL_RE.search(value)
+    )
+
+
+def _is_host(value: object) -> bool:
+    return isinstance(value, str) and _HOST_RE.fullmatch(value) is not None
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+def _to_path(value: Any) -> Any:
+    return Path(value) if isinstance(value, str | os.PathLike) else value
+
+
+# --------------------------------------------------------------------------------------------
+# The settings.
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Every setting of the service; build it with :func:`load_settings`.
+
+    Constructing it directly (e.g. in tests: ``Settings(port=0, data_dir=tmp_path)``) checks the
+    values the same way and raises :class:`ConfigError` for bad ones. The attribute for a
+    variable is its name in lower case. ``repr()`` masks secrets.
+    """
+
+    # --- Service ------------------------------------------------------------------------------
+    environment: str = _setting(
+        "development",
+        _Rule(
+            "Deployment environment. In production, REQUIRE_API_KEY=true makes API_KEY mandatory.",
+            "one of " + ", ".join(ENVIRONMENTS) + " (any case)",
+            lambda v: v in ENVIRONMENTS,
+        ),
+        converter=_lower,
+    )
+    log_level: str = _setting(
+        "INFO",
+        _Rule(
+            "Level of the service's log.",
+            "one of " + ", ".join(LOG_LEVELS) + " (any case)",
+            lambda v: v in LOG_LEVELS,
+        ),
+        converter=_upper,
+    )
+    host: str = _setting(
+        "0.0.0.0",
+        _Rule(
+            "Address the HTTP server listens on.",
+            "a host name or IP address",
+            _is_host,
+        ),
+    )
+    port: int = _setting(
+        8008,
+        _Rule(
+            "TCP port the HTTP server listens on; 0 picks any free port (useful in tests).",
+            "an integer between 0 and 65535",
+            lambda v: _is_int(v) and 0 <= v <= 65535,
+        ),
+    )
+
+    # --- Authentication -----------------------------------------------------------------------
+    api_key: str | None = _setting(
+        None,
+        _Rule(
+            "Key clients must send in the X-API-Key header. Unset: requests are not authenticated "
+            "(refused at start-up in production while REQUIRE_API_KEY is true; "
+            "elsewhere the HTTP layer logs a warning).",
+            "a string without spaces or control characters",
+            _is_token,
+            secret=True,
+        ),
+    )
+    require_api_key: bool = _setting(
+        True,
+        _flag(
+            "Refuse to start in production without an API_KEY. "
+            "Set to false only when something in front of the service authenticates callers."
+        ),
+    )
+
+    # --- Storage ------------------------------------------------------------------------------
+    database_url: str | None = _setting(
+        None,
+        _Rule(
+            "Event store database. Unset or empty: embedded SQLite file "
+            f"{SQLITE_FILENAME} in DATA_DIR. sqlite:///relative/path.db or "
+            "sqlite:////absolute/path.db: SQLite at that path. "
+            "postgresql://user:password@host:5432/db (or postgres://): PostgreSQL.",
+            "empty (embedded SQLite), a sqlite:///path/to/file.db URL, "
+            "or a postgresql:// or postgres:// URL (allowed schemes: sqlite, postgresql, postgres)",
+            _is_database_url,
+            url=True,
+        ),
+    )
+    data_dir: Path = _setting(  # noqa: RUF009  (an attrs field; the converter makes a new Path)
+        "./data",
+        _Rule(
+            f"Directory of the embedded SQLite file {SQLITE_FILENAME} when DATABASE_URL is unset.",
+            "a directory path",
+            lambda v: isinstance(v, Path) and str(v) != "",
+        ),
+        converter=_to_path,
+    )
+    database_pool_size: int = _setting(
+        10, _int_at_least(1, "Connections in the PostgreSQL connection pool.")
+    )
+
+    # --- Redis --------------------------------------------------------------------------------
+    redis_url: str = _setting(
+        "redis://localhost:6379/0",
+        _Rule(
+            "Redis server, used when USE_REDIS_EVENT_BUS is true.",
+            "a redis://, rediss:// or unix:// URL",
+            _is_redis_url,
+            url=True,
+        ),
+    )
+    redis_password: str | None = _setting(
+        None,
+        _Rule(
+            "Password for Redis, if not given in REDIS_URL.",
+            "a string without control characters",
+            _is_password,
+            secret=True,
+        ),
+    )
+    use_redis_event_bus: bool = _setting(
+        False,
+        _flag("Publish saga events on Redis; false uses the in-process event bus."),
+    )
+
+    # --- Sagas --------------------------------------------------------------------------------
+    saga_timeout_seconds: float = _setting(
+        3600.0, _number_above(0, "Deadline for a whole saga, in seconds.")
+    )
+    saga_step_timeout_seconds: float = _setting(
+        300.0, _number_above(0, "Deadline for one attempt of one step, in seconds.")
+    )
+    saga_retry_attempts: int = _setting(
+        3, _int_at_least(1, "Attempts per step, the first one included.")
+    )
+    saga_retry_backoff_seconds: float = _setting(
+        1.0,
+        _number_above(
+            0, "Delay before the first retry of a step, in seconds; doubled per attempt, jittered."
+        ),
+    )
+    saga_retry_backoff_max_seconds: float = _setting(
+        60.0,
+        _number_above(
+            0, "Longest delay between retries, in seconds; not below SAGA_RETRY_BACKOFF_SECONDS."
+        ),
+    )
+    compensation_retry_attempts: int = _setting(
+        5, _int_at_least(1, "Attempts per compensation, the first one included.")
+    )
+    max_active_sagas: int = _setting(
+        10000,
+        _int_at_least(
+            1, "Most sagas running at once; beyond it new sagas get 503 with Retry-After."
+        ),
+    )
+
+    # --- Actors and store ---------------------------------------------------------------------
+    saga_mailbox_size: int = _setting(
+        64, _int_at_least(1, "Messages waiting in one saga actor's mailbox.")
+    )
+    coordinator_mailbox_size: int = _setting(
+        1024, _int_at_least(1, "Messages waiting in the coordinator's mailbox.")
+    )
+    store_mailbox_size: int = _setting(
+        4096, _int_at_least(1, "Requests waiting in the store writer's mailbox.")
+    )
+    store_max_batch: int = _setting(
+        512, _int_at_least(1, "Most appends committed in one transaction.")
+    )
+    supervisor_max_restarts: int = _setting(
+        3,
+        _int_at_least(
+            0,
+            "Restarts of a failed actor allowed within SUPERVISOR_PERIOD_SECONDS "
+            "before its supervisor gives up.",
+        ),
+    )
+    supervisor_period_seconds: float = _setting(
+        5.0, _number_above(0, "Window in which SUPERVISOR_MAX_RESTARTS is counted, in seconds.")
+    )
+    shutdown_grace_seconds: float = _setting(
+        5.0,
+        _number_at_least(
+            0, "Time running work gets to finish on shutdown before it is cancelled, in seconds."
+        ),
+    )
+
+    # --- Downstream services ------------------------------------------------------------------
+    auth_service_url: str = _setting(
+        "http://localhost:8001", _http_url("Base URL of the auth service.")
+    )
+    user_service_url: str = _setting(
+        "http://localhost:8002", _http_url("Base URL of the user service.")
+    )
+    permission_service_url: str = _setting(
+        "http://localhost:8003", _http_url("Base URL of the permission service.")
+    )
+    notification_service_url: str = _setting(
+        "http://localhost:8004", _http_url("Base URL of the notification service.")
+    )
+    airtable_connector_url: str = _setting(
+        "http://localhost:8005", _http_url("Base URL of the Airtable connector.")
+    )
+    service_auth_token: str | None = _setting(
+        None,
+        _Rule(
+            "Bearer token sent to the downstream services. Unset: no Authorization header.",
+            "a string without spaces or control characters",
+            _is_token,
+            secret=True,
+        ),
+    )
+
+    def __attrs_post_init__(self) -> None:
+        values = {f.name: getattr(self, f.name) for f in _FIELDS}
+        problems = [p for f in _FIELDS if (p := _field_problem(f, values[f.name], values[f.name]))]
+        problems += _cross_problems(values, failed=set())
+        if problems:
+            raise ConfigError("\n".join(problems))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={_masked(f, getattr(self, f.name))!r}" for f in _FIELDS)
+        return f"Settings({shown})"
+
+    @property
+    def database_kind(self) -> Literal["sqlite", "postgresql"]:
+        """``"sqlite"`` (also when ``DATABASE_URL`` is unset) or ``"postgresql"``."""
+        if not self.database_url:
+            return "sqlite"
+        return _split_database_url(self.database_url)[0]
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file to use; ``None`` when :attr:`database_kind` is ``"postgresql"``.
+
+        ``DATA_DIR/saga_orchestrator.db`` when ``DATABASE_URL`` is unset. A relative path is
+        relative to the current directory.
+        """
+        if not self.database_url:
+            return self.data_dir / SQLITE_FILENAME
+        return _split_database_url(self.database_url)[1]
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+
+_FIELDS: tuple[attrs.Attribute[Any], ...] = attrs.fields(attrs.resolve_types(Settings))
+
+
+def _env_name(field: attrs.Attribute[Any]) -> str:
+    return field.name.upper()
+
+
+# --------------------------------------------------------------------------------------------
+# Masking.
+
+
+def mask_url(url: str) -> str:
+    """``url`` with the password of its user info (and a ``password=`` query item) as ``***``.
+
+    Works on malformed URLs too, so a bad value can be shown in an error without leaking.
+    ``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:  # not a URL; still mask a "user:password@" part
+        scheme, rest = "", url
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:cut], rest[cut:]
+    if "@" in authority:
+        userinfo, _, hostport = authority.rpartition("@")
+        user, colon, _password = userinfo.partition(":")
+        if colon:
+            authority = f"{user}:{MASK}@{hostport}"
+    path, qmark, query = tail.partition("?")
+    if qmark:
+        tail = path + qmark + _QUERY_SECRET_RE.sub(rf"\1\2={MASK}", query)
+    return f"{scheme}{sep}{authority}{tail}"
+
+
+def _masked(field: attrs.Attribute[Any], value: Any) -> Any:
+    rule = _rule(field)
+    if value is None:
+        return None
+    if rule.secret:
+        return MASK
+    if rule.url and isinstance(value, str):
+        return mask_url(value)
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Checking.
+
+
+def _field_problem(field: attrs.Attribute[Any], value: Any, shown: Any) -> str | None:
+    """The error line for ``field`` when ``value`` is not allowed, else ``None``.
+
+    ``shown`` is what the user wrote (the raw string, or the value given to ``Settings``).
+    """
+    rule = _rule(field)
+    try:
+        ok = rule.check(value)
+    except Exception:
+        ok = False
+    if ok:
+        return None
+    return _problem(field, shown)
+
+
+def _problem(field: attrs.Attribute[Any], shown: Any) -> str:
+    rule = _rule(field)
+    return f"{_env_name(field)}={_masked(field, shown)!r} is not valid: expected {rule.allowed}"
+
+
+def _cross_problems(values: Mapping[str, Any], failed: set[str]) -> list[str]:
+    """Rules that involve more than one setting; ``failed`` names settings already reported."""
+    problems = []
+    if (
+        not failed & {"require_api_key", "environment", "api_key"}
+        and values["require_api_key"]
+        and values["environment"] == "production"
+        and values["api_key"] is None
+    ):
+        problems.append(
+            "REQUIRE_API_KEY is true but API_KEY is not set: ENVIRONMENT=production needs an "
+            "API key; set API_KEY, or set REQUIRE_API_KEY=false if callers are authenticated "
+            "in front of the service"
+        )
+    low, high = values["saga_retry_backoff_seconds"], values["saga_retry_backoff_max_seconds"]
+    if not failed & {"saga_retry_backoff_seconds", "saga_retry_backoff_max_seconds"} and high < low:
+        problems.append(
+            f"SAGA_RETRY_BACKOFF_MAX_SECONDS={high!r} is not valid: expected a number >= "
+            f"SAGA_RETRY_BACKOFF_SECONDS ({low!r})"
+        )
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# Structuring strings with cattrs.
+
+
+def _structure_bool(value: Any, _: type) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _structure_int(value: Any, _: type) -> int:
+    if _is_int(value):
+        return value
+    if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
+        return int(value)
+    raise ValueError(f"not an integer: {value!r}")
+
+
+def _structure_float(value: Any, _: type) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"not a number: {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"not a finite number: {value!r}")
+    return number
+
+
+def _structure_str(value: Any, _: type) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"not a string: {value!r}")
+    return value
+
+
+def _structure_path(value: Any, _: type) -> Path:
+    if not isinstance(value, str | os.PathLike) or str(value) == "":
+        raise ValueError(f"not a path: {value!r}")
+    return Path(value)
+
+
+_converter = cattrs.Converter()
+_converter.register_structure_hook(bool, _structure_bool)
+_converter.register_structure_hook(int, _structure_int)
+_converter.register_structure_hook(float, _structure_float)
+_converter.register_structure_hook(str, _structure_str)
+_converter.register_structure_hook(Path, _structure_path)
+_converter.register_unstructure_hook(Path, str)
+
+
+# --------------------------------------------------------------------------------------------
+# Public functions.
+
+
+def _read_env_file(env_file: str | os.PathLike[str]) -> dict[str, str]:
+    path = Path(env_file)
+    if not path.is_file():
+        return {}
+    return {k: v for k, v in dotenv_values(path, encoding="utf-8").items() if v is not None}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    env_file: str | os.PathLike[str] | None = ".env",
+) -> Settings:
+    """Read the settings from ``environ`` (default ``os.environ``) over ``env_file``.
+
+    Variables in ``environ`` win over the same ones in ``env_file``; ``env_file`` is skipped
+    when it does not exist or is ``None`` (tests pass ``env_file=None``). A relative
+    ``env_file`` is relative to the current directory. Surrounding whitespace of a value is
+    ignored, and an empty value of an optional variable (``API_KEY=``) means unset.
+
+    Raises :class:`ConfigError` listing every bad variable, one line each.
+    """
+    merged: dict[str, str] = {}
+    if env_file is not None:
+        merged.update(_read_env_file(env_file))
+    merged.update(os.environ if environ is None else environ)
+
+    values: dict[str, Any] = {}
+    failed: set[str] = set()
+    problems: list[str] = []
+    for field in _FIELDS:
+        raw = merged.get(_env_name(field))
+        if raw is None:
+            continue
+        text = raw.strip()
+        if text == "" and field.default is None:
+            values[field.name] = None
+            continue
+        try:
+            value = _converter.structure(text, field.type)
+            if field.converter is not None:
+                value = field.converter(value)  # type: ignore[operator]
+        except Exception:
+            problem: str | None = _problem(field, text)
+        else:
+            problem = _field_problem(field, value, text)
+        if problem is not None:
+            problems.append(problem)
+            failed.add(field.name)
+        else:
+            values[field.name] = value
+
+    effective = {f.name: values.get(f.name, _default(f)) for f in _FIELDS}
+    problems += _cross_problems(effective, failed)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return Settings(**values)
+
+
+def _default(field: attrs.Attribute[Any]) -> Any:
+    if field.converter is None:
+        return field.default
+    return field.converter(field.default)  # type: ignore[operator]
+
+
+def describe_settings(settings: Settings) -> dict[str, object]:
+    """Each variable's name -> its effective value, secrets masked as ``***``.
+
+    Unset optional variables are ``None``; paths are strings. Safe to log or to serve.
+    """
+    plain = _converter.unstructure(settings)
+    return {_env_name(f): _masked(f, plain[f.name]) for f in _FIELDS}
+
+
+class SettingDoc(NamedTuple):
+    """One row of the configuration reference."""
+
+    name: str
+    """The environment variable."""
+    default: str
+    """Its default as written in ``.env.example`` (empty: unset)."""
+    meaning: str
+    """What it does, and what is allowed."""
+
+
+def _default_text(field: attrs.Attribute[Any]) -> str:
+    default = field.default
+    if default is None:
+        return ""
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    return str(default)
+
+
+SETTINGS_DOC: list[SettingDoc] = [
+    SettingDoc(
+        _env_name(f),
+        _default_text(f),
+        f"{_rule(f).doc} Allowed: {_rule(f).allowed}." + (" Secret." if _rule(f).secret else ""),
+    )
+    for f in _FIELDS
+]
+"""Every variable with its default and meaning, in the order of :class:`Settings`."""

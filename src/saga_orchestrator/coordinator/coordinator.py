@@ -1,0 +1,372 @@
+"""The coordinator actor: starts sagas, routes cancel and retry, admits, recovers, supervises.
+
+Each running saga is a :class:`~.saga_actor.SagaActor` under the coordinator's ``sagas``
+supervisor (one-for-one, transient). A saga actor that crashes is restarted from its durable
+history; one that crashes more than ``crash_restarts`` times within ``crash_period`` is parked
+with status ``failed`` and the error recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import trio
+
+from saga_orchestrator.actors import (
+    ActorRef,
+    ActorStopped,
+    ActorSystem,
+    Envelope,
+    Mailbox,
+    Restart,
+    Supervisor,
+)
+from saga_orchestrator.errors import (
+    DuplicateIdempotencyKey,
+    OverloadedError,
+    SagaNotFound,
+    SagaStateConflict,
+    StoreError,
+    UnknownSagaType,
+)
+from saga_orchestrator.store.actor import Store
+from saga_orchestrator.store.records import (
+    ACTIVE_STATUSES,
+    AppendRequest,
+    NewEvent,
+    SagaRecord,
+    new_id,
+)
+
+from . import state as sm
+from .catalog import SagaCatalog
+from .clock import Clock, WallClock
+from .definition import SagaDefinition
+from .messages import (
+    CancelSaga,
+    CoordinatorStatus,
+    GetStatus,
+    RetrySaga,
+    StartResult,
+    StartSaga,
+)
+from .options import EngineOptions, shape_of
+from .projection import lifecycle_events, stream_id, to_record
+from .saga_actor import SagaActor, load_state
+from .transitions import SagaParked, SagaStarted
+from .transitions import to_record as transition_record
+
+log = logging.getLogger(__name__)
+
+PARKED_STATUSES = ("compensation_failed", "failed")
+
+
+@attrs.define(eq=False)
+class Coordinator:
+    """The coordinator's state; :meth:`run` is the actor body."""
+
+    catalog: SagaCatalog
+    store: Store
+    options: EngineOptions = attrs.field(factory=EngineOptions)
+    clock: Clock = attrs.field(factory=WallClock)
+    resources: Mapping[str, Any] = attrs.field(factory=dict)
+    ready: trio.Event = attrs.field(factory=trio.Event)
+    """Set once the sagas found in the store at start-up have been resumed."""
+    _actors: dict[str, ActorRef[Any]] = attrs.field(factory=dict)
+    _starting: int = 0
+    _keys_in_flight: dict[str, trio.Event] = attrs.field(factory=dict)
+    _recovered_sagas: int = 0
+    _shapes: dict[str, sm.SagaShape] = attrs.field(factory=dict)
+    _nursery: trio.Nursery | None = None
+    _sagas: Supervisor | None = None
+    _mailbox: Mailbox[Any] | None = None
+
+    @property
+    def active_sagas(self) -> int:
+        return len(self._actors) + self._starting
+
+    async def run(
+        self,
+        mailbox: Mailbox[Any],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        self._actors.clear()
+        self._starting = 0
+        self._mailbox = mailbox
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self._sagas = Supervisor("sagas", shutdown_grace=0)
+            await nursery.start(self._sagas.run)
+            nursery.start_soon(self._recover)
+            task_status.started()
+            async for envelope in mailbox:
+                self._dispatch(envelope)
+            nursery.cancel_scope.cancel()
+
+    def _shape(self, definition: SagaDefinition) -> sm.SagaShape:
+        shape = self._shapes.get(definition.name)
+        if shape is None:
+            shape = self._shapes[definition.name] = shape_of(definition, self.options)
+        return shape
+
+    def _dispatch(self, envelope: Envelope[Any]) -> None:
+        assert self._nursery is not None
+        match envelope.message:
+            case StartSaga() as message:
+                try:
+                    definition = self.catalog.get(message.saga_type)
+                    parsed = definition.parse_input(message.data)
+                except Exception as exc:
+                    envelope.respond_error(exc)
+                    return
+                if self.active_sagas >= self.options.max_active_sagas:
+                    envelope.respond_error(
+                        OverloadedError(
+                            f"{self.active_sagas} sagas are active, the limit is "
+                            f"{self.options.max_active_sagas}: retry later",
+                            retry_after=1.0,
+                        )
+                    )
+                    return
+                self._starting += 1
+                self._nursery.start_soon(self._start, envelope, definition, parsed)
+            case CancelSaga() | RetrySaga():
+                self._nursery.start_soon(self._forward, envelope)
+            case GetStatus():
+                envelope.respond(self._status())
+            case other:
+                envelope.respond_error(TypeError(f"coordinator cannot handle {other!r}"))
+
+    def _status(self) -> CoordinatorStatus:
+        return CoordinatorStatus(
+            active_sagas=self.active_sagas,
+            max_active_sagas=self.options.max_active_sagas,
+            recovered=self.ready.is_set(),
+            recovered_sagas=self._recovered_sagas,
+            mailbox_depth=self._mailbox.depth if self._mailbox is not None else 0,
+            saga_types=tuple(self.catalog.names()),
+        )
+
+    # -- start --------------------------------------------------------------------------------
+
+    async def _start(
+        self, envelope: Envelope[Any], definition: SagaDefinition, parsed: Any
+    ) -> None:
+        message: StartSaga = envelope.message
+        key = message.idempotency_key
+        try:
+            if key is None:
+                envelope.respond(await self._create(message, definition, parsed))
+                return
+            while key in self._keys_in_flight:  # one start per key at a time in this process
+                await self._keys_in_flight[key].wait()
+            done = self._keys_in_flight[key] = trio.Event()
+            try:
+                existing = await self.store.find_saga_by_key(key)
+                if existing is not None:
+                    envelope.respond(StartResult(saga=existing, created=False))
+                else:
+                    envelope.respond(await self._create(message, definition, parsed))
+            finally:
+                del self._keys_in_flight[key]
+                done.set()
+        except Exception as exc:
+            if not isinstance(exc, StoreError):
+                log.exception("starting a %s saga failed", message.saga_type)
+            envelope.respond_error(exc)
+        finally:
+            self._starting -= 1
+
+    async def _create(
+        self, message: StartSaga, definition: SagaDefinition, parsed: Any
+    ) -> StartResult:
+        shape = self._shape(definition)
+        saga_id = new_id()
+        now = self.clock.now()
+        started = SagaStarted(
+            saga_id=saga_id,
+            saga_type=definition.name,
+            saga_version=definition.version,
+            input=definition.dump_input(parsed),
+            deadline_at=now + self.options.saga_timeout,
+            idempotency_key=message.idempotency_key,
+            correlation_id=message.correlation_id,
+            at=now,
+        )
+        state = sm.evolve(sm.initial_state(shape), started)
+        event_type, data = transition_record(started)
+        request = AppendRequest(
+            stream_id=stream_id(saga_id),
+            expected_version=0,
+            events=[NewEvent(event_type=event_type, data=data)],
+            saga=to_record(state, shape),
+            outbox=lifecycle_events(state, shape, [started], self.options.lifecycle_topic),
+        )
+        try:
+            await self.store.append(request)
+        except DuplicateIdempotencyKey as duplicate:
+            existing = await self.store.get_saga(duplicate.saga_id)
+            if existing is None:
+                raise
+            return StartResult(saga=existing, created=False)
+        await self._spawn(saga_id, definition, state=state)
+        return StartResult(saga=to_record(state, shape), created=True)
+
+    # -- saga actors --------------------------------------------------------------------------
+
+    async def _spawn(
+        self,
+        saga_id: str,
+        definition: SagaDefinition,
+        *,
+        state: sm.SagaState | None = None,
+        retry: bool = False,
+    ) -> ActorRef[Any]:
+        assert self._sagas is not None
+        actor = SagaActor(
+            saga_id=saga_id,
+            definition=definition,
+            shape=self._shape(definition),
+            store=self.store,
+            options=self.options,
+            clock=self.clock,
+            resources=self.resources,
+            state=state,
+            retry_requested=retry,
+        )
+
+        async def behaviour(
+            mailbox: Mailbox[Any], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        ) -> None:
+            await actor.run(mailbox, task_status=task_status)
+            self._actors.pop(saga_id, None)
+
+        ref = await self._sagas.spawn(
+            saga_id,
+            behaviour,
+            capacity=self.options.saga_mailbox_size,
+            restart=Restart.TRANSIENT,
+            max_restarts=self.options.crash_restarts,
+            period=self.options.crash_period,
+            on_give_up=self._give_up,
+        )
+        self._actors[saga_id] = ref
+        return ref
+
+    def _give_up(self, saga_id: str, error: BaseException) -> None:
+        self._actors.pop(saga_id, None)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._park, saga_id, error)
+
+    async def _park(self, saga_id: str, error: BaseException) -> None:
+        """Record that a saga crashed too often, so an operator sees it and can retry it."""
+        record = await self.store.get_saga(saga_id)
+        if record is None:
+            return
+        definition = self.catalog.get(record.saga_type)
+        shape = self._shape(definition)
+        state = await load_state(self.store, shape, saga_id)
+        if state.is_terminal or state.is_parked:
+            return
+        recorder = SagaActor(
+            saga_id=saga_id,
+            definition=definition,
+            shape=shape,
+            store=self.store,
+            options=self.options,
+            clock=self.clock,
+            state=state,
+        )
+        await recorder.record([SagaParked(error=f"the saga's actor kept crashing: {error!r}")])
+        log.error("saga %s parked as failed after repeated crashes: %r", saga_id, error)
+
+    # -- cancel and retry ---------------------------------------------------------------------
+
+    async def _forward(self, envelope: Envelope[Any]) -> None:
+        message = envelope.message
+        try:
+            envelope.respond(await self._ask_saga(message))
+        except Exception as exc:
+            envelope.respond_error(exc)
+
+    async def _ask_saga(self, message: CancelSaga | RetrySaga) -> str:
+        operation = "cancel" if isinstance(message, CancelSaga) else "retry"
+        ref = self._actors.get(message.saga_id)
+        if ref is None:
+            record = await self._load(message.saga_id)
+            parked = record.status in PARKED_STATUSES
+            if operation == "retry" and parked:
+                await self._spawn(message.saga_id, self.catalog.get(record.saga_type), retry=True)
+                return record.status
+            if record.status not in ACTIVE_STATUSES:
+                raise SagaStateConflict(message.saga_id, record.status, operation)
+            ref = await self._spawn(message.saga_id, self.catalog.get(record.saga_type))
+        try:
+            return await ref.ask(message, timeout=10.0)
+        except ActorStopped:
+            record = await self._load(message.saga_id)
+            raise SagaStateConflict(message.saga_id, record.status, operation) from None
+
+    async def _load(self, saga_id: str) -> SagaRecord:
+        record = await self.store.get_saga(saga_id)
+        if record is None:
+            raise SagaNotFound(saga_id)
+        return record
+
+    # -- recovery -----------------------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        """Resume every saga that was active when the last process stopped."""
+        delay = 0.1
+        while True:
+            try:
+                records = await self.store.active_sagas()
+                break
+            except StoreError as exc:
+                log.warning("recovery waits for the store: %s", exc)
+                await trio.sleep(delay)
+                delay = min(delay * 2, self.options.store_retry_max)
+        resumed = 0
+        for record in records:
+            if record.saga_id in self._actors:
+                continue
+            try:
+                definition = self.catalog.get(record.saga_type)
+            except UnknownSagaType:
+                log.error(
+                    "saga %s has unknown type %r: not resumed", record.saga_id, record.saga_type
+                )
+                continue
+            await self._spawn(record.saga_id, definition)
+            resumed += 1
+        self._recovered_sagas = resumed
+        log.info("recovery done: %d sagas resumed", resumed)
+        self.ready.set()
+
+
+async def start_coordinator(
+    system: ActorSystem,
+    catalog: SagaCatalog,
+    store: Store,
+    *,
+    options: EngineOptions | None = None,
+    clock: Clock | None = None,
+    resources: Mapping[str, Any] | None = None,
+) -> tuple[ActorRef[Any], Coordinator]:
+    """Spawn the coordinator (a permanent child of the root supervisor)."""
+    options = options or EngineOptions()
+    coordinator = Coordinator(
+        catalog=catalog,
+        store=store,
+        options=options,
+        clock=clock or WallClock(),
+        resources=resources or {},
+    )
+    ref = await system.spawn(
+        "coordinator", coordinator.run, capacity=options.coordinator_mailbox_size
+    )
+    return ref, coordinator

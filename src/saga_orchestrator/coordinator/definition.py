@@ -1,0 +1,196 @@
+"""The saga definition DSL: what a saga type is, independent of how it runs.
+
+A :class:`SagaDefinition` names a saga type, its input type (an attrs class validated with
+cattrs) and its ordered :class:`Step` s. Each step has an async ``action`` and an optional
+``compensation``; both receive a :class:`StepContext`.
+
+    @attrs.frozen
+    class Input:
+        user_id: str
+
+    async def create(ctx: StepContext) -> dict: ...
+    async def delete(ctx: StepContext) -> None: ...
+
+    saga = SagaDefinition(
+        name="example", version=1, input_type=Input,
+        steps=[Step(name="create", action=create, compensation=delete)],
+    )
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import cattrs
+
+from saga_orchestrator.errors import SagaOrchestratorError, ValidationError
+
+
+class NonRetryableError(SagaOrchestratorError):
+    """Raise from a step action to fail the step at once, without retries."""
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How often and how fast a failing step is tried again."""
+
+    max_attempts: int | None = None
+    """Attempts including the first; ``None`` takes ``SAGA_RETRY_ATTEMPTS``."""
+    initial_backoff: float | None = None
+    """Delay before the second attempt; ``None`` takes ``SAGA_RETRY_BACKOFF_SECONDS``."""
+    multiplier: float = 2.0
+    """Each later delay is this many times the one before."""
+    max_backoff: float | None = None
+    """Cap on one delay; ``None`` takes ``SAGA_RETRY_BACKOFF_MAX_SECONDS``."""
+    jitter: float = 0.2
+    """Each delay varies by up to this fraction, deterministically per saga, step and attempt."""
+    non_retryable: tuple[type[BaseException], ...] = ()
+    """Errors that fail the step at once (``NonRetryableError`` always does)."""
+
+
+@attrs.frozen(kw_only=True)
+class StepContext:
+    """What a step's action or compensation sees."""
+
+    saga_id: str
+    saga_type: str
+    step: str
+    """This step's name."""
+    attempt: int
+    input: Any
+    """The saga input, an instance of the definition's ``input_type``."""
+    results: Mapping[str, Any]
+    """Results of the steps completed before this one, by step name."""
+    idempotency_key: str
+    """Stable for this saga and step across attempts and restarts: send it downstream."""
+    correlation_id: str | None = None
+    result: Any = None
+    """For a compensation: the result of the step it undoes (``None`` if its outcome is unknown)."""
+    resources: Mapping[str, Any] = attrs.field(factory=dict)
+    """Shared clients (HTTP clients and the like) handed to the coordinator."""
+
+
+StepFunction = Callable[[StepContext], Awaitable[Any]]
+
+
+@attrs.frozen(kw_only=True)
+class Step:
+    """One step of a saga."""
+
+    name: str
+    action: StepFunction
+    """Does the step's work; returns a JSON-serialisable result that later steps can read."""
+    compensation: StepFunction | None = None
+    """Undoes the action; must be idempotent (it may run more than once after a crash)."""
+    timeout: float | None = None
+    """Seconds one attempt may take; ``None`` takes ``SAGA_STEP_TIMEOUT_SECONDS``."""
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    compensation_safe_if_unknown: bool = False
+    """Whether the compensation may run when the action was interrupted mid-flight and its
+    outcome is unknown (it must then tolerate an action that never happened)."""
+
+
+@attrs.frozen(kw_only=True)
+class SagaDefinition:
+    """A saga type."""
+
+    name: str
+    version: int
+    input_type: type[Any]
+    steps: Sequence[Step] = attrs.field(converter=tuple)
+    triggers: Sequence[str] = attrs.field(default=(), converter=tuple)
+    """Event types that start this saga."""
+    description: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        names = [step.name for step in self.steps]
+        if not names:
+            raise ValueError(f"saga {self.name!r} has no steps")
+        if len(set(names)) != len(names):
+            raise ValueError(f"saga {self.name!r} has duplicate step names: {names}")
+
+    def parse_input(self, data: Any) -> Any:
+        """Validate ``data`` against ``input_type``.
+
+        Raises:
+            ValidationError: with one entry per bad field (``field``, ``message``).
+        """
+        if not isinstance(data, Mapping):
+            raise ValidationError(
+                f"input of saga {self.name!r} must be a JSON object",
+                [{"field": "data", "message": "expected an object"}],
+            )
+        try:
+            return _input_converter.structure(dict(data), self.input_type)
+        except cattrs.ClassValidationError as group:
+            errors = [
+                {"field": ".".join(["data", *map(str, path)]), "message": message}
+                for path, message in _flatten(group)
+            ]
+            raise ValidationError(f"input of saga {self.name!r} is not valid", errors) from None
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(
+                f"input of saga {self.name!r} is not valid",
+                [{"field": "data", "message": str(exc)}],
+            ) from None
+
+    def dump_input(self, value: Any) -> dict[str, Any]:
+        """The JSON form of a parsed input."""
+        return _input_converter.unstructure(value)
+
+
+def _strict_str(value: Any, _type: type) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _strict_int(value: Any, _type: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+def _strict_bool(value: Any, _type: type) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {type(value).__name__}")
+    return value
+
+
+_input_converter = cattrs.Converter(forbid_extra_keys=True)
+_input_converter.register_structure_hook(str, _strict_str)
+_input_converter.register_structure_hook(int, _strict_int)
+_input_converter.register_structure_hook(bool, _strict_bool)
+
+
+def _flatten(group: BaseException, path: tuple[Any, ...] = ()) -> list[tuple[tuple, str]]:
+    """(path, message) for each leaf error of a cattrs validation group."""
+    if not isinstance(group, BaseExceptionGroup):
+        return [(path, _describe(group))]
+    grouped = getattr(group, "group_exceptions", None)
+    if callable(grouped):
+        with_notes, without_notes = grouped()
+        pairs = [*with_notes, *((e, None) for e in without_notes)]
+    else:
+        pairs = [(e, None) for e in group.exceptions]
+    found: list[tuple[tuple, str]] = []
+    for exc, note in pairs:
+        name = getattr(note, "name", None)
+        if name is None:
+            name = getattr(note, "index", None)
+        sub = (*path, name) if name is not None else path
+        if isinstance(exc, KeyError) and name is not None:
+            found.append((sub, "is required"))
+        else:
+            found.extend(_flatten(exc, sub))
+    return found
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+        return f"unknown fields: {', '.join(sorted(exc.extra_fields))}"
+    if isinstance(exc, KeyError):
+        return "is required"
+    return str(exc)

@@ -1,0 +1,66 @@
+"""Messages the coordinator and saga actors understand, and what they answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from saga_orchestrator.store.records import SagaRecord
+
+
+@attrs.frozen(kw_only=True)
+class StartSaga:
+    """Ask the coordinator: start a saga; answers :class:`StartResult`.
+
+    Raises ``UnknownSagaType``, ``ValidationError``, ``OverloadedError``, ``StoreError``.
+    """
+
+    saga_type: str
+    data: Any
+    idempotency_key: str | None = None
+    correlation_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class StartResult:
+    saga: SagaRecord
+    created: bool
+    """False when the idempotency key named an existing saga, which is returned instead."""
+
+
+@attrs.frozen(kw_only=True)
+class CancelSaga:
+    """Ask: cancel a saga; answers the saga's status once cancellation has started.
+
+    Raises ``SagaNotFound``, ``SagaStateConflict`` (it has ended or waits for an operator).
+    """
+
+    saga_id: str
+    reason: str = "cancelled by request"
+
+
+@attrs.frozen(kw_only=True)
+class RetrySaga:
+    """Ask: resume a parked saga (``compensation_failed`` or ``failed``); answers its status.
+
+    Raises ``SagaNotFound``, ``SagaStateConflict`` (it is not parked).
+    """
+
+    saga_id: str
+
+
+@attrs.frozen
+class GetStatus:
+    """Ask the coordinator for :class:`CoordinatorStatus`."""
+
+
+@attrs.frozen(kw_only=True)
+class CoordinatorStatus:
+    active_sagas: int
+    max_active_sagas: int
+    recovered: bool
+    """Recovery of the sagas found in the store at start-up is done."""
+    recovered_sagas: int
+    mailbox_depth: int
+    saga_types: tuple[str, ...]

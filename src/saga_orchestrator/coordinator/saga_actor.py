@@ -1,0 +1,345 @@
+"""The saga actor: the I/O loop around the pure state machine of one saga.
+
+It asks :func:`~.state.plan` what to do, does it, and records what happened before it acts on
+it (write-ahead). Cancellation and the saga deadline interrupt the forward path at once (the
+running step's cancel scope is cancelled) and the completed steps are compensated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from saga_orchestrator.actors import Envelope, Mailbox
+from saga_orchestrator.errors import (
+    ConcurrencyError,
+    SagaStateConflict,
+    StoreError,
+)
+from saga_orchestrator.store.actor import Store
+from saga_orchestrator.store.records import AppendRequest, NewEvent
+
+from . import state as sm
+from .clock import Clock
+from .definition import NonRetryableError, SagaDefinition, StepContext
+from .messages import CancelSaga, RetrySaga
+from .options import EngineOptions
+from .projection import lifecycle_events, stream_id, to_record
+from .transitions import (
+    Interruption,
+    OperatorRetried,
+    SagaInterrupted,
+    Transition,
+    from_record,
+)
+from .transitions import (
+    to_record as transition_record,
+)
+
+log = logging.getLogger(__name__)
+
+_FORWARD = (sm.SagaStatus.PENDING, sm.SagaStatus.RUNNING)
+
+
+class SagaTakenOver(Exception):
+    """Another process appended to this saga's stream: this actor stops driving it."""
+
+
+async def load_state(store: Store, shape: sm.SagaShape, saga_id: str) -> sm.SagaState:
+    """Rebuild a saga's state from its durable history."""
+    history: list[Transition] = []
+    version = 1
+    while True:
+        events = await store.read_stream(stream_id(saga_id), from_version=version, limit=1000)
+        history.extend(from_record(e.event_type, e.data) for e in events)
+        if len(events) < 1000:
+            return sm.replay(shape, history)
+        version += len(events)
+
+
+@attrs.define(eq=False)
+class SagaActor:
+    """Drives one saga. ``run`` is the actor body; it returns when the saga ends or parks."""
+
+    saga_id: str
+    definition: SagaDefinition
+    shape: sm.SagaShape
+    store: Store
+    options: EngineOptions
+    clock: Clock
+    resources: Mapping[str, Any] = attrs.field(factory=dict)
+    state: sm.SagaState | None = None
+    """The saga's state when the caller already has it (a new saga); else loaded from the store."""
+    _interrupt: tuple[Interruption, str] | None = None
+    _interruptible: trio.CancelScope | None = None
+    _retry_requested: bool = False
+    _incarnations: int = 0
+
+    async def run(
+        self,
+        mailbox: Mailbox[Any],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        if self._incarnations or self.state is None:
+            # A restarted incarnation reloads: its predecessor may have recorded more.
+            self.state = await load_state(self.store, self.shape, self.saga_id)
+        self._incarnations += 1
+        self._interruptible = None
+        task_status.started()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._listen, mailbox)
+                nursery.start_soon(self._watch_deadline)
+                await self._drive()
+                nursery.cancel_scope.cancel()
+        except SagaTakenOver:
+            log.warning("saga %s is driven by another process; this one stops", self.saga_id)
+        self._close(mailbox)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def _drive(self) -> None:
+        while True:
+            state = self._current()
+            if state.status in _FORWARD and self.clock.now() >= state.deadline_at:
+                self._interrupt_with(Interruption.TIMED_OUT, "the saga deadline passed")
+            if self._retry_requested and state.is_parked:
+                self._retry_requested = False
+                await self.record([OperatorRetried()])
+                continue
+            if self._interrupt is not None and state.status in _FORWARD:
+                reason, detail = self._interrupt
+                await self.record([SagaInterrupted(reason=reason, detail=detail)])
+                continue
+            command = sm.plan(state, self.shape)
+            match command:
+                case sm.Record():
+                    await self.record(self._coalesce(state, command))
+                case sm.Execute(step=step, attempt=attempt):
+                    outcome = await self._execute(step, attempt)
+                    if outcome is not None:
+                        t = sm.step_outcome(state, self.shape, step, attempt, outcome)
+                        await self.record([t])
+                case sm.Compensate(step=step, attempt=attempt):
+                    outcome = await self._compensate(step, attempt)
+                    t = sm.compensation_outcome(state, self.shape, step, attempt, outcome)
+                    await self.record([t])
+                case sm.Wait(delay=delay, then=then):
+                    if await self._sleep(delay, interruptible=state.status in _FORWARD):
+                        await self.record([then])
+                case sm.Halt():
+                    return
+
+    def _coalesce(self, state: sm.SagaState, command: sm.Record) -> list[Transition]:
+        """Consecutive transitions to record, so they go to the store as one append."""
+        transitions = [command.transition]
+        next_state = sm.evolve(state, command.transition)
+        while True:
+            if next_state.status in _FORWARD and self._interrupt is not None:
+                return transitions
+            following = sm.plan(next_state, self.shape)
+            if not isinstance(following, sm.Record):
+                return transitions
+            transitions.append(following.transition)
+            next_state = sm.evolve(next_state, following.transition)
+
+    def _current(self) -> sm.SagaState:
+        assert self.state is not None
+        return self.state
+
+    # -- recording ----------------------------------------------------------------------------
+
+    async def record(self, transitions: Sequence[Transition]) -> None:
+        """Make ``transitions`` durable (with the projection and lifecycle events), then adopt
+        them. An unavailable store is retried with backoff, never compensated for."""
+        before = self._current()
+        now = self.clock.now()
+        stamped = [attrs.evolve(t, at=now) for t in transitions]
+        after = before
+        for t in stamped:
+            after = sm.evolve(after, t)
+        events = []
+        for t in stamped:
+            event_type, data = transition_record(t)
+            events.append(NewEvent(event_type=event_type, data=data))
+        request = AppendRequest(
+            stream_id=stream_id(self.saga_id),
+            expected_version=before.version,
+            events=events,
+            saga=to_record(after, self.shape),
+            outbox=lifecycle_events(after, self.shape, stamped, self.options.lifecycle_topic),
+        )
+        delay = 0.05
+        while True:
+            try:
+                await self.store.append(request)
+                break
+            except ConcurrencyError:
+                if await self._already_recorded(events[-1].event_id, after.version):
+                    break
+                raise SagaTakenOver(self.saga_id) from None
+            except StoreError as exc:
+                log.warning("saga %s waits for the store: %s", self.saga_id, exc)
+                await trio.sleep(delay)
+                delay = min(delay * 2, self.options.store_retry_max)
+        self.state = after
+
+    async def _already_recorded(self, event_id: str, version: int) -> bool:
+        """Whether an append whose reply was lost did commit (same event at that version)."""
+        events = await self.store.read_stream(
+            stream_id(self.saga_id), from_version=version, limit=1
+        )
+        return bool(events) and events[0].event_id == event_id
+
+    # -- running steps ------------------------------------------------------------------------
+
+    def _context(self, step: int, attempt: int, result: Any = None) -> StepContext:
+        state = self._current()
+        results = {
+            self.shape.steps[i].name: s.result
+            for i, s in enumerate(state.steps)
+            if s.status is sm.StepStatus.COMPLETED
+        }
+        name = self.shape.steps[step].name
+        return StepContext(
+            saga_id=self.saga_id,
+            saga_type=state.saga_type,
+            step=name,
+            attempt=attempt,
+            input=self.definition.parse_input(state.input),
+            results=results,
+            idempotency_key=f"{self.saga_id}:{name}",
+            correlation_id=state.correlation_id,
+            result=result,
+            resources=self.resources,
+        )
+
+    def _timeout(self, step: int) -> float:
+        timeout = self.definition.steps[step].timeout
+        return self.options.step_timeout if timeout is None else timeout
+
+    async def _execute(self, step: int, attempt: int) -> sm.Attempt | None:
+        """Run a step's action; ``None`` when an interruption cut it short."""
+        definition = self.definition.steps[step]
+        timeout = self._timeout(step)
+        ctx = self._context(step, attempt)
+        with trio.CancelScope() as interruptible:
+            self._interruptible = interruptible
+            if self._interrupt is not None:
+                interruptible.cancel()
+            try:
+                with trio.move_on_after(timeout) as timer:
+                    result = await definition.action(ctx)
+                if timer.cancelled_caught:
+                    return sm.TimedOut(timeout)
+                return _checked_result(result)
+            except NonRetryableError as exc:
+                return sm.Raised(_describe(exc), retryable=False)
+            except Exception as exc:
+                retryable = not isinstance(exc, definition.retry.non_retryable)
+                return sm.Raised(_describe(exc), retryable=retryable)
+            finally:
+                self._interruptible = None
+        return None
+
+    async def _compensate(self, step: int, attempt: int) -> sm.Attempt:
+        """Run a step's compensation; interruptions do not reach it."""
+        compensation = self.definition.steps[step].compensation
+        assert compensation is not None
+        timeout = self._timeout(step)
+        ctx = self._context(step, attempt, result=self._current().steps[step].result)
+        try:
+            with trio.move_on_after(timeout) as timer:
+                await compensation(ctx)
+        except Exception as exc:
+            return sm.Raised(_describe(exc))
+        if timer.cancelled_caught:
+            return sm.TimedOut(timeout)
+        return sm.Succeeded()
+
+    async def _sleep(self, delay: float, *, interruptible: bool) -> bool:
+        """Sleep a backoff; False when an interruption ended it early."""
+        with trio.CancelScope() as scope:
+            if interruptible:
+                self._interruptible = scope
+                if self._interrupt is not None:
+                    scope.cancel()
+            try:
+                await trio.sleep(delay)
+            finally:
+                self._interruptible = None
+        return not scope.cancelled_caught
+
+    # -- messages and timers ------------------------------------------------------------------
+
+    def _interrupt_with(self, reason: Interruption, detail: str) -> bool:
+        if self._interrupt is not None or self._current().status not in _FORWARD:
+            return False
+        self._interrupt = (reason, detail)
+        if self._interruptible is not None:
+            self._interruptible.cancel()
+        return True
+
+    async def _watch_deadline(self) -> None:
+        remaining = self._current().deadline_at - self.clock.now()
+        if math.isfinite(remaining):
+            await trio.sleep(max(0.0, remaining))
+            self._interrupt_with(Interruption.TIMED_OUT, "the saga deadline passed")
+
+    async def _listen(self, mailbox: Mailbox[Any]) -> None:
+        async for envelope in mailbox:
+            self._handle(envelope)
+
+    def _handle(self, envelope: Envelope[Any]) -> None:
+        state = self._current()
+        match envelope.message:
+            case CancelSaga(reason=reason):
+                if state.is_terminal or state.is_parked:
+                    envelope.respond_error(
+                        SagaStateConflict(self.saga_id, state.status.value, "cancel")
+                    )
+                    return
+                self._interrupt_with(Interruption.CANCELLED, reason)
+                envelope.respond(sm.SagaStatus.COMPENSATING.value)
+            case RetrySaga():
+                if not state.is_parked:
+                    envelope.respond_error(
+                        SagaStateConflict(self.saga_id, state.status.value, "retry")
+                    )
+                    return
+                self._retry_requested = True
+                envelope.respond(state.status.value)
+            case other:
+                envelope.respond_error(TypeError(f"saga actor cannot handle {other!r}"))
+
+    def _close(self, mailbox: Mailbox[Any]) -> None:
+        """The saga ended: answer what is still queued with the final status, then close."""
+        state = self._current()
+        while True:
+            try:
+                envelope = mailbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            operation = "cancel" if isinstance(envelope.message, CancelSaga) else "retry"
+            envelope.respond_error(SagaStateConflict(self.saga_id, state.status.value, operation))
+        mailbox.close()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _checked_result(result: Any) -> sm.Attempt:
+    try:
+        json.dumps(result)
+    except (TypeError, ValueError) as exc:
+        return sm.Raised(f"the step's result cannot be stored as JSON: {exc}", retryable=False)
+    return sm.Succeeded(result)

@@ -1,0 +1,512 @@
+"""The saga state machine, as pure functions: no I/O, no trio, no clock.
+
+* :func:`evolve` folds one durable transition into the state (replaying a history is a fold);
+* :func:`plan` says what to do next in a state: record a transition, run a step or a
+  compensation, wait, or halt;
+* :func:`step_outcome` / :func:`compensation_outcome` turn what happened when the actor ran a
+  step into the transition to record (retry or give up, with a deterministic backoff);
+* :func:`decide` is ``evolve`` then ``plan``: (state, event) -> (state, command).
+
+The saga actor is the loop around these that does the I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from .transitions import (
+    CompensationAttemptFailed,
+    CompensationCompleted,
+    CompensationFailed,
+    CompensationStarted,
+    Interruption,
+    OperatorRetried,
+    Outcome,
+    SagaCompensated,
+    SagaCompleted,
+    SagaInterrupted,
+    SagaParked,
+    SagaStarted,
+    StepAttemptFailed,
+    StepCompleted,
+    StepFailed,
+    StepStarted,
+    Transition,
+)
+
+
+class SagaStatus(enum.StrEnum):
+    """A saga's status, as the API shows it."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    COMPLETED = "completed"
+    COMPENSATED = "compensated"
+    """A step failed; the completed steps were compensated."""
+    CANCELLED = "cancelled"
+    """Cancelled; the completed steps were compensated."""
+    TIMED_OUT = "timed_out"
+    """The saga deadline passed; the completed steps were compensated."""
+    COMPENSATION_FAILED = "compensation_failed"
+    """A compensation failed after its retries, or could not safely run: parked for an operator."""
+    FAILED = "failed"
+    """The saga's actor crashed too often: parked for an operator, the error recorded."""
+
+
+TERMINAL = frozenset(
+    {SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.CANCELLED, SagaStatus.TIMED_OUT}
+)
+PARKED = frozenset({SagaStatus.COMPENSATION_FAILED, SagaStatus.FAILED})
+
+
+class StepStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    RETRY_WAIT = "retry_wait"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    """Interrupted mid-flight: its effect may or may not exist."""
+
+
+class CompensationStatus(enum.StrEnum):
+    NOT_RUN = "not_run"
+    RUNNING = "running"
+    RETRY_WAIT = "retry_wait"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+_END_STATUS = {
+    "failed": SagaStatus.COMPENSATED,
+    Interruption.CANCELLED.value: SagaStatus.CANCELLED,
+    Interruption.TIMED_OUT.value: SagaStatus.TIMED_OUT,
+}
+
+
+@attrs.frozen(kw_only=True)
+class StepShape:
+    """What the state machine needs to know of a step (no functions, no I/O)."""
+
+    name: str
+    has_compensation: bool = False
+    compensation_safe_if_unknown: bool = False
+    max_attempts: int = 3
+    initial_backoff: float = 1.0
+    multiplier: float = 2.0
+    max_backoff: float = 60.0
+    jitter: float = 0.2
+    compensation_max_attempts: int = 5
+
+
+@attrs.frozen(kw_only=True)
+class SagaShape:
+    steps: tuple[StepShape, ...]
+
+
+@attrs.frozen(kw_only=True)
+class StepState:
+    status: StepStatus = StepStatus.PENDING
+    attempt: int = 0
+    result: Any = None
+    error: str | None = None
+    retry_in: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    compensation: CompensationStatus = CompensationStatus.NOT_RUN
+    compensation_attempt: int = 0
+    compensation_error: str | None = None
+    compensation_retry_in: float = 0.0
+    compensation_forced: bool = False
+    """An operator retried the saga: run this compensation even though the outcome is unknown."""
+
+
+@attrs.frozen(kw_only=True)
+class SagaState:
+    saga_id: str = ""
+    saga_type: str = ""
+    saga_version: int = 0
+    input: dict[str, Any] = attrs.field(factory=dict)
+    deadline_at: float = 0.0
+    idempotency_key: str | None = None
+    correlation_id: str | None = None
+    status: SagaStatus = SagaStatus.PENDING
+    steps: tuple[StepState, ...] = ()
+    version: int = 0
+    """How many transitions the state holds: the stream version."""
+    cause: str | None = None
+    """Why it compensates: ``failed``, ``cancelled`` or ``timed_out``."""
+    error: str | None = None
+    result: dict[str, Any] | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    parked_from: SagaStatus | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def is_parked(self) -> bool:
+        return self.status in PARKED
+
+
+# Commands: what the actor must do next.
+
+
+@attrs.frozen
+class Record:
+    """Make this transition durable, then decide again."""
+
+    transition: Transition
+
+
+@attrs.frozen
+class Execute:
+    """Run a step's action (its ``StepStarted`` is durable)."""
+
+    step: int
+    attempt: int
+
+
+@attrs.frozen
+class Compensate:
+    """Run a step's compensation (its ``CompensationStarted`` is durable)."""
+
+    step: int
+    attempt: int
+
+
+@attrs.frozen
+class Wait:
+    """Sleep ``delay`` seconds (a retry backoff), then record ``then``."""
+
+    delay: float
+    then: Transition
+
+
+@attrs.frozen
+class Halt:
+    """Nothing to do: the saga has ended or waits for an operator."""
+
+
+Command = Record | Execute | Compensate | Wait | Halt
+
+
+# What happened when the actor ran a step or a compensation.
+
+
+@attrs.frozen
+class Succeeded:
+    result: Any = None
+
+
+@attrs.frozen
+class Raised:
+    error: str
+    retryable: bool = True
+
+
+@attrs.frozen
+class TimedOut:
+    after: float
+
+
+Attempt = Succeeded | Raised | TimedOut
+
+
+def initial_state(shape: SagaShape) -> SagaState:
+    """The state before the first transition."""
+    return SagaState(steps=tuple(StepState() for _ in shape.steps))
+
+
+def replay(shape: SagaShape, history: Sequence[Transition]) -> SagaState:
+    """The state after a saga's whole history."""
+    state = initial_state(shape)
+    for transition in history:
+        state = evolve(state, transition)
+    return state
+
+
+def _set_step(state: SagaState, index: int, **changes: Any) -> tuple[StepState, ...]:
+    steps = list(state.steps)
+    steps[index] = attrs.evolve(steps[index], **changes)
+    return tuple(steps)
+
+
+def evolve(state: SagaState, t: Transition) -> SagaState:
+    """The state after transition ``t``."""
+    state = attrs.evolve(state, version=state.version + 1, updated_at=t.at)
+    match t:
+        case SagaStarted():
+            return attrs.evolve(
+                state,
+                saga_id=t.saga_id,
+                saga_type=t.saga_type,
+                saga_version=t.saga_version,
+                input=t.input,
+                deadline_at=t.deadline_at,
+                idempotency_key=t.idempotency_key,
+                correlation_id=t.correlation_id,
+                status=SagaStatus.PENDING,
+                created_at=t.at,
+            )
+        case StepStarted():
+            first = state.steps[t.step].started_at
+            steps = _set_step(
+                state,
+                t.step,
+                status=StepStatus.RUNNING,
+                attempt=t.attempt,
+                started_at=t.at if first is None else first,
+            )
+            return attrs.evolve(state, steps=steps, status=SagaStatus.RUNNING)
+        case StepCompleted():
+            steps = _set_step(
+                state,
+                t.step,
+                status=StepStatus.COMPLETED,
+                result=t.result,
+                finished_at=t.at,
+                error=None,
+            )
+            return attrs.evolve(state, steps=steps)
+        case StepAttemptFailed():
+            steps = _set_step(
+                state, t.step, status=StepStatus.RETRY_WAIT, error=t.error, retry_in=t.retry_in
+            )
+            return attrs.evolve(state, steps=steps)
+        case StepFailed():
+            status = StepStatus.UNKNOWN if t.outcome is Outcome.UNKNOWN else StepStatus.FAILED
+            steps = _set_step(state, t.step, status=status, error=t.error, finished_at=t.at)
+            if state.status is SagaStatus.COMPENSATING:
+                return attrs.evolve(state, steps=steps)
+            return attrs.evolve(
+                state,
+                steps=steps,
+                status=SagaStatus.COMPENSATING,
+                cause="failed",
+                error=f"step {t.step} failed: {t.error}",
+            )
+        case SagaInterrupted():
+            detail = t.detail or t.reason.value
+            return attrs.evolve(
+                state, status=SagaStatus.COMPENSATING, cause=t.reason.value, error=detail
+            )
+        case CompensationStarted():
+            steps = _set_step(
+                state,
+                t.step,
+                compensation=CompensationStatus.RUNNING,
+                compensation_attempt=t.attempt,
+            )
+            return attrs.evolve(state, steps=steps)
+        case CompensationCompleted():
+            steps = _set_step(
+                state, t.step, compensation=CompensationStatus.COMPLETED, compensation_error=None
+            )
+            return attrs.evolve(state, steps=steps)
+        case CompensationAttemptFailed():
+            steps = _set_step(
+                state,
+                t.step,
+                compensation=CompensationStatus.RETRY_WAIT,
+                compensation_error=t.error,
+                compensation_retry_in=t.retry_in,
+            )
+            return attrs.evolve(state, steps=steps)
+        case CompensationFailed():
+            steps = _set_step(
+                state,
+                t.step,
+                compensation=CompensationStatus.FAILED,
+                compensation_error=t.error,
+                compensation_attempt=t.attempt,
+            )
+            return attrs.evolve(
+                state, steps=steps, status=SagaStatus.COMPENSATION_FAILED, error=t.error
+            )
+        case SagaCompleted():
+            return attrs.evolve(state, status=SagaStatus.COMPLETED, result=t.result)
+        case SagaCompensated():
+            return attrs.evolve(state, status=SagaStatus(t.status))
+        case SagaParked():
+            return attrs.evolve(
+                state, status=SagaStatus.FAILED, parked_from=state.status, error=t.error
+            )
+        case OperatorRetried():
+            return _operator_retried(state)
+    raise TypeError(f"not a saga transition: {t!r}")
+
+
+def _operator_retried(state: SagaState) -> SagaState:
+    if state.status is SagaStatus.FAILED:
+        return attrs.evolve(
+            state, status=state.parked_from or SagaStatus.RUNNING, parked_from=None, error=None
+        )
+    if state.status is not SagaStatus.COMPENSATION_FAILED:
+        return state
+    steps = tuple(
+        attrs.evolve(
+            s,
+            compensation=CompensationStatus.NOT_RUN,
+            compensation_attempt=0,
+            compensation_forced=True,
+        )
+        if s.compensation is CompensationStatus.FAILED
+        else s
+        for s in state.steps
+    )
+    return attrs.evolve(state, steps=steps, status=SagaStatus.COMPENSATING)
+
+
+def plan(state: SagaState, shape: SagaShape) -> Command:
+    """What to do next in ``state``."""
+    if state.status in TERMINAL or state.status in PARKED:
+        return Halt()
+    if state.status is SagaStatus.COMPENSATING:
+        return _plan_compensation(state, shape)
+    for index, step in enumerate(state.steps):
+        match step.status:
+            case StepStatus.COMPLETED:
+                continue
+            case StepStatus.PENDING:
+                return Record(StepStarted(step=index, attempt=1))
+            case StepStatus.RUNNING:
+                return Execute(index, step.attempt)
+            case StepStatus.RETRY_WAIT:
+                return Wait(step.retry_in, StepStarted(step=index, attempt=step.attempt + 1))
+            case _:  # FAILED/UNKNOWN move the saga to COMPENSATING
+                raise AssertionError(f"step {index} is {step.status} while the saga runs")
+    results = {shape.steps[i].name: s.result for i, s in enumerate(state.steps)}
+    return Record(SagaCompleted(result=results))
+
+
+def _plan_compensation(state: SagaState, shape: SagaShape) -> Command:
+    for index, step in enumerate(state.steps):
+        if step.status is StepStatus.RUNNING:
+            return Record(
+                StepFailed(
+                    step=index,
+                    attempt=step.attempt,
+                    error=f"interrupted: {state.error or state.cause}",
+                    outcome=Outcome.UNKNOWN,
+                )
+            )
+        if step.status is StepStatus.RETRY_WAIT:
+            return Record(
+                StepFailed(
+                    step=index,
+                    attempt=step.attempt,
+                    error=step.error or "failed",
+                    outcome=Outcome.FAILED,
+                )
+            )
+    for index in reversed(range(len(state.steps))):
+        step, step_shape = state.steps[index], shape.steps[index]
+        if not step_shape.has_compensation:
+            continue
+        if step.status not in (StepStatus.COMPLETED, StepStatus.UNKNOWN):
+            continue
+        if (
+            step.status is StepStatus.UNKNOWN
+            and not step_shape.compensation_safe_if_unknown
+            and not step.compensation_forced
+        ):
+            return Record(
+                CompensationFailed(
+                    step=index,
+                    attempt=0,
+                    error=(
+                        f"the outcome of step {step_shape.name!r} is unknown and its compensation "
+                        "is not declared safe for that: check the downstream service, then retry "
+                        "the saga to run the compensation"
+                    ),
+                )
+            )
+        match step.compensation:
+            case CompensationStatus.COMPLETED:
+                continue
+            case CompensationStatus.NOT_RUN:
+                return Record(
+                    CompensationStarted(step=index, attempt=step.compensation_attempt + 1)
+                )
+            case CompensationStatus.RUNNING:
+                return Compensate(index, step.compensation_attempt)
+            case CompensationStatus.RETRY_WAIT:
+                return Wait(
+                    step.compensation_retry_in,
+                    CompensationStarted(step=index, attempt=step.compensation_attempt + 1),
+                )
+            case CompensationStatus.FAILED:
+                raise AssertionError("a failed compensation parks the saga")
+    return Record(SagaCompensated(status=_END_STATUS[state.cause or "failed"].value))
+
+
+def decide(state: SagaState, shape: SagaShape, t: Transition) -> tuple[SagaState, Command]:
+    """Fold ``t`` into ``state`` and say what to do next."""
+    new_state = evolve(state, t)
+    return new_state, plan(new_state, shape)
+
+
+def backoff(shape: StepShape, key: str, attempt: int, *, compensation: bool = False) -> float:
+    """Delay before attempt ``attempt + 1``: exponential, capped, with deterministic jitter."""
+    base = min(shape.max_backoff, shape.initial_backoff * shape.multiplier ** (attempt - 1))
+    spread = zlib.crc32(f"{key}:{attempt}:{compensation}".encode()) / 0xFFFFFFFF  # in [0, 1]
+    return max(0.0, base * (1 + shape.jitter * (2 * spread - 1)))
+
+
+def step_outcome(
+    state: SagaState, shape: SagaShape, step: int, attempt: int, outcome: Attempt
+) -> Transition:
+    """The transition that records how an attempt of a step's action ended."""
+    step_shape = shape.steps[step]
+    match outcome:
+        case Succeeded():
+            return StepCompleted(step=step, attempt=attempt, result=outcome.result)
+        case TimedOut():
+            return StepFailed(
+                step=step,
+                attempt=attempt,
+                error=f"timed out after {outcome.after:g} s",
+                outcome=Outcome.UNKNOWN,
+            )
+        case Raised():
+            if outcome.retryable and attempt < step_shape.max_attempts:
+                delay = backoff(step_shape, f"{state.saga_id}:{step}", attempt)
+                return StepAttemptFailed(
+                    step=step, attempt=attempt, error=outcome.error, retry_in=delay
+                )
+            return StepFailed(
+                step=step, attempt=attempt, error=outcome.error, outcome=Outcome.FAILED
+            )
+    raise TypeError(f"not an attempt outcome: {outcome!r}")
+
+
+def compensation_outcome(
+    state: SagaState, shape: SagaShape, step: int, attempt: int, outcome: Attempt
+) -> Transition:
+    """The transition that records how an attempt of a compensation ended (timeouts retry)."""
+    step_shape = shape.steps[step]
+    match outcome:
+        case Succeeded():
+            return CompensationCompleted(step=step, attempt=attempt)
+        case TimedOut() | Raised():
+            error = (
+                outcome.error
+                if isinstance(outcome, Raised)
+                else (f"timed out after {outcome.after:g} s")
+            )
+            if attempt < step_shape.compensation_max_attempts:
+                delay = backoff(step_shape, f"{state.saga_id}:{step}", attempt, compensation=True)
+                return CompensationAttemptFailed(
+                    step=step, attempt=attempt, error=error, retry_in=delay
+                )
+            return CompensationFailed(step=step, attempt=attempt, error=error)
+    raise TypeError(f"not an attempt outcome: {outcome!r}")

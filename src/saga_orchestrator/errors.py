@@ -1,0 +1,112 @@
+"""The error hierarchy of the service.
+
+Every error the service raises on purpose derives from :class:`SagaOrchestratorError`.
+Foreign errors (asyncpg, sqlite3, redis, httpx) are translated where they enter. The HTTP
+status of each error is decided in one place: ``saga_orchestrator.http.errors``.
+
+    SagaOrchestratorError
+    ├── ConfigError                    a setting is missing or has a bad value
+    ├── ValidationError                input that fails a schema (field-level details)
+    ├── NotFoundError
+    │   ├── SagaNotFound
+    │   └── UnknownSagaType
+    ├── ConflictError
+    │   ├── ConcurrencyError           an append expected another stream version
+    │   └── SagaStateConflict          e.g. cancelling a saga that has ended
+    ├── OverloadedError                admission limit reached, retry later
+    ├── StoreError                     the store failed
+    │   └── StoreUnavailable           the database cannot be reached now
+    └── ActorError                     (saga_orchestrator.actors) mailbox, ask, supervision
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+class SagaOrchestratorError(Exception):
+    """Root of every error the service raises on purpose."""
+
+
+class ConfigError(SagaOrchestratorError, ValueError):
+    """A setting is missing or has a value that is not allowed."""
+
+
+class ValidationError(SagaOrchestratorError, ValueError):
+    """Input failed validation; ``errors`` names each bad field."""
+
+    def __init__(self, message: str, errors: Sequence[Mapping[str, Any]] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = list(errors)
+
+
+class NotFoundError(SagaOrchestratorError, LookupError):
+    """Something named by the caller does not exist."""
+
+
+class SagaNotFound(NotFoundError):
+    def __init__(self, saga_id: str) -> None:
+        super().__init__(f"saga {saga_id!r} does not exist")
+        self.saga_id = saga_id
+
+
+class UnknownSagaType(NotFoundError):
+    def __init__(self, saga_type: str, available: Sequence[str]) -> None:
+        names = ", ".join(sorted(available)) or "none"
+        super().__init__(f"unknown saga type {saga_type!r}; available types: {names}")
+        self.saga_type = saga_type
+        self.available = sorted(available)
+
+
+class ConflictError(SagaOrchestratorError):
+    """The request conflicts with the current state."""
+
+
+class ConcurrencyError(ConflictError):
+    """An append named a stream version that is no longer the current one."""
+
+    def __init__(self, stream_id: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"stream {stream_id!r} is at version {actual}, not the expected {expected}; "
+            "reload the stream and retry"
+        )
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+
+
+class SagaStateConflict(ConflictError):
+    """The saga's status does not allow the operation."""
+
+    def __init__(self, saga_id: str, status: str, operation: str) -> None:
+        super().__init__(f"cannot {operation} saga {saga_id!r}: its status is {status!r}")
+        self.saga_id = saga_id
+        self.status = status
+        self.operation = operation
+
+
+class OverloadedError(SagaOrchestratorError):
+    """The service is at its admission limit; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StoreError(SagaOrchestratorError):
+    """The store failed to read or write."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached right now; the operation may be retried."""
+
+
+class DuplicateIdempotencyKey(ConflictError):
+    """A saga was started with an idempotency key that an existing saga already holds."""
+
+    def __init__(self, idempotency_key: str, saga_id: str) -> None:
+        super().__init__(f"idempotency key {idempotency_key!r} belongs to saga {saga_id!r}")
+        self.idempotency_key = idempotency_key
+        self.saga_id = saga_id

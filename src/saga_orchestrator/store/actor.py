@@ -1,0 +1,175 @@
+"""The store actor: group commit of appends, and the :class:`Store` handle the others use.
+
+Appends waiting in the mailbox are committed together in one transaction; each sender's reply
+comes after that commit. An idle store commits a lone append at once; a busy one commits bigger
+batches (up to ``max_batch``). Reads do not pass through the mailbox: they go to the backend
+directly, so they never queue behind writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import attrs
+import trio
+
+from saga_orchestrator.actors import ActorRef, ActorSystem, Envelope, Mailbox
+from saga_orchestrator.errors import StoreError
+
+from .backend import StoreBackend
+from .records import (
+    AppendRequest,
+    AppendResult,
+    OutboxRecord,
+    RecordedEvent,
+    SagaPage,
+    SagaQuery,
+    SagaRecord,
+)
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class Append:
+    """Ask: commit this request; answers ``AppendResult`` or the request's error."""
+
+    request: AppendRequest
+
+
+@attrs.define
+class StoreStats:
+    """Counters of the store actor, read by health and metrics."""
+
+    batches: int = 0
+    """Transactions committed (one per batch)."""
+    appends: int = 0
+    """Requests committed."""
+    failed_batches: int = 0
+    largest_batch: int = 0
+
+
+async def run_store_actor(
+    backend: StoreBackend,
+    stats: StoreStats,
+    mailbox: Mailbox[Append],
+    *,
+    max_batch: int,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The store actor's body: take what is waiting, commit it as one batch, reply to each."""
+    task_status.started()
+    while True:
+        try:
+            first = await mailbox.receive()
+        except trio.EndOfChannel:
+            return
+        batch: list[Envelope[Append]] = [first]
+        while len(batch) < max_batch:
+            try:
+                batch.append(mailbox.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        await _commit(backend, stats, batch)
+
+
+async def _commit(
+    backend: StoreBackend, stats: StoreStats, batch: Sequence[Envelope[Append]]
+) -> None:
+    try:
+        results = await backend.commit([envelope.message.request for envelope in batch])
+    except Exception as exc:
+        stats.failed_batches += 1
+        for envelope in batch:
+            envelope.respond_error(exc)
+        if not isinstance(exc, StoreError):
+            raise
+        return
+    stats.batches += 1
+    stats.appends += len(batch)
+    stats.largest_batch = max(stats.largest_batch, len(batch))
+    for envelope, result in zip(batch, results, strict=True):
+        if isinstance(result, Exception):
+            envelope.respond_error(result)
+        else:
+            envelope.respond(result)
+
+
+class Store:
+    """What the rest of the service holds: appends through the store actor, reads direct."""
+
+    def __init__(
+        self,
+        ref: ActorRef[Append],
+        backend: StoreBackend,
+        stats: StoreStats,
+        *,
+        append_timeout: float = 30.0,
+    ) -> None:
+        self.ref = ref
+        self.backend = backend
+        self.stats = stats
+        self.append_timeout = append_timeout
+
+    async def append(self, request: AppendRequest) -> AppendResult:
+        """Commit ``request`` (in a group commit); returns once it is durable.
+
+        Raises:
+            ConcurrencyError: ``expected_version`` is not the stream's version.
+            DuplicateIdempotencyKey: the saga's idempotency key is taken.
+            StoreUnavailable: the database cannot be reached; retry later.
+        """
+        return await self.ref.ask(Append(request), timeout=self.append_timeout)
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        return await self.backend.read_stream(stream_id, from_version=from_version, limit=limit)
+
+    async def read_all(self, *, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        return await self.backend.read_all(after_position=after_position, limit=limit)
+
+    async def event_types(self) -> list[str]:
+        return await self.backend.event_types()
+
+    async def get_saga(self, saga_id: str) -> SagaRecord | None:
+        return await self.backend.get_saga(saga_id)
+
+    async def find_saga_by_key(self, idempotency_key: str) -> SagaRecord | None:
+        return await self.backend.find_saga_by_key(idempotency_key)
+
+    async def list_sagas(self, query: SagaQuery) -> SagaPage:
+        return await self.backend.list_sagas(query)
+
+    async def active_sagas(self) -> list[SagaRecord]:
+        return await self.backend.active_sagas()
+
+    async def outbox_pending(self, *, limit: int = 100) -> list[OutboxRecord]:
+        return await self.backend.outbox_pending(limit=limit)
+
+    async def outbox_mark_sent(self, ids: Sequence[int]) -> None:
+        await self.backend.outbox_mark_sent(ids)
+
+    async def ping(self) -> None:
+        await self.backend.ping()
+
+
+async def start_store(
+    system: ActorSystem,
+    backend: StoreBackend,
+    *,
+    mailbox_size: int = 4096,
+    max_batch: int = 512,
+    append_timeout: float = 30.0,
+) -> Store:
+    """Spawn the store actor (a permanent child of the root supervisor) over an open backend."""
+    stats = StoreStats()
+
+    async def behaviour(
+        mailbox: Mailbox[Append], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await run_store_actor(backend, stats, mailbox, max_batch=max_batch, task_status=task_status)
+
+    ref = await system.spawn("store", behaviour, capacity=mailbox_size)
+    return Store(ref, backend, stats, append_timeout=append_timeout)

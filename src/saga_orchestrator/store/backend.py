@@ -1,0 +1,74 @@
+"""The protocol every store backend (memory, SQLite, PostgreSQL) implements.
+
+Writes arrive only as batches from the store actor (:meth:`StoreBackend.commit`). Reads may be
+called concurrently from any task and must not wait behind a batch longer than they must.
+Backends translate their driver's errors: ``StoreUnavailable`` when the database cannot be
+reached, ``StoreError`` otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from .records import (
+    AppendRequest,
+    AppendResult,
+    OutboxRecord,
+    RecordedEvent,
+    SagaPage,
+    SagaQuery,
+    SagaRecord,
+)
+
+
+class StoreBackend(Protocol):
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+
+    async def close(self) -> None:
+        """Release connections; idempotent."""
+
+    async def commit(self, batch: Sequence[AppendRequest]) -> list[AppendResult | Exception]:
+        """Commit a batch in one transaction where possible; one result per request, in order.
+
+        A request whose ``expected_version`` does not match fails alone with
+        ``ConcurrencyError``; one whose saga idempotency key is taken fails alone with
+        ``DuplicateIdempotencyKey``. Requests for the same stream apply in batch order. Raises
+        ``StoreUnavailable``/``StoreError`` when nothing of the batch could be committed.
+        """
+        ...
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, limit: int = 1000
+    ) -> list[RecordedEvent]: ...
+
+    async def read_all(
+        self, *, after_position: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]: ...
+
+    async def event_types(self) -> list[str]: ...
+
+    async def get_saga(self, saga_id: str) -> SagaRecord | None:
+        """The saga with its steps, or ``None``."""
+        ...
+
+    async def find_saga_by_key(self, idempotency_key: str) -> SagaRecord | None: ...
+
+    async def list_sagas(self, query: SagaQuery) -> SagaPage:
+        """Newest first (``created_at`` then ``saga_id`` descending), steps not loaded."""
+        ...
+
+    async def active_sagas(self) -> list[SagaRecord]:
+        """Every saga whose status is in ``ACTIVE_STATUSES`` (steps not loaded)."""
+        ...
+
+    async def outbox_pending(self, *, limit: int = 100) -> list[OutboxRecord]:
+        """Unsent outbox messages, oldest first."""
+        ...
+
+    async def outbox_mark_sent(self, ids: Sequence[int]) -> None: ...
+
+    async def ping(self) -> None:
+        """Round trip to the database; raises ``StoreUnavailable`` if it does not answer."""
+        ...

@@ -1,0 +1,158 @@
+"""The values the store reads and writes. Plain frozen data: no I/O, no saga logic."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from typing import Any
+
+import attrs
+
+ANY_VERSION = -1
+"""``expected_version`` that accepts whatever the stream's version is."""
+
+TERMINAL_STATUSES = ("completed", "compensated", "cancelled", "timed_out")
+ACTIVE_STATUSES = ("pending", "running", "compensating")
+"""Sagas with an actor to (re)start; parked sagas (``compensation_failed``, ``failed``) wait."""
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@attrs.frozen(kw_only=True)
+class NewEvent:
+    """An event to append."""
+
+    event_type: str
+    data: dict[str, Any] = attrs.field(factory=dict)
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+    event_id: str = attrs.field(factory=new_id)
+
+
+@attrs.frozen(kw_only=True)
+class RecordedEvent:
+    """An event as stored."""
+
+    position: int
+    """Global position: strictly increasing in commit order across all streams."""
+    stream_id: str
+    version: int
+    """1 for a stream's first event."""
+    event_id: str
+    event_type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    recorded_at: float
+
+
+@attrs.frozen(kw_only=True)
+class StepRecord:
+    """A saga step in the queryable projection."""
+
+    index: int
+    name: str
+    status: str
+    attempts: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: Any = None
+    error: str | None = None
+    compensation_status: str = "not_run"
+    compensation_attempts: int = 0
+    compensation_error: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SagaRecord:
+    """A saga in the queryable projection; ``version`` is its stream's version."""
+
+    saga_id: str
+    saga_type: str
+    saga_version: int
+    status: str
+    current_step: str | None
+    input: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+    deadline_at: float
+    created_at: float
+    updated_at: float
+    version: int
+    idempotency_key: str | None = None
+    correlation_id: str | None = None
+    steps: tuple[StepRecord, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class OutboxMessage:
+    """An event to relay to the bus after the transaction that produced it commits."""
+
+    topic: str
+    """The bus stream to publish on."""
+    event: NewEvent
+
+
+@attrs.frozen(kw_only=True)
+class OutboxRecord:
+    id: int
+    topic: str
+    event: NewEvent
+    created_at: float
+
+
+@attrs.frozen(kw_only=True)
+class AppendRequest:
+    """One unit of a group commit: events for one stream, with what must commit alongside them."""
+
+    stream_id: str
+    expected_version: int
+    """The stream's version before these events (0 for a new stream), or ``ANY_VERSION``."""
+    events: tuple[NewEvent, ...] = attrs.field(converter=tuple)
+    saga: SagaRecord | None = None
+    """Projection row (and its steps) to upsert in the same transaction."""
+    outbox: tuple[OutboxMessage, ...] = attrs.field(default=(), converter=tuple)
+
+
+@attrs.frozen(kw_only=True)
+class AppendResult:
+    stream_id: str
+    version: int
+    """The stream's version after the append."""
+    positions: tuple[int, ...]
+    """Global positions of the appended events, in order."""
+
+
+@attrs.frozen(kw_only=True)
+class SagaQuery:
+    """Filters and a page of the saga list (newest first)."""
+
+    status: str | None = None
+    saga_type: str | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+    cursor: str | None = None
+    limit: int = 50
+
+
+@attrs.frozen(kw_only=True)
+class SagaPage:
+    items: tuple[SagaRecord, ...]
+    next_cursor: str | None
+
+
+def encode_cursor(created_at: float, saga_id: str) -> str:
+    """Opaque cursor after the saga ``(created_at, saga_id)`` in newest-first order."""
+    raw = json.dumps([created_at, saga_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """Inverse of :func:`encode_cursor`; raises ``ValueError`` for a cursor it did not make."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, saga_id = json.loads(raw)
+        return float(created_at), str(saga_id)
+    except Exception as exc:
+        raise ValueError(f"invalid cursor {cursor!r}") from exc
