@@ -61,6 +61,8 @@ _INT_RE = re.compile(r"[+-]?[0-9]+")
 _HOST_RE = re.compile(r"[A-Za-z0-9._:%\[\]-]+")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _WHITESPACE_OR_CONTROL_RE = re.compile(r"[\s\x00-\x1f\x7f]")
+_MODULE_RE = r"\s*[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*\s*"
+_MODULE_LIST_RE = re.compile(rf"{_MODULE_RE}(?:,{_MODULE_RE})*")
 _QUERY_SECRET_RE = re.compile(r"(^|&)(password|pass|pwd)=[^&]*", re.IGNORECASE)
 
 
@@ -204,6 +206,12 @@ def _is_token(value: object) -> bool:
 def _is_password(value: object) -> bool:
     return value is None or (
         isinstance(value, str) and bool(value) and not _CONTROL_RE.search(value)
+    )
+
+
+def _is_module_list(value: object) -> bool:
+    return value is None or (
+        isinstance(value, str) and _MODULE_LIST_RE.fullmatch(value) is not None
     )
 
 
@@ -372,6 +380,17 @@ class Settings:
         10000,
         _int_at_least(
             1, "Most sagas running at once; beyond it new sagas get 503 with Retry-After."
+        ),
+    )
+
+    saga_modules: str | None = _setting(
+        None,
+        _Rule(
+            "Extra saga types: comma-separated importable module names, each exposing "
+            "SAGAS (a list of SagaDefinition), e.g. my_company.sagas,other.sagas. "
+            "Unset: only the built-in saga types.",
+            "comma-separated dotted Python module names",
+            _is_module_list,
         ),
     )
 

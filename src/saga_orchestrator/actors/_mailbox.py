@@ -75,9 +75,15 @@ class Envelope(Generic[M]):
 class Mailbox(Generic[M]):
     """The receiving end of an actor's bounded mailbox; only the owning actor reads it."""
 
-    def __init__(self, name: str, receive: trio.MemoryReceiveChannel[Envelope[M]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        receive: trio.MemoryReceiveChannel[Envelope[M]],
+        send: trio.MemorySendChannel[Envelope[M]],
+    ) -> None:
         self.name = name
         self._receive = receive
+        self._send = send
 
     async def receive(self) -> Envelope[M]:
         """Wait for the next envelope; raises ``trio.EndOfChannel`` once closed and drained."""
@@ -96,8 +102,9 @@ class Mailbox(Generic[M]):
         return self._receive.statistics().current_buffer_used
 
     def close(self) -> None:
-        """Stop accepting messages; later tells raise ``ActorStopped``."""
-        self._receive.close()
+        """Stop accepting messages: later tells raise ``ActorStopped``; what is queued can
+        still be received, then ``receive`` raises ``trio.EndOfChannel``."""
+        self._send.close()
 
 
 class ActorRef(Generic[M]):
@@ -171,4 +178,4 @@ def open_mailbox(name: str, capacity: int) -> tuple[ActorRef[M], Mailbox[M]]:
     if capacity < 1 or math.isinf(capacity):
         raise ValueError(f"mailbox capacity must be a positive integer, not {capacity!r}")
     send, receive = trio.open_memory_channel[Envelope[M]](capacity)
-    return ActorRef(name, send), Mailbox(name, receive)
+    return ActorRef(name, send), Mailbox(name, receive, send)

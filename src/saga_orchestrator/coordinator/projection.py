@@ -68,7 +68,7 @@ def to_record(state: SagaState, shape: SagaShape, *, steps: bool = True) -> Saga
         current_step=current_step(state, shape),
         input=state.input,
         result=state.result,
-        error=state.error,
+        error=_error(state, shape),
         deadline_at=state.deadline_at,
         created_at=state.created_at,
         updated_at=state.updated_at,
@@ -77,6 +77,12 @@ def to_record(state: SagaState, shape: SagaShape, *, steps: bool = True) -> Saga
         correlation_id=state.correlation_id,
         steps=step_rows,
     )
+
+
+def _error(state: SagaState, shape: SagaShape) -> str | None:
+    if state.failed_step is not None and state.cause == "failed" and state.error:
+        return f"step {shape.steps[state.failed_step].name!r} failed: {state.error}"
+    return state.error
 
 
 _END_EVENTS = {

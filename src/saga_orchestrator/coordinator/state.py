@@ -147,6 +147,8 @@ class SagaState:
     created_at: float = 0.0
     updated_at: float = 0.0
     parked_from: SagaStatus | None = None
+    failed_step: int | None = None
+    """The step whose failure started the compensation."""
 
     @property
     def is_terminal(self) -> bool:
@@ -292,7 +294,8 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
                 steps=steps,
                 status=SagaStatus.COMPENSATING,
                 cause="failed",
-                error=f"step {t.step} failed: {t.error}",
+                error=t.error,
+                failed_step=t.step,
             )
         case SagaInterrupted():
             detail = t.detail or t.reason.value

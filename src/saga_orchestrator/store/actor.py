@@ -80,11 +80,13 @@ async def _commit(
     try:
         results = await backend.commit([envelope.message.request for envelope in batch])
     except Exception as exc:
+        # Each sender gets the error; the store actor holds no state a failed batch could
+        # corrupt, so it goes on with the next batch.
         stats.failed_batches += 1
+        if not isinstance(exc, StoreError):
+            log.exception("a batch of %d appends failed with an unexpected error", len(batch))
         for envelope in batch:
             envelope.respond_error(exc)
-        if not isinstance(exc, StoreError):
-            raise
         return
     stats.batches += 1
     stats.appends += len(batch)

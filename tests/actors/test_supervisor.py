@@ -1,0 +1,172 @@
+import pytest
+import trio
+import trio.testing
+
+from saga_orchestrator.actors import (
+    ChildSpec,
+    Restart,
+    Supervisor,
+    SupervisorEscalation,
+    open_actor_system,
+)
+
+
+class Crashy:
+    """A child that crashes on demand and counts its starts."""
+
+    def __init__(self):
+        self.starts = 0
+        self.crash = trio.Event()
+
+    async def main(self, *, task_status=trio.TASK_STATUS_IGNORED):
+        self.starts += 1
+        self.crash = trio.Event()
+        task_status.started(self.starts)
+        await self.crash.wait()
+        raise RuntimeError("boom")
+
+
+async def test_a_crashed_child_is_restarted(autojump_clock):
+    child = Crashy()
+    sup = Supervisor("sup", max_restarts=3, period=5)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        assert 1 == await sup.start_child(ChildSpec(name="c", main=child.main))
+        child.crash.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert 2 == child.starts
+        assert ["c"] == sup.children
+        nursery.cancel_scope.cancel()
+
+
+async def test_exceeding_the_intensity_escalates(autojump_clock):
+    child = Crashy()
+    sup = Supervisor("sup", max_restarts=2, period=5)
+    with pytest.raises(ExceptionGroup) as caught:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+            await sup.start_child(ChildSpec(name="c", main=child.main))
+            for _ in range(3):
+                child.crash.set()
+                await trio.testing.wait_all_tasks_blocked()
+    escalations = caught.value.subgroup(SupervisorEscalation)
+    assert escalations is not None
+    assert 3 == child.starts  # the first run and two restarts
+
+
+async def test_restarts_spread_over_more_than_the_period_do_not_escalate(autojump_clock):
+    child = Crashy()
+    sup = Supervisor("sup", max_restarts=1, period=5)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await sup.start_child(ChildSpec(name="c", main=child.main))
+        for _ in range(4):
+            child.crash.set()
+            await trio.testing.wait_all_tasks_blocked()
+            await trio.sleep(6)  # outside the window
+        assert 5 == child.starts
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_child_with_its_own_intensity_is_given_up_alone(autojump_clock):
+    child, other = Crashy(), Crashy()
+    given_up = []
+    sup = Supervisor("sup", max_restarts=0, period=5)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await sup.start_child(ChildSpec(name="other", main=other.main))
+        await sup.start_child(
+            ChildSpec(
+                name="c",
+                main=child.main,
+                restart=Restart.TRANSIENT,
+                max_restarts=1,
+                period=5,
+                on_give_up=lambda name, exc: given_up.append((name, str(exc))),
+            )
+        )
+        for _ in range(2):
+            child.crash.set()
+            await trio.testing.wait_all_tasks_blocked()
+        assert [("c", "boom")] == given_up
+        assert ["other"] == sup.children  # the supervisor and its other child go on
+        nursery.cancel_scope.cancel()
+
+
+async def test_transient_child_that_returns_is_not_restarted():
+    runs = []
+
+    async def once(*, task_status=trio.TASK_STATUS_IGNORED):
+        runs.append(1)
+        task_status.started()
+
+    sup = Supervisor("sup")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await sup.start_child(ChildSpec(name="t", main=once, restart=Restart.TRANSIENT))
+        await trio.testing.wait_all_tasks_blocked()
+        assert [1] == runs and [] == sup.children
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_child_failing_before_it_started_raises_to_the_caller():
+    async def broken(*, task_status=trio.TASK_STATUS_IGNORED):
+        raise ValueError("cannot start")
+
+    sup = Supervisor("sup")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        with pytest.raises(ValueError, match="cannot start"):
+            await sup.start_child(ChildSpec(name="b", main=broken))
+        assert [] == sup.children
+        nursery.cancel_scope.cancel()
+
+
+async def test_actor_system_shutdown_drains_then_stops_actors_in_reverse_order():
+    handled, stopped = [], []
+
+    def behaviour(name):
+        async def run(mailbox, *, task_status=trio.TASK_STATUS_IGNORED):
+            task_status.started()
+            try:
+                async for envelope in mailbox:
+                    handled.append((name, envelope.message))
+                    envelope.respond(name)
+            finally:
+                stopped.append(name)
+
+        return run
+
+    async with open_actor_system(shutdown_grace=1) as system:
+        first = await system.spawn("first", behaviour("first"), capacity=4)
+        second = await system.spawn("second", behaviour("second"), capacity=4)
+        assert "first" == await first.ask("who")
+        assert first is system.lookup("first")
+        second.tell_nowait("last words")  # still queued when shutdown begins
+    assert ["second", "first"] == stopped
+    assert ("second", "last words") in handled
+    assert [] == system.root.children
+
+
+async def test_an_actor_that_ignores_the_stop_is_cancelled_after_the_grace(autojump_clock):
+    async def stubborn(mailbox, *, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started()
+        await trio.sleep_forever()
+
+    start = trio.current_time()
+    async with open_actor_system(shutdown_grace=2) as system:
+        await system.spawn("stubborn", stubborn, capacity=1)
+    assert 2 == pytest.approx(trio.current_time() - start)
+
+
+async def test_a_permanent_actor_that_keeps_crashing_ends_the_system(autojump_clock):
+    async def crashing(mailbox, *, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started()
+        await trio.sleep(1)
+        raise RuntimeError("store is broken")
+
+    with pytest.raises(ExceptionGroup) as caught:
+        async with open_actor_system(max_restarts=2, period=10) as system:
+            await system.spawn("store", crashing, capacity=4)
+            await trio.sleep_forever()
+    assert caught.value.subgroup(SupervisorEscalation) is not None

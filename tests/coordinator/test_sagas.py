@@ -1,0 +1,329 @@
+"""Saga behaviour through the coordinator on the in-memory store, in virtual time."""
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from saga_orchestrator.coordinator.definition import NonRetryableError, RetryPolicy, Step
+from saga_orchestrator.coordinator.messages import CancelSaga, GetStatus, RetrySaga
+from saga_orchestrator.errors import (
+    OverloadedError,
+    SagaNotFound,
+    SagaStateConflict,
+    UnknownSagaType,
+    ValidationError,
+)
+
+from saga_orchestrator.store.memory import MemoryBackend
+
+from .harness import FAST, Recorder, running, saga, step
+
+
+async def test_all_steps_succeed(autojump_clock):
+    rec = Recorder()
+    definition = saga("four", [step(rec, n) for n in "abcd"])
+    async with running([definition]) as h:
+        started = await h.start("four")
+        assert started.created and "pending" == started.saga.status
+        final = await h.wait_terminal(started.saga.saga_id)
+    assert "completed" == final.status
+    assert ["a", "b", "c", "d"] == rec.names("action")
+    assert [] == rec.names("compensation")
+    assert {"step": "d", "seen": ["a", "b", "c"]} == final.result["d"]
+    assert ["completed"] * 4 == [s.status for s in final.steps]
+
+
+async def test_step_3_failing_after_retries_compensates_2_then_1(autojump_clock):
+    rec = Recorder()
+    steps = [step(rec, "s1"), step(rec, "s2"), step(rec, "s3", fail_times=99), step(rec, "s4")]
+    async with running([saga("four", steps)]) as h:
+        started = await h.start("four")
+        final = await h.wait_terminal(started.saga.saga_id)
+    assert "compensated" == final.status
+    assert ["s1", "s2", "s3", "s3", "s3"] == rec.names("action")  # 3 attempts (FAST)
+    assert ["s2", "s1"] == rec.names("compensation")
+    assert "step 's3' failed: RuntimeError: s3 failed" == final.error
+    by_name = {s.name: s for s in final.steps}
+    assert ("failed", 3, "not_run") == (
+        by_name["s3"].status,
+        by_name["s3"].attempts,
+        by_name["s3"].compensation_status,
+    )
+    assert "completed" == by_name["s1"].compensation_status
+    assert "pending" == by_name["s4"].status
+
+
+async def test_retries_back_off_exponentially(autojump_clock):
+    rec = Recorder()
+    times = []
+
+    async def flaky(ctx):
+        times.append(trio.current_time())
+        if len(times) < 3:
+            raise RuntimeError("not yet")
+
+    retry = RetryPolicy(initial_backoff=1.0, multiplier=2.0, jitter=0.0)
+    definition = saga("flaky", [Step(name="f", action=flaky, retry=retry), step(rec, "next")])
+    async with running([definition]) as h:
+        final = await h.wait_terminal((await h.start("flaky")).saga.saga_id)
+    assert "completed" == final.status
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert [1.0, 2.0] == pytest.approx(gaps)
+
+
+async def test_a_non_retryable_error_skips_retries(autojump_clock):
+    rec = Recorder()
+    steps = [step(rec, "s1"), step(rec, "s2", fail_times=1, error=NonRetryableError)]
+    async with running([saga("two", steps)]) as h:
+        final = await h.wait_terminal((await h.start("two")).saga.saga_id)
+    assert "compensated" == final.status
+    assert ["s1", "s2"] == rec.names("action")
+    assert ["s1"] == rec.names("compensation")
+
+
+async def test_errors_listed_as_non_retryable_skip_retries(autojump_clock):
+    rec = Recorder()
+    no_retry = RetryPolicy(non_retryable=(PermissionError,))
+    steps = [step(rec, "s1", fail_times=5, error=PermissionError, retry=no_retry)]
+    async with running([saga("one", steps)]) as h:
+        final = await h.wait_terminal((await h.start("one")).saga.saga_id)
+    assert "compensated" == final.status
+    assert ["s1"] == rec.names("action")
+
+
+async def test_a_step_timeout_fails_the_step_with_unknown_outcome(autojump_clock):
+    rec = Recorder()
+    steps = [
+        step(rec, "s1"),
+        step(rec, "slow", sleep=100, timeout=5, compensation_safe_if_unknown=True),
+    ]
+    async with running([saga("t", steps)]) as h:
+        start = trio.current_time()
+        final = await h.wait_terminal((await h.start("t")).saga.saga_id)
+        elapsed = trio.current_time() - start
+    assert "compensated" == final.status
+    assert elapsed < 10
+    slow = final.steps[1]
+    assert ("unknown", "timed out after 5 s") == (slow.status, slow.error)
+    # its compensation is declared safe for an unknown outcome, so it runs first
+    assert ["slow", "s1"] == rec.names("compensation")
+
+
+async def test_an_unknown_outcome_without_a_safe_compensation_waits_for_an_operator(
+    autojump_clock,
+):
+    rec = Recorder()
+    steps = [step(rec, "s1"), step(rec, "slow", sleep=100, timeout=5)]
+    async with running([saga("t", steps)]) as h:
+        saga_id = (await h.start("t")).saga.saga_id
+        parked = await h.wait_terminal(saga_id)
+        assert "compensation_failed" == parked.status
+        assert "outcome of step 'slow' is unknown" in parked.error
+        assert [] == rec.names("compensation")
+        # the operator checked the downstream service and retries: compensations run
+        assert "compensation_failed" == await h.ref.ask(RetrySaga(saga_id=saga_id))
+        final = await h.wait_terminal(saga_id)
+    assert "compensated" == final.status
+    assert ["slow", "s1"] == rec.names("compensation")
+
+
+async def test_the_saga_deadline_times_it_out_and_compensates(autojump_clock):
+    rec = Recorder()
+    steps = [step(rec, "s1"), step(rec, "s2"), step(rec, "long", sleep=10_000, compensation=False)]
+    options = attrs.evolve(FAST, saga_timeout=60, step_timeout=100_000)
+    async with running([saga("d", steps)], options=options) as h:
+        start = trio.current_time()
+        final = await h.wait_terminal((await h.start("d")).saga.saga_id)
+    assert "timed_out" == final.status
+    assert 60 == pytest.approx(trio.current_time() - start, abs=1)
+    assert "unknown" == final.steps[2].status
+    assert ["s2", "s1"] == rec.names("compensation")
+    assert "the saga deadline passed" == final.error
+
+
+async def test_the_deadline_survives_a_restart_of_the_process(autojump_clock):
+    """A saga whose deadline passed while no process ran is timed out when recovered."""
+    rec = Recorder()
+    backend = MemoryBackend()
+    steps = [step(rec, "s1"), step(rec, "long", sleep=10_000, compensation=False)]
+    options = attrs.evolve(FAST, saga_timeout=60, step_timeout=100_000)
+    async with running([saga("d", steps)], options=options, backend=backend) as h:
+        saga_id = (await h.start("d")).saga.saga_id
+        await trio.sleep(10)
+    # the process is gone (actors cancelled mid-step); 100 s later a new one starts
+    await trio.sleep(100)
+    async with running([saga("d", steps)], options=options, backend=backend) as h:
+        final = await h.wait_terminal(saga_id)
+    assert "timed_out" == final.status
+    assert ["s1", "long"] == rec.names("action")  # the interrupted step was not run again
+    assert ["s1"] == rec.names("compensation")
+
+
+async def test_cancel_during_a_long_step_interrupts_it_and_compensates(autojump_clock):
+    rec = Recorder()
+    observed = []
+
+    async def long_step(ctx):
+        try:
+            await trio.sleep(10_000)
+        except trio.Cancelled:
+            observed.append("cancelled")
+            raise
+
+    async def undo_long(ctx):
+        rec.calls.append(("compensation", "long", ctx.attempt))
+
+    steps = [
+        step(rec, "s1"),
+        step(rec, "s2"),
+        Step(
+            name="long",
+            action=long_step,
+            compensation=undo_long,
+            compensation_safe_if_unknown=True,
+        ),
+    ]
+    async with running([saga("c", steps)]) as h:
+        saga_id = (await h.start("c")).saga.saga_id
+        await trio.sleep(5)
+        assert "running" == (await h.store.get_saga(saga_id)).status
+        before = trio.current_time()
+        assert "compensating" == await h.ref.ask(CancelSaga(saga_id=saga_id, reason="user asked"))
+        final = await h.wait_terminal(saga_id)
+        assert trio.current_time() - before < 1  # the step was abandoned at once
+        with pytest.raises(SagaStateConflict):
+            await h.ref.ask(CancelSaga(saga_id=saga_id))
+    assert ["cancelled"] == observed
+    assert "cancelled" == final.status
+    assert "user asked" == final.error
+    assert ["long", "s2", "s1"] == rec.names("compensation")
+
+
+async def test_a_compensation_that_keeps_failing_parks_the_saga(autojump_clock):
+    rec = Recorder()
+    steps = [step(rec, "s1", compensation_fails=99), step(rec, "s2", fail_times=99)]
+    async with running([saga("p", steps)]) as h:
+        final = await h.wait_terminal((await h.start("p")).saga.saga_id)
+    assert "compensation_failed" == final.status
+    assert ["s1"] * 3 == rec.names("compensation")  # FAST: 3 compensation attempts
+    assert "RuntimeError: undo s1 failed" == final.steps[0].compensation_error
+    assert "failed" == final.steps[0].compensation_status
+
+
+async def test_retry_resumes_a_parked_compensation(autojump_clock):
+    rec = Recorder()
+    steps = [step(rec, "s1", compensation_fails=3), step(rec, "s2", fail_times=99)]
+    async with running([saga("p", steps)]) as h:
+        saga_id = (await h.start("p")).saga.saga_id
+        assert "compensation_failed" == (await h.wait_terminal(saga_id)).status
+        await h.ref.ask(RetrySaga(saga_id=saga_id))
+        final = await h.wait_terminal(saga_id)
+        with pytest.raises(SagaStateConflict):
+            await h.ref.ask(RetrySaga(saga_id=saga_id))
+    assert "compensated" == final.status
+    assert ["s1"] * 4 == rec.names("compensation")
+
+
+async def test_the_same_idempotency_key_twice_gives_one_saga(autojump_clock):
+    rec = Recorder()
+    async with running([saga("one", [step(rec, "s1")])]) as h:
+        async with trio.open_nursery() as nursery:
+            results = []
+
+            async def start():
+                results.append(await h.start("one", key="order-42"))
+
+            for _ in range(3):
+                nursery.start_soon(start)
+        again = await h.start("one", key="order-42")
+        other = await h.start("one", key="order-43")
+        await h.wait_terminal(again.saga.saga_id)
+    ids = {r.saga.saga_id for r in results}
+    assert 1 == len(ids) and again.saga.saga_id in ids
+    assert [True, False, False] == sorted((r.created for r in results), reverse=True)
+    assert not again.created
+    assert other.saga.saga_id not in ids
+    assert 2 == len(h.backend.sagas)
+
+
+async def test_bad_starts_are_refused_with_typed_errors(autojump_clock):
+    rec = Recorder()
+    async with running([saga("one", [step(rec, "s1")])]) as h:
+        with pytest.raises(UnknownSagaType, match="available types: one"):
+            await h.start("nope")
+        with pytest.raises(ValidationError) as caught:
+            await h.start("one", user_id=7)
+        assert [{"field": "data.user_id", "message": "expected a string, got int"}] == (
+            caught.value.errors
+        )
+        with pytest.raises(SagaNotFound):
+            await h.ref.ask(CancelSaga(saga_id="missing"))
+
+
+async def test_admission_limit_refuses_starts_beyond_it(autojump_clock):
+    rec = Recorder()
+    options = attrs.evolve(FAST, max_active_sagas=2, step_timeout=1000)
+    async with running([saga("slow", [step(rec, "s", sleep=100)])], options=options) as h:
+        first = await h.start("slow")
+        await h.start("slow")
+        with pytest.raises(OverloadedError) as caught:
+            await h.start("slow")
+        assert caught.value.retry_after > 0
+        status = await h.ref.ask(GetStatus())
+        assert (2, 2, True) == (status.active_sagas, status.max_active_sagas, status.recovered)
+        await h.wait_terminal(first.saga.saga_id)
+        await trio.testing.wait_all_tasks_blocked()
+        await h.start("slow")  # room again
+
+
+class CrashingBackend(MemoryBackend):
+    """Fails with a bug (not a StoreError) when asked to record ``StepCompleted`` of step 1."""
+
+    def __init__(self, crashes: int) -> None:
+        super().__init__()
+        self.crashes = crashes
+
+    async def commit(self, batch):
+        for request in batch:
+            completes_step_1 = any(
+                e.event_type == "StepCompleted" and e.data["step"] == 1 for e in request.events
+            )
+            if completes_step_1 and self.crashes:
+                self.crashes -= 1
+                raise RuntimeError("injected bug")
+        return await super().commit(batch)
+
+
+async def test_a_crashing_saga_actor_restarts_and_runs_each_step_at_most_once_more(
+    autojump_clock,
+):
+    rec = Recorder()
+    steps = [step(rec, "s1"), step(rec, "s2"), step(rec, "s3")]
+    backend = CrashingBackend(crashes=2)
+    async with running([saga("crashy", steps)], backend=backend) as h:
+        final = await h.wait_terminal((await h.start("crashy")).saga.saga_id)
+    assert "completed" == final.status
+    # s2's effect happened, then the actor crashed before StepCompleted was durable, twice:
+    # each restart re-runs s2 once, with the same idempotency key
+    assert ["s1", "s2", "s2", "s2", "s3"] == rec.names("action")
+    s2_keys = {k for k in rec.keys if k.endswith(":s2")}
+    assert 1 == len(s2_keys)
+    assert 1 == final.steps[1].attempts
+
+
+async def test_a_saga_actor_that_crashes_too_often_is_parked_as_failed(autojump_clock):
+    rec = Recorder()
+    steps = [step(rec, "s1"), step(rec, "s2"), step(rec, "s3")]
+    backend = CrashingBackend(crashes=100)
+    options = attrs.evolve(FAST, crash_restarts=2, crash_period=60)
+    async with running([saga("crashy", steps)], backend=backend, options=options) as h:
+        saga_id = (await h.start("crashy")).saga.saga_id
+        parked = await h.wait_terminal(saga_id)
+        assert "failed" == parked.status
+        assert "kept crashing" in parked.error and "injected bug" in parked.error
+        assert 3 == rec.names("action").count("s2")  # the first run and 2 restarts
+        backend.crashes = 0  # the operator fixed the cause
+        await h.ref.ask(RetrySaga(saga_id=saga_id))
+        final = await h.wait_terminal(saga_id)
+    assert "completed" == final.status
