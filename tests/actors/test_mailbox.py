@@ -20,7 +20,7 @@ async def test_ask_gets_the_reply():
     ref, mailbox = open_mailbox("echo", 4)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(echo, mailbox)
-        assert ("echo", 1) == await ref.ask(1)
+        assert await ref.ask(1) == ("echo", 1)
         nursery.cancel_scope.cancel()
 
 
@@ -43,7 +43,7 @@ async def test_ask_times_out_with_a_typed_error(autojump_clock):
     start = trio.current_time()
     with pytest.raises(AskTimeout) as caught:
         await ref.ask("hello", timeout=2.5)
-    assert 2.5 == pytest.approx(trio.current_time() - start)
+    assert pytest.approx(trio.current_time() - start) == 2.5
     assert "silent" in str(caught.value) and "str" in str(caught.value)
 
 
@@ -62,7 +62,7 @@ async def test_tell_nowait_on_a_full_mailbox_raises_mailbox_full():
     ref.tell_nowait(2)
     with pytest.raises(MailboxFull) as caught:
         ref.tell_nowait(3)
-    assert 2 == caught.value.capacity
+    assert caught.value.capacity == 2
 
 
 async def test_tell_waits_while_the_mailbox_is_full_backpressure():
@@ -77,11 +77,11 @@ async def test_tell_waits_while_the_mailbox_is_full_backpressure():
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sender)
         await trio.testing.wait_all_tasks_blocked()
-        assert [] == delivered  # blocked: the mailbox holds "first"
-        assert "first" == (await mailbox.receive()).message
+        assert delivered == []  # blocked: the mailbox holds "first"
+        assert (await mailbox.receive()).message == "first"
         await trio.testing.wait_all_tasks_blocked()
-        assert ["second"] == delivered
-    assert 1 == mailbox.depth
+        assert delivered == ["second"]
+    assert mailbox.depth == 1
 
 
 async def test_telling_a_closed_mailbox_raises_actor_stopped():

@@ -31,11 +31,11 @@ async def test_a_crashed_child_is_restarted(autojump_clock):
     sup = Supervisor("sup", max_restarts=3, period=5)
     async with trio.open_nursery() as nursery:
         await nursery.start(sup.run)
-        assert 1 == await sup.start_child(ChildSpec(name="c", main=child.main))
+        assert await sup.start_child(ChildSpec(name="c", main=child.main)) == 1
         child.crash.set()
         await trio.testing.wait_all_tasks_blocked()
-        assert 2 == child.starts
-        assert ["c"] == sup.children
+        assert child.starts == 2
+        assert sup.children == ["c"]
         nursery.cancel_scope.cancel()
 
 
@@ -51,7 +51,7 @@ async def test_exceeding_the_intensity_escalates(autojump_clock):
                 await trio.testing.wait_all_tasks_blocked()
     escalations = caught.value.subgroup(SupervisorEscalation)
     assert escalations is not None
-    assert 3 == child.starts  # the first run and two restarts
+    assert child.starts == 3  # the first run and two restarts
 
 
 async def test_restarts_spread_over_more_than_the_period_do_not_escalate(autojump_clock):
@@ -64,7 +64,7 @@ async def test_restarts_spread_over_more_than_the_period_do_not_escalate(autojum
             child.crash.set()
             await trio.testing.wait_all_tasks_blocked()
             await trio.sleep(6)  # outside the window
-        assert 5 == child.starts
+        assert child.starts == 5
         nursery.cancel_scope.cancel()
 
 
@@ -88,8 +88,8 @@ async def test_a_child_with_its_own_intensity_is_given_up_alone(autojump_clock):
         for _ in range(2):
             child.crash.set()
             await trio.testing.wait_all_tasks_blocked()
-        assert [("c", "boom")] == given_up
-        assert ["other"] == sup.children  # the supervisor and its other child go on
+        assert given_up == [("c", "boom")]
+        assert sup.children == ["other"]  # the supervisor and its other child go on
         nursery.cancel_scope.cancel()
 
 
@@ -105,7 +105,7 @@ async def test_transient_child_that_returns_is_not_restarted():
         await nursery.start(sup.run)
         await sup.start_child(ChildSpec(name="t", main=once, restart=Restart.TRANSIENT))
         await trio.testing.wait_all_tasks_blocked()
-        assert [1] == runs and [] == sup.children
+        assert runs == [1] and sup.children == []
         nursery.cancel_scope.cancel()
 
 
@@ -118,7 +118,7 @@ async def test_a_child_failing_before_it_started_raises_to_the_caller():
         await nursery.start(sup.run)
         with pytest.raises(ValueError, match="cannot start"):
             await sup.start_child(ChildSpec(name="b", main=broken))
-        assert [] == sup.children
+        assert sup.children == []
         nursery.cancel_scope.cancel()
 
 
@@ -140,12 +140,12 @@ async def test_actor_system_shutdown_drains_then_stops_actors_in_reverse_order()
     async with open_actor_system(shutdown_grace=1) as system:
         first = await system.spawn("first", behaviour("first"), capacity=4)
         second = await system.spawn("second", behaviour("second"), capacity=4)
-        assert "first" == await first.ask("who")
+        assert await first.ask("who") == "first"
         assert first is system.lookup("first")
         second.tell_nowait("last words")  # still queued when shutdown begins
-    assert ["second", "first"] == stopped
+    assert stopped == ["second", "first"]
     assert ("second", "last words") in handled
-    assert [] == system.root.children
+    assert system.root.children == []
 
 
 async def test_an_actor_that_ignores_the_stop_is_cancelled_after_the_grace(autojump_clock):
@@ -156,7 +156,7 @@ async def test_an_actor_that_ignores_the_stop_is_cancelled_after_the_grace(autoj
     start = trio.current_time()
     async with open_actor_system(shutdown_grace=2) as system:
         await system.spawn("stubborn", stubborn, capacity=1)
-    assert 2 == pytest.approx(trio.current_time() - start)
+    assert pytest.approx(trio.current_time() - start) == 2
 
 
 async def test_a_permanent_actor_that_keeps_crashing_ends_the_system(autojump_clock):

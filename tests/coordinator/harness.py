@@ -97,9 +97,9 @@ class Harness:
         message = StartSaga(saga_type=saga_type, data=data, idempotency_key=key)
         return await self.ref.ask(message)
 
-    async def wait_terminal(self, saga_id: str, timeout: float = 3600) -> SagaRecord:
+    async def wait_terminal(self, saga_id: str, limit: float = 3600) -> SagaRecord:
         """Wait (in virtual time) until the saga has ended or parked."""
-        with trio.fail_after(timeout):
+        with trio.fail_after(limit):
             while True:
                 record = await self.store.get_saga(saga_id)
                 if record is not None and record.status in TERMINAL:

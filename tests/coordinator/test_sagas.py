@@ -1,5 +1,7 @@
 """Saga behaviour through the coordinator on the in-memory store, in virtual time."""
 
+import itertools
+
 import attrs
 import pytest
 import trio
@@ -14,7 +16,6 @@ from saga_orchestrator.errors import (
     UnknownSagaType,
     ValidationError,
 )
-
 from saga_orchestrator.store.memory import MemoryBackend
 
 from .harness import FAST, Recorder, running, saga, step
@@ -25,13 +26,13 @@ async def test_all_steps_succeed(autojump_clock):
     definition = saga("four", [step(rec, n) for n in "abcd"])
     async with running([definition]) as h:
         started = await h.start("four")
-        assert started.created and "pending" == started.saga.status
+        assert started.created and started.saga.status == "pending"
         final = await h.wait_terminal(started.saga.saga_id)
-    assert "completed" == final.status
-    assert ["a", "b", "c", "d"] == rec.names("action")
-    assert [] == rec.names("compensation")
-    assert {"step": "d", "seen": ["a", "b", "c"]} == final.result["d"]
-    assert ["completed"] * 4 == [s.status for s in final.steps]
+    assert final.status == "completed"
+    assert rec.names("action") == ["a", "b", "c", "d"]
+    assert rec.names("compensation") == []
+    assert final.result["d"] == {"step": "d", "seen": ["a", "b", "c"]}
+    assert [s.status for s in final.steps] == ["completed"] * 4
 
 
 async def test_step_3_failing_after_retries_compensates_2_then_1(autojump_clock):
@@ -40,18 +41,18 @@ async def test_step_3_failing_after_retries_compensates_2_then_1(autojump_clock)
     async with running([saga("four", steps)]) as h:
         started = await h.start("four")
         final = await h.wait_terminal(started.saga.saga_id)
-    assert "compensated" == final.status
-    assert ["s1", "s2", "s3", "s3", "s3"] == rec.names("action")  # 3 attempts (FAST)
-    assert ["s2", "s1"] == rec.names("compensation")
-    assert "step 's3' failed: RuntimeError: s3 failed" == final.error
+    assert final.status == "compensated"
+    assert rec.names("action") == ["s1", "s2", "s3", "s3", "s3"]  # 3 attempts (FAST)
+    assert rec.names("compensation") == ["s2", "s1"]
+    assert final.error == "step 's3' failed: RuntimeError: s3 failed"
     by_name = {s.name: s for s in final.steps}
-    assert ("failed", 3, "not_run") == (
+    assert (
         by_name["s3"].status,
         by_name["s3"].attempts,
         by_name["s3"].compensation_status,
-    )
-    assert "completed" == by_name["s1"].compensation_status
-    assert "pending" == by_name["s4"].status
+    ) == ("failed", 3, "not_run")
+    assert by_name["s1"].compensation_status == "completed"
+    assert by_name["s4"].status == "pending"
 
 
 async def test_retries_back_off_exponentially(autojump_clock):
@@ -67,9 +68,9 @@ async def test_retries_back_off_exponentially(autojump_clock):
     definition = saga("flaky", [Step(name="f", action=flaky, retry=retry), step(rec, "next")])
     async with running([definition]) as h:
         final = await h.wait_terminal((await h.start("flaky")).saga.saga_id)
-    assert "completed" == final.status
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    assert [1.0, 2.0] == pytest.approx(gaps)
+    assert final.status == "completed"
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert pytest.approx(gaps) == [1.0, 2.0]
 
 
 async def test_a_non_retryable_error_skips_retries(autojump_clock):
@@ -77,9 +78,9 @@ async def test_a_non_retryable_error_skips_retries(autojump_clock):
     steps = [step(rec, "s1"), step(rec, "s2", fail_times=1, error=NonRetryableError)]
     async with running([saga("two", steps)]) as h:
         final = await h.wait_terminal((await h.start("two")).saga.saga_id)
-    assert "compensated" == final.status
-    assert ["s1", "s2"] == rec.names("action")
-    assert ["s1"] == rec.names("compensation")
+    assert final.status == "compensated"
+    assert rec.names("action") == ["s1", "s2"]
+    assert rec.names("compensation") == ["s1"]
 
 
 async def test_errors_listed_as_non_retryable_skip_retries(autojump_clock):
@@ -88,8 +89,8 @@ async def test_errors_listed_as_non_retryable_skip_retries(autojump_clock):
     steps = [step(rec, "s1", fail_times=5, error=PermissionError, retry=no_retry)]
     async with running([saga("one", steps)]) as h:
         final = await h.wait_terminal((await h.start("one")).saga.saga_id)
-    assert "compensated" == final.status
-    assert ["s1"] == rec.names("action")
+    assert final.status == "compensated"
+    assert rec.names("action") == ["s1"]
 
 
 async def test_a_step_timeout_fails_the_step_with_unknown_outcome(autojump_clock):
@@ -102,12 +103,12 @@ async def test_a_step_timeout_fails_the_step_with_unknown_outcome(autojump_clock
         start = trio.current_time()
         final = await h.wait_terminal((await h.start("t")).saga.saga_id)
         elapsed = trio.current_time() - start
-    assert "compensated" == final.status
+    assert final.status == "compensated"
     assert elapsed < 10
     slow = final.steps[1]
-    assert ("unknown", "timed out after 5 s") == (slow.status, slow.error)
+    assert (slow.status, slow.error) == ("unknown", "timed out after 5 s")
     # its compensation is declared safe for an unknown outcome, so it runs first
-    assert ["slow", "s1"] == rec.names("compensation")
+    assert rec.names("compensation") == ["slow", "s1"]
 
 
 async def test_an_unknown_outcome_without_a_safe_compensation_waits_for_an_operator(
@@ -118,14 +119,14 @@ async def test_an_unknown_outcome_without_a_safe_compensation_waits_for_an_opera
     async with running([saga("t", steps)]) as h:
         saga_id = (await h.start("t")).saga.saga_id
         parked = await h.wait_terminal(saga_id)
-        assert "compensation_failed" == parked.status
+        assert parked.status == "compensation_failed"
         assert "outcome of step 'slow' is unknown" in parked.error
-        assert [] == rec.names("compensation")
+        assert rec.names("compensation") == []
         # the operator checked the downstream service and retries: compensations run
-        assert "compensation_failed" == await h.ref.ask(RetrySaga(saga_id=saga_id))
+        assert await h.ref.ask(RetrySaga(saga_id=saga_id)) == "compensation_failed"
         final = await h.wait_terminal(saga_id)
-    assert "compensated" == final.status
-    assert ["slow", "s1"] == rec.names("compensation")
+    assert final.status == "compensated"
+    assert rec.names("compensation") == ["slow", "s1"]
 
 
 async def test_the_saga_deadline_times_it_out_and_compensates(autojump_clock):
@@ -135,11 +136,11 @@ async def test_the_saga_deadline_times_it_out_and_compensates(autojump_clock):
     async with running([saga("d", steps)], options=options) as h:
         start = trio.current_time()
         final = await h.wait_terminal((await h.start("d")).saga.saga_id)
-    assert "timed_out" == final.status
-    assert 60 == pytest.approx(trio.current_time() - start, abs=1)
-    assert "unknown" == final.steps[2].status
-    assert ["s2", "s1"] == rec.names("compensation")
-    assert "the saga deadline passed" == final.error
+    assert final.status == "timed_out"
+    assert pytest.approx(trio.current_time() - start, abs=1) == 60
+    assert final.steps[2].status == "unknown"
+    assert rec.names("compensation") == ["s2", "s1"]
+    assert final.error == "the saga deadline passed"
 
 
 async def test_the_deadline_survives_a_restart_of_the_process(autojump_clock):
@@ -155,9 +156,9 @@ async def test_the_deadline_survives_a_restart_of_the_process(autojump_clock):
     await trio.sleep(100)
     async with running([saga("d", steps)], options=options, backend=backend) as h:
         final = await h.wait_terminal(saga_id)
-    assert "timed_out" == final.status
-    assert ["s1", "long"] == rec.names("action")  # the interrupted step was not run again
-    assert ["s1"] == rec.names("compensation")
+    assert final.status == "timed_out"
+    assert rec.names("action") == ["s1", "long"]  # the interrupted step was not run again
+    assert rec.names("compensation") == ["s1"]
 
 
 async def test_cancel_during_a_long_step_interrupts_it_and_compensates(autojump_clock):
@@ -187,17 +188,17 @@ async def test_cancel_during_a_long_step_interrupts_it_and_compensates(autojump_
     async with running([saga("c", steps)]) as h:
         saga_id = (await h.start("c")).saga.saga_id
         await trio.sleep(5)
-        assert "running" == (await h.store.get_saga(saga_id)).status
+        assert (await h.store.get_saga(saga_id)).status == "running"
         before = trio.current_time()
-        assert "compensating" == await h.ref.ask(CancelSaga(saga_id=saga_id, reason="user asked"))
+        assert await h.ref.ask(CancelSaga(saga_id=saga_id, reason="user asked")) == "compensating"
         final = await h.wait_terminal(saga_id)
         assert trio.current_time() - before < 1  # the step was abandoned at once
         with pytest.raises(SagaStateConflict):
             await h.ref.ask(CancelSaga(saga_id=saga_id))
-    assert ["cancelled"] == observed
-    assert "cancelled" == final.status
-    assert "user asked" == final.error
-    assert ["long", "s2", "s1"] == rec.names("compensation")
+    assert observed == ["cancelled"]
+    assert final.status == "cancelled"
+    assert final.error == "user asked"
+    assert rec.names("compensation") == ["long", "s2", "s1"]
 
 
 async def test_a_compensation_that_keeps_failing_parks_the_saga(autojump_clock):
@@ -205,10 +206,10 @@ async def test_a_compensation_that_keeps_failing_parks_the_saga(autojump_clock):
     steps = [step(rec, "s1", compensation_fails=99), step(rec, "s2", fail_times=99)]
     async with running([saga("p", steps)]) as h:
         final = await h.wait_terminal((await h.start("p")).saga.saga_id)
-    assert "compensation_failed" == final.status
-    assert ["s1"] * 3 == rec.names("compensation")  # FAST: 3 compensation attempts
-    assert "RuntimeError: undo s1 failed" == final.steps[0].compensation_error
-    assert "failed" == final.steps[0].compensation_status
+    assert final.status == "compensation_failed"
+    assert rec.names("compensation") == ["s1"] * 3  # FAST: 3 compensation attempts
+    assert final.steps[0].compensation_error == "RuntimeError: undo s1 failed"
+    assert final.steps[0].compensation_status == "failed"
 
 
 async def test_retry_resumes_a_parked_compensation(autojump_clock):
@@ -216,13 +217,13 @@ async def test_retry_resumes_a_parked_compensation(autojump_clock):
     steps = [step(rec, "s1", compensation_fails=3), step(rec, "s2", fail_times=99)]
     async with running([saga("p", steps)]) as h:
         saga_id = (await h.start("p")).saga.saga_id
-        assert "compensation_failed" == (await h.wait_terminal(saga_id)).status
+        assert (await h.wait_terminal(saga_id)).status == "compensation_failed"
         await h.ref.ask(RetrySaga(saga_id=saga_id))
         final = await h.wait_terminal(saga_id)
         with pytest.raises(SagaStateConflict):
             await h.ref.ask(RetrySaga(saga_id=saga_id))
-    assert "compensated" == final.status
-    assert ["s1"] * 4 == rec.names("compensation")
+    assert final.status == "compensated"
+    assert rec.names("compensation") == ["s1"] * 4
 
 
 async def test_the_same_idempotency_key_twice_gives_one_saga(autojump_clock):
@@ -240,11 +241,11 @@ async def test_the_same_idempotency_key_twice_gives_one_saga(autojump_clock):
         other = await h.start("one", key="order-43")
         await h.wait_terminal(again.saga.saga_id)
     ids = {r.saga.saga_id for r in results}
-    assert 1 == len(ids) and again.saga.saga_id in ids
-    assert [True, False, False] == sorted((r.created for r in results), reverse=True)
+    assert len(ids) == 1 and again.saga.saga_id in ids
+    assert sorted((r.created for r in results), reverse=True) == [True, False, False]
     assert not again.created
     assert other.saga.saga_id not in ids
-    assert 2 == len(h.backend.sagas)
+    assert len(h.backend.sagas) == 2
 
 
 async def test_bad_starts_are_refused_with_typed_errors(autojump_clock):
@@ -254,9 +255,9 @@ async def test_bad_starts_are_refused_with_typed_errors(autojump_clock):
             await h.start("nope")
         with pytest.raises(ValidationError) as caught:
             await h.start("one", user_id=7)
-        assert [{"field": "data.user_id", "message": "expected a string, got int"}] == (
-            caught.value.errors
-        )
+        assert (caught.value.errors) == [
+            {"field": "data.user_id", "message": "expected a string, got int"}
+        ]
         with pytest.raises(SagaNotFound):
             await h.ref.ask(CancelSaga(saga_id="missing"))
 
@@ -271,7 +272,7 @@ async def test_admission_limit_refuses_starts_beyond_it(autojump_clock):
             await h.start("slow")
         assert caught.value.retry_after > 0
         status = await h.ref.ask(GetStatus())
-        assert (2, 2, True) == (status.active_sagas, status.max_active_sagas, status.recovered)
+        assert (status.active_sagas, status.max_active_sagas, status.recovered) == (2, 2, True)
         await h.wait_terminal(first.saga.saga_id)
         await trio.testing.wait_all_tasks_blocked()
         await h.start("slow")  # room again
@@ -303,13 +304,13 @@ async def test_a_crashing_saga_actor_restarts_and_runs_each_step_at_most_once_mo
     backend = CrashingBackend(crashes=2)
     async with running([saga("crashy", steps)], backend=backend) as h:
         final = await h.wait_terminal((await h.start("crashy")).saga.saga_id)
-    assert "completed" == final.status
+    assert final.status == "completed"
     # s2's effect happened, then the actor crashed before StepCompleted was durable, twice:
     # each restart re-runs s2 once, with the same idempotency key
-    assert ["s1", "s2", "s2", "s2", "s3"] == rec.names("action")
+    assert rec.names("action") == ["s1", "s2", "s2", "s2", "s3"]
     s2_keys = {k for k in rec.keys if k.endswith(":s2")}
-    assert 1 == len(s2_keys)
-    assert 1 == final.steps[1].attempts
+    assert len(s2_keys) == 1
+    assert final.steps[1].attempts == 1
 
 
 async def test_a_saga_actor_that_crashes_too_often_is_parked_as_failed(autojump_clock):
@@ -320,10 +321,10 @@ async def test_a_saga_actor_that_crashes_too_often_is_parked_as_failed(autojump_
     async with running([saga("crashy", steps)], backend=backend, options=options) as h:
         saga_id = (await h.start("crashy")).saga.saga_id
         parked = await h.wait_terminal(saga_id)
-        assert "failed" == parked.status
+        assert parked.status == "failed"
         assert "kept crashing" in parked.error and "injected bug" in parked.error
-        assert 3 == rec.names("action").count("s2")  # the first run and 2 restarts
+        assert rec.names("action").count("s2") == 3  # the first run and 2 restarts
         backend.crashes = 0  # the operator fixed the cause
         await h.ref.ask(RetrySaga(saga_id=saga_id))
         final = await h.wait_terminal(saga_id)
-    assert "completed" == final.status
+    assert final.status == "completed"

@@ -102,7 +102,7 @@ def test_compensations_run_exactly_for_completed_steps_in_reverse_order(shape, d
 
     if state.status is sm.SagaStatus.COMPLETED:
         assert completed == set(range(len(shape.steps)))
-        assert [] == compensated
+        assert compensated == []
     elif state.status in (
         sm.SagaStatus.COMPENSATED,
         sm.SagaStatus.CANCELLED,
