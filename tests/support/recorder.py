@@ -1,0 +1,82 @@
+"""A downstream service for end-to-end tests: it applies each effect once per idempotency key
+and records everything, so tests can check what the orchestrator really did."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from quart import request
+from quart_trio import QuartTrio
+
+
+@attrs.define
+class Effect:
+    key: str
+    op: str
+    saga_id: str
+    step: str
+
+
+@attrs.define
+class Recorder:
+    applied: list[Effect] = attrs.field(factory=list)
+    """Effects applied, one per idempotency key and operation."""
+    calls: int = 0
+    responses: dict[tuple[str, str], tuple[dict[str, Any], int]] = attrs.field(factory=dict)
+    delay: float = 0.0
+    """Seconds to wait after applying an effect before answering (a window to crash in)."""
+
+
+def create_recorder_app(recorder: Recorder) -> QuartTrio:
+    app = QuartTrio("recorder")
+
+    @app.post("/effects/<op>")
+    async def effect(op: str) -> tuple[dict[str, Any], int]:
+        recorder.calls += 1
+        body = await request.get_json()
+        key = request.headers.get("Idempotency-Key", "")
+        if not key:
+            return {"error": "Idempotency-Key is required"}, 400
+        seen = recorder.responses.get((key, op))
+        if seen is not None:
+            return seen
+        if body.get("fail"):
+            answer: tuple[dict[str, Any], int] = ({"error": "refused"}, 422)
+        else:
+            recorder.applied.append(Effect(key, op, body["saga_id"], body["step"]))
+            answer = ({"applied": key}, 200)
+        recorder.responses[(key, op)] = answer
+        if recorder.delay:
+            await trio.sleep(recorder.delay)
+        return answer
+
+    return app
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@asynccontextmanager
+async def run_recorder(delay: float = 0.0) -> AsyncIterator[tuple[Recorder, str]]:
+    """Serve a recorder on a free loopback port for the body of the ``async with``."""
+    recorder = Recorder(delay=delay)
+    config = Config()
+    port = free_port()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    config.graceful_timeout = 0.1
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve, create_recorder_app(recorder), config)
+        yield recorder, f"http://127.0.0.1:{port}"
+        nursery.cancel_scope.cancel()
