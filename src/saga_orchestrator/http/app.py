@@ -1,0 +1,72 @@
+"""The Quart-Trio application: built around references to actors that someone else runs.
+
+The app owns nothing long-lived. The composition root (``saga_orchestrator.service``) runs the
+actor system and hands the app a :class:`Services` with the references it needs; route handlers
+reach it with :func:`services`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from quart import Quart, current_app
+from quart_trio import QuartTrio
+
+from saga_orchestrator.actors import ActorRef
+from saga_orchestrator.config import Settings
+from saga_orchestrator.coordinator.catalog import SagaCatalog
+from saga_orchestrator.coordinator.coordinator import Coordinator
+from saga_orchestrator.store.actor import Store
+
+from .auth import install_auth
+from .errors import install_error_handlers
+
+__all__ = ["MAX_BODY_BYTES", "Services", "create_app", "services"]
+
+MAX_BODY_BYTES = 1024 * 1024
+"""Largest request body accepted; a larger one gets 413."""
+
+_EXTENSION = "saga_orchestrator"
+
+
+@attrs.frozen(kw_only=True)
+class Services:
+    """What the HTTP layer talks to."""
+
+    coordinator: ActorRef[Any]
+    """The coordinator actor: commands (start, cancel, retry, status) are asked here."""
+    engine: Coordinator
+    """The coordinator's state object, for readiness."""
+    store: Store
+    """Reads go straight to the store (not through its actor's mailbox)."""
+    catalog: SagaCatalog
+    settings: Settings = attrs.field(factory=Settings)
+    store_kind: str = "memory"
+    """Shown by ``/health``: ``sqlite``, ``postgresql`` or ``memory``."""
+    command_timeout: float = 10.0
+    """Seconds a command asked of the coordinator may take before the request gets 503."""
+    health_timeout: float = 2.0
+    """Seconds each health probe waits for the store or the coordinator."""
+
+
+def create_app(services: Services, *, max_body_bytes: int = MAX_BODY_BYTES) -> QuartTrio:
+    """A Quart-Trio app serving the health and saga routes over ``services``."""
+    from .routes_health import health  # the routes import services() from here
+    from .routes_sagas import sagas
+
+    app = QuartTrio("saga_orchestrator")
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    app.url_map.strict_slashes = False
+    app.extensions[_EXTENSION] = services
+    install_error_handlers(app)
+    install_auth(app, services.settings.api_key)
+    app.register_blueprint(health)
+    app.register_blueprint(sagas)
+    return app
+
+
+def services(app: Quart | None = None) -> Services:
+    """The :class:`Services` of ``app`` (default: the app handling the current request)."""
+    return (app or current_app).extensions[_EXTENSION]

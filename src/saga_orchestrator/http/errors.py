@@ -1,0 +1,225 @@
+"""THE one place where errors become HTTP responses.
+
+Every error body has one shape::
+
+    {"error": {"code": "<snake_case>", "message": "...",
+               "details": [{"field": "...", "message": "..."}]}}
+
+:data:`ERROR_TABLE` maps an error class to its status and code; an error takes the entry of the
+nearest class in its MRO. Client errors (4xx) show their own message; server errors (5xx) show a
+fixed, generic message and are logged: no internal text and never a traceback goes to a client.
+Quart's own errors (404 of an unknown route, 405, 413 and the like) come out in the same shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+from quart import Quart, Response
+from werkzeug.exceptions import HTTPException
+
+from saga_orchestrator.actors import ActorError, ActorStopped, AskTimeout, MailboxFull, NoReply
+from saga_orchestrator.errors import (
+    ConcurrencyError,
+    ConflictError,
+    DuplicateIdempotencyKey,
+    NotFoundError,
+    OverloadedError,
+    SagaNotFound,
+    SagaOrchestratorError,
+    SagaStateConflict,
+    StoreError,
+    StoreUnavailable,
+    UnknownSagaType,
+    ValidationError,
+)
+
+from .serialize import json_response
+
+__all__ = [
+    "ERROR_TABLE",
+    "ApiKeyRejected",
+    "ErrorRule",
+    "InvalidJson",
+    "InvalidQuery",
+    "UnsupportedMediaType",
+    "error_body",
+    "error_response",
+    "install_error_handlers",
+    "rule_for",
+]
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------
+# Errors of the HTTP layer itself.
+
+
+class InvalidQuery(ValidationError):
+    """A query parameter has a bad value (400, not 422: the URL is wrong, not the body)."""
+
+
+class InvalidJson(SagaOrchestratorError):
+    """The request body is not valid JSON."""
+
+
+class UnsupportedMediaType(SagaOrchestratorError):
+    """The request body is not ``application/json``."""
+
+
+class ApiKeyRejected(SagaOrchestratorError):
+    """The ``X-API-Key`` header is missing or wrong."""
+
+
+# --------------------------------------------------------------------------------------------
+# The table.
+
+
+@attrs.frozen
+class ErrorRule:
+    status: int
+    code: str
+    """The ``error.code`` of the body."""
+    message: str | None = None
+    """Shown instead of the error's own text (server errors: never leak internals)."""
+    retry_after: bool = False
+    """Send ``Retry-After`` (the error's ``retry_after`` seconds, else 1)."""
+    log_level: int | None = None
+    """Log the error at this level (``ERROR`` logs the traceback too); ``None``: not logged."""
+
+
+_BUSY = "the service is busy; retry later"
+_INTERNAL = "internal server error"
+
+ERROR_TABLE: dict[type[BaseException], ErrorRule] = {
+    # 4xx: the caller can fix it; its own message is shown.
+    InvalidQuery: ErrorRule(400, "invalid_query"),
+    InvalidJson: ErrorRule(400, "invalid_json"),
+    ApiKeyRejected: ErrorRule(401, "unauthorized"),
+    SagaNotFound: ErrorRule(404, "saga_not_found"),
+    NotFoundError: ErrorRule(404, "not_found"),
+    ConcurrencyError: ErrorRule(409, "concurrency_conflict"),
+    SagaStateConflict: ErrorRule(409, "saga_state_conflict"),
+    DuplicateIdempotencyKey: ErrorRule(409, "duplicate_idempotency_key"),
+    ConflictError: ErrorRule(409, "conflict"),
+    UnsupportedMediaType: ErrorRule(415, "unsupported_media_type"),
+    ValidationError: ErrorRule(422, "validation_error"),
+    # A NotFoundError, but in a request body an unknown type is a validation problem.
+    UnknownSagaType: ErrorRule(422, "unknown_saga_type"),
+    # 5xx: a fixed message; the details go to the log.
+    OverloadedError: ErrorRule(503, "overloaded", retry_after=True),
+    MailboxFull: ErrorRule(503, "overloaded", _BUSY, retry_after=True),
+    AskTimeout: ErrorRule(503, "timeout", _BUSY, retry_after=True, log_level=logging.WARNING),
+    ActorStopped: ErrorRule(
+        503,
+        "unavailable",
+        "the service is stopping or restarting; retry later",
+        retry_after=True,
+        log_level=logging.WARNING,
+    ),
+    NoReply: ErrorRule(503, "unavailable", _BUSY, retry_after=True, log_level=logging.WARNING),
+    StoreUnavailable: ErrorRule(
+        503,
+        "store_unavailable",
+        "the store is unavailable; retry later",
+        retry_after=True,
+        log_level=logging.WARNING,
+    ),
+    StoreError: ErrorRule(500, "store_error", "the store failed", log_level=logging.ERROR),
+    ActorError: ErrorRule(500, "internal_error", _INTERNAL, log_level=logging.ERROR),
+    BaseException: ErrorRule(500, "internal_error", _INTERNAL, log_level=logging.ERROR),
+}
+"""Error class -> status and code; the nearest class in an error's MRO wins."""
+
+
+def rule_for(error: BaseException) -> ErrorRule:
+    for cls in type(error).__mro__:
+        rule = ERROR_TABLE.get(cls)
+        if rule is not None:
+            return rule
+    return ERROR_TABLE[BaseException]  # pragma: no cover  (BaseException is in every MRO)
+
+
+# --------------------------------------------------------------------------------------------
+# Bodies and responses.
+
+
+def error_body(
+    code: str, message: str, details: Sequence[Mapping[str, Any]] = (), **extra: Any
+) -> dict[str, Any]:
+    """``{"error": {"code", "message", "details", **extra}}``."""
+    return {"error": {"code": code, "message": message, "details": list(details), **extra}}
+
+
+def _details(error: BaseException) -> list[dict[str, str]]:
+    if isinstance(error, ValidationError):
+        return [
+            {"field": str(item.get("field", "")), "message": str(item.get("message", ""))}
+            for item in error.errors
+        ]
+    if isinstance(error, UnknownSagaType):
+        return [{"field": "saga_type", "message": f"unknown saga type {error.saga_type!r}"}]
+    return []
+
+
+def _retry_after(error: BaseException) -> str:
+    seconds = getattr(error, "retry_after", 1.0)
+    if not isinstance(seconds, int | float) or not math.isfinite(seconds):
+        seconds = 1.0
+    return str(max(1, math.ceil(seconds)))
+
+
+def error_response(error: BaseException) -> Response:
+    """The response for ``error``, after :data:`ERROR_TABLE` (logging it when the rule says)."""
+    rule = rule_for(error)
+    if rule.log_level is not None:
+        if rule.log_level >= logging.ERROR:
+            log.error("request failed: %s", type(error).__name__, exc_info=error)
+        else:
+            log.log(rule.log_level, "request failed: %s: %s", type(error).__name__, error)
+    message = rule.message if rule.message is not None else (str(error) or rule.code)
+    extra: dict[str, Any] = {}
+    if isinstance(error, UnknownSagaType):
+        extra["available_types"] = list(error.available)
+    headers = {"Retry-After": _retry_after(error)} if rule.retry_after else {}
+    body = error_body(rule.code, message, _details(error), **extra)
+    return json_response(body, rule.status, headers)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "http_error"
+
+
+def http_exception_response(error: HTTPException) -> Response:
+    """Quart's and werkzeug's own errors (unknown route, wrong method, body too large...)."""
+    status = error.code or 500
+    if status >= 500:
+        log.error(
+            "request failed: %s", error.name, exc_info=getattr(error, "original_exception", None)
+        )
+        return json_response(error_body("internal_error", _INTERNAL), status)
+    headers = {}
+    valid_methods = getattr(error, "valid_methods", None)
+    if valid_methods:
+        headers["Allow"] = ", ".join(valid_methods)
+    message = error.description or error.name
+    return json_response(error_body(_snake(error.name), message), status, headers)
+
+
+def install_error_handlers(app: Quart) -> None:
+    """Route every error a request can raise through this module."""
+
+    async def on_http_exception(error: HTTPException) -> Response:
+        return http_exception_response(error)
+
+    async def on_exception(error: Exception) -> Response:
+        return error_response(error)
+
+    app.register_error_handler(HTTPException, on_http_exception)
+    app.register_error_handler(Exception, on_exception)

@@ -1,0 +1,140 @@
+"""Health routes: liveness, readiness, and the overall picture. No API key needed.
+
+* ``GET /health/live``  — 200 when the run loop and the coordinator answer; else 503.
+* ``GET /health/ready`` — 200 when the store answers a ping and the coordinator has recovered
+  the sagas in flight; else 503 naming what is not ready.
+* ``GET /health``       — status of each component; 200 when all are fine, else 503.
+
+The bodies are status documents, not errors; they name components but carry no internal text.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+import trio
+from quart import Blueprint, Response
+
+from saga_orchestrator import __version__
+from saga_orchestrator.actors import ActorError
+from saga_orchestrator.coordinator.messages import CoordinatorStatus, GetStatus
+
+from .app import Services, services
+from .serialize import json_response
+
+__all__ = ["check_coordinator", "check_store", "health"]
+
+log = logging.getLogger(__name__)
+
+health = Blueprint("health", __name__)
+
+
+@attrs.frozen
+class StoreCheck:
+    ok: bool
+    latency_ms: float
+    error: str | None = None
+
+
+async def check_store(svc: Services) -> StoreCheck:
+    """Ping the store within ``svc.health_timeout``."""
+    started = trio.current_time()
+    error: str | None = None
+    try:
+        with trio.fail_after(svc.health_timeout):
+            await svc.store.ping()
+    except trio.TooSlowError:
+        error = f"did not answer within {svc.health_timeout:g} s"
+    except Exception as exc:  # any failure of the probe is "not healthy", never a 500
+        log.warning("health: store ping failed: %s: %s", type(exc).__name__, exc)
+        error = f"ping failed ({type(exc).__name__})"
+    latency = round((trio.current_time() - started) * 1000, 3)
+    return StoreCheck(ok=error is None, latency_ms=latency, error=error)
+
+
+async def check_coordinator(svc: Services) -> CoordinatorStatus | None:
+    """The coordinator's status, or ``None`` when it does not answer in time."""
+    try:
+        return await svc.coordinator.ask(GetStatus(), timeout=svc.health_timeout)
+    except ActorError as exc:
+        log.warning("health: the coordinator did not answer: %s", exc)
+        return None
+
+
+async def _check_both(svc: Services) -> tuple[StoreCheck, CoordinatorStatus | None]:
+    results: dict[str, Any] = {}
+
+    async def store() -> None:
+        results["store"] = await check_store(svc)
+
+    async def coordinator() -> None:
+        results["coordinator"] = await check_coordinator(svc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store)
+        nursery.start_soon(coordinator)
+    return results["store"], results["coordinator"]
+
+
+@health.get("/health/live")
+async def live() -> Response:
+    if await check_coordinator(services()) is None:
+        return json_response(
+            {"status": "unavailable", "reason": "the coordinator does not answer"}, 503
+        )
+    return json_response({"status": "alive"})
+
+
+@health.get("/health/ready")
+async def ready() -> Response:
+    store, status = await _check_both(services())
+    not_ready = []
+    if not store.ok:
+        not_ready.append({"component": "store", "reason": store.error})
+    if status is None:
+        not_ready.append({"component": "coordinator", "reason": "does not answer"})
+    elif not status.recovered:
+        not_ready.append(
+            {"component": "coordinator", "reason": "recovery of the sagas in flight is not done"}
+        )
+    if not_ready:
+        return json_response({"status": "not_ready", "not_ready": not_ready}, 503)
+    return json_response({"status": "ready"})
+
+
+@health.get("/health")
+async def overall() -> Response:
+    svc = services()
+    store, status = await _check_both(svc)
+    store_json: dict[str, Any] = {
+        "status": "ok" if store.ok else "error",
+        "kind": svc.store_kind,
+        "latency_ms": store.latency_ms,
+    }
+    if store.error is not None:
+        store_json["error"] = store.error
+    if status is None:
+        coordinator_json: dict[str, Any] = {"status": "error", "error": "does not answer"}
+    else:
+        coordinator_json = {
+            "status": "ok" if status.recovered else "recovering",
+            "active_sagas": status.active_sagas,
+            "max_active_sagas": status.max_active_sagas,
+            "recovered": status.recovered,
+            "recovered_sagas": status.recovered_sagas,
+            "mailbox_depth": status.mailbox_depth,
+            "saga_types": len(status.saga_types),
+        }
+    healthy = store.ok and status is not None and status.recovered
+    body = {
+        "status": "ok" if healthy else "unavailable",
+        "version": __version__,
+        "components": {
+            "store": store_json,
+            "coordinator": coordinator_json,
+            "bus": {"status": "not configured"},
+        },
+    }
+    return json_response(body, 200 if healthy else 503)

@@ -1,0 +1,218 @@
+"""The composition root: the store, the actor system, the coordinator and the HTTP server,
+started in order in one trio run loop and stopped in reverse order.
+
+:func:`run_service` is what ``python -m saga_orchestrator.main`` runs (inside its signal
+handling) and what tests run in-process::
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(partial(run_service, settings, shutdown=stop))
+        ...
+        stop.set()   # Hypercorn stops, then the actors (in order), then the store
+
+Shutdown order: Hypercorn stops accepting and gives requests in flight
+:data:`HTTP_GRACEFUL_TIMEOUT` seconds; then the actor system stops its actors in reverse start
+order (sagas in flight stay durable and resume on the next start); then the backend closes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import partial
+from typing import TYPE_CHECKING
+
+import trio
+import trio_asyncio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from saga_orchestrator.actors import open_actor_system
+from saga_orchestrator.config import Settings, mask_url
+from saga_orchestrator.coordinator.catalog import SagaCatalog
+from saga_orchestrator.coordinator.coordinator import start_coordinator
+from saga_orchestrator.coordinator.definition import SagaDefinition
+from saga_orchestrator.coordinator.options import EngineOptions
+from saga_orchestrator.coordinator.plugins import load_saga_modules, parse_module_names
+from saga_orchestrator.errors import ConfigError
+from saga_orchestrator.http.app import Services, create_app
+from saga_orchestrator.http.auth import log_auth_mode
+from saga_orchestrator.store.actor import start_store
+
+if TYPE_CHECKING:
+    from saga_orchestrator.store.backend import StoreBackend
+
+__all__ = [
+    "BACKEND_CLOSE_TIMEOUT",
+    "HTTP_GRACEFUL_TIMEOUT",
+    "build_catalog",
+    "builtin_sagas",
+    "describe_store",
+    "hypercorn_config",
+    "run_service",
+]
+
+log = logging.getLogger(__name__)
+
+HTTP_GRACEFUL_TIMEOUT = 2.0
+"""Most seconds Hypercorn waits for requests in flight (and idle keep-alive connections) on
+shutdown; capped further by ``SHUTDOWN_GRACE_SECONDS``."""
+BACKEND_CLOSE_TIMEOUT = 5.0
+"""Most seconds closing the store backend may take on shutdown."""
+
+
+def builtin_sagas() -> list[SagaDefinition]:
+    """The saga types that ship with the service.
+
+    The hook for the built-in catalog (``coordinator/catalog``): none exist yet. When they do,
+    return them here and every start-up path (server, tests through :func:`build_catalog`)
+    registers them.
+    """
+    return []
+
+
+def build_catalog(settings: Settings, *, extra: Sequence[SagaDefinition] = ()) -> SagaCatalog:
+    """The built-in saga types, those of ``SAGA_MODULES``, then ``extra``.
+
+    Raises:
+        ConfigError: a module of ``SAGA_MODULES`` cannot be loaded, or two saga types share a
+            name.
+    """
+    definitions = [
+        *builtin_sagas(),
+        *load_saga_modules(parse_module_names(settings.saga_modules)),
+        *extra,
+    ]
+    catalog = SagaCatalog()
+    for definition in definitions:
+        try:
+            catalog.register(definition)
+        except ValueError as exc:
+            raise ConfigError(f"SAGA_MODULES: {exc}") from None
+    return catalog
+
+
+def describe_store(settings: Settings) -> str:
+    """The store for the start-up line: the SQLite path, or the PostgreSQL URL, password masked."""
+    if settings.database_kind == "sqlite":
+        return f"sqlite {settings.sqlite_path}"
+    assert settings.database_url is not None
+    return f"postgresql {mask_url(settings.database_url)}"
+
+
+def hypercorn_config(settings: Settings) -> HypercornConfig:
+    """Hypercorn's configuration: bind, short graceful shutdown, logs through ours."""
+    config = HypercornConfig()
+    host = settings.host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
+    config.bind = [f"{host}:{settings.port}"]
+    config.graceful_timeout = min(HTTP_GRACEFUL_TIMEOUT, settings.shutdown_grace_seconds)
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.accesslog = (
+        logging.getLogger("hypercorn.access") if settings.log_level == "DEBUG" else None
+    )
+    config.include_server_header = False
+    return config
+
+
+def _port_of(binds: Sequence[str]) -> int:
+    """The port of the first address Hypercorn reports (``http://127.0.0.1:8008``)."""
+    return int(binds[0].rsplit(":", 1)[1])
+
+
+async def run_service(
+    settings: Settings,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    shutdown: trio.Event | None = None,
+    catalog: SagaCatalog | None = None,
+    backend: StoreBackend | None = None,
+) -> None:
+    """Run the service until ``shutdown`` is set (or the task is cancelled).
+
+    ``task_status.started(port)`` reports the port Hypercorn really listens on (``PORT=0``
+    picks a free one) once it accepts connections. ``catalog`` defaults to
+    :func:`build_catalog`; ``backend`` (tests) defaults to the one ``DATABASE_URL`` names.
+
+    Raises:
+        ConfigError: ``SAGA_MODULES`` cannot be loaded.
+        StoreError: the store cannot be opened.
+        OSError: the address cannot be bound.
+    """
+    shutdown = shutdown if shutdown is not None else trio.Event()
+    if catalog is None:
+        catalog = build_catalog(settings)
+    async with trio_asyncio.open_loop():
+        if backend is None:
+            from saga_orchestrator.store.open import make_backend
+
+            backend = make_backend(
+                settings.database_url,
+                data_dir=settings.data_dir,
+                pool_size=settings.database_pool_size,
+            )
+            store_kind, store_text = settings.database_kind, describe_store(settings)
+        else:
+            store_kind = type(backend).__name__.removesuffix("Backend").lower() or "custom"
+            store_text = store_kind
+        try:
+            await backend.open()
+            await _run_open(
+                settings, catalog, backend, (store_kind, store_text), shutdown, task_status
+            )
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(BACKEND_CLOSE_TIMEOUT) as scope:
+                await backend.close()
+            if scope.cancelled_caught:
+                log.warning("closing the store took longer than %g s", BACKEND_CLOSE_TIMEOUT)
+    log.info("saga orchestrator stopped")
+
+
+async def _run_open(
+    settings: Settings,
+    catalog: SagaCatalog,
+    backend: StoreBackend,
+    store: tuple[str, str],
+    shutdown: trio.Event,
+    task_status: trio.TaskStatus[int],
+) -> None:
+    async with open_actor_system(
+        max_restarts=settings.supervisor_max_restarts,
+        period=settings.supervisor_period_seconds,
+        shutdown_grace=settings.shutdown_grace_seconds,
+    ) as system:
+        store_kind, store_text = store
+        store_handle = await start_store(
+            system,
+            backend,
+            mailbox_size=settings.store_mailbox_size,
+            max_batch=settings.store_max_batch,
+        )
+        coordinator_ref, coordinator = await start_coordinator(
+            system, catalog, store_handle, options=EngineOptions.from_settings(settings)
+        )
+        app = create_app(
+            Services(
+                coordinator=coordinator_ref,
+                engine=coordinator,
+                store=store_handle,
+                catalog=catalog,
+                settings=settings,
+                store_kind=store_kind,
+            )
+        )
+        log_auth_mode(settings)
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(
+                partial(serve, app, hypercorn_config(settings), shutdown_trigger=shutdown.wait)
+            )
+            port = _port_of(binds)
+            log.info(
+                "saga orchestrator listening on %s (store: %s; %d saga types; environment: %s)",
+                binds[0],
+                store_text,
+                len(catalog),
+                settings.environment,
+            )
+            task_status.started(port)
+        log.info("HTTP server stopped; stopping the actors")
