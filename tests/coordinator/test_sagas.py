@@ -10,6 +10,7 @@ import trio.testing
 from saga_orchestrator.coordinator.definition import NonRetryableError, RetryPolicy, Step
 from saga_orchestrator.coordinator.messages import CancelSaga, GetStatus, RetrySaga
 from saga_orchestrator.errors import (
+    DuplicateIdempotencyKey,
     OverloadedError,
     SagaNotFound,
     SagaStateConflict,
@@ -328,3 +329,24 @@ async def test_a_saga_actor_that_crashes_too_often_is_parked_as_failed(autojump_
         await h.ref.ask(RetrySaga(saga_id=saga_id))
         final = await h.wait_terminal(saga_id)
     assert final.status == "completed"
+
+
+async def test_a_repeated_key_returns_its_saga_even_at_the_admission_limit(autojump_clock):
+    rec = Recorder()
+    options = attrs.evolve(FAST, max_active_sagas=1, step_timeout=1000)
+    async with running([saga("slow", [step(rec, "s", sleep=100)])], options=options) as h:
+        first = await h.start("slow", key="k-1")
+        with pytest.raises(OverloadedError):
+            await h.start("slow", key="k-2")
+        again = await h.start("slow", key="k-1")
+    assert (first.saga.saga_id, False) == (again.saga.saga_id, again.created)
+
+
+async def test_a_key_reused_for_another_saga_type_is_a_conflict(autojump_clock):
+    rec = Recorder()
+    definitions = [saga("one", [step(rec, "a")]), saga("two", [step(rec, "b")])]
+    async with running(definitions) as h:
+        first = await h.start("one", key="shared")
+        with pytest.raises(DuplicateIdempotencyKey) as caught:
+            await h.start("two", key="shared")
+    assert first.saga.saga_id == caught.value.saga_id

@@ -28,6 +28,7 @@ from saga_orchestrator.errors import (
     DuplicateIdempotencyKey,
     OverloadedError,
     SagaNotFound,
+    SagaOrchestratorError,
     SagaStateConflict,
     StoreError,
     UnknownSagaType,
@@ -62,6 +63,8 @@ from .transitions import to_record as transition_record
 log = logging.getLogger(__name__)
 
 PARKED_STATUSES = ("compensation_failed", "failed")
+SAGA_ASK_TIMEOUT = 5.0
+"""Seconds the coordinator waits for a saga actor to answer cancel or retry."""
 
 
 @attrs.define(eq=False)
@@ -78,6 +81,7 @@ class Coordinator:
     _actors: dict[str, ActorRef[Any]] = attrs.field(factory=dict)
     _starting: int = 0
     _keys_in_flight: dict[str, trio.Event] = attrs.field(factory=dict)
+    _spawning: dict[str, trio.Event] = attrs.field(factory=dict)
     _recovered_sagas: int = 0
     _shapes: dict[str, sm.SagaShape] = attrs.field(factory=dict)
     _nursery: trio.Nursery | None = None
@@ -123,16 +127,12 @@ class Coordinator:
                 except Exception as exc:
                     envelope.respond_error(exc)
                     return
-                if self.active_sagas >= self.options.max_active_sagas:
-                    envelope.respond_error(
-                        OverloadedError(
-                            f"{self.active_sagas} sagas are active, the limit is "
-                            f"{self.options.max_active_sagas}: retry later",
-                            retry_after=1.0,
-                        )
-                    )
-                    return
-                self._starting += 1
+                if message.idempotency_key is None:
+                    try:
+                        self._admit()
+                    except OverloadedError as exc:
+                        envelope.respond_error(exc)
+                        return
                 self._nursery.start_soon(self._start, envelope, definition, parsed)
             case CancelSaga() | RetrySaga():
                 self._nursery.start_soon(self._forward, envelope)
@@ -140,6 +140,16 @@ class Coordinator:
                 envelope.respond(self._status())
             case other:
                 envelope.respond_error(TypeError(f"coordinator cannot handle {other!r}"))
+
+    def _admit(self) -> None:
+        """Count one more starting saga, or raise ``OverloadedError`` at the limit."""
+        if self.active_sagas >= self.options.max_active_sagas:
+            raise OverloadedError(
+                f"{self.active_sagas} sagas are active, the limit is "
+                f"{self.options.max_active_sagas}: retry later",
+                retry_after=1.0,
+            )
+        self._starting += 1
 
     def _status(self) -> CoordinatorStatus:
         return CoordinatorStatus(
@@ -156,8 +166,11 @@ class Coordinator:
     async def _start(
         self, envelope: Envelope[Any], definition: SagaDefinition, parsed: Any
     ) -> None:
+        """Start a saga; a start with a key is admitted only once the key is known to be new
+        (a repeat returns the existing saga even at the admission limit)."""
         message: StartSaga = envelope.message
         key = message.idempotency_key
+        admitted = key is None
         try:
             if key is None:
                 envelope.respond(await self._create(message, definition, parsed))
@@ -168,18 +181,28 @@ class Coordinator:
             try:
                 existing = await self.store.find_saga_by_key(key)
                 if existing is not None:
-                    envelope.respond(StartResult(saga=existing, created=False))
+                    envelope.respond(self._repeat(existing, definition, key))
                 else:
+                    self._admit()
+                    admitted = True
                     envelope.respond(await self._create(message, definition, parsed))
             finally:
                 del self._keys_in_flight[key]
                 done.set()
         except Exception as exc:
-            if not isinstance(exc, StoreError):
+            if not isinstance(exc, SagaOrchestratorError):
                 log.exception("starting a %s saga failed", message.saga_type)
             envelope.respond_error(exc)
         finally:
-            self._starting -= 1
+            if admitted:
+                self._starting -= 1
+
+    @staticmethod
+    def _repeat(existing: SagaRecord, definition: SagaDefinition, key: str) -> StartResult:
+        """The answer to a start whose key an existing saga holds."""
+        if existing.saga_type != definition.name:
+            raise DuplicateIdempotencyKey(key, existing.saga_id)
+        return StartResult(saga=existing, created=False)
 
     async def _create(
         self, message: StartSaga, definition: SagaDefinition, parsed: Any
@@ -212,7 +235,7 @@ class Coordinator:
             existing = await self.store.get_saga(duplicate.saga_id)
             if existing is None:
                 raise
-            return StartResult(saga=existing, created=False)
+            return self._repeat(existing, definition, duplicate.idempotency_key)
         await self._spawn(saga_id, definition, state=state)
         return StartResult(saga=to_record(state, shape), created=True)
 
@@ -225,6 +248,27 @@ class Coordinator:
         *,
         state: sm.SagaState | None = None,
         retry: bool = False,
+    ) -> ActorRef[Any]:
+        """The saga's actor: started now, or the one already running or being started."""
+        while saga_id in self._spawning:
+            await self._spawning[saga_id].wait()
+        ref = self._actors.get(saga_id)
+        if ref is not None:
+            return ref
+        spawned = self._spawning[saga_id] = trio.Event()
+        try:
+            return await self._spawn_actor(saga_id, definition, state=state, retry=retry)
+        finally:
+            del self._spawning[saga_id]
+            spawned.set()
+
+    async def _spawn_actor(
+        self,
+        saga_id: str,
+        definition: SagaDefinition,
+        *,
+        state: sm.SagaState | None,
+        retry: bool,
     ) -> ActorRef[Any]:
         assert self._sagas is not None
         actor = SagaActor(
@@ -306,7 +350,7 @@ class Coordinator:
                 raise SagaStateConflict(message.saga_id, record.status, operation)
             ref = await self._spawn(message.saga_id, self.catalog.get(record.saga_type))
         try:
-            return await ref.ask(message, timeout=10.0)
+            return await ref.ask(message, timeout=SAGA_ASK_TIMEOUT)
         except ActorStopped:
             record = await self._load(message.saga_id)
             raise SagaStateConflict(message.saga_id, record.status, operation) from None
