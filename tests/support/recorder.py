@@ -3,7 +3,6 @@ and records everything, so tests can check what the orchestrator really did."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,6 +13,8 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from quart import request
 from quart_trio import QuartTrio
+
+from .server import free_port
 
 
 @attrs.define
@@ -32,6 +33,18 @@ class Recorder:
     responses: dict[tuple[str, str], tuple[dict[str, Any], int]] = attrs.field(factory=dict)
     delay: float = 0.0
     """Seconds to wait after applying an effect before answering (a window to crash in)."""
+    changed: trio.Event = attrs.field(factory=trio.Event)
+
+    def _applied(self, effect: Effect) -> None:
+        self.applied.append(effect)
+        self.changed.set()
+        self.changed = trio.Event()
+
+    async def reached(self, count: int, *, within: float) -> None:
+        """Wait until at least ``count`` effects have been applied."""
+        with trio.fail_after(within):
+            while len(self.applied) < count:
+                await self.changed.wait()
 
 
 def create_recorder_app(recorder: Recorder) -> QuartTrio:
@@ -50,7 +63,7 @@ def create_recorder_app(recorder: Recorder) -> QuartTrio:
         if body.get("fail"):
             answer: tuple[dict[str, Any], int] = ({"error": "refused"}, 422)
         else:
-            recorder.applied.append(Effect(key, op, body["saga_id"], body["step"]))
+            recorder._applied(Effect(key, op, body["saga_id"], body["step"]))
             answer = ({"applied": key}, 200)
         recorder.responses[(key, op)] = answer
         if recorder.delay:
@@ -58,12 +71,6 @@ def create_recorder_app(recorder: Recorder) -> QuartTrio:
         return answer
 
     return app
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @asynccontextmanager
