@@ -80,6 +80,8 @@ class MemoryBackend:
             previous = self.sagas.get(saga.saga_id)
             if previous is not None and not saga.steps:
                 saga = attrs.evolve(saga, steps=previous.steps)
+            else:  # get_saga returns the steps sorted by index, as the SQL backends do
+                saga = attrs.evolve(saga, steps=tuple(sorted(saga.steps, key=lambda s: s.index)))
             self.sagas[saga.saga_id] = saga
             if saga.idempotency_key is not None:
                 self.keys[saga.idempotency_key] = saga.saga_id
