@@ -49,6 +49,7 @@ from .definition import SagaDefinition
 from .messages import (
     CancelSaga,
     CoordinatorStatus,
+    DeliverEvent,
     GetStatus,
     RetrySaga,
     StartResult,
@@ -134,7 +135,7 @@ class Coordinator:
                         envelope.respond_error(exc)
                         return
                 self._nursery.start_soon(self._start, envelope, definition, parsed)
-            case CancelSaga() | RetrySaga():
+            case CancelSaga() | RetrySaga() | DeliverEvent():
                 self._nursery.start_soon(self._forward, envelope)
             case GetStatus():
                 envelope.respond(self._status())
@@ -337,15 +338,17 @@ class Coordinator:
         except Exception as exc:
             envelope.respond_error(exc)
 
-    async def _ask_saga(self, message: CancelSaga | RetrySaga) -> str:
-        operation = "cancel" if isinstance(message, CancelSaga) else "retry"
+    async def _ask_saga(self, message: CancelSaga | RetrySaga | DeliverEvent) -> str:
+        operation = {CancelSaga: "cancel", RetrySaga: "retry"}.get(
+            type(message), "deliver an event to"
+        )
         ref = self._actors.get(message.saga_id)
         if ref is None:
             record = await self._load(message.saga_id)
             parked = record.status in PARKED_STATUSES
             if operation == "retry" and parked:
                 await self._spawn(message.saga_id, self.catalog.get(record.saga_type), retry=True)
-                return record.status
+                return (await self._load(message.saga_id)).status
             if record.status not in ACTIVE_STATUSES:
                 raise SagaStateConflict(message.saga_id, record.status, operation)
             ref = await self._spawn(message.saga_id, self.catalog.get(record.saga_type))

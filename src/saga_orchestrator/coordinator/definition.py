@@ -76,6 +76,21 @@ StepFunction = Callable[[StepContext], Awaitable[Any]]
 
 
 @attrs.frozen(kw_only=True)
+class AwaitReply:
+    """Makes a step reply-driven: its action sends a command (an HTTP call, a published event)
+    and the step completes when a reply event for this saga arrives, or fails on its timeout.
+
+    A reply names its saga with ``saga_id`` in the event's metadata or data. The step's result
+    is ``{"accepted": <the action's result>, "reply": <the reply event's data>}``.
+    """
+
+    success: Sequence[str] = attrs.field(converter=tuple)
+    """Event types that complete the step."""
+    failure: Sequence[str] = attrs.field(default=(), converter=tuple)
+    """Event types that fail it (not retried; completed steps are compensated)."""
+
+
+@attrs.frozen(kw_only=True)
 class Step:
     """One step of a saga."""
 
@@ -90,6 +105,8 @@ class Step:
     compensation_safe_if_unknown: bool = False
     """Whether the compensation may run when the action was interrupted mid-flight and its
     outcome is unknown (it must then tolerate an action that never happened)."""
+    reply: AwaitReply | None = None
+    """Set for a reply-driven step; ``timeout`` then also bounds the wait for the reply."""
 
 
 @attrs.frozen(kw_only=True)

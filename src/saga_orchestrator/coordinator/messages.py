@@ -64,3 +64,17 @@ class CoordinatorStatus:
     recovered_sagas: int
     mailbox_depth: int
     saga_types: tuple[str, ...]
+
+
+@attrs.frozen(kw_only=True)
+class DeliverEvent:
+    """Ask: hand an event addressed to a saga (a reply) to it; answers once it is durable in the
+    saga's history (``"accepted"``, or ``"duplicate"`` for an event id it already has).
+
+    Raises ``SagaNotFound``, ``SagaStateConflict`` (the saga has ended or is parked).
+    """
+
+    saga_id: str
+    event_id: str
+    event_type: str
+    data: dict[str, Any] = attrs.field(factory=dict)

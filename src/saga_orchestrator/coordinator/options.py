@@ -67,6 +67,9 @@ def shape_of(definition: SagaDefinition, options: EngineOptions) -> SagaShape:
             else (options.retry_backoff_max),
             jitter=retry.jitter,
             compensation_max_attempts=options.compensation_attempts,
+            reply_success=tuple(step.reply.success) if step.reply else (),
+            reply_failure=tuple(step.reply.failure) if step.reply else (),
+            reply_timeout=options.step_timeout if step.timeout is None else step.timeout,
         )
 
     return SagaShape(steps=tuple(step_shape(step) for step in definition.steps))

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import trio
 
-from saga_orchestrator.actors import Envelope, Mailbox
+from saga_orchestrator.actors import Envelope, Mailbox, MailboxFull
 from saga_orchestrator.errors import (
     ConcurrencyError,
     SagaStateConflict,
@@ -28,12 +28,13 @@ from saga_orchestrator.store.records import AppendRequest, NewEvent
 from . import state as sm
 from .clock import Clock
 from .definition import NonRetryableError, SagaDefinition, StepContext
-from .messages import CancelSaga, RetrySaga
+from .messages import CancelSaga, DeliverEvent, RetrySaga
 from .options import EngineOptions
 from .projection import lifecycle_events, stream_id, to_record
 from .transitions import (
     Interruption,
     OperatorRetried,
+    ReplyReceived,
     SagaInterrupted,
     Transition,
     from_record,
@@ -45,6 +46,7 @@ from .transitions import (
 log = logging.getLogger(__name__)
 
 _FORWARD = (sm.SagaStatus.PENDING, sm.SagaStatus.RUNNING)
+_OPERATIONS = {CancelSaga: "cancel", RetrySaga: "retry", DeliverEvent: "deliver an event to"}
 
 
 class SagaTakenOver(Exception):
@@ -80,6 +82,12 @@ class SagaActor:
     _interruptible: trio.CancelScope | None = None
     _retry_requested: bool = False
     _incarnations: int = 0
+    _inbox: list[Envelope[Any]] = attrs.field(factory=list)
+    """Events delivered to the saga, waiting to be recorded (answered once durable)."""
+    _inbox_changed: trio.Event = attrs.field(factory=trio.Event)
+    _replies_changed: trio.Event = attrs.field(factory=trio.Event)
+    _record_lock: trio.Lock = attrs.field(factory=trio.Lock)
+    """Appends to the saga's stream happen one at a time (the drive loop and deliveries)."""
 
     async def run(
         self,
@@ -92,11 +100,15 @@ class SagaActor:
             self.state = await load_state(self.store, self.shape, self.saga_id)
         self._incarnations += 1
         self._interruptible = None
+        if self._retry_requested and self._current().is_parked:
+            self._retry_requested = False
+            await self.record([OperatorRetried()])  # durable before the retry is answered
         task_status.started()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._listen, mailbox)
                 nursery.start_soon(self._watch_deadline)
+                nursery.start_soon(self._deliveries)
                 await self._drive()
                 nursery.cancel_scope.cancel()
         except SagaTakenOver:
@@ -134,6 +146,9 @@ class SagaActor:
                 case sm.Wait(delay=delay, then=then):
                     if await self._sleep(delay, interruptible=state.status in _FORWARD):
                         await self.record([then])
+                case sm.AwaitReply(step=step, until=until):
+                    if await self._await_reply(until):
+                        await self.record([sm.no_reply(state, self.shape, step)])
                 case sm.Halt():
                     return
 
@@ -159,6 +174,10 @@ class SagaActor:
     async def record(self, transitions: Sequence[Transition]) -> None:
         """Make ``transitions`` durable (with the projection and lifecycle events), then adopt
         them. An unavailable store is retried with backoff, never compensated for."""
+        async with self._record_lock:
+            await self._append(transitions)
+
+    async def _append(self, transitions: Sequence[Transition]) -> None:
         before = self._current()
         now = self.clock.now()
         stamped = [attrs.evolve(t, at=now) for t in transitions]
@@ -277,6 +296,51 @@ class SagaActor:
                 self._interruptible = None
         return not scope.cancelled_caught
 
+    async def _await_reply(self, until: float) -> bool:
+        """Wait until a reply is recorded or wall-clock ``until``; True if the time ran out
+        (an interruption ends the wait early too, returning False)."""
+        self._replies_changed = trio.Event()
+        delay = until - self.clock.now()
+        with trio.CancelScope() as scope:
+            self._interruptible = scope
+            if self._interrupt is not None:
+                scope.cancel()
+            try:
+                with trio.move_on_after(max(0.0, delay)) as timer:
+                    await self._replies_changed.wait()
+            finally:
+                self._interruptible = None
+        return timer.cancelled_caught and not scope.cancelled_caught
+
+    async def _deliveries(self) -> None:
+        """Record delivered events as they come, beside whatever the saga is doing."""
+        while True:
+            if not self._inbox:
+                self._inbox_changed = trio.Event()
+                await self._inbox_changed.wait()
+            await self._record_deliveries()
+            self._replies_changed.set()
+
+    async def _record_deliveries(self) -> None:
+        """Make the delivered events durable in one append, then answer their senders."""
+        envelopes, self._inbox = self._inbox, []
+        state = self._current()
+        known = {reply.event_id for reply in state.replies}
+        fresh: dict[str, DeliverEvent] = {}
+        for envelope in envelopes:
+            message: DeliverEvent = envelope.message
+            if message.event_id not in known:
+                fresh.setdefault(message.event_id, message)
+        if fresh:
+            await self.record(
+                [
+                    ReplyReceived(event_id=m.event_id, event_type=m.event_type, data=m.data)
+                    for m in fresh.values()
+                ]
+            )
+        for envelope in envelopes:
+            envelope.respond("duplicate" if envelope.message.event_id in known else "accepted")
+
     # -- messages and timers ------------------------------------------------------------------
 
     def _interrupt_with(self, reason: Interruption, detail: str) -> bool:
@@ -308,6 +372,17 @@ class SagaActor:
                     return
                 self._interrupt_with(Interruption.CANCELLED, reason)
                 envelope.respond(sm.SagaStatus.COMPENSATING.value)
+            case DeliverEvent():
+                if state.is_terminal or state.is_parked:
+                    envelope.respond_error(
+                        SagaStateConflict(self.saga_id, state.status.value, "deliver an event to")
+                    )
+                    return
+                if len(self._inbox) >= self.options.saga_mailbox_size:
+                    envelope.respond_error(MailboxFull(self.saga_id, len(self._inbox)))
+                    return
+                self._inbox.append(envelope)
+                self._inbox_changed.set()
             case RetrySaga():
                 if not state.is_parked:
                     envelope.respond_error(
@@ -322,12 +397,17 @@ class SagaActor:
     def _close(self, mailbox: Mailbox[Any]) -> None:
         """The saga ended: answer what is still queued with the final status, then close."""
         state = self._current()
+        for envelope in self._inbox:
+            envelope.respond_error(
+                SagaStateConflict(self.saga_id, state.status.value, "deliver an event to")
+            )
+        self._inbox = []
         while True:
             try:
                 envelope = mailbox.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
-            operation = "cancel" if isinstance(envelope.message, CancelSaga) else "retry"
+            operation = _OPERATIONS.get(type(envelope.message), "message")
             envelope.respond_error(SagaStateConflict(self.saga_id, state.status.value, operation))
         mailbox.close()
 

@@ -27,12 +27,14 @@ from .transitions import (
     Interruption,
     OperatorRetried,
     Outcome,
+    ReplyReceived,
     SagaCompensated,
     SagaCompleted,
     SagaInterrupted,
     SagaParked,
     SagaStarted,
     StepAttemptFailed,
+    StepAwaitingReply,
     StepCompleted,
     StepFailed,
     StepStarted,
@@ -69,6 +71,8 @@ class StepStatus(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     RETRY_WAIT = "retry_wait"
+    WAITING = "waiting"
+    """A reply-driven step sent its command and waits for the reply."""
     COMPLETED = "completed"
     FAILED = "failed"
     UNKNOWN = "unknown"
@@ -103,6 +107,24 @@ class StepShape:
     max_backoff: float = 60.0
     jitter: float = 0.2
     compensation_max_attempts: int = 5
+    reply_success: tuple[str, ...] = ()
+    """Event types that complete a reply-driven step (empty: not reply-driven)."""
+    reply_failure: tuple[str, ...] = ()
+    reply_timeout: float = 300.0
+
+    @property
+    def awaits_reply(self) -> bool:
+        return bool(self.reply_success)
+
+
+@attrs.frozen(kw_only=True)
+class Reply:
+    """An event addressed to the saga."""
+
+    event_id: str
+    event_type: str
+    data: dict[str, Any]
+    consumed: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -125,6 +147,10 @@ class StepState:
     compensation_retry_in: float = 0.0
     compensation_forced: bool = False
     """An operator retried the saga: run this compensation even though the outcome is unknown."""
+    accepted: Any = None
+    """What a reply-driven step's action returned."""
+    waiting_until: float | None = None
+    """Wall-clock time a reply-driven step stops waiting."""
 
 
 @attrs.frozen(kw_only=True)
@@ -149,6 +175,7 @@ class SagaState:
     parked_from: SagaStatus | None = None
     failed_step: int | None = None
     """The step whose failure started the compensation."""
+    replies: tuple[Reply, ...] = ()
 
     @property
     def is_terminal(self) -> bool:
@@ -194,11 +221,20 @@ class Wait:
 
 
 @attrs.frozen
+class AwaitReply:
+    """Wait for a reply event until ``until`` (wall-clock), then decide again."""
+
+    step: int
+    attempt: int
+    until: float
+
+
+@attrs.frozen
 class Halt:
     """Nothing to do: the saga has ended or waits for an operator."""
 
 
-Command = Record | Execute | Compensate | Wait | Halt
+Command = Record | Execute | Compensate | Wait | AwaitReply | Halt
 
 
 # What happened when the actor ran a step or a compensation.
@@ -278,7 +314,21 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
                 finished_at=t.at,
                 error=None,
             )
+            return attrs.evolve(state, steps=steps, replies=_consume(state, t.reply_event_id))
+        case StepAwaitingReply():
+            steps = _set_step(
+                state,
+                t.step,
+                status=StepStatus.WAITING,
+                accepted=t.accepted,
+                waiting_until=t.at + t.timeout,
+            )
             return attrs.evolve(state, steps=steps)
+        case ReplyReceived():
+            if any(r.event_id == t.event_id for r in state.replies):
+                return state
+            reply = Reply(event_id=t.event_id, event_type=t.event_type, data=t.data)
+            return attrs.evolve(state, replies=(*state.replies, reply))
         case StepAttemptFailed():
             steps = _set_step(
                 state, t.step, status=StepStatus.RETRY_WAIT, error=t.error, retry_in=t.retry_in
@@ -287,6 +337,7 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
         case StepFailed():
             status = StepStatus.UNKNOWN if t.outcome is Outcome.UNKNOWN else StepStatus.FAILED
             steps = _set_step(state, t.step, status=status, error=t.error, finished_at=t.at)
+            state = attrs.evolve(state, replies=_consume(state, t.reply_event_id))
             if state.status is SagaStatus.COMPENSATING:
                 return attrs.evolve(state, steps=steps)
             return attrs.evolve(
@@ -348,6 +399,14 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
     raise TypeError(f"not a saga transition: {t!r}")
 
 
+def _consume(state: SagaState, event_id: str | None) -> tuple[Reply, ...]:
+    if event_id is None:
+        return state.replies
+    return tuple(
+        attrs.evolve(r, consumed=True) if r.event_id == event_id else r for r in state.replies
+    )
+
+
 def _operator_retried(state: SagaState) -> SagaState:
     if state.status is SagaStatus.FAILED:
         return attrs.evolve(
@@ -385,15 +444,54 @@ def plan(state: SagaState, shape: SagaShape) -> Command:
                 return Execute(index, step.attempt)
             case StepStatus.RETRY_WAIT:
                 return Wait(step.retry_in, StepStarted(step=index, attempt=step.attempt + 1))
+            case StepStatus.WAITING:
+                return _plan_reply(state, shape, index)
             case _:  # FAILED/UNKNOWN move the saga to COMPENSATING
                 raise AssertionError(f"step {index} is {step.status} while the saga runs")
     results = {shape.steps[i].name: s.result for i, s in enumerate(state.steps)}
     return Record(SagaCompleted(result=results))
 
 
+def _plan_reply(state: SagaState, shape: SagaShape, index: int) -> Command:
+    step, step_shape = state.steps[index], shape.steps[index]
+    for reply in state.replies:
+        if reply.consumed:
+            continue
+        if reply.event_type in step_shape.reply_success:
+            result = {"accepted": step.accepted, "reply": reply.data}
+            return Record(
+                StepCompleted(
+                    step=index, attempt=step.attempt, result=result, reply_event_id=reply.event_id
+                )
+            )
+        if reply.event_type in step_shape.reply_failure:
+            reason = reply.data.get("error") or reply.data.get("reason") or "no reason given"
+            return Record(
+                StepFailed(
+                    step=index,
+                    attempt=step.attempt,
+                    error=f"{reply.event_type}: {reason}",
+                    outcome=Outcome.FAILED,
+                    reply_event_id=reply.event_id,
+                )
+            )
+    assert step.waiting_until is not None
+    return AwaitReply(index, step.attempt, step.waiting_until)
+
+
+def no_reply(state: SagaState, shape: SagaShape, step: int) -> Transition:
+    """The transition when a reply-driven step's wait ran out: its outcome is unknown."""
+    return StepFailed(
+        step=step,
+        attempt=state.steps[step].attempt,
+        error=f"no reply within {shape.steps[step].reply_timeout:g} s",
+        outcome=Outcome.UNKNOWN,
+    )
+
+
 def _plan_compensation(state: SagaState, shape: SagaShape) -> Command:
     for index, step in enumerate(state.steps):
-        if step.status is StepStatus.RUNNING:
+        if step.status in (StepStatus.RUNNING, StepStatus.WAITING):
             return Record(
                 StepFailed(
                     step=index,
@@ -471,6 +569,13 @@ def step_outcome(
     """The transition that records how an attempt of a step's action ended."""
     step_shape = shape.steps[step]
     match outcome:
+        case Succeeded() if step_shape.awaits_reply:
+            return StepAwaitingReply(
+                step=step,
+                attempt=attempt,
+                accepted=outcome.result,
+                timeout=step_shape.reply_timeout,
+            )
         case Succeeded():
             return StepCompleted(step=step, attempt=attempt, result=outcome.result)
         case TimedOut():

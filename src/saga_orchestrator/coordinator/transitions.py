@@ -59,6 +59,30 @@ class StepCompleted:
     step: int
     attempt: int
     result: Any = None
+    reply_event_id: str | None = None
+    """For a reply-driven step: the reply that completed it."""
+    at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class StepAwaitingReply:
+    """A reply-driven step's command was sent; the reply is awaited for ``timeout`` seconds."""
+
+    step: int
+    attempt: int
+    accepted: Any = None
+    """What the action returned."""
+    timeout: float
+    at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class ReplyReceived:
+    """An event addressed to the saga arrived (kept even before its step waits for it)."""
+
+    event_id: str
+    event_type: str
+    data: dict[str, Any] = attrs.field(factory=dict)
     at: float = 0.0
 
 
@@ -81,6 +105,8 @@ class StepFailed:
     attempt: int
     error: str
     outcome: Outcome
+    reply_event_id: str | None = None
+    """For a reply-driven step failed by a reply: that reply."""
     at: float = 0.0
 
 
@@ -160,6 +186,8 @@ Transition = (
     SagaStarted
     | StepStarted
     | StepCompleted
+    | StepAwaitingReply
+    | ReplyReceived
     | StepAttemptFailed
     | StepFailed
     | SagaInterrupted
@@ -179,6 +207,8 @@ TRANSITION_TYPES: dict[str, type[Any]] = {
         SagaStarted,
         StepStarted,
         StepCompleted,
+        StepAwaitingReply,
+        ReplyReceived,
         StepAttemptFailed,
         StepFailed,
         SagaInterrupted,
