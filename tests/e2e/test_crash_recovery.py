@@ -94,8 +94,10 @@ async def crash_and_recover(tmp_path: Path, database_url: str) -> None:
             health = (await client.get("/health")).json()
 
     log = server_log(tmp_path, "second.log")
-    print(f"effects applied at the kill: {applied_at_kill} of {ALL_EFFECTS}; "
-          f"resumed after restart: {health['components']['coordinator']}")
+    print(
+        f"effects applied at the kill: {applied_at_kill} of {ALL_EFFECTS}; "
+        f"resumed after restart: {health['components']['coordinator']}"
+    )
     assert applied_at_kill < ALL_EFFECTS, "the kill came after every saga had finished"
     assert ALL_EFFECTS == len(recorder.applied)
     # steps interrupted by the kill were sent again after the restart, with the same keys
