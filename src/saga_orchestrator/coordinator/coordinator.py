@@ -55,6 +55,7 @@ from .messages import (
     StartResult,
     StartSaga,
 )
+from .observer import SagaObserver, notify
 from .options import EngineOptions, shape_of
 from .projection import lifecycle_events, stream_id, to_record
 from .saga_actor import SagaActor, load_state
@@ -77,6 +78,7 @@ class Coordinator:
     options: EngineOptions = attrs.field(factory=EngineOptions)
     clock: Clock = attrs.field(factory=WallClock)
     resources: Mapping[str, Any] = attrs.field(factory=dict)
+    observer: SagaObserver = attrs.field(factory=SagaObserver)
     ready: trio.Event = attrs.field(factory=trio.Event)
     """Set once the sagas found in the store at start-up have been resumed."""
     _actors: dict[str, ActorRef[Any]] = attrs.field(factory=dict)
@@ -92,6 +94,11 @@ class Coordinator:
     @property
     def active_sagas(self) -> int:
         return len(self._actors) + self._starting
+
+    @property
+    def mailbox_depth(self) -> int:
+        """Messages waiting in the coordinator's mailbox."""
+        return self._mailbox.depth if self._mailbox is not None else 0
 
     async def run(
         self,
@@ -158,7 +165,7 @@ class Coordinator:
             max_active_sagas=self.options.max_active_sagas,
             recovered=self.ready.is_set(),
             recovered_sagas=self._recovered_sagas,
-            mailbox_depth=self._mailbox.depth if self._mailbox is not None else 0,
+            mailbox_depth=self.mailbox_depth,
             saga_types=tuple(self.catalog.names()),
         )
 
@@ -237,6 +244,7 @@ class Coordinator:
             if existing is None:
                 raise
             return self._repeat(existing, definition, duplicate.idempotency_key)
+        notify(self.observer, sm.initial_state(shape), state, [started])
         await self._spawn(saga_id, definition, state=state)
         return StartResult(saga=to_record(state, shape), created=True)
 
@@ -280,6 +288,7 @@ class Coordinator:
             options=self.options,
             clock=self.clock,
             resources=self.resources,
+            observer=self.observer,
             state=state,
             retry_requested=retry,
         )
@@ -403,6 +412,7 @@ async def start_coordinator(
     options: EngineOptions | None = None,
     clock: Clock | None = None,
     resources: Mapping[str, Any] | None = None,
+    observer: SagaObserver | None = None,
 ) -> tuple[ActorRef[Any], Coordinator]:
     """Spawn the coordinator (a permanent child of the root supervisor)."""
     options = options or EngineOptions()
@@ -412,6 +422,7 @@ async def start_coordinator(
         options=options,
         clock=clock or WallClock(),
         resources=resources or {},
+        observer=observer or SagaObserver(),
     )
     ref = await system.spawn(
         "coordinator", coordinator.run, capacity=options.coordinator_mailbox_size

@@ -29,6 +29,7 @@ from . import state as sm
 from .clock import Clock
 from .definition import NonRetryableError, SagaDefinition, StepContext
 from .messages import CancelSaga, DeliverEvent, RetrySaga
+from .observer import SagaObserver, notify
 from .options import EngineOptions
 from .projection import lifecycle_events, stream_id, to_record
 from .transitions import (
@@ -76,6 +77,7 @@ class SagaActor:
     options: EngineOptions
     clock: Clock
     resources: Mapping[str, Any] = attrs.field(factory=dict)
+    observer: SagaObserver = attrs.field(factory=SagaObserver)
     state: sm.SagaState | None = None
     """The saga's state when the caller already has it (a new saga); else loaded from the store."""
     _interrupt: tuple[Interruption, str] | None = None
@@ -209,6 +211,7 @@ class SagaActor:
                 await trio.sleep(delay)
                 delay = min(delay * 2, self.options.store_retry_max)
         self.state = after
+        notify(self.observer, before, after, stamped)
 
     async def _already_recorded(self, event_id: str, version: int) -> bool:
         """Whether an append whose reply was lost did commit (same event at that version)."""

@@ -1,0 +1,135 @@
+"""Prometheus metrics of the service: one registry per service instance.
+
+Counters and histograms are updated as things happen (the saga engine's observer, the store
+actor's batch hook, the HTTP layer); gauges (active sagas, mailbox depths) are read at scrape time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from saga_orchestrator.coordinator.observer import SagaObserver
+from saga_orchestrator.coordinator.state import (
+    PARKED,
+    TERMINAL,
+    SagaState,
+    StepStatus,
+)
+from saga_orchestrator.coordinator.transitions import SagaStarted, Transition
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_SAGA_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_STEP_END = {StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.UNKNOWN}
+
+
+class _Gauges(Collector):
+    """Gauges whose values are read when Prometheus scrapes."""
+
+    def __init__(self, sources: Mapping[str, tuple[str, Callable[[], Mapping[str, float]]]]):
+        self.sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        for name, (help_text, read) in self.sources.items():
+            family = GaugeMetricFamily(name, help_text, labels=["name"])
+            for label, value in read().items():
+                family.add_metric([label], value)
+            yield family
+
+
+class ServiceMetrics(SagaObserver):
+    """Every metric the service exports; also the saga engine's observer."""
+
+    def __init__(self, step_names: Mapping[str, Sequence[str]] | None = None) -> None:
+        """``step_names``: the step names of each saga type, for the step metrics' labels."""
+        self.step_names = dict(step_names or {})
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.sagas_started = Counter("saga_started", "Sagas started.", ["saga_type"], registry=r)
+        self.sagas_finished = Counter(
+            "saga_finished",
+            "Sagas that ended or parked for an operator, by final status.",
+            ["saga_type", "status"],
+            registry=r,
+        )
+        self.saga_duration = Histogram(
+            "saga_duration_seconds",
+            "Time from start to the end (or parking) of a saga.",
+            ["saga_type", "status"],
+            buckets=_SAGA_BUCKETS,
+            registry=r,
+        )
+        self.step_duration = Histogram(
+            "saga_step_duration_seconds",
+            "Time from a step's first start to its end, by outcome.",
+            ["saga_type", "step", "outcome"],
+            buckets=_SAGA_BUCKETS,
+            registry=r,
+        )
+        self.store_batch_size = Histogram(
+            "store_batch_size",
+            "Appends committed in one store transaction (group commit).",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.store_commit_seconds = Histogram(
+            "store_commit_seconds",
+            "Time to commit one store batch.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "http_requests",
+            "HTTP requests by route template and status.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request handling time by route template.",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._gauges: dict[str, tuple[str, Callable[[], Mapping[str, float]]]] = {}
+        r.register(_Gauges(self._gauges))
+
+    def gauge(self, name: str, help_text: str, read: Callable[[], Mapping[str, float]]) -> None:
+        """Export gauge ``name`` with one sample per ``read()`` entry (label ``name``)."""
+        self._gauges[name] = (help_text, read)
+
+    def store_batch(self, size: int, seconds: float) -> None:
+        self.store_batch_size.observe(size)
+        self.store_commit_seconds.observe(seconds)
+
+    def transitions_recorded(
+        self, before: SagaState, after: SagaState, transitions: Sequence[Transition]
+    ) -> None:
+        saga_type = after.saga_type
+        if any(isinstance(t, SagaStarted) for t in transitions):
+            self.sagas_started.labels(saga_type).inc()
+        names = self.step_names.get(saga_type, ())
+        for index, (old, new) in enumerate(zip(before.steps, after.steps, strict=True)):
+            if new.status in _STEP_END and old.status not in _STEP_END and new.started_at:
+                elapsed = (new.finished_at or after.updated_at) - new.started_at
+                name = names[index] if index < len(names) else str(index)
+                self.step_duration.labels(saga_type, name, new.status.value).observe(
+                    max(0.0, elapsed)
+                )
+        ended = after.status in TERMINAL or after.status in PARKED
+        if ended and before.status != after.status:
+            status = after.status.value
+            self.sagas_finished.labels(saga_type, status).inc()
+            self.saga_duration.labels(saga_type, status).observe(
+                max(0.0, after.updated_at - after.created_at)
+            )
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)
