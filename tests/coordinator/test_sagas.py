@@ -14,6 +14,7 @@ from saga_orchestrator.errors import (
     OverloadedError,
     SagaNotFound,
     SagaStateConflict,
+    StoreUnavailable,
     UnknownSagaType,
     ValidationError,
 )
@@ -350,3 +351,32 @@ async def test_a_key_reused_for_another_saga_type_is_a_conflict(autojump_clock):
         with pytest.raises(DuplicateIdempotencyKey) as caught:
             await h.start("two", key="shared")
     assert first.saga.saga_id == caught.value.saga_id
+
+
+class FlakyReadBackend(MemoryBackend):
+    """Cannot read saga histories for its first ``failures`` attempts."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def read_stream(self, stream_id, *, from_version=1, limit=1000):
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("the database is restarting")
+        return await super().read_stream(stream_id, from_version=from_version, limit=limit)
+
+
+async def test_recovery_waits_for_a_store_that_cannot_read_yet(autojump_clock):
+    rec = Recorder()
+    backend = FlakyReadBackend(failures=0)
+    definition = saga("two", [step(rec, "a"), step(rec, "b", sleep=100)])
+    options = attrs.evolve(FAST, step_timeout=1000)
+    async with running([definition], backend=backend, options=options) as h:
+        saga_id = (await h.start("two")).saga.saga_id
+        await trio.sleep(10)
+    backend.failures = 5  # the next process finds the database still starting
+    async with running([definition], backend=backend, options=options) as h:
+        final = await h.wait_terminal(saga_id)
+    assert "completed" == final.status
+    assert 0 == backend.failures

@@ -65,6 +65,8 @@ from .transitions import to_record as transition_record
 log = logging.getLogger(__name__)
 
 PARKED_STATUSES = ("compensation_failed", "failed")
+RECOVERY_CONCURRENCY = 32
+"""Sagas whose histories are loaded at once during recovery."""
 SAGA_ASK_TIMEOUT = 5.0
 """Seconds the coordinator waits for a saga actor to answer cancel or retry."""
 
@@ -375,6 +377,18 @@ class Coordinator:
 
     # -- recovery -----------------------------------------------------------------------------
 
+    async def _resume(self, record: SagaRecord) -> bool:
+        """Respawn the actor of a saga found active in the store; False if it cannot run."""
+        if record.saga_id in self._actors:
+            return False
+        try:
+            definition = self.catalog.get(record.saga_type)
+        except UnknownSagaType:
+            log.error("saga %s has unknown type %r: not resumed", record.saga_id, record.saga_type)
+            return False
+        await self._spawn(record.saga_id, definition)
+        return True
+
     async def _recover(self) -> None:
         """Resume every saga that was active when the last process stopped."""
         delay = 0.1
@@ -387,18 +401,17 @@ class Coordinator:
                 await trio.sleep(delay)
                 delay = min(delay * 2, self.options.store_retry_max)
         resumed = 0
-        for record in records:
-            if record.saga_id in self._actors:
-                continue
-            try:
-                definition = self.catalog.get(record.saga_type)
-            except UnknownSagaType:
-                log.error(
-                    "saga %s has unknown type %r: not resumed", record.saga_id, record.saga_type
-                )
-                continue
-            await self._spawn(record.saga_id, definition)
-            resumed += 1
+        pending = iter(records)
+
+        async def resume_some() -> None:
+            nonlocal resumed
+            for record in pending:  # the workers share one iterator
+                if await self._resume(record):
+                    resumed += 1
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(RECOVERY_CONCURRENCY):
+                nursery.start_soon(resume_some)
         self._recovered_sagas = resumed
         log.info("recovery done: %d sagas resumed", resumed)
         self.ready.set()

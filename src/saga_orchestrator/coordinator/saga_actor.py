@@ -22,6 +22,7 @@ from saga_orchestrator.errors import (
     SagaStateConflict,
     StoreError,
 )
+from saga_orchestrator.logging_setup import log_context
 from saga_orchestrator.store.actor import Store
 from saga_orchestrator.store.records import AppendRequest, NewEvent
 
@@ -99,23 +100,39 @@ class SagaActor:
     ) -> None:
         if self._incarnations or self.state is None:
             # A restarted incarnation reloads: its predecessor may have recorded more.
-            self.state = await load_state(self.store, self.shape, self.saga_id)
+            self.state = await self._load()
         self._incarnations += 1
         self._interruptible = None
         if self._retry_requested and self._current().is_parked:
             self._retry_requested = False
             await self.record([OperatorRetried()])  # durable before the retry is answered
         task_status.started()
+        state = self._current()
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._listen, mailbox)
-                nursery.start_soon(self._watch_deadline)
-                nursery.start_soon(self._deliveries)
-                await self._drive()
-                nursery.cancel_scope.cancel()
+            with log_context(saga_id=self.saga_id, correlation_id=state.correlation_id):
+                await self._run_loops(mailbox)
         except SagaTakenOver:
             log.warning("saga %s is driven by another process; this one stops", self.saga_id)
         self._close(mailbox)
+
+    async def _run_loops(self, mailbox: Mailbox[Any]) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._listen, mailbox)
+            nursery.start_soon(self._watch_deadline)
+            nursery.start_soon(self._deliveries)
+            await self._drive()
+            nursery.cancel_scope.cancel()
+
+    async def _load(self) -> sm.SagaState:
+        """The saga's state from the store, waiting while the store is unavailable."""
+        delay = 0.05
+        while True:
+            try:
+                return await load_state(self.store, self.shape, self.saga_id)
+            except StoreError as exc:
+                log.warning("saga %s waits for the store to load: %s", self.saga_id, exc)
+                await trio.sleep(delay)
+                delay = min(delay * 2, self.options.store_retry_max)
 
     # -- the loop -----------------------------------------------------------------------------
 

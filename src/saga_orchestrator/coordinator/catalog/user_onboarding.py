@@ -1,0 +1,136 @@
+"""User onboarding (``user_onboarding``): a registered user gets a profile, a default
+workspace, a welcome email and the default Airtable integration of that workspace.
+
+Started by a ``user.registered`` event or ``POST /sagas``. Steps and their compensations:
+
+1. ``create_profile``: user service ``POST /profiles``; undo ``DELETE /profiles/{id}``
+2. ``create_workspace``: user service ``POST /workspaces``; undo ``DELETE /workspaces/{id}``
+3. ``send_welcome_email``: notification service ``POST /notifications``; undo: a follow-up notice
+4. ``setup_airtable_integration``: connector ``POST /integrations``;
+   undo ``DELETE /integrations/{id}``
+
+An email cannot be unsent. When a later step fails, the welcome email's compensation sends an
+``onboarding_failed`` notice instead of doing nothing: the user was told the account is ready,
+the profile and workspace are then deleted, and a silent rollback would leave them believing
+in an account that is gone. The notice is worded to be true whether or not the welcome email
+went out, so it may also run when that step's outcome is unknown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from ..definition import SagaDefinition, Step, StepContext
+from ..services import Call, services_of
+
+__all__ = ["USER_ONBOARDING", "OnboardingInput", "non_empty"]
+
+
+def non_empty(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    """An attrs validator: the string holds something besides spaces."""
+    if not value.strip():
+        raise ValueError(f"{attribute.name} must not be empty")
+
+
+def _email_address(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    local, at, domain = value.partition("@")
+    if not (local and at and "." in domain) or any(c.isspace() for c in value):
+        raise ValueError(f"{attribute.name} is not an email address: {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class OnboardingInput:
+    """The input of ``user_onboarding`` (the data of a ``user.registered`` event)."""
+
+    user_id: str = attrs.field(validator=non_empty)
+    email: str = attrs.field(validator=_email_address)
+    name: str = attrs.field(validator=non_empty)
+
+
+async def create_profile(ctx: StepContext) -> dict[str, Any]:
+    user: OnboardingInput = ctx.input
+    reply = await services_of(ctx).users.create_profile(
+        user.user_id, user.email, user.name, Call.of(ctx)
+    )
+    return {"profile_id": reply["profile_id"]}
+
+
+async def delete_profile(ctx: StepContext) -> None:
+    await services_of(ctx).users.delete_profile(ctx.result["profile_id"], Call.of(ctx, "undo"))
+
+
+async def create_workspace(ctx: StepContext) -> dict[str, Any]:
+    user: OnboardingInput = ctx.input
+    reply = await services_of(ctx).users.create_workspace(
+        user.user_id, f"{user.name}'s workspace", Call.of(ctx)
+    )
+    return {"workspace_id": reply["workspace_id"]}
+
+
+async def delete_workspace(ctx: StepContext) -> None:
+    workspace_id = ctx.result["workspace_id"]
+    await services_of(ctx).users.delete_workspace(workspace_id, Call.of(ctx, "undo"))
+
+
+async def send_welcome_email(ctx: StepContext) -> dict[str, Any]:
+    user: OnboardingInput = ctx.input
+    reply = await services_of(ctx).notifications.send(
+        user.user_id,
+        "welcome",
+        Call.of(ctx),
+        email=user.email,
+        data={"name": user.name, "workspace_id": ctx.results["create_workspace"]["workspace_id"]},
+    )
+    return {"notification_id": reply["notification_id"]}
+
+
+async def send_onboarding_failed_notice(ctx: StepContext) -> None:
+    user: OnboardingInput = ctx.input
+    await services_of(ctx).notifications.send(
+        user.user_id,
+        "onboarding_failed",
+        Call.of(ctx, "undo"),
+        email=user.email,
+        data={"name": user.name},
+    )
+
+
+async def setup_airtable_integration(ctx: StepContext) -> dict[str, Any]:
+    user: OnboardingInput = ctx.input
+    workspace_id = ctx.results["create_workspace"]["workspace_id"]
+    reply = await services_of(ctx).airtable.create_integration(
+        user.user_id, workspace_id, Call.of(ctx)
+    )
+    return {"integration_id": reply["integration_id"], "workspace_id": workspace_id}
+
+
+async def remove_airtable_integration(ctx: StepContext) -> None:
+    integration_id = ctx.result["integration_id"]
+    await services_of(ctx).airtable.delete_integration(integration_id, Call.of(ctx, "undo"))
+
+
+USER_ONBOARDING = SagaDefinition(
+    name="user_onboarding",
+    version=1,
+    input_type=OnboardingInput,
+    triggers=["user.registered"],
+    description="Profile, default workspace, welcome email and default Airtable integration "
+    "for a newly registered user.",
+    steps=[
+        Step(name="create_profile", action=create_profile, compensation=delete_profile),
+        Step(name="create_workspace", action=create_workspace, compensation=delete_workspace),
+        Step(
+            name="send_welcome_email",
+            action=send_welcome_email,
+            compensation=send_onboarding_failed_notice,
+            compensation_safe_if_unknown=True,
+        ),
+        Step(
+            name="setup_airtable_integration",
+            action=setup_airtable_integration,
+            compensation=remove_airtable_integration,
+        ),
+    ],
+)

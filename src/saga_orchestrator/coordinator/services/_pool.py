@@ -1,0 +1,133 @@
+"""The five service clients over one shared connection pool, and how steps reach them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import httpx
+
+from ..definition import NonRetryableError
+from ._clients import AirtableClient, AuthClient, NotificationClient, PermissionClient, UserClient
+from ._http import ServiceClient
+
+if TYPE_CHECKING:
+    from ..definition import StepContext
+
+__all__ = [
+    "SERVICES",
+    "ServiceClients",
+    "ServicesConfig",
+    "open_service_clients",
+    "services_of",
+]
+
+SERVICES = "services"
+"""The key of :class:`ServiceClients` in the coordinator's ``resources``."""
+
+
+@attrs.frozen(kw_only=True)
+class ServicesConfig:
+    """Where the downstream services are and how to call them."""
+
+    auth_url: str
+    user_url: str
+    permission_url: str
+    notification_url: str
+    airtable_url: str
+    token: str | None = attrs.field(default=None, repr=lambda v: "None" if v is None else "***")
+    """Sent as ``Authorization: Bearer <token>``; ``None`` sends no ``Authorization``."""
+    timeout: float = 300.0
+    """Seconds one request may take (the step timeout)."""
+    max_connections: int = 100
+    """Size of the shared pool."""
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ServicesConfig:
+        """From ``*_SERVICE_URL``, ``AIRTABLE_CONNECTOR_URL``, ``SERVICE_AUTH_TOKEN`` and
+        ``SAGA_STEP_TIMEOUT_SECONDS``."""
+        return cls(
+            auth_url=settings.auth_service_url,
+            user_url=settings.user_service_url,
+            permission_url=settings.permission_service_url,
+            notification_url=settings.notification_service_url,
+            airtable_url=settings.airtable_connector_url,
+            token=settings.service_auth_token,
+            timeout=settings.saga_step_timeout_seconds,
+        )
+
+    @classmethod
+    def all_at(cls, url: str, **options: Any) -> ServicesConfig:
+        """Every service under one base URL, one path each (``/auth``, ``/user``, ...): how
+        ``saga-orchestrator devservices`` serves them."""
+        base = url.rstrip("/")
+        return cls(
+            auth_url=f"{base}/auth",
+            user_url=f"{base}/user",
+            permission_url=f"{base}/permission",
+            notification_url=f"{base}/notification",
+            airtable_url=f"{base}/airtable",
+            **options,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ServiceClients:
+    """The clients a step uses: ``services_of(ctx).users.create_profile(...)``."""
+
+    auth: AuthClient
+    users: UserClient
+    permissions: PermissionClient
+    notifications: NotificationClient
+    airtable: AirtableClient
+
+    @classmethod
+    def over(cls, http: httpx.AsyncClient, config: ServicesConfig) -> ServiceClients:
+        """The clients sharing ``http`` (its pool and its default timeout)."""
+
+        def on(service: str, url: str) -> ServiceClient:
+            return ServiceClient(service, url, http, token=config.token)
+
+        return cls(
+            auth=AuthClient(on("auth", config.auth_url)),
+            users=UserClient(on("user", config.user_url)),
+            permissions=PermissionClient(on("permission", config.permission_url)),
+            notifications=NotificationClient(on("notification", config.notification_url)),
+            airtable=AirtableClient(on("airtable", config.airtable_url)),
+        )
+
+
+@asynccontextmanager
+async def open_service_clients(
+    config: ServicesConfig, *, transport: httpx.AsyncBaseTransport | None = None
+) -> AsyncIterator[ServiceClients]:
+    """One ``httpx.AsyncClient`` (the connection pool) for the body of the ``async with``,
+    closed on exit. ``transport`` replaces the network (``httpx.MockTransport`` in tests)."""
+    limits = httpx.Limits(
+        max_connections=config.max_connections,
+        max_keepalive_connections=min(20, config.max_connections),
+    )
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(config.timeout),
+        limits=limits,
+        transport=transport,
+        follow_redirects=False,
+    ) as http:
+        yield ServiceClients.over(http, config)
+
+
+def services_of(ctx: StepContext) -> ServiceClients:
+    """The service clients handed to the coordinator as ``resources={SERVICES: clients}``.
+
+    Raises:
+        NonRetryableError: the coordinator was started without them.
+    """
+    clients = ctx.resources.get(SERVICES)
+    if not isinstance(clients, ServiceClients):
+        raise NonRetryableError(
+            f"saga {ctx.saga_type!r} needs the downstream service clients: start the "
+            f"coordinator with resources={{{SERVICES!r}: ServiceClients}}"
+        )
+    return clients
