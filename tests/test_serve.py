@@ -144,7 +144,7 @@ async def test_the_server_runs_a_saga_and_stops_cleanly_on_a_signal(
     log = server_log(tmp_path)
     assert 0 == returncode, log
     assert f"listening on http://127.0.0.1:{port}" in log
-    assert "2 saga types" in log
+    assert "4 saga types" in log  # the 2 built-in sagas and the 2 of tests.support.sagas
     assert "saga orchestrator stopped" in log
     assert API_KEY not in log
     assert "Traceback" not in log

@@ -380,3 +380,27 @@ async def test_recovery_waits_for_a_store_that_cannot_read_yet(autojump_clock):
         final = await h.wait_terminal(saga_id)
     assert "completed" == final.status
     assert 0 == backend.failures
+
+
+class Busy(Exception):
+    """A service answered 429/503 with ``Retry-After``."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("busy")
+        self.retry_after = retry_after
+
+
+async def test_a_retry_waits_at_least_what_the_service_asked_for(autojump_clock):
+    times = []
+
+    async def busy_then_fine(ctx):
+        times.append(trio.current_time())
+        if len(times) == 1:
+            raise Busy(retry_after=42)
+
+    retry = RetryPolicy(initial_backoff=1.0, jitter=0.0)
+    definition = saga("busy", [Step(name="b", action=busy_then_fine, retry=retry)])
+    async with running([definition]) as h:
+        final = await h.wait_terminal((await h.start("busy")).saga.saga_id)
+    assert "completed" == final.status
+    assert 42 == pytest.approx(times[1] - times[0])

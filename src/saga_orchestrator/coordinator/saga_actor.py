@@ -283,7 +283,7 @@ class SagaActor:
                 return sm.Raised(_describe(exc), retryable=False)
             except Exception as exc:
                 retryable = not isinstance(exc, definition.retry.non_retryable)
-                return sm.Raised(_describe(exc), retryable=retryable)
+                return sm.Raised(_describe(exc), retryable=retryable, retry_after=_retry_after(exc))
             finally:
                 self._interruptible = None
         return None
@@ -298,7 +298,7 @@ class SagaActor:
             with trio.move_on_after(timeout) as timer:
                 await compensation(ctx)
         except Exception as exc:
-            return sm.Raised(_describe(exc))
+            return sm.Raised(_describe(exc), retry_after=_retry_after(exc))
         if timer.cancelled_caught:
             return sm.TimedOut(timeout)
         return sm.Succeeded()
@@ -430,6 +430,12 @@ class SagaActor:
             operation = _OPERATIONS.get(type(envelope.message), "message")
             envelope.respond_error(SagaStateConflict(self.saga_id, state.status.value, operation))
         mailbox.close()
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """The delay an error asks for before a retry (its ``retry_after`` attribute, seconds)."""
+    value = getattr(exc, "retry_after", None)
+    return float(value) if isinstance(value, int | float) and value >= 0 else None
 
 
 def _describe(exc: BaseException) -> str:

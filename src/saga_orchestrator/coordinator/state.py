@@ -249,6 +249,8 @@ class Succeeded:
 class Raised:
     error: str
     retryable: bool = True
+    retry_after: float | None = None
+    """The least delay before the next attempt that the failing service asked for."""
 
 
 @attrs.frozen
@@ -563,6 +565,10 @@ def backoff(shape: StepShape, key: str, attempt: int, *, compensation: bool = Fa
     return max(0.0, base * (1 + shape.jitter * (2 * spread - 1)))
 
 
+def _at_least(delay: float, retry_after: float | None) -> float:
+    return delay if retry_after is None else max(delay, retry_after)
+
+
 def step_outcome(
     state: SagaState, shape: SagaShape, step: int, attempt: int, outcome: Attempt
 ) -> Transition:
@@ -587,7 +593,9 @@ def step_outcome(
             )
         case Raised():
             if outcome.retryable and attempt < step_shape.max_attempts:
-                delay = backoff(step_shape, f"{state.saga_id}:{step}", attempt)
+                delay = _at_least(
+                    backoff(step_shape, f"{state.saga_id}:{step}", attempt), outcome.retry_after
+                )
                 return StepAttemptFailed(
                     step=step, attempt=attempt, error=outcome.error, retry_in=delay
                 )
@@ -613,6 +621,8 @@ def compensation_outcome(
             )
             if attempt < step_shape.compensation_max_attempts:
                 delay = backoff(step_shape, f"{state.saga_id}:{step}", attempt, compensation=True)
+                if isinstance(outcome, Raised):
+                    delay = _at_least(delay, outcome.retry_after)
                 return CompensationAttemptFailed(
                     step=step, attempt=attempt, error=error, retry_in=delay
                 )
