@@ -3,8 +3,12 @@
     saga-orchestrator serve      run the service (as ``python -m saga_orchestrator.main``)
     saga-orchestrator migrate    apply pending schema migrations to the store and say which
     saga-orchestrator config     print the effective settings as NAME=value, secrets masked
+    saga-orchestrator sagas ...  list|show|types|start|cancel|retry sagas of a running service
+    saga-orchestrator events ... publish|tail events (the event bus API)
+    saga-orchestrator devservices  an in-memory stand-in of the downstream services
 
-Exit codes: 0 success, 1 failure, 2 bad usage or bad configuration.
+Exit codes: 0 success, 1 failure, 2 bad usage or bad configuration; the client commands add
+3 not found, 4 conflict and more (``saga_orchestrator.client``, docs/operations.md).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from saga_orchestrator import __version__
+from saga_orchestrator import __version__, bench, client, devservices
 from saga_orchestrator.config import describe_settings, load_settings
 from saga_orchestrator.errors import ConfigError, SagaOrchestratorError
 
@@ -32,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="run the service until SIGTERM or SIGINT")
     commands.add_parser("migrate", help="apply pending schema migrations to the store")
     commands.add_parser("config", help="print the effective settings (secrets masked)")
+    bench.register(commands)
+    client.register(commands)  # sagas ..., events ...: each leaf sets `handler`
+    devservices.register(commands)
     return parser
 
 
@@ -65,16 +72,12 @@ def _migrate() -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    from saga_orchestrator.main import find_error
     from saga_orchestrator.service import describe_store
     from saga_orchestrator.store.migrate import migrate_sync
 
     try:
         applied = migrate_sync(settings.database_url, settings.data_dir)
-    except Exception as exc:
-        problem = find_error(exc, SagaOrchestratorError)
-        if problem is None:
-            raise
+    except SagaOrchestratorError as problem:  # ConfigError or StoreError, never in a group
         print(f"migration failed: {problem}", file=sys.stderr)
         return 2 if isinstance(problem, ConfigError) else 1
     where = describe_store(settings)
@@ -98,6 +101,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _migrate()
     if args.command == "config":
         return _config()
+    if args.command == "bench":
+        return bench.run(args)
+    if args.command == "devservices":
+        return devservices.run(args)
+    handler = getattr(args, "handler", None)
+    if handler is not None:
+        return handler(args)
     parser.print_help(sys.stderr)
     return 2
 

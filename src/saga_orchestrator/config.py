@@ -231,6 +231,17 @@ def _to_path(value: Any) -> Any:
     return Path(value) if isinstance(value, str | os.PathLike) else value
 
 
+_STREAM_NAME_RE = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+
+
+def _is_stream_name(value: object) -> bool:
+    """A Redis stream or consumer group name: letters, digits and ``. _ : -``."""
+    return isinstance(value, str) and _STREAM_NAME_RE.fullmatch(value) is not None
+
+
+_STREAM_NAME_ALLOWED = "1 to 200 letters, digits, dots, underscores, colons or hyphens"
+
+
 # --------------------------------------------------------------------------------------------
 # The settings.
 
@@ -349,6 +360,81 @@ class Settings:
     use_redis_event_bus: bool = _setting(
         False,
         _flag("Publish saga events on Redis; false uses the in-process event bus."),
+    )
+
+    # --- Event bus: streams, consumer group, outbox relay (docs/events.md) -------------------
+    event_stream: str = _setting(
+        "saga:events",
+        _Rule(
+            "Stream of the domain events: POST /events/publish relays them there and the router "
+            "reads it (trigger and reply events). Its dead-letter stream is <EVENT_STREAM>:dead.",
+            _STREAM_NAME_ALLOWED,
+            _is_stream_name,
+        ),
+    )
+    consumer_group: str = _setting(
+        "saga-orchestrator",
+        _Rule(
+            "Consumer group the router reads EVENT_STREAM with; every instance of the service "
+            "uses the same group, so each event is routed by one of them.",
+            _STREAM_NAME_ALLOWED,
+            _is_stream_name,
+        ),
+    )
+    consumer_name: str | None = _setting(
+        None,
+        _Rule(
+            "This instance's consumer name in CONSUMER_GROUP; distinct per instance. "
+            "Unset: <hostname>-<pid>.",
+            "a string without spaces or control characters",
+            _is_token,
+        ),
+    )
+    bus_max_stream_length: int = _setting(
+        100000,
+        _int_at_least(
+            1,
+            "Approximate cap on the length of each stream (XADD MAXLEN ~); the oldest entries "
+            "are trimmed, acknowledged or not, so keep it well above any backlog.",
+        ),
+    )
+    bus_claim_idle_seconds: float = _setting(
+        30.0,
+        _number_above(
+            0,
+            "An entry delivered but not acknowledged for this long (its consumer died or its "
+            "handling failed) is claimed and delivered again, in seconds.",
+        ),
+    )
+    bus_max_deliveries: int = _setting(
+        5,
+        _int_at_least(
+            1, "Deliveries of one entry before it moves to the dead-letter stream <stream>:dead."
+        ),
+    )
+    bus_block_ms: int = _setting(
+        1000,
+        _Rule(
+            "Longest wait of one read for new entries, in milliseconds (a server-side BLOCK "
+            "timeout; it also bounds how long stopping the router takes).",
+            "an integer between 1 and 60000",
+            lambda v: _is_int(v) and 1 <= v <= 60000,
+        ),
+    )
+    bus_read_count: int = _setting(
+        100, _int_at_least(1, "Most entries the router reads, and handles concurrently, at once.")
+    )
+    relay_batch_size: int = _setting(
+        100,
+        _int_at_least(1, "Most outbox messages the relay publishes in one pipelined batch."),
+    )
+    relay_poll_seconds: float = _setting(
+        1.0,
+        _number_above(
+            0,
+            "How often the outbox relay looks for messages committed by other processes, in "
+            "seconds; commits of this process wake it at once.",
+        ),
     )
 
     # --- Sagas --------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from saga_orchestrator import __version__
 from saga_orchestrator.config import Settings, load_settings
 from saga_orchestrator.coordinator.catalog import SagaCatalog
 from saga_orchestrator.errors import ConfigError, StoreError
-from saga_orchestrator.logging_setup import configure_logging
+from saga_orchestrator.logging_setup import configure_logging, secret_values
 from saga_orchestrator.service import build_catalog, run_service
 
 __all__ = ["find_error", "main", "serve", "serve_until_signalled"]
@@ -85,7 +85,9 @@ def serve(environ: dict[str, str] | None = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
-    configure_logging(settings.log_level, json_lines=settings.is_production)
+    configure_logging(
+        settings.log_level, json_lines=settings.is_production, secrets=secret_values(settings)
+    )
     try:
         clean = trio.run(partial(serve_until_signalled, settings, catalog=catalog))
     except BaseException as exc:

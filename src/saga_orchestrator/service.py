@@ -1,5 +1,6 @@
-"""The composition root: the store, the actor system, the coordinator and the HTTP server,
-started in order in one trio run loop and stopped in reverse order.
+"""The composition root: the store, the event bus, the actor system (store, coordinator, outbox
+relay, event router) and the HTTP server, started in order in one trio run loop and stopped in
+reverse order.
 
 :func:`run_service` is what ``python -m saga_orchestrator.main`` runs (inside its signal
 handling) and what tests run in-process::
@@ -11,7 +12,8 @@ handling) and what tests run in-process::
 
 Shutdown order: Hypercorn stops accepting and gives requests in flight
 :data:`HTTP_GRACEFUL_TIMEOUT` seconds; then the actor system stops its actors in reverse start
-order (sagas in flight stay durable and resume on the next start); then the backend closes.
+order (the router, the relay, the coordinator, the store: sagas in flight stay durable and
+resume on the next start); then the bus and the backend close.
 """
 
 from __future__ import annotations
@@ -29,14 +31,24 @@ from hypercorn.trio import serve
 from saga_orchestrator.actors import open_actor_system
 from saga_orchestrator.config import Settings, mask_url
 from saga_orchestrator.coordinator.catalog import SagaCatalog
-from saga_orchestrator.coordinator.coordinator import start_coordinator
+from saga_orchestrator.coordinator.coordinator import Coordinator, start_coordinator
 from saga_orchestrator.coordinator.definition import SagaDefinition
 from saga_orchestrator.coordinator.options import EngineOptions
 from saga_orchestrator.coordinator.plugins import load_saga_modules, parse_module_names
+from saga_orchestrator.coordinator.router import start_router
+from saga_orchestrator.coordinator.services import SERVICES, ServicesConfig, open_service_clients
 from saga_orchestrator.errors import ConfigError
 from saga_orchestrator.http.app import Services, create_app
 from saga_orchestrator.http.auth import log_auth_mode
-from saga_orchestrator.store.actor import start_store
+from saga_orchestrator.metrics import ServiceMetrics
+from saga_orchestrator.store.actor import Store, start_store
+from saga_orchestrator.store.bus import (
+    ConsumerOptions,
+    EventBus,
+    default_consumer_name,
+    make_bus,
+    start_relay,
+)
 
 if TYPE_CHECKING:
     from saga_orchestrator.store.backend import StoreBackend
@@ -46,8 +58,10 @@ __all__ = [
     "HTTP_GRACEFUL_TIMEOUT",
     "build_catalog",
     "builtin_sagas",
+    "describe_bus",
     "describe_store",
     "hypercorn_config",
+    "router_options",
     "run_service",
 ]
 
@@ -57,17 +71,19 @@ HTTP_GRACEFUL_TIMEOUT = 2.0
 """Most seconds Hypercorn waits for requests in flight (and idle keep-alive connections) on
 shutdown; capped further by ``SHUTDOWN_GRACE_SECONDS``."""
 BACKEND_CLOSE_TIMEOUT = 5.0
-"""Most seconds closing the store backend may take on shutdown."""
+"""Most seconds closing the store backend (or the event bus) may take on shutdown."""
+BUS_PING_TIMEOUT = 2.0
+"""Most seconds the start-up check of the event bus waits."""
 
 
 def builtin_sagas() -> list[SagaDefinition]:
-    """The saga types that ship with the service.
+    """The saga types that ship with the service (``coordinator/catalog``): user onboarding and
+    Airtable integration. Their steps call the downstream services through the clients that
+    :func:`run_service` hands the coordinator as ``resources``."""
+    from saga_orchestrator.coordinator.catalog.airtable_integration import AIRTABLE_INTEGRATION
+    from saga_orchestrator.coordinator.catalog.user_onboarding import USER_ONBOARDING
 
-    The hook for the built-in catalog (``coordinator/catalog``): none exist yet. When they do,
-    return them here and every start-up path (server, tests through :func:`build_catalog`)
-    registers them.
-    """
-    return []
+    return [USER_ONBOARDING, AIRTABLE_INTEGRATION]
 
 
 def build_catalog(settings: Settings, *, extra: Sequence[SagaDefinition] = ()) -> SagaCatalog:
@@ -99,6 +115,26 @@ def describe_store(settings: Settings) -> str:
     return f"postgresql {mask_url(settings.database_url)}"
 
 
+def describe_bus(settings: Settings) -> str:
+    """The bus for the start-up line: the Redis URL (password masked), or in-process."""
+    if settings.use_redis_event_bus:
+        return f"redis {mask_url(settings.redis_url)}"
+    return "in-process"
+
+
+def router_options(settings: Settings) -> ConsumerOptions:
+    """How the router reads ``EVENT_STREAM`` (see ``docs/events.md``)."""
+    return ConsumerOptions(
+        stream=settings.event_stream,
+        group=settings.consumer_group,
+        consumer=settings.consumer_name or default_consumer_name(),
+        count=settings.bus_read_count,
+        block_ms=settings.bus_block_ms,
+        claim_idle=settings.bus_claim_idle_seconds,
+        max_deliveries=settings.bus_max_deliveries,
+    )
+
+
 def hypercorn_config(settings: Settings) -> HypercornConfig:
     """Hypercorn's configuration: bind, short graceful shutdown, logs through ours."""
     config = HypercornConfig()
@@ -127,12 +163,14 @@ async def run_service(
     shutdown: trio.Event | None = None,
     catalog: SagaCatalog | None = None,
     backend: StoreBackend | None = None,
+    bus: EventBus | None = None,
 ) -> None:
     """Run the service until ``shutdown`` is set (or the task is cancelled).
 
     ``task_status.started(port)`` reports the port Hypercorn really listens on (``PORT=0``
     picks a free one) once it accepts connections. ``catalog`` defaults to
-    :func:`build_catalog`; ``backend`` (tests) defaults to the one ``DATABASE_URL`` names.
+    :func:`build_catalog`; ``backend`` (tests) defaults to the one ``DATABASE_URL`` names;
+    ``bus`` (tests; unopened, closed at the end) to the one ``USE_REDIS_EVENT_BUS`` names.
 
     Raises:
         ConfigError: ``SAGA_MODULES`` cannot be loaded.
@@ -157,9 +195,22 @@ async def run_service(
             store_text = store_kind
         try:
             await backend.open()
-            await _run_open(
-                settings, catalog, backend, (store_kind, store_text), shutdown, task_status
-            )
+            if bus is None:
+                bus = make_bus(
+                    use_redis=settings.use_redis_event_bus,
+                    redis_url=settings.redis_url,
+                    redis_password=settings.redis_password,
+                    max_length=settings.bus_max_stream_length,
+                    block_ms=settings.bus_block_ms,
+                )
+            await bus.open()
+            try:
+                await _run_open(
+                    settings, catalog, backend, bus, (store_kind, store_text), shutdown, task_status
+                )
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(BACKEND_CLOSE_TIMEOUT):
+                    await bus.close()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(BACKEND_CLOSE_TIMEOUT) as scope:
                 await backend.close()
@@ -172,16 +223,21 @@ async def _run_open(
     settings: Settings,
     catalog: SagaCatalog,
     backend: StoreBackend,
+    bus: EventBus,
     store: tuple[str, str],
     shutdown: trio.Event,
     task_status: trio.TaskStatus[int],
 ) -> None:
-    async with open_actor_system(
-        max_restarts=settings.supervisor_max_restarts,
-        period=settings.supervisor_period_seconds,
-        shutdown_grace=settings.shutdown_grace_seconds,
-    ) as system:
+    async with (
+        open_service_clients(ServicesConfig.from_settings(settings)) as service_clients,
+        open_actor_system(
+            max_restarts=settings.supervisor_max_restarts,
+            period=settings.supervisor_period_seconds,
+            shutdown_grace=settings.shutdown_grace_seconds,
+        ) as system,
+    ):  # the clients' pool outlives the sagas that use it
         store_kind, store_text = store
+        metrics = ServiceMetrics(step_names={d.name: [s.name for s in d.steps] for d in catalog})
         store_handle = await start_store(
             system,
             backend,
@@ -189,8 +245,23 @@ async def _run_open(
             max_batch=settings.store_max_batch,
         )
         coordinator_ref, coordinator = await start_coordinator(
-            system, catalog, store_handle, options=EngineOptions.from_settings(settings)
+            system,
+            catalog,
+            store_handle,
+            options=EngineOptions.from_settings(settings),
+            resources={SERVICES: service_clients},
+            observer=metrics,
         )
+        _export_gauges(metrics, coordinator, store_handle)
+        await start_relay(
+            system,
+            store_handle,
+            bus,
+            batch_size=settings.relay_batch_size,
+            poll_interval=settings.relay_poll_seconds,
+        )
+        await start_router(system, bus, coordinator_ref, catalog, router_options(settings))
+        await _log_bus(settings, bus)
         app = create_app(
             Services(
                 coordinator=coordinator_ref,
@@ -199,6 +270,8 @@ async def _run_open(
                 catalog=catalog,
                 settings=settings,
                 store_kind=store_kind,
+                bus=bus,
+                metrics=metrics,
             )
         )
         log_auth_mode(settings)
@@ -216,3 +289,29 @@ async def _run_open(
             )
             task_status.started(port)
         log.info("HTTP server stopped; stopping the actors")
+
+
+def _export_gauges(metrics: ServiceMetrics, coordinator: Coordinator, store: Store) -> None:
+    """Scrape-time gauges, and the store's per-batch figures."""
+    store.stats.on_batch = metrics.store_batch
+    metrics.gauge(
+        "saga_active", "Sagas starting or running.", lambda: {"all": coordinator.active_sagas}
+    )
+    metrics.gauge(
+        "actor_mailbox_depth",
+        "Messages waiting in an actor's mailbox.",
+        lambda: {"coordinator": coordinator.mailbox_depth, "store": store.ref.depth},
+    )
+
+
+async def _log_bus(settings: Settings, bus: EventBus) -> None:
+    """Say which bus the service uses, and warn when it does not answer (the relay and the
+    router keep retrying; readiness stays false until it answers)."""
+    text = describe_bus(settings)
+    try:
+        with trio.fail_after(BUS_PING_TIMEOUT):
+            await bus.ping()
+    except Exception as exc:
+        log.warning("event bus %s does not answer yet (%s): retrying in the background", text, exc)
+    else:
+        log.info("event bus: %s (stream %s)", text, settings.event_stream)

@@ -13,8 +13,13 @@ import pytest
 import trio
 import trio_asyncio
 
-from saga_orchestrator.errors import ConfigError, StoreError
-from saga_orchestrator.store.migrate import migrate, migrate_sync, split_sqlite_script
+from saga_orchestrator.errors import ConfigError, StoreError, StoreUnavailable
+from saga_orchestrator.store.migrate import (
+    _in_asyncio_loop,
+    migrate,
+    migrate_sync,
+    split_sqlite_script,
+)
 from saga_orchestrator.store.migrations import load_migrations
 from saga_orchestrator.store.open import make_backend
 from saga_orchestrator.store.postgres import PostgresBackend
@@ -173,6 +178,44 @@ def test_migrate_sync_on_postgres(
             return first, second
 
     assert trio.run(main) == (ALL_NAMES, [])
+
+
+UNREACHABLE_PG_URL = "postgresql://postgres@127.0.0.1:1/postgres"
+"""Nothing listens on port 1: the connection is refused at once."""
+
+
+def test_migrate_sync_raises_store_unavailable_itself(tmp_path: Path) -> None:
+    # Not inside the ExceptionGroup of trio_asyncio.open_loop's nursery.
+    with pytest.raises(StoreUnavailable, match="unreachable") as info:
+        migrate_sync(UNREACHABLE_PG_URL, tmp_path)
+    assert type(info.value) is StoreUnavailable
+    assert isinstance(info.value.__cause__, OSError)
+
+
+async def test_migrate_without_a_loop_raises_store_unavailable_itself(tmp_path: Path) -> None:
+    assert trio_asyncio.current_loop.get() is None  # so migrate opens a loop of its own
+    with pytest.raises(StoreUnavailable, match="unreachable"):
+        await migrate(UNREACHABLE_PG_URL, tmp_path)
+
+
+def test_migrate_sync_raises_config_error_itself(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not supported"):
+        migrate_sync("mysql://db/app", tmp_path)
+
+
+async def test_other_errors_stay_in_their_group() -> None:
+    async def fail(*errors: Exception) -> None:
+        if len(errors) == 1:
+            raise errors[0]
+        raise ExceptionGroup("several", list(errors))
+
+    # The loop's nurseries wrap these (twice, in trio-asyncio 0.16); they stay wrapped.
+    with pytest.RaisesGroup(ValueError, flatten_subgroups=True):
+        await _in_asyncio_loop(lambda: fail(ValueError("not a store error")))
+    with pytest.RaisesGroup(StoreError, StoreError, flatten_subgroups=True):
+        await _in_asyncio_loop(lambda: fail(StoreError("one"), StoreError("two")))
+    with pytest.RaisesGroup(StoreError, KeyError, flatten_subgroups=True):
+        await _in_asyncio_loop(lambda: fail(StoreError("one"), KeyError("two")))
 
 
 # -- choosing the backend -----------------------------------------------------------------------

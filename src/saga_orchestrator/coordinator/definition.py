@@ -28,6 +28,17 @@ import cattrs
 from saga_orchestrator.errors import SagaOrchestratorError, ValidationError
 
 
+class FieldError(ValueError):
+    """Raise from an attrs validator of a saga input: ``FieldError("must not be empty",
+    attribute)``; the 422 answer then names the field."""
+
+    def __init__(self, message: str, attribute: attrs.Attribute[Any]) -> None:
+        super().__init__(message, attribute)
+
+    def __str__(self) -> str:
+        return f"{self.args[1].name} {self.args[0]}"
+
+
 class NonRetryableError(SagaOrchestratorError):
     """Raise from a step action to fail the step at once, without retries."""
 
@@ -149,8 +160,7 @@ class SagaDefinition:
             raise ValidationError(f"input of saga {self.name!r} is not valid", errors) from None
         except (TypeError, ValueError) as exc:
             raise ValidationError(
-                f"input of saga {self.name!r} is not valid",
-                [{"field": "data", "message": str(exc)}],
+                f"input of saga {self.name!r} is not valid", [_validator_error(exc)]
             ) from None
 
     def dump_input(self, value: Any) -> dict[str, Any]:
@@ -185,6 +195,9 @@ _input_converter.register_structure_hook(bool, _strict_bool)
 def _flatten(group: BaseException, path: tuple[Any, ...] = ()) -> list[tuple[tuple, str]]:
     """(path, message) for each leaf error of a cattrs validation group."""
     if not isinstance(group, BaseExceptionGroup):
+        field = _rejected_attribute(group)
+        if field is not None:
+            return [((*path, field.name), str(group.args[0]))]
         return [(path, _describe(group))]
     grouped = getattr(group, "group_exceptions", None)
     if callable(grouped):
@@ -203,6 +216,19 @@ def _flatten(group: BaseException, path: tuple[Any, ...] = ()) -> list[tuple[tup
         else:
             found.extend(_flatten(exc, sub))
     return found
+
+
+def _rejected_attribute(exc: BaseException) -> attrs.Attribute[Any] | None:
+    """The field an attrs validator rejected (attrs puts the ``Attribute`` in its args)."""
+    args = exc.args
+    return args[1] if len(args) >= 2 and isinstance(args[1], attrs.Attribute) else None
+
+
+def _validator_error(exc: BaseException) -> dict[str, str]:
+    field = _rejected_attribute(exc)
+    if field is not None:
+        return {"field": f"data.{field.name}", "message": str(exc.args[0])}
+    return {"field": "data", "message": str(exc)}
 
 
 def _describe(exc: BaseException) -> str:

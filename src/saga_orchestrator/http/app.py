@@ -17,10 +17,14 @@ from saga_orchestrator.actors import ActorRef
 from saga_orchestrator.config import Settings
 from saga_orchestrator.coordinator.catalog import SagaCatalog
 from saga_orchestrator.coordinator.coordinator import Coordinator
+from saga_orchestrator.metrics import ServiceMetrics
 from saga_orchestrator.store.actor import Store
+from saga_orchestrator.store.bus import EventBus
 
 from .auth import install_auth
+from .correlation import install_correlation
 from .errors import install_error_handlers
+from .metrics import install_request_metrics, metrics_routes
 
 __all__ = ["MAX_BODY_BYTES", "Services", "create_app", "services"]
 
@@ -48,10 +52,15 @@ class Services:
     """Seconds a command asked of the coordinator may take before the request gets 503."""
     health_timeout: float = 2.0
     """Seconds each health probe waits for the store or the coordinator."""
+    bus: EventBus | None = None
+    """The event bus (replay publishes there; health shows it); ``None``: not configured."""
+    metrics: ServiceMetrics | None = None
+    """Prometheus metrics served at ``/metrics``; ``None``: an empty page."""
 
 
 def create_app(services: Services, *, max_body_bytes: int = MAX_BODY_BYTES) -> QuartTrio:
     """A Quart-Trio app serving the health and saga routes over ``services``."""
+    from .routes_events import events
     from .routes_health import health  # the routes import services() from here
     from .routes_sagas import sagas
 
@@ -61,9 +70,13 @@ def create_app(services: Services, *, max_body_bytes: int = MAX_BODY_BYTES) -> Q
     app.url_map.strict_slashes = False
     app.extensions[_EXTENSION] = services
     install_error_handlers(app)
+    install_correlation(app)  # before auth: a rejected request has its id too
     install_auth(app, services.settings.api_key)
+    install_request_metrics(app, services.metrics)
     app.register_blueprint(health)
+    app.register_blueprint(metrics_routes)
     app.register_blueprint(sagas)
+    app.register_blueprint(events)
     return app
 
 

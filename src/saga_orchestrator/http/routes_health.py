@@ -1,8 +1,9 @@
 """Health routes: liveness, readiness, and the overall picture. No API key needed.
 
 * ``GET /health/live``  — 200 when the run loop and the coordinator answer; else 503.
-* ``GET /health/ready`` — 200 when the store answers a ping and the coordinator has recovered
-  the sagas in flight; else 503 naming what is not ready.
+* ``GET /health/ready`` — 200 when the store answers a ping, the event bus (when configured)
+  answers, and the coordinator has recovered the sagas in flight; else 503 naming what is not
+  ready.
 * ``GET /health``       — status of each component; 200 when all are fine, else 503.
 
 The bodies are status documents, not errors; they name components but carry no internal text.
@@ -20,11 +21,12 @@ from quart import Blueprint, Response
 from saga_orchestrator import __version__
 from saga_orchestrator.actors import ActorError
 from saga_orchestrator.coordinator.messages import CoordinatorStatus, GetStatus
+from saga_orchestrator.store.bus import StreamInfo
 
 from .app import Services, services
 from .serialize import json_response
 
-__all__ = ["check_coordinator", "check_store", "health"]
+__all__ = ["check_bus", "check_coordinator", "check_store", "health"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,60 @@ async def check_store(svc: Services) -> StoreCheck:
     return StoreCheck(ok=error is None, latency_ms=latency, error=error)
 
 
+@attrs.frozen
+class BusCheck:
+    ok: bool
+    latency_ms: float
+    info: StreamInfo | None = None
+    error: str | None = None
+
+
+async def check_bus(svc: Services) -> BusCheck | None:
+    """Ping the bus and read the event stream's figures within ``svc.health_timeout``;
+    ``None`` when no bus is configured."""
+    if svc.bus is None:
+        return None
+    started = trio.current_time()
+    info: StreamInfo | None = None
+    error: str | None = None
+    try:
+        with trio.fail_after(svc.health_timeout):
+            await svc.bus.ping()
+            latency = round((trio.current_time() - started) * 1000, 3)
+            info = await svc.bus.info(svc.settings.event_stream, svc.settings.consumer_group)
+    except trio.TooSlowError:
+        error = f"did not answer within {svc.health_timeout:g} s"
+    except Exception as exc:  # any failure of the probe is "not healthy", never a 500
+        log.warning("health: bus check failed: %s: %s", type(exc).__name__, exc)
+        error = f"check failed ({type(exc).__name__})"
+    if error is not None:
+        latency = round((trio.current_time() - started) * 1000, 3)
+    return BusCheck(ok=error is None, latency_ms=latency, info=info, error=error)
+
+
+def _bus_json(svc: Services, bus: BusCheck | None) -> dict[str, Any]:
+    if bus is None:
+        return {"status": "not configured"}
+    assert svc.bus is not None
+    body: dict[str, Any] = {
+        "status": "ok" if bus.ok else "error",
+        "kind": svc.bus.kind,
+        "latency_ms": bus.latency_ms,
+    }
+    if bus.info is not None:
+        body.update(
+            stream=bus.info.stream,
+            length=bus.info.length,
+            pending=bus.info.pending,
+            lag=bus.info.lag,
+            dead_letters=bus.info.dead_letters,
+            consumers=bus.info.consumers,
+        )
+    if bus.error is not None:
+        body["error"] = bus.error
+    return body
+
+
 async def check_coordinator(svc: Services) -> CoordinatorStatus | None:
     """The coordinator's status, or ``None`` when it does not answer in time."""
     try:
@@ -63,7 +119,9 @@ async def check_coordinator(svc: Services) -> CoordinatorStatus | None:
         return None
 
 
-async def _check_both(svc: Services) -> tuple[StoreCheck, CoordinatorStatus | None]:
+async def _check_all(
+    svc: Services,
+) -> tuple[StoreCheck, CoordinatorStatus | None, BusCheck | None]:
     results: dict[str, Any] = {}
 
     async def store() -> None:
@@ -72,10 +130,14 @@ async def _check_both(svc: Services) -> tuple[StoreCheck, CoordinatorStatus | No
     async def coordinator() -> None:
         results["coordinator"] = await check_coordinator(svc)
 
+    async def bus() -> None:
+        results["bus"] = await check_bus(svc)
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(store)
         nursery.start_soon(coordinator)
-    return results["store"], results["coordinator"]
+        nursery.start_soon(bus)
+    return results["store"], results["coordinator"], results["bus"]
 
 
 @health.get("/health/live")
@@ -89,10 +151,12 @@ async def live() -> Response:
 
 @health.get("/health/ready")
 async def ready() -> Response:
-    store, status = await _check_both(services())
+    store, status, bus = await _check_all(services())
     not_ready = []
     if not store.ok:
         not_ready.append({"component": "store", "reason": store.error})
+    if bus is not None and not bus.ok:
+        not_ready.append({"component": "bus", "reason": bus.error})
     if status is None:
         not_ready.append({"component": "coordinator", "reason": "does not answer"})
     elif not status.recovered:
@@ -107,7 +171,7 @@ async def ready() -> Response:
 @health.get("/health")
 async def overall() -> Response:
     svc = services()
-    store, status = await _check_both(svc)
+    store, status, bus = await _check_all(svc)
     store_json: dict[str, Any] = {
         "status": "ok" if store.ok else "error",
         "kind": svc.store_kind,
@@ -127,14 +191,14 @@ async def overall() -> Response:
             "mailbox_depth": status.mailbox_depth,
             "saga_types": len(status.saga_types),
         }
-    healthy = store.ok and status is not None and status.recovered
+    healthy = store.ok and status is not None and status.recovered and (bus is None or bus.ok)
     body = {
         "status": "ok" if healthy else "unavailable",
         "version": __version__,
         "components": {
             "store": store_json,
             "coordinator": coordinator_json,
-            "bus": {"status": "not configured"},
+            "bus": _bus_json(svc, bus),
         },
     }
     return json_response(body, 200 if healthy else 503)

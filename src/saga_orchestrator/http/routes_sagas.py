@@ -34,6 +34,7 @@ from saga_orchestrator.errors import SagaNotFound, ValidationError
 from saga_orchestrator.store.records import SagaQuery, decode_cursor
 
 from .app import services
+from .correlation import current_correlation_id
 from .errors import InvalidJson, InvalidQuery, UnsupportedMediaType
 from .serialize import event_json, json_response, saga_json, saga_type_json, step_json
 
@@ -121,7 +122,7 @@ def parse_start_body(body: Any) -> StartSaga:
         saga_type=saga_type,
         data=body["data"],
         idempotency_key=idempotency_key,
-        correlation_id=correlation_id,
+        correlation_id=correlation_id or current_correlation_id(),
     )
 
 

@@ -9,7 +9,8 @@ directly, so they never queue behind writes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import attrs
 import trio
@@ -48,6 +49,13 @@ class StoreStats:
     """Requests committed."""
     failed_batches: int = 0
     largest_batch: int = 0
+    outbox_messages: int = 0
+    """Outbox messages committed."""
+    outbox_committed: trio.Event = attrs.field(factory=trio.Event)
+    """Set after a batch with outbox messages commits; the outbox relay waits on it, then puts
+    a fresh event here."""
+    on_batch: Callable[[int, float], None] | None = None
+    """Called after each committed batch with its size and commit seconds (metrics)."""
 
 
 async def run_store_actor(
@@ -77,6 +85,7 @@ async def run_store_actor(
 async def _commit(
     backend: StoreBackend, stats: StoreStats, batch: Sequence[Envelope[Append]]
 ) -> None:
+    started = time.perf_counter()
     try:
         results = await backend.commit([envelope.message.request for envelope in batch])
     except Exception as exc:
@@ -91,11 +100,18 @@ async def _commit(
     stats.batches += 1
     stats.appends += len(batch)
     stats.largest_batch = max(stats.largest_batch, len(batch))
+    if stats.on_batch is not None:
+        stats.on_batch(len(batch), time.perf_counter() - started)
+    outbox = 0
     for envelope, result in zip(batch, results, strict=True):
         if isinstance(result, Exception):
             envelope.respond_error(result)
         else:
+            outbox += len(envelope.message.request.outbox)
             envelope.respond(result)
+    if outbox:
+        stats.outbox_messages += outbox
+        stats.outbox_committed.set()
 
 
 class Store:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 import trio_asyncio
@@ -26,6 +28,9 @@ if TYPE_CHECKING:
 
     from .postgres import PostgresBackend
     from .sqlite import SQLiteBackend
+
+T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 
 MIGRATION_LOCK_KEY = 0x5A6A_0D1F_0001
 """``pg_advisory_xact_lock`` key held while migrations are checked and applied."""
@@ -133,8 +138,21 @@ async def migrate(database_url: str | None, data_dir: Path) -> list[str]:
 
     ``database_url`` and ``data_dir`` mean what they mean in the settings (unset: the embedded
     SQLite file in ``data_dir``). PostgreSQL needs a trio-asyncio loop: when none is running
-    one is opened for the duration of the call.
+    one is opened for the duration of the call. Raises ``ConfigError`` for a URL that names no
+    store and ``StoreError`` (``StoreUnavailable``: the database cannot be reached) itself, not
+    inside an ``ExceptionGroup``.
     """
+    return await _migrate(_make_backend(database_url, data_dir))
+
+
+def migrate_sync(database_url: str | None, data_dir: Path) -> list[str]:
+    """:func:`migrate` for synchronous callers (the CLI): runs its own trio (+ asyncio) loop."""
+    backend = _make_backend(database_url, data_dir)  # a ConfigError is raised here, plainly
+    return trio.run(_migrate, backend)
+
+
+def _make_backend(database_url: str | None, data_dir: Path) -> SQLiteBackend | PostgresBackend:
+    """The unopened backend of ``database_url``, with one connection (``ConfigError``)."""
     # Imported here: open imports the backends, which import this module.
     from .open import make_backend
     from .postgres import PostgresBackend
@@ -142,25 +160,49 @@ async def migrate(database_url: str | None, data_dir: Path) -> list[str]:
 
     backend = make_backend(database_url, data_dir=data_dir, pool_size=1)
     assert isinstance(backend, SQLiteBackend | PostgresBackend)
+    return backend
+
+
+async def _migrate(backend: SQLiteBackend | PostgresBackend) -> list[str]:
+    """Open ``backend`` (which applies the migrations) in a trio-asyncio loop if it needs one."""
+    from .postgres import PostgresBackend
+
     if isinstance(backend, PostgresBackend) and trio_asyncio.current_loop.get() is None:
-        async with trio_asyncio.open_loop():
-            return await _open_and_report(backend)
+        return await _in_asyncio_loop(partial(_open_and_report, backend))
     return await _open_and_report(backend)
 
 
+async def _in_asyncio_loop(fn: Callable[[], Awaitable[T]]) -> T:
+    """``await fn()`` in a new trio-asyncio loop.
+
+    The loop runs ``fn`` in a nursery, which wraps whatever ``fn`` raises in an
+    ``ExceptionGroup``; a ``StoreError`` that is all the group holds is raised by itself, any
+    other group (several errors, or errors of other kinds) as it is.
+    """
+    try:
+        async with trio_asyncio.open_loop():
+            return await fn()
+    except BaseExceptionGroup as group:
+        error = _sole_error(group, StoreError)
+        if error is None:
+            raise
+    # Raised outside the handler, so that the group it came in is not its __context__.
+    raise error
+
+
+def _sole_error(group: BaseExceptionGroup[BaseException], kind: type[E]) -> E | None:
+    """The ``kind`` error that is the only error in ``group`` (nested groups of one included),
+    else ``None``."""
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+        inner = inner.exceptions[0]
+    return inner if isinstance(inner, kind) else None
+
+
 async def _open_and_report(backend: SQLiteBackend | PostgresBackend) -> list[str]:
+    """Open and close ``backend``; the names of the migrations its ``open()`` applied."""
     await backend.open()
     try:
         return list(backend.migrations_applied)
     finally:
         await backend.close()
-
-
-def migrate_sync(database_url: str | None, data_dir: Path) -> list[str]:
-    """:func:`migrate` for synchronous callers (the CLI): runs its own trio + asyncio loop."""
-
-    async def main() -> list[str]:
-        async with trio_asyncio.open_loop():
-            return await migrate(database_url, data_dir)
-
-    return trio.run(main)

@@ -37,18 +37,7 @@ import trio_asyncio
 
 from saga_orchestrator.errors import StoreError, StoreUnavailable
 
-from .migrate import apply_postgres_migrations
-from .records import (
-    ACTIVE_STATUSES,
-    AppendRequest,
-    AppendResult,
-    OutboxRecord,
-    RecordedEvent,
-    SagaPage,
-    SagaQuery,
-    SagaRecord,
-)
-from .sqlite import (
+from ._sql import (
     ACTIVE_SAGAS_SQL_TAIL,
     EVENT_COLUMNS,
     EVENT_TYPES_SQL,
@@ -68,6 +57,17 @@ from .sqlite import (
     saga_from_row,
     saga_list_sql,
     saga_page,
+)
+from .migrate import apply_postgres_migrations
+from .records import (
+    ACTIVE_STATUSES,
+    AppendRequest,
+    AppendResult,
+    OutboxRecord,
+    RecordedEvent,
+    SagaPage,
+    SagaQuery,
+    SagaRecord,
 )
 
 log = logging.getLogger(__name__)

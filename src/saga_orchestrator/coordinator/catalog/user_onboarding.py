@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from ..definition import SagaDefinition, Step, StepContext
+from ..definition import FieldError, SagaDefinition, Step, StepContext
 from ..services import Call, services_of
 
 __all__ = ["USER_ONBOARDING", "OnboardingInput", "non_empty"]
@@ -31,13 +31,13 @@ __all__ = ["USER_ONBOARDING", "OnboardingInput", "non_empty"]
 def non_empty(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     """An attrs validator: the string holds something besides spaces."""
     if not value.strip():
-        raise ValueError(f"{attribute.name} must not be empty")
+        raise FieldError("must not be empty", attribute)
 
 
 def _email_address(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     local, at, domain = value.partition("@")
     if not (local and at and "." in domain) or any(c.isspace() for c in value):
-        raise ValueError(f"{attribute.name} is not an email address: {value!r}")
+        raise FieldError("is not an email address", attribute)
 
 
 @attrs.frozen(kw_only=True)

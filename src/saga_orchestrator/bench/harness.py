@@ -1,0 +1,300 @@
+"""Run one workload in-process: the real store actor, backend, coordinator and saga actors.
+
+The driver starts sagas with C concurrent starters, each asking the coordinator
+(:class:`~saga_orchestrator.coordinator.messages.StartSaga`) and waiting for its saga to end
+before starting the next. A saga has ended when the append that records its terminal status
+has committed: the coordinator is given a :class:`Store` whose ``append`` notes, after the
+commit, each saga whose projection row it wrote in a terminal (or parked) status. That is the
+exact moment the service would report the end, found without reading the store.
+
+Figures (over the measured sagas only, after ``warmup`` sagas that are not counted):
+
+* ``sagas_per_s``: measured sagas / wall time from the first start to the last end;
+* ``p50_ms``/``p99_ms``: start-to-terminal latency (from just before the ``StartSaga`` ask to
+  the commit of the terminal transition);
+* ``cpu_ms_per_saga``: CPU time of this process (all threads, so SQLite's writer thread too;
+  not the PostgreSQL server's) / sagas;
+* ``transactions_per_saga``: batches the store actor committed / sagas.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TextIO
+
+import attrs
+import trio
+
+from saga_orchestrator.actors import ActorRef, open_actor_system
+from saga_orchestrator.config import Settings
+from saga_orchestrator.coordinator.catalog import SagaCatalog
+from saga_orchestrator.coordinator.coordinator import start_coordinator
+from saga_orchestrator.coordinator.messages import StartResult, StartSaga
+from saga_orchestrator.coordinator.options import EngineOptions
+from saga_orchestrator.errors import OverloadedError
+from saga_orchestrator.store.actor import Store, start_store
+from saga_orchestrator.store.records import TERMINAL_STATUSES, AppendRequest, AppendResult
+
+from .stores import BenchError, StoreTarget, fresh_backend
+from .workloads import Workload, bench_sagas
+
+__all__ = ["BenchResult", "Progress", "percentile", "run_workload"]
+
+END_STATUSES = frozenset((*TERMINAL_STATUSES, "compensation_failed", "failed"))
+"""Statuses in which a saga's actor stops: the workload's saga has ended (well or not)."""
+SAGA_END_TIMEOUT = 120.0
+"""Seconds one saga may take from its start to its end before the run is abandoned."""
+START_TIMEOUT = 60.0
+"""Seconds a ``StartSaga`` ask may wait for the coordinator."""
+
+
+@attrs.frozen(kw_only=True)
+class BenchResult:
+    """The figures of one workload run."""
+
+    workload: str
+    store: str
+    n: int
+    concurrency: int
+    sagas_per_s: float
+    p50_ms: float
+    p99_ms: float
+    cpu_ms_per_saga: float
+    transactions_per_saga: float
+    appends_per_saga: float
+    """Appends committed (each one saga's transitions written together) / sagas."""
+    mean_batch: float
+    """Appends per transaction: how much group commit grouped."""
+    largest_batch: int
+    mean_ms: float
+    max_ms: float
+    elapsed_s: float
+    warmup: int
+    errors: int
+    """Sagas that ended in another status than the workload expects."""
+    overloaded: int
+    """Starts refused with ``OverloadedError`` (and retried)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            name: round(value, 4) if isinstance(value, float) else value
+            for name, value in attrs.asdict(self).items()
+        }
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """The nearest-rank ``q``-th percentile of ``ordered`` (sorted ascending); 0.0 if empty."""
+    if not ordered:
+        return 0.0
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+class Progress:
+    """Counts ended sagas and prints ``label: done/total`` to ``stream`` every ``interval``."""
+
+    def __init__(self, stream: TextIO | None = sys.stderr, interval: float = 1.0) -> None:
+        self.stream = stream
+        self.interval = interval
+        self.done = 0
+
+    async def report(self, label: str, total: int) -> None:
+        """Print until cancelled (the caller cancels it when the phase is over)."""
+        if self.stream is None:
+            await trio.sleep_forever()
+        start, last = time.perf_counter(), 0
+        while True:
+            await trio.sleep(self.interval)
+            now, done = time.perf_counter(), self.done
+            rate = (done - last) / self.interval
+            print(
+                f"{label}: {done}/{total} ({rate:,.0f}/s, {now - start:.0f} s)",
+                file=self.stream,
+                flush=True,
+            )
+            last = done
+
+
+class _Endings:
+    """When each saga's terminal transition committed, and in which status."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, trio.Event] = {}
+        self._ended: dict[str, tuple[str, float]] = {}
+
+    def ended(self, saga_id: str, status: str) -> None:
+        self._ended[saga_id] = (status, time.perf_counter())
+        event = self._waiting.pop(saga_id, None)
+        if event is not None:
+            event.set()
+
+    async def wait(self, saga_id: str) -> tuple[str, float]:
+        """(status, perf_counter time of the commit) once the saga has ended."""
+        if saga_id not in self._ended:
+            event = self._waiting[saga_id] = trio.Event()
+            try:
+                await event.wait()
+            finally:
+                self._waiting.pop(saga_id, None)
+        return self._ended.pop(saga_id)
+
+
+class _WatchedStore(Store):
+    """The store handle the coordinator and saga actors get: the real one, plus a note of each
+    saga whose append put it in an ending status, made after that append committed."""
+
+    def __init__(self, store: Store, on_end: Callable[[str, str], None]) -> None:
+        super().__init__(store.ref, store.backend, store.stats, append_timeout=store.append_timeout)
+        self._on_end = on_end
+
+    async def append(self, request: AppendRequest) -> AppendResult:
+        result = await super().append(request)
+        saga = request.saga
+        if saga is not None and saga.status in END_STATUSES:
+            self._on_end(saga.saga_id, saga.status)
+        return result
+
+
+@attrs.define
+class _Phase:
+    """The outcome of driving a number of sagas."""
+
+    latencies: list[float] = attrs.field(factory=list)
+    errors: int = 0
+    overloaded: int = 0
+    first_error: str | None = None
+
+
+async def _start(coordinator: ActorRef[Any], saga_type: str, index: int, phase: _Phase) -> str:
+    message = StartSaga(saga_type=saga_type, data={"index": index})
+    while True:
+        try:
+            result: StartResult = await coordinator.ask(message, timeout=START_TIMEOUT)
+            return result.saga.saga_id
+        except OverloadedError:
+            phase.overloaded += 1
+            await trio.sleep(0.001)
+
+
+async def _drive(
+    coordinator: ActorRef[Any],
+    endings: _Endings,
+    workload: Workload,
+    *,
+    n: int,
+    concurrency: int,
+    progress: Progress,
+    label: str,
+) -> _Phase:
+    """Run ``n`` sagas, ``concurrency`` at a time; returns their latencies in seconds."""
+    phase = _Phase()
+    indexes = iter(range(n))
+
+    async def starter() -> None:
+        for index in indexes:  # shared by the starters: each takes the next number
+            started = time.perf_counter()
+            saga_id = await _start(coordinator, workload.saga_type, index, phase)
+            with trio.move_on_after(SAGA_END_TIMEOUT) as timer:
+                status, ended = await endings.wait(saga_id)
+            if timer.cancelled_caught:
+                raise BenchError(
+                    f"saga {saga_id} ({workload.saga_type}) did not end within "
+                    f"{SAGA_END_TIMEOUT:g} s"
+                )
+            phase.latencies.append(ended - started)
+            if status != workload.expected_status:
+                phase.errors += 1
+                phase.first_error = phase.first_error or f"saga {saga_id} ended {status}"
+            progress.done += 1
+
+    progress.done = 0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(progress.report, label, n)
+        async with trio.open_nursery() as starters:
+            for _ in range(min(concurrency, n)):
+                starters.start_soon(starter)
+        nursery.cancel_scope.cancel()
+    return phase
+
+
+async def run_workload(
+    workload: Workload,
+    target: StoreTarget,
+    settings: Settings,
+    *,
+    n: int,
+    concurrency: int,
+    warmup: int,
+    keep: bool = False,
+    progress: Progress | None = None,
+    note: Callable[[str], None] = print,
+) -> BenchResult:
+    """Run ``workload`` on a fresh store of ``target``; needs a running trio-asyncio loop
+    (for PostgreSQL)."""
+    progress = progress or Progress(None)
+    concurrency = workload.fixed_concurrency or concurrency
+    options = EngineOptions.from_settings(settings)
+    endings = _Endings()
+    async with (
+        fresh_backend(target, keep=keep, note=note) as backend,
+        open_actor_system(
+            max_restarts=settings.supervisor_max_restarts,
+            period=settings.supervisor_period_seconds,
+            shutdown_grace=settings.shutdown_grace_seconds,
+        ) as system,
+    ):
+        store = await start_store(
+            system,
+            backend,
+            mailbox_size=settings.store_mailbox_size,
+            max_batch=settings.store_max_batch,
+        )
+        watched = _WatchedStore(store, endings.ended)
+        coordinator_ref, coordinator = await start_coordinator(
+            system, SagaCatalog(bench_sagas()), watched, options=options
+        )
+        await coordinator.ready.wait()
+        drive = partial(
+            _drive, coordinator_ref, endings, workload, concurrency=concurrency, progress=progress
+        )
+        if warmup:
+            await drive(n=warmup, label=f"{workload.name} warm-up")
+        stats = store.stats
+        batches, appends, cpu = stats.batches, stats.appends, time.process_time()
+        stats.largest_batch = 0
+        began = time.perf_counter()
+        phase = await drive(n=n, label=workload.name)
+        elapsed = time.perf_counter() - began
+        cpu = time.process_time() - cpu
+        batches, appends = stats.batches - batches, stats.appends - appends
+        largest = stats.largest_batch
+    if phase.errors:
+        note(
+            f"{workload.name}: {phase.errors} sagas did not end {workload.expected_status} "
+            f"(first: {phase.first_error})"
+        )
+    ordered = sorted(phase.latencies)
+    return BenchResult(
+        workload=workload.name,
+        store=target.kind,
+        n=n,
+        concurrency=concurrency,
+        sagas_per_s=n / elapsed if elapsed > 0 else 0.0,
+        p50_ms=percentile(ordered, 50) * 1000,
+        p99_ms=percentile(ordered, 99) * 1000,
+        cpu_ms_per_saga=cpu * 1000 / n,
+        transactions_per_saga=batches / n,
+        appends_per_saga=appends / n,
+        mean_batch=appends / batches if batches else 0.0,
+        largest_batch=largest,
+        mean_ms=sum(ordered) / len(ordered) * 1000 if ordered else 0.0,
+        max_ms=ordered[-1] * 1000 if ordered else 0.0,
+        elapsed_s=elapsed,
+        warmup=warmup,
+        errors=phase.errors,
+        overloaded=phase.overloaded,
+    )

@@ -1,0 +1,389 @@
+"""The code both SQL backends share (sqlite.py and postgres.py): JSON encoding, the planning of
+a batch (version and idempotency-key checks in batch order), row decoders, column lists and the
+``list_sagas`` statement builder. Both schemas have the same tables and columns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from saga_orchestrator.errors import ConcurrencyError, DuplicateIdempotencyKey, StoreError
+
+from .records import (
+    ANY_VERSION,
+    AppendRequest,
+    AppendResult,
+    NewEvent,
+    OutboxRecord,
+    RecordedEvent,
+    SagaPage,
+    SagaQuery,
+    SagaRecord,
+    StepRecord,
+    decode_cursor,
+    encode_cursor,
+)
+
+EVENT_COLUMNS = "position, stream_id, version, event_id, event_type, data, metadata, recorded_at"
+SAGA_COLUMN_NAMES = (
+    "saga_id",
+    "saga_type",
+    "saga_version",
+    "status",
+    "current_step",
+    "input",
+    "result",
+    "error",
+    "deadline_at",
+    "created_at",
+    "updated_at",
+    "version",
+    "idempotency_key",
+    "correlation_id",
+)
+SAGA_COLUMNS = ", ".join(SAGA_COLUMN_NAMES)
+STEP_COLUMN_NAMES = (
+    "saga_id",
+    "step_index",
+    "name",
+    "status",
+    "attempts",
+    "started_at",
+    "finished_at",
+    "result",
+    "error",
+    "compensation_status",
+    "compensation_attempts",
+    "compensation_error",
+)
+OUTBOX_COLUMNS = "id, topic, event_id, event_type, data, metadata, created_at"
+
+EVENT_TYPES_SQL = """
+WITH RECURSIVE t(event_type) AS (
+    SELECT min(event_type) FROM events
+    UNION ALL
+    SELECT (SELECT min(e.event_type) FROM events e WHERE e.event_type > t.event_type)
+    FROM t WHERE t.event_type IS NOT NULL
+)
+SELECT event_type FROM t WHERE event_type IS NOT NULL
+"""
+"""Distinct event types in order, as a loose index scan (one index probe per type)."""
+
+
+def dumps(value: Any) -> str:
+    """JSON text of ``value``; ``ValueError``/``TypeError`` for what JSON cannot hold."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def loads(text: str | None) -> Any:
+    """The value of JSON ``text``; ``None`` for SQL NULL."""
+    return None if text is None else json.loads(text)
+
+
+@attrs.frozen
+class EncodedRequest:
+    """An append with its JSON already encoded, as rows ready for the database."""
+
+    request: AppendRequest
+    events: tuple[tuple[str, str, str, str], ...]
+    """(event_id, event_type, data, metadata) per event."""
+    saga: tuple[Any, ...] | None
+    """The sagas row, columns as :data:`SAGA_COLUMN_NAMES`."""
+    steps: tuple[tuple[Any, ...], ...]
+    """saga_steps rows, columns as :data:`STEP_COLUMN_NAMES`."""
+    outbox: tuple[tuple[str, str, str, str, str], ...]
+    """(topic, event_id, event_type, data, metadata) per message."""
+
+
+def encode_request(request: AppendRequest) -> EncodedRequest | StoreError:
+    """Encode ``request``; a value JSON cannot hold makes a ``StoreError`` for it alone."""
+    try:
+        events = tuple(
+            (e.event_id, e.event_type, dumps(e.data), dumps(e.metadata)) for e in request.events
+        )
+        saga = request.saga
+        saga_row = None
+        steps: tuple[tuple[Any, ...], ...] = ()
+        if saga is not None:
+            saga_row = (
+                saga.saga_id,
+                saga.saga_type,
+                saga.saga_version,
+                saga.status,
+                saga.current_step,
+                dumps(saga.input),
+                None if saga.result is None else dumps(saga.result),
+                saga.error,
+                float(saga.deadline_at),
+                float(saga.created_at),
+                float(saga.updated_at),
+                saga.version,
+                saga.idempotency_key,
+                saga.correlation_id,
+            )
+            steps = tuple(
+                (
+                    saga.saga_id,
+                    step.index,
+                    step.name,
+                    step.status,
+                    step.attempts,
+                    None if step.started_at is None else float(step.started_at),
+                    None if step.finished_at is None else float(step.finished_at),
+                    None if step.result is None else dumps(step.result),
+                    step.error,
+                    step.compensation_status,
+                    step.compensation_attempts,
+                    step.compensation_error,
+                )
+                for step in saga.steps
+            )
+        outbox = tuple(
+            (
+                m.topic,
+                m.event.event_id,
+                m.event.event_type,
+                dumps(m.event.data),
+                dumps(m.event.metadata),
+            )
+            for m in request.outbox
+        )
+    except (TypeError, ValueError) as exc:
+        return StoreError(
+            f"cannot store the append to stream {request.stream_id!r}: {exc}; event data and "
+            "metadata, saga input and result, and step results must be JSON values "
+            "(no NaN or infinity)"
+        )
+    return EncodedRequest(request, events, saga_row, steps, outbox)
+
+
+def batch_stream_ids(encoded: Iterable[EncodedRequest | Exception]) -> list[str]:
+    """The distinct streams of the requests still to try, sorted (a stable lock order)."""
+    return sorted({e.request.stream_id for e in encoded if isinstance(e, EncodedRequest)})
+
+
+def batch_idempotency_keys(encoded: Iterable[EncodedRequest | Exception]) -> list[str]:
+    """The distinct idempotency keys of the sagas of the requests still to try, sorted."""
+    keys = set()
+    for item in encoded:
+        if isinstance(item, EncodedRequest) and item.request.saga is not None:
+            key = item.request.saga.idempotency_key
+            if key is not None:
+                keys.add(key)
+    return sorted(keys)
+
+
+@attrs.define
+class BatchPlan:
+    """What a batch writes, decided from the streams' versions and the keys' owners."""
+
+    results: list[AppendResult | Exception | None] = attrs.Factory(list)
+    """A request's error, or ``None`` until the positions of its events are known."""
+    accepted: dict[int, tuple[str, int]] = attrs.Factory(dict)
+    """Request index -> (stream_id, version after it)."""
+    events: list[tuple[str, int, str, str, str, str]] = attrs.Factory(list)
+    """(stream_id, version, event_id, event_type, data, metadata), in commit order."""
+    event_request: list[int] = attrs.Factory(list)
+    streams: dict[str, int] = attrs.Factory(dict)
+    """New version of each stream that grew."""
+    sagas: dict[str, tuple[Any, ...]] = attrs.Factory(dict)
+    """The last row written for each saga in the batch."""
+    steps: dict[str, tuple[tuple[Any, ...], ...]] = attrs.Factory(dict)
+    """Sagas whose steps are replaced, with their new step rows."""
+    outbox: list[tuple[str, str, str, str, str]] = attrs.Factory(list)
+
+    def finish(self, positions: Sequence[int]) -> list[AppendResult | Exception]:
+        """The results, given the global position of each row of :attr:`events`."""
+        per_request: dict[int, list[int]] = {}
+        for index, position in zip(self.event_request, positions, strict=True):
+            per_request.setdefault(index, []).append(position)
+        results: list[AppendResult | Exception] = []
+        for index, result in enumerate(self.results):
+            if result is None:
+                stream_id, version = self.accepted[index]
+                result = AppendResult(
+                    stream_id=stream_id,
+                    version=version,
+                    positions=tuple(per_request.get(index, ())),
+                )
+            results.append(result)
+        return results
+
+
+def plan_batch(
+    encoded: Sequence[EncodedRequest | Exception],
+    versions: Mapping[str, int],
+    owners: Mapping[str, str],
+) -> BatchPlan:
+    """Check each request in order against ``versions`` (stream -> current version) and
+    ``owners`` (idempotency key -> saga id), as the earlier requests of the batch left them."""
+    versions = dict(versions)
+    owners = dict(owners)
+    plan = BatchPlan()
+    for index, item in enumerate(encoded):
+        if not isinstance(item, EncodedRequest):
+            plan.results.append(item)
+            continue
+        request = item.request
+        current = versions.get(request.stream_id, 0)
+        if request.expected_version not in (ANY_VERSION, current):
+            plan.results.append(
+                ConcurrencyError(request.stream_id, request.expected_version, current)
+            )
+            continue
+        saga = request.saga
+        key = None if saga is None else saga.idempotency_key
+        if saga is not None and key is not None:
+            owner = owners.get(key)
+            if owner is not None and owner != saga.saga_id:
+                plan.results.append(DuplicateIdempotencyKey(key, owner))
+                continue
+        for offset, (event_id, event_type, data, metadata) in enumerate(item.events, start=1):
+            plan.events.append(
+                (request.stream_id, current + offset, event_id, event_type, data, metadata)
+            )
+            plan.event_request.append(index)
+        version = current + len(item.events)
+        if item.events:
+            versions[request.stream_id] = version
+            plan.streams[request.stream_id] = version
+        if saga is not None and item.saga is not None:
+            plan.sagas[saga.saga_id] = item.saga
+            if item.steps:
+                plan.steps[saga.saga_id] = item.steps
+            if key is not None:
+                owners[key] = saga.saga_id
+        plan.outbox.extend(item.outbox)
+        plan.accepted[index] = (request.stream_id, version)
+        plan.results.append(None)
+    return plan
+
+
+def event_from_row(row: Sequence[Any]) -> RecordedEvent:
+    """A row of :data:`EVENT_COLUMNS`."""
+    return RecordedEvent(
+        position=row[0],
+        stream_id=row[1],
+        version=row[2],
+        event_id=row[3],
+        event_type=row[4],
+        data=loads(row[5]),
+        metadata=loads(row[6]),
+        recorded_at=row[7],
+    )
+
+
+def saga_from_row(row: Sequence[Any], steps: Iterable[StepRecord] = ()) -> SagaRecord:
+    """A row starting with :data:`SAGA_COLUMNS`."""
+    return SagaRecord(
+        saga_id=row[0],
+        saga_type=row[1],
+        saga_version=row[2],
+        status=row[3],
+        current_step=row[4],
+        input=loads(row[5]),
+        result=loads(row[6]),
+        error=row[7],
+        deadline_at=row[8],
+        created_at=row[9],
+        updated_at=row[10],
+        version=row[11],
+        idempotency_key=row[12],
+        correlation_id=row[13],
+        steps=tuple(steps),
+    )
+
+
+def step_from_row(row: Sequence[Any], start: int = 0) -> StepRecord:
+    """Step columns (from ``step_index`` on) at ``row[start:]``."""
+    r = row[start:]
+    return StepRecord(
+        index=r[0],
+        name=r[1],
+        status=r[2],
+        attempts=r[3],
+        started_at=r[4],
+        finished_at=r[5],
+        result=loads(r[6]),
+        error=r[7],
+        compensation_status=r[8],
+        compensation_attempts=r[9],
+        compensation_error=r[10],
+    )
+
+
+SAGA_WITH_STEPS_SELECT = (
+    "SELECT "
+    + ", ".join(f"s.{c}" for c in SAGA_COLUMN_NAMES)
+    + ", "
+    + ", ".join(f"st.{c}" for c in STEP_COLUMN_NAMES[1:])
+    + " FROM sagas s LEFT JOIN saga_steps st ON st.saga_id = s.saga_id"
+)
+"""A saga and its steps in ONE statement (one snapshot); add ``WHERE`` and ``ORDER BY``."""
+
+
+def saga_from_joined_rows(rows: Sequence[Sequence[Any]]) -> SagaRecord | None:
+    """The saga of :data:`SAGA_WITH_STEPS_SELECT` rows ordered by ``st.step_index``."""
+    if not rows:
+        return None
+    width = len(SAGA_COLUMN_NAMES)
+    steps = [step_from_row(row, width) for row in rows if row[width] is not None]
+    return saga_from_row(rows[0], steps)
+
+
+def outbox_from_row(row: Sequence[Any]) -> OutboxRecord:
+    """A row of :data:`OUTBOX_COLUMNS`."""
+    return OutboxRecord(
+        id=row[0],
+        topic=row[1],
+        event=NewEvent(
+            event_id=row[2], event_type=row[3], data=loads(row[4]), metadata=loads(row[5])
+        ),
+        created_at=row[6],
+    )
+
+
+def saga_list_sql(query: SagaQuery, placeholder: Callable[[int], str]) -> tuple[str, list[Any]]:
+    """The ``list_sagas`` statement and its parameters; ``placeholder(n)`` spells parameter n
+    (1-based). Raises ``ValueError`` for a bad cursor."""
+    conditions: list[str] = []
+    params: list[Any] = []
+
+    def param(value: Any) -> str:
+        """Add ``value`` to the parameters; its placeholder."""
+        params.append(value)
+        return placeholder(len(params))
+
+    if query.cursor:
+        created_at, saga_id = decode_cursor(query.cursor)
+        conditions.append(f"(created_at, saga_id) < ({param(created_at)}, {param(saga_id)})")
+    if query.status is not None:
+        conditions.append(f"status = {param(query.status)}")
+    if query.saga_type is not None:
+        conditions.append(f"saga_type = {param(query.saga_type)}")
+    if query.created_after is not None:
+        conditions.append(f"created_at >= {param(float(query.created_after))}")
+    if query.created_before is not None:
+        conditions.append(f"created_at < {param(float(query.created_before))}")
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    sql = (
+        f"SELECT {SAGA_COLUMNS} FROM sagas{where} "
+        f"ORDER BY created_at DESC, saga_id DESC LIMIT {param(max(query.limit, 0) + 1)}"
+    )
+    return sql, params
+
+
+def saga_page(rows: Sequence[Sequence[Any]], limit: int) -> SagaPage:
+    """The page of ``saga_list_sql`` rows (it fetches one more than ``limit``)."""
+    limit = max(limit, 0)
+    items = tuple(saga_from_row(row) for row in rows[:limit])
+    more = len(rows) > limit
+    cursor = encode_cursor(items[-1].created_at, items[-1].saga_id) if more and items else None
+    return SagaPage(items=items, next_cursor=cursor)
+
+
+ACTIVE_SAGAS_SQL_TAIL = "ORDER BY created_at, saga_id"

@@ -1,0 +1,240 @@
+"""What travels on the event bus, and the protocol every bus adapter implements.
+
+A bus holds named streams of entries. An entry is one :class:`BusMessage` (an event: id, type,
+data, metadata, time) under an entry id the bus assigns. Consumers read a stream through a
+consumer group: each entry goes to one consumer of the group, stays *pending* until that
+consumer acknowledges it, and can be claimed by another consumer once it has been pending longer
+than an idle time (its consumer died, or its handling failed). An entry that keeps failing is
+moved to the stream's dead-letter stream, ``<stream>:dead``.
+
+Two adapters: :class:`~.redis_streams.RedisStreamsBus` (Redis Streams) and
+:class:`~.in_process.InProcessBus` (memory, for the embedded default and tests). Both raise only
+``StoreUnavailable`` (the bus cannot be reached now; retry) and ``StoreError`` (anything else).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+from saga_orchestrator.errors import SagaOrchestratorError
+
+from ..records import OutboxRecord, RecordedEvent
+
+__all__ = [
+    "BusMessage",
+    "Delivery",
+    "EventBus",
+    "MalformedEntry",
+    "RejectMessage",
+    "SettlementCallback",
+    "StreamInfo",
+    "dead_letter_fields",
+    "dead_letter_stream",
+]
+
+DEAD_LETTER_SUFFIX = ":dead"
+
+
+def dead_letter_stream(stream: str) -> str:
+    """Where the entries of ``stream`` that kept failing go."""
+    return stream + DEAD_LETTER_SUFFIX
+
+
+def dead_letter_fields(group: str, delivery: Delivery, reason: str) -> dict[str, str]:
+    """The dead-letter entry of ``delivery``: its own fields, and where and why it failed."""
+    return {
+        **delivery.fields,
+        "dead_from_stream": delivery.stream,
+        "dead_from_id": delivery.entry_id,
+        "dead_group": group,
+        "dead_deliveries": str(delivery.deliveries),
+        "dead_reason": reason[:1000],
+        "dead_at": repr(time.time()),
+    }
+
+
+class MalformedEntry(SagaOrchestratorError, ValueError):
+    """A stream entry that is not a bus message (missing fields, data that is not JSON)."""
+
+
+class RejectMessage(SagaOrchestratorError):
+    """Raised by a handler for a message that can never succeed (e.g. input that fails a
+    saga's schema): the consumer moves it to the dead-letter stream at once, without retries."""
+
+
+@attrs.frozen(kw_only=True)
+class BusMessage:
+    """One event on the bus.
+
+    On Redis an entry has the string fields ``event_id``, ``event_type``, ``data`` and
+    ``metadata`` (JSON objects) and ``occurred_at`` (seconds since the epoch).
+    """
+
+    event_id: str
+    """Unique per event: consumers deduplicate by it (a crash can publish an event twice)."""
+    event_type: str
+    data: dict[str, Any] = attrs.field(factory=dict)
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+    """``correlation_id``, ``causation_id``, ``stream_id``, ``saga_id`` and the like."""
+    occurred_at: float = 0.0
+    """When the event was accepted (committed to the store), seconds since the epoch."""
+
+    @classmethod
+    def from_outbox(cls, record: OutboxRecord) -> BusMessage:
+        event = record.event
+        return cls(
+            event_id=event.event_id,
+            event_type=event.event_type,
+            data=event.data,
+            metadata=event.metadata,
+            occurred_at=record.created_at,
+        )
+
+    @classmethod
+    def from_recorded(cls, event: RecordedEvent) -> BusMessage:
+        metadata = {"stream_id": event.stream_id, "version": event.version, **event.metadata}
+        return cls(
+            event_id=event.event_id,
+            event_type=event.event_type,
+            data=event.data,
+            metadata=metadata,
+            occurred_at=event.recorded_at,
+        )
+
+    def to_fields(self) -> dict[str, str]:
+        """The entry's fields (all strings)."""
+        return {
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "data": json.dumps(self.data, separators=(",", ":"), default=str),
+            "metadata": json.dumps(self.metadata, separators=(",", ":"), default=str),
+            "occurred_at": repr(float(self.occurred_at)),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, str]) -> BusMessage:
+        """Decode an entry; raises :class:`MalformedEntry` saying what is wrong."""
+        missing = [name for name in ("event_id", "event_type") if not fields.get(name)]
+        if missing:
+            raise MalformedEntry(f"missing field(s): {', '.join(missing)}")
+        decoded: dict[str, dict[str, Any]] = {}
+        for name in ("data", "metadata"):
+            try:
+                value = json.loads(fields.get(name) or "{}")
+            except ValueError:
+                raise MalformedEntry(f"field {name!r} is not JSON") from None
+            if not isinstance(value, dict):
+                raise MalformedEntry(f"field {name!r} is not a JSON object")
+            decoded[name] = value
+        try:
+            occurred_at = float(fields.get("occurred_at") or 0.0)
+        except ValueError:
+            raise MalformedEntry("field 'occurred_at' is not a number") from None
+        if not math.isfinite(occurred_at):
+            raise MalformedEntry("field 'occurred_at' is not a finite number")
+        return cls(
+            event_id=fields["event_id"],
+            event_type=fields["event_type"],
+            data=decoded["data"],
+            metadata=decoded["metadata"],
+            occurred_at=occurred_at,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Delivery:
+    """An entry handed to a consumer."""
+
+    stream: str
+    entry_id: str
+    fields: Mapping[str, str]
+    """The entry as stored (kept for the dead-letter stream)."""
+    deliveries: int = 1
+    """How often the entry has been delivered to the group, this time included."""
+
+    @property
+    def message(self) -> BusMessage:
+        """The decoded message; raises :class:`MalformedEntry`."""
+        return BusMessage.from_fields(self.fields)
+
+
+@attrs.frozen(kw_only=True)
+class StreamInfo:
+    """A stream as the health check shows it."""
+
+    stream: str
+    length: int
+    """Entries in the stream (after trimming)."""
+    pending: int
+    """Entries delivered to the group and not acknowledged yet."""
+    lag: int | None
+    """Entries the group has not been given yet (``None`` when the bus cannot tell)."""
+    dead_letters: int
+    """Entries in the dead-letter stream."""
+    consumers: int
+
+
+SettlementCallback = Callable[[Sequence[str], Sequence[str]], None]
+"""``callback(settled_event_ids, dropped_event_ids)``; see :meth:`EventBus.watch_settlements`."""
+
+
+class EventBus(Protocol):
+    """Streams with consumer groups. All methods may raise ``StoreUnavailable``/``StoreError``."""
+
+    kind: str
+    """``redis`` or ``in-process``: shown by the health check."""
+    durable: bool
+    """Whether a published entry outlives this process. When false the relay marks an outbox
+    message sent only once the consumers have settled it (see :meth:`settled`)."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None:
+        """Release connections; idempotent."""
+
+    async def ping(self) -> None: ...
+
+    async def publish(self, stream: str, messages: Sequence[BusMessage]) -> list[str]:
+        """Append ``messages`` in order (one round trip), trimming the stream to about its
+        maximum length; returns their entry ids."""
+        ...
+
+    async def ensure_group(self, stream: str, group: str) -> None:
+        """Create ``group`` (reading from the start of ``stream``) unless it exists."""
+
+    async def read(
+        self, stream: str, group: str, consumer: str, *, count: int, block_ms: int
+    ) -> list[Delivery]:
+        """Up to ``count`` entries never delivered to ``group``, waiting up to ``block_ms`` on
+        the server for the first one; they are pending for ``consumer`` until acknowledged."""
+        ...
+
+    async def claim(
+        self, stream: str, group: str, consumer: str, *, min_idle: float, count: int
+    ) -> list[Delivery]:
+        """Take over up to ``count`` entries pending in ``group`` for at least ``min_idle``
+        seconds (any consumer's, this one's included); their delivery count goes up by one."""
+        ...
+
+    async def ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> None: ...
+
+    async def dead_letter(self, group: str, delivery: Delivery, reason: str) -> None:
+        """Copy the entry to ``<stream>:dead`` with the reason, and acknowledge it, at once."""
+
+    async def entries(self, stream: str, *, count: int = 100) -> list[Delivery]:
+        """The first ``count`` entries of ``stream`` (oldest first), without delivering them."""
+        ...
+
+    async def info(self, stream: str, group: str) -> StreamInfo: ...
+
+    def watch_settlements(self, callback: SettlementCallback) -> None:
+        """For a bus that is not :attr:`durable`: call ``callback(settled, dropped)`` with the
+        event ids of entries every group has acknowledged or dead-lettered (``settled``) and
+        of entries trimmed before that (``dropped``: publish them again). A durable bus never
+        calls it."""

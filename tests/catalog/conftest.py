@@ -1,0 +1,104 @@
+"""The stand-in served on a loopback port, and a coordinator in-process that calls it.
+
+Real sockets, so the real clock with short timeouts and backoffs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+
+import attrs
+import httpx
+import pytest
+import trio
+
+from saga_orchestrator.actors import ActorRef, open_actor_system
+from saga_orchestrator.coordinator.catalog import SagaCatalog
+from saga_orchestrator.coordinator.clock import TrioClock
+from saga_orchestrator.coordinator.coordinator import start_coordinator
+from saga_orchestrator.coordinator.definition import SagaDefinition
+from saga_orchestrator.coordinator.messages import DeliverEvent
+from saga_orchestrator.coordinator.options import EngineOptions
+from saga_orchestrator.coordinator.services import (
+    SERVICES,
+    ServicesConfig,
+    open_service_clients,
+)
+from saga_orchestrator.devservices import Announcement, DevState, serve_devservices
+from saga_orchestrator.errors import SagaStateConflict
+from saga_orchestrator.store.actor import start_store
+from saga_orchestrator.store.memory import MemoryBackend
+
+from ..coordinator.harness import FAST, Harness
+
+TOKEN = "s3cret-service-token"
+OPTIONS = attrs.evolve(
+    FAST, saga_timeout=60, step_timeout=5, retry_backoff=0.05, retry_backoff_max=0.2
+)
+"""Real time here: short timeouts and backoffs."""
+
+
+@attrs.frozen
+class StandIn:
+    state: DevState
+    url: str
+
+    def config(self) -> ServicesConfig:
+        return ServicesConfig.all_at(self.url, token=TOKEN, timeout=OPTIONS.step_timeout)
+
+    def calls(self, operation: str) -> list:
+        return [call for call in self.state.calls if call.operation == operation]
+
+
+@pytest.fixture
+async def stand_in(nursery: trio.Nursery) -> StandIn:
+    state = DevState(token=TOKEN, sync_delay=0.05)
+    port = await nursery.start(partial(serve_devservices, state, port=0))
+    return StandIn(state, f"http://127.0.0.1:{port}")
+
+
+@pytest.fixture
+async def control(stand_in: StandIn) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stand_in.url, timeout=5) as client:
+        yield client
+
+
+async def deliver(ref: ActorRef, announcement: Announcement) -> None:
+    """The stand-in's announcer in these tests: the reply goes straight to the coordinator
+    (as ``POST /events/publish`` would hand it on)."""
+    message = DeliverEvent(
+        saga_id=announcement.saga_id,
+        event_id=announcement.event_id,
+        event_type=announcement.event_type,
+        data=announcement.data,
+    )
+    with contextlib.suppress(SagaStateConflict):  # the saga has ended: nothing waits for it
+        await ref.ask(message)
+
+
+@asynccontextmanager
+async def orchestrating(
+    stand_in: StandIn, definitions: Sequence[SagaDefinition], *, options: EngineOptions = OPTIONS
+) -> AsyncIterator[Harness]:
+    """A coordinator on the memory store whose sagas call ``stand_in``."""
+    backend = MemoryBackend()
+    async with (
+        open_service_clients(stand_in.config()) as clients,
+        open_actor_system(shutdown_grace=0.5) as system,
+    ):
+        store = await start_store(system, backend)
+        catalog = SagaCatalog(definitions)
+        ref, coordinator = await start_coordinator(
+            system,
+            catalog,
+            store,
+            options=options,
+            clock=TrioClock(),
+            resources={SERVICES: clients},
+        )
+        await coordinator.ready.wait()
+        stand_in.state.announcer = partial(deliver, ref)
+        yield Harness(ref, coordinator, store, backend)

@@ -1,0 +1,125 @@
+"""The stand-in itself: idempotency keys, the bearer token, faults, the control API, and the
+``saga-orchestrator devservices`` command."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import httpx
+import pytest
+import trio
+
+from saga_orchestrator.cli import build_parser
+from saga_orchestrator.devservices import Announcement
+from saga_orchestrator.devservices.command import build_state
+
+from ..support.server import REPO_ROOT, free_port
+from .conftest import TOKEN, StandIn
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+PROFILE = {"user_id": "u-1", "email": "ada@example.com", "name": "Ada"}
+
+
+def keyed(key: str) -> dict[str, str]:
+    return {**AUTH, "Idempotency-Key": key}
+
+
+async def test_a_repeated_key_gets_the_first_answer_and_applies_nothing(
+    stand_in: StandIn, control: httpx.AsyncClient
+):
+    first = await control.post("/user/profiles", json=PROFILE, headers=keyed("k-1"))
+    again = await control.post("/user/profiles", json=PROFILE, headers=keyed("k-1"))
+    other = await control.post("/user/profiles", json=PROFILE, headers=keyed("k-2"))
+    assert (201, 201, 409) == (first.status_code, again.status_code, other.status_code)
+    assert first.json() == again.json()
+    assert ["user.create_profile"] == stand_in.state.operations()
+    assert [False, True, False] == [call.replayed for call in stand_in.state.calls]
+
+
+async def test_a_call_needs_the_token_and_an_idempotency_key(control: httpx.AsyncClient):
+    no_token = await control.post("/user/profiles", json=PROFILE, headers={"Idempotency-Key": "k"})
+    no_key = await control.post("/user/profiles", json=PROFILE, headers=AUTH)
+    assert (401, 400) == (no_token.status_code, no_key.status_code)
+
+
+async def test_faults_from_the_control_api_and_from_a_header(
+    stand_in: StandIn, control: httpx.AsyncClient
+):
+    fault = {"operation": "user.create_profile", "status": 503, "times": 1, "retry_after": 2}
+    assert 201 == (await control.post("/_control/faults", json=fault)).status_code
+    assert 400 == (await control.post("/_control/faults", json={"status": 200})).status_code
+    failed = await control.post("/user/profiles", json=PROFILE, headers=keyed("k-1"))
+    assert (503, "2") == (failed.status_code, failed.headers["Retry-After"])
+    headers = {**keyed("k-1"), "X-Dev-Fault": "status=500,when=after"}
+    lost = await control.post("/user/profiles", json=PROFILE, headers=headers)
+    found = await control.post("/user/profiles", json=PROFILE, headers=keyed("k-1"))
+    assert (500, 201) == (lost.status_code, found.status_code)
+    calls = (await control.get("/_control/calls")).json()["calls"]
+    assert [(503, True), (500, True), (201, False)] == [(c["status"], c["fault"]) for c in calls]
+    effects = (await control.get("/_control/effects")).json()["effects"]
+    assert ["user.create_profile"] == [e["operation"] for e in effects]
+    assert 204 == (await control.post("/_control/reset")).status_code
+    assert [] == stand_in.state.calls
+
+
+async def test_a_sync_is_accepted_then_announced(stand_in: StandIn, control: httpx.AsyncClient):
+    announced: list[Announcement] = []
+
+    async def announce(announcement: Announcement) -> None:
+        announced.append(announcement)
+
+    stand_in.state.announcer = announce
+    body = {"saga_id": "s-1", "workspace_id": "ws-1", "webhook_id": "wh-1", "table_ids": ["t"]}
+    accepted = await control.post("/airtable/bases/app1/syncs", json=body, headers=keyed("k"))
+    assert (202, "accepted") == (accepted.status_code, accepted.json()["status"])
+    with trio.fail_after(5):
+        while not announced:
+            await trio.sleep(0.01)
+    [event] = announced
+    assert ("airtable.sync.completed", "s-1") == (event.event_type, event.saga_id)
+    assert {"saga_id": "s-1", "records": 50} == {k: event.data[k] for k in ("saga_id", "records")}
+
+
+def test_the_command_line_options_make_the_state():
+    args = build_parser().parse_args(
+        ["devservices", "--port", "0", "--fail", "notification.send:422:0", "--latency", "0.1"]
+    )
+    state = build_state(args, {"SERVICE_AUTH_TOKEN": TOKEN, "ORCHESTRATOR_URL": "http://o:1"})
+    assert TOKEN == state.token
+    assert [("notification.send", 422, None), ("*", None, None)] == [
+        (f.operation, f.status, f.times) for f in state.faults.faults
+    ]
+    assert TOKEN not in repr(state) + repr(state.announcer)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["devservices", "--failure-rate", "2"])
+    with pytest.raises(ValueError):
+        build_state(argparse.Namespace(**{**vars(args), "fail": ["op:abc"]}), {})
+
+
+async def test_the_devservices_command_starts_and_answers(tmp_path):
+    port = free_port()
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "saga_orchestrator", "devservices", "--port", str(port)],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(REPO_ROOT / "src"), "PATH": "/usr/bin:/bin"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            with trio.fail_after(20):
+                while True:
+                    try:
+                        index = await client.get("/")
+                        break
+                    except httpx.TransportError:
+                        await trio.sleep(0.1)
+        assert 200 == index.status_code
+        assert f"http://127.0.0.1:{port}/user" == index.json()["settings"]["USER_SERVICE_URL"]
+    finally:
+        process.kill()
+        with trio.move_on_after(5, shield=True):
+            await process.wait()

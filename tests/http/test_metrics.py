@@ -1,0 +1,70 @@
+"""``GET /metrics`` on the real service: saga, store and HTTP figures in Prometheus format."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import httpx
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from saga_orchestrator.config import Settings
+from saga_orchestrator.service import run_service
+
+from ..e2e.test_crash_recovery import wait_ready, wait_terminal
+
+
+def samples(text: str) -> dict[tuple[str, frozenset], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return found
+
+
+async def test_metrics_count_sagas_store_batches_and_requests_by_route(tmp_path: Path) -> None:
+    settings = Settings(
+        host="127.0.0.1",
+        port=0,
+        data_dir=tmp_path,
+        environment="test",
+        saga_modules="tests.support.sagas",
+        api_key="metrics-key",
+        shutdown_grace_seconds=1.0,
+    )
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(partial(run_service, settings, shutdown=stop))
+        headers = {"X-API-Key": "metrics-key"}
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=10
+        ) as client:
+            await wait_ready(client)
+            body = {"saga_type": "test_two_steps", "data": {"name": "m"}}
+            saga_id = (await client.post("/sagas/start", json=body)).json()["saga_id"]
+            await wait_terminal(client, [saga_id])
+            assert 404 == (await client.get(f"/sagas/{saga_id[:-1]}0")).status_code
+            response = await client.get("/metrics", headers={"X-API-Key": ""})  # open, like health
+        stop.set()
+
+    assert 200 == response.status_code
+    assert response.headers["content-type"].startswith("text/plain")
+    found = samples(response.text)
+    assert 1 == found[("saga_started_total", frozenset({("saga_type", "test_two_steps")}))]
+    finished = (
+        "saga_finished_total",
+        frozenset({("saga_type", "test_two_steps"), ("status", "completed")}),
+    )
+    assert 1 == found[finished]
+    assert found[("store_batch_size_count", frozenset())] >= 1
+    assert 0 == found[("saga_active", frozenset({("name", "all")}))]
+    started = (
+        "http_requests_total",
+        frozenset({("method", "POST"), ("route", "/sagas/start"), ("status", "202")}),
+    )
+    assert 1 == found[started]
+    # a path with an id is counted under its route template, not the raw path
+    routes = {dict(labels).get("route") for name, labels in found if name == "http_requests_total"}
+    assert not any(saga_id[:8] in (route or "") for route in routes)
+    assert any("<" in (route or "") for route in routes)

@@ -1,0 +1,279 @@
+"""``saga-orchestrator sagas ...`` and ``events ...`` against the real server process.
+
+The commands run in the test's thread through ``cli.main`` (so output and exit codes are
+checked directly); one test runs the real entry point as a process.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import httpx
+import pytest
+
+from saga_orchestrator.cli import main
+from saga_orchestrator.client import (
+    EXIT_CONFLICT,
+    EXIT_ERROR,
+    EXIT_NOT_COMPLETED,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_USAGE,
+    EXIT_WAIT_TIMEOUT,
+    ApiClient,
+    wait_for_end,
+)
+
+from .conftest import RunningServer
+
+pytestmark = pytest.mark.e2e
+
+
+@attrs.frozen
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+Cli = Callable[..., Run]
+
+
+@pytest.fixture
+def cli(
+    running_server: RunningServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Cli:
+    """Run ``saga-orchestrator ARGS`` against the server (URL and key from the environment)."""
+    monkeypatch.setenv("SAGA_ORCHESTRATOR_URL", running_server.url)
+    monkeypatch.setenv("API_KEY", running_server.api_key)
+
+    def run(*argv: str) -> Run:
+        try:
+            code = main(list(argv))
+        except SystemExit as exit_:  # argparse's usage errors
+            code = exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return run
+
+
+def test_start_wait_show_and_list(cli: Cli) -> None:
+    run = cli("sagas", "start", "test_two_steps", "--data", '{"name": "cli"}', "--wait")
+    assert EXIT_OK == run.code, run
+    assert "status           completed" in run.out
+    assert "reserve  completed" in run.out
+    progress = run.err.splitlines()
+    assert progress[-1].startswith("saga ") and ": completed" in progress[-1]
+    saga_id = run.out.split()[1]
+
+    shown = cli("sagas", "show", saga_id, "--json")
+    assert EXIT_OK == shown.code
+    saga = json.loads(shown.out)
+    assert (saga_id, "completed") == (saga["saga_id"], saga["status"])
+    assert {"confirm": {"confirmed": 1}} == {"confirm": saga["result"]["confirm"]}
+
+    events = cli("sagas", "show", saga_id, "--events")
+    assert "SagaStarted" in events.out and "SagaCompleted" in events.out
+
+    listed = cli("sagas", "list", "--status", "completed", "-q")
+    assert saga_id in listed.out.split()
+    table = cli("sagas", "list", "--type", "test_two_steps")
+    assert table.out.startswith("SAGA ID")
+    assert saga_id in table.out
+
+
+def test_list_pages_with_a_cursor_or_all(cli: Cli) -> None:
+    for name in ("a", "b", "c"):
+        assert (
+            EXIT_OK
+            == cli("sagas", "start", "test_two_steps", "--data", json.dumps({"name": name})).code
+        )
+    page = cli("sagas", "list", "--limit", "1")
+    assert 2 == len(page.out.splitlines())  # header and one saga
+    assert "more: --cursor" in page.err
+    everything = json.loads(cli("sagas", "list", "--limit", "1", "--all", "--json").out)
+    assert len(everything["items"]) >= 3
+    assert everything["next_cursor"] is None
+
+
+def test_quiet_start_json_start_and_idempotency_key(cli: Cli) -> None:
+    start = ("sagas", "start", "test_two_steps", "--data", '{"name": "k"}')
+    first = cli(*start, "--idempotency-key", "ops-key-1", "-q")
+    again = cli(*start, "--idempotency-key", "ops-key-1", "--json")
+    assert EXIT_OK == first.code == again.code
+    assert first.out.strip() == json.loads(again.out)["saga_id"]
+    assert json.loads(again.out)["created"] is False
+
+
+def test_types(cli: Cli) -> None:
+    run = cli("sagas", "types")
+    assert run.out.startswith("NAME")
+    assert "test_two_steps" in run.out and "reserve, confirm" in run.out
+    names = [item["name"] for item in json.loads(cli("sagas", "types", "--json").out)]
+    assert {"ops_refused", "test_slow", "test_two_steps"} <= set(names)
+
+
+def test_cancel_then_conflicts(cli: Cli, running_server: RunningServer) -> None:
+    saga_id = cli("sagas", "start", "test_slow", "--data", '{"seconds": 60}', "-q").out.strip()
+    cancel = cli("sagas", "cancel", saga_id, "--reason", "ops test")
+    assert EXIT_OK == cancel.code, cancel
+    assert saga_id in cancel.out
+    with ApiClient(running_server.url, api_key=running_server.api_key, timeout=5) as api:
+        ended = wait_for_end(api, {"saga_id": saga_id}, interval=0.05, timeout=10)
+    assert "cancelled" == ended["status"]
+    again = cli("sagas", "cancel", saga_id)
+    assert EXIT_CONFLICT == again.code
+    assert "HTTP 409 saga_state_conflict" in again.err
+    assert EXIT_CONFLICT == cli("sagas", "retry", saga_id).code
+
+
+def test_wait_exit_codes_for_a_saga_that_does_not_complete(cli: Cli) -> None:
+    refused = cli("sagas", "start", "ops_refused", "--data", '{"name": "x"}', "--wait")
+    assert EXIT_NOT_COMPLETED == refused.code, refused
+    assert "status           compensated" in refused.out
+    assert "ended compensated" in refused.err
+    slow = cli(
+        "sagas",
+        "start",
+        "test_slow",
+        "--data",
+        '{"seconds": 60}',
+        "--wait",
+        "--wait-timeout",
+        "0.3",
+    )
+    assert EXIT_WAIT_TIMEOUT == slow.code
+    assert "gave up waiting after 0.3 s" in slow.err
+
+
+def test_not_found_and_usage_errors(cli: Cli, tmp_path: Path) -> None:
+    missing = cli("sagas", "show", "00000000-0000-0000-0000-000000000000")
+    assert EXIT_NOT_FOUND == missing.code
+    assert "HTTP 404 saga_not_found" in missing.err
+    assert EXIT_NOT_FOUND == cli("sagas", "cancel", "not-a-uuid").code
+
+    bad_input = cli("sagas", "start", "test_two_steps", "--data", '{"nam": "x"}')
+    assert EXIT_USAGE == bad_input.code
+    assert "data.name: is required" in bad_input.err
+    unknown = cli("sagas", "start", "no_such_type")
+    assert EXIT_USAGE == unknown.code
+    assert "available saga types:" in unknown.err
+    assert EXIT_USAGE == cli("sagas", "start", "test_two_steps", "--data", "{bad").code
+    assert EXIT_USAGE == cli("sagas", "start", "test_two_steps", "--data", "[1]").code
+    no_file = cli("sagas", "start", "test_two_steps", "--data", f"@{tmp_path / 'none.json'}")
+    assert EXIT_USAGE == no_file.code and "cannot read" in no_file.err
+    data_file = tmp_path / "input.json"
+    data_file.write_text('{"name": "from a file"}')
+    assert EXIT_OK == cli("sagas", "start", "test_two_steps", "--data", f"@{data_file}").code
+    assert EXIT_USAGE == cli("sagas", "list", "--status", "sleeping").code  # argparse
+    assert EXIT_USAGE == cli("sagas", "list", "--url", "ftp://example").code
+    assert EXIT_USAGE == cli("sagas", "list", "--limit", "9999").code  # the server's 400
+
+
+def test_the_api_key_is_required_and_never_printed(cli: Cli, running_server: RunningServer) -> None:
+    wrong = cli("sagas", "list", "--api-key", "wrong-key-123")
+    assert EXIT_USAGE == wrong.code
+    assert "HTTP 401" in wrong.err and "API_KEY" in wrong.err
+    assert "wrong-key-123" not in wrong.out + wrong.err
+    for argv in (("sagas", "list"), ("sagas", "types", "--json"), ("sagas", "list", "--json")):
+        run = cli(*argv)
+        assert EXIT_OK == run.code
+        assert running_server.api_key not in run.out + run.err
+
+
+def test_network_error_exits_1(cli: Cli) -> None:
+    from tests.support.server import free_port
+
+    run = cli("sagas", "list", "--url", f"http://127.0.0.1:{free_port()}")
+    assert EXIT_ERROR == run.code
+    assert "cannot reach" in run.err
+
+
+def test_events_publish_and_tail(cli: Cli) -> None:
+    published = cli(
+        "events",
+        "publish",
+        "ops.tested",
+        "ops-stream-1",
+        "--data",
+        '{"n": 1}',
+        "--metadata",
+        '{"source": "ops"}',
+        "--json",
+    )
+    if published.code == EXIT_NOT_FOUND and "no event API" in published.err:
+        pytest.skip(
+            "the server has no event API yet (POST /events/publish answers 404 "
+            "not_found): it comes with the event bus (issue 4)"
+        )
+    assert EXIT_OK == published.code, published
+    cli("events", "publish", "ops.tested", "ops-stream-1", "--data", '{"n": 2}')
+    tail = cli("events", "tail", "ops-stream-1")
+    assert EXIT_OK == tail.code, tail
+    assert tail.out.startswith("VERSION")
+    assert 2 == tail.out.count("ops.tested")
+    lines = cli("events", "tail", "ops-stream-1", "--json", "--from-version", "2").out
+    assert [{"n": 2}] == [json.loads(line)["data"] for line in lines.splitlines()]
+
+
+def test_the_entry_point_exits_with_the_code(running_server: RunningServer) -> None:
+    env = {
+        "PATH": "",
+        "SAGA_ORCHESTRATOR_URL": running_server.url,
+        "API_KEY": running_server.api_key,
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "saga_orchestrator.cli",
+            "sagas",
+            "show",
+            "00000000-0000-0000-0000-000000000000",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert EXIT_NOT_FOUND == done.returncode, done.stderr
+    assert done.stderr.startswith("error: HTTP 404")
+
+
+# --- without a server: the waiting loop's progress on a terminal ----------------------------
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_wait_rewrites_one_progress_line_on_a_terminal() -> None:
+    answers = iter(["running", "running", "completed"])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status = next(answers)
+        steps = [{"name": "one"}, {"name": "two"}]
+        body = {"saga_id": "s1", "status": status, "current_step": "two", "steps": steps}
+        return httpx.Response(200, json=body)
+
+    terminal = _Terminal()
+    with ApiClient("http://test", transport=httpx.MockTransport(handler)) as api:
+        saga = wait_for_end(
+            api, {"saga_id": "s1", "status": "pending"}, interval=0.001, progress=terminal
+        )
+    assert "completed" == saga["status"]
+    text = terminal.getvalue()
+    assert text.startswith("\rsaga s1: pending")
+    assert "\rsaga s1: running, step two (2/2)" in text
+    assert text.endswith("\n") and 1 == text.count("\n")

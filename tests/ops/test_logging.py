@@ -1,0 +1,249 @@
+"""The log: JSON lines and readable lines, the log context, and no secret in any line."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from saga_orchestrator.config import Settings
+from saga_orchestrator.logging_setup import (
+    ContextFilter,
+    JsonFormatter,
+    RedactingFilter,
+    TextFormatter,
+    configure_logging,
+    current_log_context,
+    log_context,
+    secret_values,
+)
+from tests.support.server import API_KEY, free_port, server_log, server_process
+
+from .conftest import wait_live
+
+# --- formatters and the context -------------------------------------------------------------
+
+
+@pytest.fixture
+def capture() -> Iterator[tuple[logging.Logger, io.StringIO, logging.Handler]]:
+    """A logger of its own whose handler has the service's filters."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(ContextFilter())
+    handler.addFilter(RedactingFilter(["s3cret-key", "pg-pass"]))
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger(f"tests.ops.logging.{id(stream)}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    yield logger, stream, handler
+    logger.removeHandler(handler)
+
+
+def _lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_lines_carry_time_level_logger_message_and_the_ids(capture: Any) -> None:
+    logger, stream, _ = capture
+    logger.info("outside %s", "any context")
+    with log_context(correlation_id="corr-1"):
+        logger.warning("in a request")
+        with log_context(saga_id="saga-1"):
+            logger.error("about a saga: %d steps", 3)
+        logger.info("back in the request")
+    logger.info("explicit", extra={"saga_id": "saga-2"})
+    outside, request, saga, back, explicit = _lines(stream)
+    assert ["time", "level", "logger", "message", "saga_id", "correlation_id"] == list(outside)
+    assert outside["time"].endswith("Z") and "T" in outside["time"]
+    assert ("INFO", logger.name, "outside any context") == (
+        outside["level"],
+        outside["logger"],
+        outside["message"],
+    )
+    assert (None, None) == (outside["saga_id"], outside["correlation_id"])
+    assert (None, "corr-1") == (request["saga_id"], request["correlation_id"])
+    assert ("ERROR", "about a saga: 3 steps") == (saga["level"], saga["message"])
+    assert ("saga-1", "corr-1") == (saga["saga_id"], saga["correlation_id"])
+    assert (None, "corr-1") == (back["saga_id"], back["correlation_id"])
+    assert ("saga-2", None) == (explicit["saga_id"], explicit["correlation_id"])
+
+
+def test_a_traceback_goes_in_exc(capture: Any) -> None:
+    logger, stream, _ = capture
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logger.exception("it failed")
+    (line,) = _lines(stream)
+    assert "it failed" == line["message"]
+    assert "Traceback" in line["exc"] and "ValueError: boom" in line["exc"]
+
+
+def test_text_lines_end_with_the_known_ids() -> None:
+    formatter = TextFormatter()
+    record = logging.LogRecord("svc", logging.INFO, __file__, 1, "hello %s", ("you",), None)
+    ContextFilter().filter(record)
+    assert formatter.format(record).endswith(" INFO    svc: hello you")
+    with log_context(saga_id="s-1", correlation_id="c-1"):
+        record = logging.LogRecord("svc", logging.INFO, __file__, 1, "hello", (), None)
+        ContextFilter().filter(record)
+    assert formatter.format(record).endswith("svc: hello [saga_id=s-1 correlation_id=c-1]")
+
+
+async def test_the_context_reaches_tasks_started_after_it_is_set() -> None:
+    seen: list[dict[str, str | None]] = []
+
+    async def child() -> None:
+        seen.append(current_log_context())
+
+    with log_context(saga_id="s-9", correlation_id="c-9"):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(child)
+    assert [{"saga_id": "s-9", "correlation_id": "c-9"}] == seen
+    assert {"saga_id": None, "correlation_id": None} == current_log_context()
+
+
+# --- redaction ------------------------------------------------------------------------------
+
+
+def test_secrets_are_masked_in_messages_arguments_and_tracebacks(capture: Any) -> None:
+    logger, stream, _ = capture
+    logger.info("key is s3cret-key")
+    logger.info("settings: %r", {"api_key": "s3cret-key", "url": "postgresql://u:pg-pass@db/x"})
+    logger.info("percent %s and %%", "pg-pass")
+    try:
+        raise RuntimeError("cannot connect with pg-pass")
+    except RuntimeError:
+        logger.exception("connect failed for %s", "s3cret-key")
+    text = stream.getvalue()
+    assert "s3cret-key" not in text and "pg-pass" not in text
+    messages = [line["message"] for line in _lines(stream)]
+    assert [
+        "key is ***",
+        "settings: {'api_key': '***', 'url': 'postgresql://u:***@db/x'}",
+        "percent *** and %",
+        "connect failed for ***",
+    ] == messages
+    assert "RuntimeError: cannot connect with ***" in _lines(stream)[-1]["exc"]
+
+
+def test_secret_values_of_the_settings() -> None:
+    settings = Settings(
+        api_key="the-api-key",
+        service_auth_token="the-token",
+        redis_password="redis-pw",
+        database_url="postgresql://app:p%40ss@db:5432/sagas?sslmode=require",
+        redis_url="redis://:url-pw@cache:6379/0",
+    )
+    assert {"the-api-key", "the-token", "redis-pw", "p%40ss", "p@ss", "url-pw"} == set(
+        secret_values(settings)
+    )
+    assert [] == secret_values(Settings())
+
+
+def test_configure_logging_takes_the_secrets_of_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env here
+    monkeypatch.setenv("API_KEY", "env-key-0123")
+    stream = io.StringIO()
+    root = logging.getLogger()
+    level = root.level
+    configure_logging("INFO", json_lines=True, stream=stream)
+    try:
+        logging.getLogger("tests.ops.configured").warning("the key env-key-0123 leaked?")
+    finally:
+        handler = next(h for h in root.handlers if h.get_name() == "saga_orchestrator")
+        root.removeHandler(handler)
+        root.setLevel(level)
+    (line,) = _lines(stream)
+    assert "the key *** leaked?" == line["message"]
+
+
+# --- the real server ------------------------------------------------------------------------
+
+SERVICE_TOKEN = "svc-token-0123456789"
+REDIS_PASSWORD = "redis-password-0123"
+REDIS_URL_PASSWORD = "redis-url-password-0123"
+SECRETS = (API_KEY, SERVICE_TOKEN, REDIS_PASSWORD, REDIS_URL_PASSWORD)
+
+
+@pytest.mark.e2e
+async def test_production_logs_are_json_with_ids_and_without_secrets(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        "PORT": str(port),
+        "ENVIRONMENT": "production",
+        "LOG_LEVEL": "DEBUG",  # Hypercorn's access log too: it shows query strings
+        "SERVICE_AUTH_TOKEN": SERVICE_TOKEN,
+        "REDIS_PASSWORD": REDIS_PASSWORD,
+        "REDIS_URL": f"redis://:{REDIS_URL_PASSWORD}@127.0.0.1:1/0",
+    }
+    async with (
+        server_process(tmp_path, **env) as process,
+        httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": API_KEY}, timeout=5
+        ) as client,
+    ):
+        await wait_live(port, process, tmp_path)
+        started = await client.post(
+            "/sagas/start",
+            json={"saga_type": "test_two_steps", "data": {"name": "logged"}},
+            headers={"X-Correlation-ID": "corr-ops-1"},
+        )
+        assert 202 == started.status_code
+        assert "corr-ops-1" == started.headers["X-Correlation-ID"]
+        saga_id = started.json()["saga_id"]
+        shown = await client.get(f"/sagas/{saga_id}")
+        generated = shown.headers["X-Correlation-ID"]
+        assert generated and generated != "corr-ops-1"
+        # Secrets where a careless caller could put them; the User-Agent is in the access log:
+        for secret in SECRETS:
+            await client.get(f"/sagas/?token={secret}", headers={"User-Agent": secret})
+        forged = "x correlation_id=forged level=ERROR"  # not an id: replaced by a new one
+        rejected = await client.get(
+            "/sagas/", headers={"X-API-Key": "wrong", "X-Correlation-ID": forged}
+        )
+        assert 401 == rejected.status_code
+        assert rejected.headers["X-Correlation-ID"] not in ("", forged)
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(10):
+            assert 0 == await process.wait()
+    text = server_log(tmp_path)
+    for secret in SECRETS:
+        assert secret not in text
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    masked = [
+        line
+        for line in lines
+        if '"GET /sagas/ 1.1" 400' in line["message"] and line["message"].endswith('"***"')
+    ]
+    assert len(SECRETS) == len(masked), text  # the User-Agent, masked
+    about_start = [line for line in lines if line["correlation_id"] == "corr-ops-1"]
+    assert about_start, text
+    assert all(line["logger"] == "hypercorn.access" for line in about_start)
+    assert any(line["saga_id"] == saga_id and line["correlation_id"] == generated for line in lines)
+    assert {"saga orchestrator stopped"} <= {line["message"] for line in lines}
+
+
+@pytest.mark.e2e
+async def test_a_database_password_never_reaches_the_output(tmp_path: Path) -> None:
+    password = "db-pass-0123456789"
+    async with server_process(
+        tmp_path, DATABASE_URL=f"postgresql://app:{password}@127.0.0.1:1/sagas"
+    ) as process:
+        with trio.fail_after(20):
+            returncode = await process.wait()
+    text = server_log(tmp_path)
+    assert 1 == returncode, text
+    assert "PostgreSQL at 127.0.0.1:1/sagas is unreachable" in text
+    assert password not in text

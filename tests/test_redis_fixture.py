@@ -1,0 +1,81 @@
+"""The Redis fixtures of ``tests/conftest.py``: the server answers, and a test's keys go away."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import redis.asyncio
+import trio
+import trio_asyncio
+
+from .conftest import delete_redis_keys, redis_client
+
+pytestmark = pytest.mark.integration
+
+
+async def _aio_ping(url: str) -> bool:
+    client = redis.asyncio.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return bool(await client.ping())
+    finally:
+        await client.aclose()
+
+
+async def test_redis_url_answers_ping_through_trio_asyncio(
+    redis_url: str, aio_loop: trio_asyncio.TrioEventLoop
+) -> None:
+    # How the service will talk to Redis: redis.asyncio, crossing from trio once.
+    with trio.fail_after(5):
+        assert await trio_asyncio.aio_as_trio(_aio_ping)(redis_url) is True
+
+
+def test_redis_prefix_is_unique_to_the_test(redis_prefix: str) -> None:
+    assert re.fullmatch(r"test:[0-9a-f]{32}:", redis_prefix)
+
+
+def test_deleting_a_prefix_deletes_its_keys_and_no_others(
+    redis_url: str, redis_prefix: str
+) -> None:
+    # The cleanup of the redis_prefix fixture, called directly on a prefix inside this test's
+    # own; the keys beside it must survive (the fixture's teardown removes them afterwards).
+    prefix, neighbour, shorter = f"{redis_prefix}a:", f"{redis_prefix}ab:", f"{redis_prefix}a"
+    with redis_client(redis_url) as client:
+        keys = [f"{prefix}{i}" for i in range(2500)]  # more than one SCAN and DEL batch
+        client.mset(dict.fromkeys(keys, "x"))
+        client.xadd(f"{prefix}stream", {"field": "value"})
+        client.set(f"{neighbour}kept", "x")
+        client.set(shorter, "x")
+
+        assert 2501 == delete_redis_keys(redis_url, prefix)
+
+        assert [] == list(client.scan_iter(match=f"{prefix}*"))
+        assert 0 == client.exists(f"{prefix}0", f"{prefix}2499", f"{prefix}stream")
+        assert 2 == client.exists(f"{neighbour}kept", shorter)
+        assert 0 == delete_redis_keys(redis_url, prefix)
+
+
+def test_a_prefix_is_matched_literally(redis_url: str, redis_prefix: str) -> None:
+    with redis_client(redis_url) as client:
+        client.set(f"{redis_prefix}[x]*?", "deleted")
+        client.set(f"{redis_prefix}x", "kept: [x] is not a glob class here")
+        assert 1 == delete_redis_keys(redis_url, f"{redis_prefix}[x]")
+        assert {f"{redis_prefix}x".encode()} == set(client.scan_iter(match=f"{redis_prefix}*"))
+
+
+_left_behind: list[str] = []
+"""The prefixes the first test of the pair below wrote under; the second finds them empty."""
+
+
+def test_keys_under_redis_prefix_1_written(redis_url: str, redis_prefix: str) -> None:
+    with redis_client(redis_url) as client:
+        client.set(f"{redis_prefix}key", "x")
+        client.xadd(f"{redis_prefix}stream", {"field": "value"})
+    _left_behind.append(redis_prefix)
+
+
+def test_keys_under_redis_prefix_2_gone_after_the_test(redis_url: str) -> None:
+    if not _left_behind:
+        pytest.skip("runs after test_keys_under_redis_prefix_1_written, in the same process")
+    with redis_client(redis_url) as client:
+        assert [] == list(client.scan_iter(match=f"{_left_behind[-1]}*"))
