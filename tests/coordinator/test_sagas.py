@@ -366,6 +366,12 @@ class FlakyReadBackend(MemoryBackend):
             raise StoreUnavailable("the database is restarting")
         return await super().read_stream(stream_id, from_version=from_version, limit=limit)
 
+    async def read_streams(self, stream_ids):
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("the database is restarting")
+        return await super().read_streams(stream_ids)
+
 
 async def test_recovery_waits_for_a_store_that_cannot_read_yet(autojump_clock):
     rec = Recorder()

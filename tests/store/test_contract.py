@@ -184,6 +184,22 @@ async def test_read_all_after_a_position(backend: StoreBackend) -> None:
     assert [e.position for e in await backend.read_all(limit=3)] == positions[:3]
 
 
+async def test_read_streams_returns_each_named_stream_in_version_order(
+    backend: StoreBackend,
+) -> None:
+    await commit_ok(backend, request("a", 0, event(n=1), event(n=2)), request("b", 0, event(n=3)))
+    await commit_ok(backend, request("a", 2, event(n=4)), request("c", 0, event(n=5)))
+    streams = await backend.read_streams(["a", "b", "missing", "a"])
+    assert ["a", "b"] == sorted(streams)
+    assert [1, 2, 4] == [e.data["n"] for e in streams["a"]]
+    assert [1, 2, 3] == [e.version for e in streams["a"]]
+    assert [3] == [e.data["n"] for e in streams["b"]]
+    assert {} == await backend.read_streams([])
+    many = [f"s-{i}" for i in range(1200)]  # more ids than one SQLite statement takes
+    await commit_ok(backend, *(request(s, 0, event()) for s in many))
+    assert 1200 == len(await backend.read_streams(many))
+
+
 async def test_event_types_sorted_and_distinct(backend: StoreBackend) -> None:
     assert await backend.event_types() == []
     await commit_ok(

@@ -9,8 +9,8 @@ with status ``failed`` and the error recorded.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import attrs
 import trio
@@ -59,14 +59,16 @@ from .observer import SagaObserver, notify
 from .options import EngineOptions, shape_of
 from .projection import lifecycle_events, stream_id, to_record
 from .saga_actor import SagaActor, load_state
-from .transitions import SagaParked, SagaStarted
+from .transitions import SagaParked, SagaStarted, from_record
 from .transitions import to_record as transition_record
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 PARKED_STATUSES = ("compensation_failed", "failed")
-RECOVERY_CONCURRENCY = 32
-"""Sagas whose histories are loaded at once during recovery."""
+RECOVERY_BATCH = 500
+"""Sagas whose histories recovery reads in one query."""
 SAGA_ASK_TIMEOUT = 5.0
 """Seconds the coordinator waits for a saga actor to answer cancel or retry."""
 
@@ -377,44 +379,49 @@ class Coordinator:
 
     # -- recovery -----------------------------------------------------------------------------
 
-    async def _resume(self, record: SagaRecord) -> bool:
-        """Respawn the actor of a saga found active in the store; False if it cannot run."""
-        if record.saga_id in self._actors:
-            return False
-        try:
-            definition = self.catalog.get(record.saga_type)
-        except UnknownSagaType:
-            log.error("saga %s has unknown type %r: not resumed", record.saga_id, record.saga_type)
-            return False
-        await self._spawn(record.saga_id, definition)
-        return True
-
     async def _recover(self) -> None:
-        """Resume every saga that was active when the last process stopped."""
-        delay = 0.1
-        while True:
-            try:
-                records = await self.store.active_sagas()
-                break
-            except StoreError as exc:
-                log.warning("recovery waits for the store: %s", exc)
-                await trio.sleep(delay)
-                delay = min(delay * 2, self.options.store_retry_max)
+        """Resume every saga that was active when the last process stopped: histories are read
+        in bulk, replayed here, and each actor starts from its state (no read of its own)."""
+        records = await self._retrying("list the active sagas", self.store.active_sagas)
         resumed = 0
-        pending = iter(records)
-
-        async def resume_some() -> None:
-            nonlocal resumed
-            for record in pending:  # the workers share one iterator
-                if await self._resume(record):
-                    resumed += 1
-
-        async with trio.open_nursery() as nursery:
-            for _ in range(RECOVERY_CONCURRENCY):
-                nursery.start_soon(resume_some)
+        for start in range(0, len(records), RECOVERY_BATCH):
+            batch = [
+                r for r in records[start : start + RECOVERY_BATCH] if r.saga_id not in self._actors
+            ]
+            ids = [stream_id(r.saga_id) for r in batch]
+            histories = await self._retrying(
+                "read saga histories", lambda ids=ids: self.store.read_streams(ids)
+            )
+            for record in batch:
+                try:
+                    definition = self.catalog.get(record.saga_type)
+                except UnknownSagaType:
+                    log.error(
+                        "saga %s has unknown type %r: not resumed",
+                        record.saga_id,
+                        record.saga_type,
+                    )
+                    continue
+                history = histories.get(stream_id(record.saga_id), [])
+                state = sm.replay(
+                    self._shape(definition), [from_record(e.event_type, e.data) for e in history]
+                )
+                await self._spawn(record.saga_id, definition, state=state)
+                resumed += 1
         self._recovered_sagas = resumed
         log.info("recovery done: %d sagas resumed", resumed)
         self.ready.set()
+
+    async def _retrying(self, doing: str, read: Callable[[], Awaitable[T]]) -> T:
+        """``read()``, retried with backoff while the store is unavailable."""
+        delay = 0.1
+        while True:
+            try:
+                return await read()
+            except StoreError as exc:
+                log.warning("recovery waits for the store to %s: %s", doing, exc)
+                await trio.sleep(delay)
+                delay = min(delay * 2, self.options.store_retry_max)
 
 
 async def start_coordinator(

@@ -387,3 +387,11 @@ def saga_page(rows: Sequence[Sequence[Any]], limit: int) -> SagaPage:
 
 
 ACTIVE_SAGAS_SQL_TAIL = "ORDER BY created_at, saga_id"
+
+
+def group_by_stream(events: Iterable[RecordedEvent]) -> dict[str, list[RecordedEvent]]:
+    """Events (in stream, version order) grouped by stream id."""
+    grouped: dict[str, list[RecordedEvent]] = {}
+    for event in events:
+        grouped.setdefault(event.stream_id, []).append(event)
+    return grouped

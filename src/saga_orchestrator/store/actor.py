@@ -145,6 +145,9 @@ class Store:
     ) -> list[RecordedEvent]:
         return await self.backend.read_stream(stream_id, from_version=from_version, limit=limit)
 
+    async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        return await self.backend.read_streams(stream_ids)
+
     async def read_all(self, *, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         return await self.backend.read_all(after_position=after_position, limit=limit)
 

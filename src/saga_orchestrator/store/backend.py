@@ -43,6 +43,11 @@ class StoreBackend(Protocol):
         self, stream_id: str, *, from_version: int = 1, limit: int = 1000
     ) -> list[RecordedEvent]: ...
 
+    async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        """Every event of each named stream, by stream id, in version order (for recovery);
+        a stream with no events is absent."""
+        ...
+
     async def read_all(
         self, *, after_position: int = 0, limit: int = 1000
     ) -> list[RecordedEvent]: ...

@@ -102,6 +102,9 @@ class MemoryBackend:
         stream = self.streams.get(stream_id, [])
         return stream[max(from_version, 1) - 1 :][:limit]
 
+    async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        return {s: list(self.streams[s]) for s in stream_ids if self.streams.get(s)}
+
     async def read_all(self, *, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         return self.events[after_position : after_position + limit]
 

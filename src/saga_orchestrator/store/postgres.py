@@ -51,6 +51,7 @@ from ._sql import (
     batch_stream_ids,
     encode_request,
     event_from_row,
+    group_by_stream,
     outbox_from_row,
     plan_batch,
     saga_from_joined_rows,
@@ -522,6 +523,15 @@ class PostgresBackend:
             max(limit, 0),
         )
         return [event_from_row(row) for row in rows]
+
+    async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        rows = await self._fetch(
+            "read streams",
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ANY($1::text[]) "
+            "ORDER BY stream_id, version",
+            list(dict.fromkeys(stream_ids)),
+        )
+        return group_by_stream(event_from_row(row) for row in rows)
 
     async def read_all(self, *, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         rows = await self._fetch(

@@ -38,6 +38,7 @@ from ._sql import (
     batch_stream_ids,
     encode_request,
     event_from_row,
+    group_by_stream,
     outbox_from_row,
     plan_batch,
     saga_from_joined_rows,
@@ -84,6 +85,10 @@ def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterable[Sequence[T]]:
 
 def _marks(count: int) -> str:
     return ", ".join("?" * count)
+
+
+READ_STREAMS_CHUNK = 500
+"""Stream ids per query of ``read_streams`` (SQLite limits the parameters of a statement)."""
 
 
 class SQLiteBackend:
@@ -296,6 +301,24 @@ class SQLiteBackend:
             lambda c: c.execute(sql, (stream_id, from_version, max(limit, 0))).fetchall(),
         )
         return [event_from_row(row) for row in rows]
+
+    async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        ids = list(dict.fromkeys(stream_ids))
+
+        def read(c: sqlite3.Connection) -> list[tuple[object, ...]]:
+            rows: list[tuple[object, ...]] = []
+            for start in range(0, len(ids), READ_STREAMS_CHUNK):
+                chunk = ids[start : start + READ_STREAMS_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                sql = (
+                    f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id IN ({marks}) "
+                    "ORDER BY stream_id, version"
+                )
+                rows.extend(c.execute(sql, chunk).fetchall())
+            return rows
+
+        rows = await self._read("read streams", read)
+        return group_by_stream(event_from_row(row) for row in rows)
 
     async def read_all(self, *, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"

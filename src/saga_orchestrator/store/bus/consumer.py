@@ -22,8 +22,8 @@ The handler decides what an outcome means:
   moved to the dead-letter stream instead. An entry that cannot be decoded is dead-lettered
   at once.
 
-While the bus is unavailable the consumer backs off (up to ``retry_max`` seconds between
-attempts) and goes on where it was when it answers again.
+While the bus fails (it is unavailable, or answers with an error) the consumer backs off (up
+to ``retry_max`` seconds between attempts) and goes on where it was when it answers again.
 """
 
 from __future__ import annotations
@@ -148,15 +148,18 @@ class _Consumer:
         )
 
     async def _retrying(self, operation: Callable[[], Awaitable[T]]) -> T:
-        """``await operation()`` until the bus answers, backing off while it is unavailable."""
+        """``await operation()`` until the bus answers, backing off while it fails."""
         delay = 0.05
         failing = False
         while True:
             try:
                 result = await operation()
-            except StoreUnavailable as exc:
+            except StoreError as exc:
+                # Unavailable: Redis is down or restarting. Anything else (say, the key is not
+                # a stream) needs an operator: say so, and keep trying rather than crash-loop.
                 if not failing:
-                    log.warning("the event bus is unavailable, retrying: %s", exc)
+                    level = logging.WARNING if isinstance(exc, StoreUnavailable) else logging.ERROR
+                    log.log(level, "the event bus failed, retrying: %s", exc)
                 failing = True
                 self.stats.last_error = _describe(exc)
                 await trio.sleep(delay)
