@@ -372,6 +372,16 @@ class Settings:
             _is_stream_name,
         ),
     )
+    lifecycle_stream: str = _setting(
+        "saga.lifecycle",
+        _Rule(
+            "Stream the saga lifecycle events (saga.started, saga.step.completed, "
+            "saga.completed, saga.compensated, saga.cancelled, saga.timed_out, "
+            "saga.compensation_failed) are relayed to; the router does not read it.",
+            _STREAM_NAME_ALLOWED,
+            _is_stream_name,
+        ),
+    )
     consumer_group: str = _setting(
         "saga-orchestrator",
         _Rule(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from saga_orchestrator.coordinator.observer import SagaObserver
@@ -29,17 +29,22 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _STEP_END = {StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.UNKNOWN}
 
 
-class _Gauges(Collector):
-    """Gauges whose values are read when Prometheus scrapes."""
+_Source = tuple[
+    type[GaugeMetricFamily] | type[CounterMetricFamily], str, str, Callable[[], Mapping[str, float]]
+]
 
-    def __init__(self, sources: Mapping[str, tuple[str, Callable[[], Mapping[str, float]]]]):
+
+class _ReadAtScrape(Collector):
+    """Gauges and counters whose values are read when Prometheus scrapes."""
+
+    def __init__(self, sources: dict[str, _Source]):
         self.sources = sources
 
     def collect(self) -> Iterator[Metric]:
-        for name, (help_text, read) in self.sources.items():
-            family = GaugeMetricFamily(name, help_text, labels=["name"])
-            for label, value in read().items():
-                family.add_metric([label], value)
+        for name, (kind, help_text, label, read) in self.sources.items():
+            family = kind(name, help_text, labels=[label])
+            for value_label, value in read().items():
+                family.add_metric([value_label], value)
             yield family
 
 
@@ -97,12 +102,30 @@ class ServiceMetrics(SagaObserver):
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self._gauges: dict[str, tuple[str, Callable[[], Mapping[str, float]]]] = {}
-        r.register(_Gauges(self._gauges))
+        self._sources: dict[str, _Source] = {}
+        r.register(_ReadAtScrape(self._sources))
 
-    def gauge(self, name: str, help_text: str, read: Callable[[], Mapping[str, float]]) -> None:
-        """Export gauge ``name`` with one sample per ``read()`` entry (label ``name``)."""
-        self._gauges[name] = (help_text, read)
+    def gauge(
+        self,
+        name: str,
+        help_text: str,
+        read: Callable[[], Mapping[str, float]],
+        *,
+        label: str = "name",
+    ) -> None:
+        """Export gauge ``name`` with one sample per ``read()`` entry (labelled ``label``)."""
+        self._sources[name] = (GaugeMetricFamily, help_text, label, read)
+
+    def counter(
+        self,
+        name: str,
+        help_text: str,
+        read: Callable[[], Mapping[str, float]],
+        *,
+        label: str = "outcome",
+    ) -> None:
+        """Export counter ``name`` (``name_total``) from counts someone else keeps."""
+        self._sources[name] = (CounterMetricFamily, help_text, label, read)
 
     def store_batch(self, size: int, seconds: float) -> None:
         self.store_batch_size.observe(size)

@@ -35,7 +35,7 @@ from saga_orchestrator.coordinator.coordinator import Coordinator, start_coordin
 from saga_orchestrator.coordinator.definition import SagaDefinition
 from saga_orchestrator.coordinator.options import EngineOptions
 from saga_orchestrator.coordinator.plugins import load_saga_modules, parse_module_names
-from saga_orchestrator.coordinator.router import start_router
+from saga_orchestrator.coordinator.router import EventRouter, start_router
 from saga_orchestrator.coordinator.services import SERVICES, ServicesConfig, open_service_clients
 from saga_orchestrator.errors import ConfigError
 from saga_orchestrator.http.app import Services, create_app
@@ -45,6 +45,7 @@ from saga_orchestrator.store.actor import Store, start_store
 from saga_orchestrator.store.bus import (
     ConsumerOptions,
     EventBus,
+    OutboxRelay,
     default_consumer_name,
     make_bus,
     start_relay,
@@ -253,14 +254,15 @@ async def _run_open(
             observer=metrics,
         )
         _export_gauges(metrics, coordinator, store_handle)
-        await start_relay(
+        relay = await start_relay(
             system,
             store_handle,
             bus,
             batch_size=settings.relay_batch_size,
             poll_interval=settings.relay_poll_seconds,
         )
-        await start_router(system, bus, coordinator_ref, catalog, router_options(settings))
+        router = await start_router(system, bus, coordinator_ref, catalog, router_options(settings))
+        _export_bus_figures(metrics, relay, router)
         await _log_bus(settings, bus)
         app = create_app(
             Services(
@@ -301,6 +303,47 @@ def _export_gauges(metrics: ServiceMetrics, coordinator: Coordinator, store: Sto
         "actor_mailbox_depth",
         "Messages waiting in an actor's mailbox.",
         lambda: {"coordinator": coordinator.mailbox_depth, "store": store.ref.depth},
+    )
+
+
+def _export_bus_figures(metrics: ServiceMetrics, relay: OutboxRelay, router: EventRouter) -> None:
+    """The relay's, router's and bus consumer's counts, read at scrape time."""
+    metrics.counter(
+        "outbox_relayed",
+        "Outbox events published to the bus, and marked sent.",
+        lambda: {"published": relay.stats.published, "marked_sent": relay.stats.marked_sent},
+    )
+    metrics.gauge(
+        "outbox_in_flight",
+        "Outbox events published, not yet marked sent.",
+        lambda: {"relay": relay.stats.in_flight},
+    )
+    metrics.counter(
+        "router_events",
+        "Events the router handled, by what it did with them.",
+        lambda: {
+            "started": router.stats.started,
+            "repeated": router.stats.repeated,
+            "delivered": router.stats.delivered,
+            "dropped": router.stats.dropped,
+        },
+    )
+    consumer = router.consumer_stats
+    metrics.counter(
+        "bus_consumer_events",
+        "Bus entries the router's consumer read, by outcome.",
+        lambda: {
+            "handled": consumer.handled,
+            "failed": consumer.failed,
+            "rejected": consumer.rejected,
+            "dead_lettered": consumer.dead_lettered,
+            "claimed": consumer.claimed,
+        },
+    )
+    metrics.gauge(
+        "bus_consumer_paused",
+        "1 while the router waits for room (admission limit), else 0.",
+        lambda: {"router": 1.0 if consumer.paused else 0.0},
     )
 
 

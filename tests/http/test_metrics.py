@@ -45,7 +45,14 @@ async def test_metrics_count_sagas_store_batches_and_requests_by_route(tmp_path:
             saga_id = (await client.post("/sagas/start", json=body)).json()["saga_id"]
             await wait_terminal(client, [saga_id])
             assert 404 == (await client.get(f"/sagas/{saga_id[:-1]}0")).status_code
-            response = await client.get("/metrics", headers={"X-API-Key": ""})  # open, like health
+            published = ("outbox_relayed_total", frozenset({("outcome", "published")}))
+            with trio.fail_after(10):  # the relay publishes the lifecycle events soon after
+                while True:
+                    # open without a key, like the health probes
+                    response = await client.get("/metrics", headers={"X-API-Key": ""})
+                    if samples(response.text).get(published, 0) >= 3:
+                        break
+                    await trio.sleep(0.05)
         stop.set()
 
     assert 200 == response.status_code
@@ -68,3 +75,7 @@ async def test_metrics_count_sagas_store_batches_and_requests_by_route(tmp_path:
     routes = {dict(labels).get("route") for name, labels in found if name == "http_requests_total"}
     assert not any(saga_id[:8] in (route or "") for route in routes)
     assert any("<" in (route or "") for route in routes)
+    # the bus side: the saga's lifecycle events went through the outbox to the bus
+    # (saga.started, saga.step.completed twice, saga.completed)
+    assert found[published] >= 3
+    assert ("router_events_total", frozenset({("outcome", "started")})) in found

@@ -44,6 +44,7 @@ class EngineOptions:
             saga_mailbox_size=settings.saga_mailbox_size,
             coordinator_mailbox_size=settings.coordinator_mailbox_size,
             crash_restarts=settings.supervisor_max_restarts,
+            lifecycle_topic=settings.lifecycle_stream,
         )
 
 
