@@ -394,22 +394,35 @@ def test_mask_url(url: str, masked: str) -> None:
 # --- production needs an API key ------------------------------------------------------------
 
 
-def test_production_without_api_key_is_refused() -> None:
-    message = config_error(ENVIRONMENT="production")
+@pytest.mark.parametrize("environment", ["production", "staging"])
+def test_production_and_staging_without_api_key_are_refused(environment: str) -> None:
+    message = config_error(ENVIRONMENT=environment)
     assert message.startswith("REQUIRE_API_KEY is true but API_KEY is not set")
+    assert f"ENVIRONMENT={environment} needs an API key" in message
     assert "\n" not in message
 
 
-def test_production_with_api_key_or_without_the_requirement_is_allowed() -> None:
-    assert load(ENVIRONMENT="production", API_KEY="k").api_key == "k"
-    assert load(ENVIRONMENT="production", REQUIRE_API_KEY="false").api_key is None
+@pytest.mark.parametrize("environment", ["production", "staging"])
+def test_production_with_api_key_or_without_the_requirement_is_allowed(environment: str) -> None:
+    assert load(ENVIRONMENT=environment, API_KEY="k").api_key == "k"
+    assert load(ENVIRONMENT=environment, REQUIRE_API_KEY="false").api_key is None
 
 
-@pytest.mark.parametrize("environment", ["development", "staging", "test"])
-def test_other_environments_run_without_api_key(environment: str) -> None:
+@pytest.mark.parametrize("environment", ["development", "test"])
+def test_development_and_test_run_without_api_key_on_loopback_only(environment: str) -> None:
     settings = load(ENVIRONMENT=environment)
     assert settings.api_key is None
     assert settings.require_api_key is True
+    assert "0.0.0.0" == settings.host
+    assert "127.0.0.1" == settings.bind_host
+    for host in ("127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"):
+        assert host == load(ENVIRONMENT=environment, HOST=host).bind_host
+
+
+def test_the_host_is_used_as_given_with_a_key_or_without_the_requirement() -> None:
+    assert "0.0.0.0" == load(API_KEY="k").bind_host
+    assert "10.1.2.3" == load(API_KEY="k", HOST="10.1.2.3").bind_host
+    assert "0.0.0.0" == load(REQUIRE_API_KEY="false").bind_host
 
 
 # --- docs and .env.example stay in step with the code ---------------------------------------

@@ -51,6 +51,8 @@ MASK = "***"
 """What a secret is shown as."""
 
 ENVIRONMENTS = ("development", "staging", "production", "test")
+_KEY_REQUIRED_IN = ("staging", "production")
+"""Environments that refuse to start without ``API_KEY`` while ``REQUIRE_API_KEY`` is true."""
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SQLITE_FILENAME = "saga_orchestrator.db"
 """Name of the embedded SQLite file inside ``DATA_DIR`` when ``DATABASE_URL`` is unset."""
@@ -215,6 +217,12 @@ def _is_module_list(value: object) -> bool:
     )
 
 
+def _is_loopback(host: str) -> bool:
+    """``localhost``, ``127.x.x.x`` or ``::1``."""
+    host = host.strip("[]").lower()
+    return host in ("localhost", "::1") or re.fullmatch(r"127(\.[0-9]{1,3}){3}", host) is not None
+
+
 def _is_host(value: object) -> bool:
     return isinstance(value, str) and _HOST_RE.fullmatch(value) is not None
 
@@ -259,7 +267,8 @@ class Settings:
     environment: str = _setting(
         "development",
         _Rule(
-            "Deployment environment. In production, REQUIRE_API_KEY=true makes API_KEY mandatory.",
+            "Deployment environment. In production and staging, REQUIRE_API_KEY=true makes "
+            "API_KEY mandatory; in development and test the service then listens on loopback only.",
             "one of " + ", ".join(ENVIRONMENTS) + " (any case)",
             lambda v: v in ENVIRONMENTS,
         ),
@@ -295,9 +304,10 @@ class Settings:
     api_key: str | None = _setting(
         None,
         _Rule(
-            "Key clients must send in the X-API-Key header. Unset: requests are not authenticated "
-            "(refused at start-up in production while REQUIRE_API_KEY is true; "
-            "elsewhere the HTTP layer logs a warning).",
+            "Key clients must send in the X-API-Key header (or as Authorization: Bearer). "
+            "Unset while REQUIRE_API_KEY is true: refused at start-up in production and staging; "
+            "in development and test requests are not authenticated and the API listens on "
+            "127.0.0.1 only, whatever HOST says.",
             "a string without spaces or control characters",
             _is_token,
             secret=True,
@@ -306,7 +316,8 @@ class Settings:
     require_api_key: bool = _setting(
         True,
         _flag(
-            "Refuse to start in production without an API_KEY. "
+            "Refuse to start in production or staging without an API_KEY (development and test: "
+            "listen on loopback only). "
             "Set to false only when something in front of the service authenticates callers."
         ),
     )
@@ -580,6 +591,15 @@ class Settings:
     def is_production(self) -> bool:
         return self.environment == "production"
 
+    @property
+    def bind_host(self) -> str:
+        """The address the HTTP server listens on: ``HOST``, except that an API open to anyone
+        (``REQUIRE_API_KEY`` true, no ``API_KEY``: development and test only) listens on
+        ``127.0.0.1`` when ``HOST`` is not a loopback address."""
+        if self.require_api_key and self.api_key is None and not _is_loopback(self.host):
+            return "127.0.0.1"
+        return self.host
+
 
 _FIELDS: tuple[attrs.Attribute[Any], ...] = attrs.fields(attrs.resolve_types(Settings))
 
@@ -655,13 +675,13 @@ def _cross_problems(values: Mapping[str, Any], failed: set[str]) -> list[str]:
     if (
         not failed & {"require_api_key", "environment", "api_key"}
         and values["require_api_key"]
-        and values["environment"] == "production"
+        and values["environment"] in _KEY_REQUIRED_IN
         and values["api_key"] is None
     ):
         problems.append(
-            "REQUIRE_API_KEY is true but API_KEY is not set: ENVIRONMENT=production needs an "
-            "API key; set API_KEY, or set REQUIRE_API_KEY=false if callers are authenticated "
-            "in front of the service"
+            f"REQUIRE_API_KEY is true but API_KEY is not set: ENVIRONMENT={values['environment']} "
+            "needs an API key; set API_KEY, or set REQUIRE_API_KEY=false if callers are "
+            "authenticated in front of the service"
         )
     low, high = values["saga_retry_backoff_seconds"], values["saga_retry_backoff_max_seconds"]
     if not failed & {"saga_retry_backoff_seconds", "saga_retry_backoff_max_seconds"} and high < low:

@@ -139,7 +139,7 @@ def router_options(settings: Settings) -> ConsumerOptions:
 def hypercorn_config(settings: Settings) -> HypercornConfig:
     """Hypercorn's configuration: bind, short graceful shutdown, logs through ours."""
     config = HypercornConfig()
-    host = settings.host
+    host = settings.bind_host  # HOST, or loopback for an API without its required key
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # an IPv6 address
     config.bind = [f"{host}:{settings.port}"]

@@ -66,8 +66,9 @@ def create_recorder_app(recorder: Recorder) -> QuartTrio:
             recorder._applied(Effect(key, op, body["saga_id"], body["step"]))
             answer = ({"applied": key}, 200)
         recorder.responses[(key, op)] = answer
-        if recorder.delay:
-            await trio.sleep(recorder.delay)
+        delay = body.get("delay", recorder.delay)  # a request may ask for its own delay
+        if delay:
+            await trio.sleep(delay)
         return answer
 
     return app

@@ -10,7 +10,12 @@ from typing import Any
 import attrs
 import trio
 
-from saga_orchestrator.coordinator.definition import SagaDefinition, Step, StepContext
+from saga_orchestrator.coordinator.definition import (
+    NonRetryableError,
+    SagaDefinition,
+    Step,
+    StepContext,
+)
 
 
 @attrs.frozen
@@ -73,3 +78,39 @@ SLOW = SagaDefinition(
 )
 
 SAGAS = [TWO_STEPS, SLOW]
+
+
+@attrs.frozen
+class ParkInput:
+    name: str = "parked"
+
+
+_undo_failed_once: set[str] = set()
+
+
+async def _hold(ctx: StepContext) -> dict[str, Any]:
+    return {"held": ctx.input.name}
+
+
+async def _release_after_a_failure(ctx: StepContext) -> None:
+    if ctx.saga_id not in _undo_failed_once:
+        _undo_failed_once.add(ctx.saga_id)
+        raise RuntimeError("the release fails the first time")
+
+
+async def _refuse(ctx: StepContext) -> None:
+    raise NonRetryableError("refused")
+
+
+PARKS = SagaDefinition(
+    name="test_parks",
+    version=1,
+    input_type=ParkInput,
+    description="Fails its second step; the first one's compensation fails once, so with one "
+    "compensation attempt the saga parks as compensation_failed until it is retried.",
+    steps=[
+        Step(name="hold", action=_hold, compensation=_release_after_a_failure),
+        Step(name="refuse", action=_refuse),
+    ],
+)
+"""Not in :data:`SAGAS`: for servers run with ``COMPENSATION_RETRY_ATTEMPTS=1``."""

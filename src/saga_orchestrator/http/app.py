@@ -25,6 +25,7 @@ from .auth import install_auth
 from .correlation import install_correlation
 from .errors import install_error_handlers
 from .metrics import install_request_metrics, metrics_routes
+from .openapi import check_documented, docs_routes
 
 __all__ = ["MAX_BODY_BYTES", "Services", "create_app", "services"]
 
@@ -59,12 +60,17 @@ class Services:
 
 
 def create_app(services: Services, *, max_body_bytes: int = MAX_BODY_BYTES) -> QuartTrio:
-    """A Quart-Trio app serving the health and saga routes over ``services``."""
+    """A Quart-Trio app serving the health, saga, event and documentation routes over
+    ``services``.
+
+    Raises:
+        LookupError: a route declares no OpenAPI operation (see :mod:`.openapi`).
+    """
     from .routes_events import events
     from .routes_health import health  # the routes import services() from here
     from .routes_sagas import sagas
 
-    app = QuartTrio("saga_orchestrator")
+    app = QuartTrio("saga_orchestrator", static_folder=None)  # an API: no static files
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.config["PROPAGATE_EXCEPTIONS"] = False
     app.url_map.strict_slashes = False
@@ -77,6 +83,8 @@ def create_app(services: Services, *, max_body_bytes: int = MAX_BODY_BYTES) -> Q
     app.register_blueprint(metrics_routes)
     app.register_blueprint(sagas)
     app.register_blueprint(events)
+    app.register_blueprint(docs_routes)
+    check_documented(app)
     return app
 
 

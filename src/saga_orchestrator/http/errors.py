@@ -40,9 +40,11 @@ from saga_orchestrator.errors import (
 )
 
 from .serialize import json_response
+from .views import ErrorBody, ErrorDetail, FieldError, to_json
 
 __all__ = [
     "ERROR_TABLE",
+    "FRAMEWORK_ERRORS",
     "ApiKeyRejected",
     "ErrorRule",
     "InvalidJson",
@@ -74,7 +76,7 @@ class UnsupportedMediaType(SagaOrchestratorError):
 
 
 class ApiKeyRejected(SagaOrchestratorError):
-    """The ``X-API-Key`` header is missing or wrong."""
+    """The API key (``X-API-Key`` or ``Authorization: Bearer``) is missing or wrong."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,11 +152,31 @@ def rule_for(error: BaseException) -> ErrorRule:
 # Bodies and responses.
 
 
+FRAMEWORK_ERRORS: tuple[tuple[int, str], ...] = (
+    (400, "bad_request"),
+    (404, "not_found"),
+    (405, "method_not_allowed"),
+    (413, "request_entity_too_large"),
+)
+"""Status and code of the errors Quart raises itself (``http_exception_response``) that a
+client can meet: a request it cannot read, no such route, a wrong method, a body too large."""
+
+
 def error_body(
-    code: str, message: str, details: Sequence[Mapping[str, Any]] = (), **extra: Any
+    code: str,
+    message: str,
+    details: Sequence[Mapping[str, Any]] = (),
+    *,
+    available_types: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """``{"error": {"code", "message", "details", **extra}}``."""
-    return {"error": {"code": code, "message": message, "details": list(details), **extra}}
+    """``{"error": {"code", "message", "details"[, "available_types"]}}``."""
+    detail = ErrorDetail(
+        code=code,
+        message=message,
+        details=[FieldError(field=str(d["field"]), message=str(d["message"])) for d in details],
+        available_types=None if available_types is None else list(available_types),
+    )
+    return to_json(ErrorBody(error=detail))
 
 
 def _details(error: BaseException) -> list[dict[str, str]]:
@@ -184,11 +206,9 @@ def error_response(error: BaseException) -> Response:
         else:
             log.log(rule.log_level, "request failed: %s: %s", type(error).__name__, error)
     message = rule.message if rule.message is not None else (str(error) or rule.code)
-    extra: dict[str, Any] = {}
-    if isinstance(error, UnknownSagaType):
-        extra["available_types"] = list(error.available)
+    available = list(error.available) if isinstance(error, UnknownSagaType) else None
     headers = {"Retry-After": _retry_after(error)} if rule.retry_after else {}
-    body = error_body(rule.code, message, _details(error), **extra)
+    body = error_body(rule.code, message, _details(error), available_types=available)
     return json_response(body, rule.status, headers)
 
 
@@ -208,6 +228,10 @@ def http_exception_response(error: HTTPException) -> Response:
     valid_methods = getattr(error, "valid_methods", None)
     if valid_methods:
         headers["Allow"] = ", ".join(valid_methods)
+    if status == 413:
+        # The rest of the body is still on the wire, unread: the connection cannot carry another
+        # request (a client that reused it would wait forever), so it is closed.
+        headers["Connection"] = "close"
     message = error.description or error.name
     return json_response(error_body(_snake(error.name), message), status, headers)
 

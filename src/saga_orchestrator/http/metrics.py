@@ -9,10 +9,26 @@ from quart_trio import QuartTrio
 
 from saga_orchestrator.metrics import CONTENT_TYPE, ServiceMetrics
 
+from .openapi import Reply, operation
+
 metrics_routes = Blueprint("metrics", __name__)
 
 
 @metrics_routes.get("/metrics")
+@operation(
+    summary="Prometheus metrics",
+    description="Sagas by type and outcome, saga and step durations, active sagas, mailbox "
+    "depths, store batches, bus lag, HTTP requests by route template and status.",
+    tag="Health",
+    public=True,
+    replies=[
+        Reply(
+            status=200,
+            description="The Prometheus text exposition format.",
+            media_type="text/plain",
+        )
+    ],
+)
 async def metrics() -> Response:
     """Prometheus text format. Open like the health probes (no API key)."""
     from .app import services

@@ -24,13 +24,28 @@ from saga_orchestrator.coordinator.messages import CoordinatorStatus, GetStatus
 from saga_orchestrator.store.bus import StreamInfo
 
 from .app import Services, services
+from .openapi import Reply, operation
 from .serialize import json_response
+from .views import (
+    Alive,
+    BusHealth,
+    CoordinatorHealth,
+    Health,
+    HealthComponents,
+    NotAlive,
+    NotReady,
+    NotReadyComponent,
+    Ready,
+    StoreHealth,
+)
 
 __all__ = ["check_bus", "check_coordinator", "check_store", "health"]
 
 log = logging.getLogger(__name__)
 
 health = Blueprint("health", __name__)
+
+TAG = "Health"
 
 
 @attrs.frozen
@@ -87,27 +102,30 @@ async def check_bus(svc: Services) -> BusCheck | None:
     return BusCheck(ok=error is None, latency_ms=latency, info=info, error=error)
 
 
-def _bus_json(svc: Services, bus: BusCheck | None) -> dict[str, Any]:
+def _bus_view(svc: Services, bus: BusCheck | None) -> BusHealth:
     if bus is None:
-        return {"status": "not configured"}
+        return BusHealth(status="not configured")
     assert svc.bus is not None
-    body: dict[str, Any] = {
-        "status": "ok" if bus.ok else "error",
-        "kind": svc.bus.kind,
-        "latency_ms": bus.latency_ms,
-    }
-    if bus.info is not None:
-        body.update(
-            stream=bus.info.stream,
-            length=bus.info.length,
-            pending=bus.info.pending,
-            lag=bus.info.lag,
-            dead_letters=bus.info.dead_letters,
-            consumers=bus.info.consumers,
-        )
-    if bus.error is not None:
-        body["error"] = bus.error
-    return body
+    info = bus.info
+    figures = (
+        {}
+        if info is None
+        else {
+            "stream": info.stream,
+            "length": info.length,
+            "pending": info.pending,
+            "lag": info.lag,
+            "dead_letters": info.dead_letters,
+            "consumers": info.consumers,
+        }
+    )
+    return BusHealth(
+        status="ok" if bus.ok else "error",
+        kind=svc.bus.kind,
+        latency_ms=bus.latency_ms,
+        error=bus.error,
+        **figures,
+    )
 
 
 async def check_coordinator(svc: Services) -> CoordinatorStatus | None:
@@ -140,65 +158,89 @@ async def _check_all(
     return results["store"], results["coordinator"], results["bus"]
 
 
+def _probe(summary: str, ok: tuple[str, Any], failing: tuple[str, Any]) -> Any:
+    """The operation of a health route: open, 200 ``ok`` or 503 ``failing`` (description,
+    body class)."""
+    return operation(
+        summary=summary,
+        tag=TAG,
+        public=True,
+        replies=[
+            Reply(status=200, description=ok[0], body=ok[1]),
+            Reply(status=503, description=failing[0], body=failing[1]),
+        ],
+    )
+
+
 @health.get("/health/live")
+@_probe(
+    "Liveness: the run loop and the coordinator answer",
+    ("Alive.", Alive),
+    ("The coordinator does not answer.", NotAlive),
+)
 async def live() -> Response:
     if await check_coordinator(services()) is None:
         return json_response(
-            {"status": "unavailable", "reason": "the coordinator does not answer"}, 503
+            NotAlive(status="unavailable", reason="the coordinator does not answer"), 503
         )
-    return json_response({"status": "alive"})
+    return json_response(Alive(status="alive"))
 
 
 @health.get("/health/ready")
+@_probe(
+    "Readiness: the store and the bus answer, and recovery is done",
+    ("Ready.", Ready),
+    ("Not ready, and why.", NotReady),
+)
 async def ready() -> Response:
     store, status, bus = await _check_all(services())
     not_ready = []
     if not store.ok:
-        not_ready.append({"component": "store", "reason": store.error})
+        not_ready.append(NotReadyComponent(component="store", reason=str(store.error)))
     if bus is not None and not bus.ok:
-        not_ready.append({"component": "bus", "reason": bus.error})
+        not_ready.append(NotReadyComponent(component="bus", reason=str(bus.error)))
     if status is None:
-        not_ready.append({"component": "coordinator", "reason": "does not answer"})
+        not_ready.append(NotReadyComponent(component="coordinator", reason="does not answer"))
     elif not status.recovered:
         not_ready.append(
-            {"component": "coordinator", "reason": "recovery of the sagas in flight is not done"}
+            NotReadyComponent(
+                component="coordinator", reason="recovery of the sagas in flight is not done"
+            )
         )
     if not_ready:
-        return json_response({"status": "not_ready", "not_ready": not_ready}, 503)
-    return json_response({"status": "ready"})
+        return json_response(NotReady(status="not_ready", not_ready=not_ready), 503)
+    return json_response(Ready(status="ready"))
 
 
 @health.get("/health")
+@_probe("Every component's status", ("All healthy.", Health), ("Some component is not.", Health))
 async def overall() -> Response:
     svc = services()
     store, status, bus = await _check_all(svc)
-    store_json: dict[str, Any] = {
-        "status": "ok" if store.ok else "error",
-        "kind": svc.store_kind,
-        "latency_ms": store.latency_ms,
-    }
-    if store.error is not None:
-        store_json["error"] = store.error
+    store_view = StoreHealth(
+        status="ok" if store.ok else "error",
+        kind=svc.store_kind,
+        latency_ms=store.latency_ms,
+        error=store.error,
+    )
     if status is None:
-        coordinator_json: dict[str, Any] = {"status": "error", "error": "does not answer"}
+        coordinator = CoordinatorHealth(status="error", error="does not answer")
     else:
-        coordinator_json = {
-            "status": "ok" if status.recovered else "recovering",
-            "active_sagas": status.active_sagas,
-            "max_active_sagas": status.max_active_sagas,
-            "recovered": status.recovered,
-            "recovered_sagas": status.recovered_sagas,
-            "mailbox_depth": status.mailbox_depth,
-            "saga_types": len(status.saga_types),
-        }
+        coordinator = CoordinatorHealth(
+            status="ok" if status.recovered else "recovering",
+            active_sagas=status.active_sagas,
+            max_active_sagas=status.max_active_sagas,
+            recovered=status.recovered,
+            recovered_sagas=status.recovered_sagas,
+            mailbox_depth=status.mailbox_depth,
+            saga_types=len(status.saga_types),
+        )
     healthy = store.ok and status is not None and status.recovered and (bus is None or bus.ok)
-    body = {
-        "status": "ok" if healthy else "unavailable",
-        "version": __version__,
-        "components": {
-            "store": store_json,
-            "coordinator": coordinator_json,
-            "bus": _bus_json(svc, bus),
-        },
-    }
+    body = Health(
+        status="ok" if healthy else "unavailable",
+        version=__version__,
+        components=HealthComponents(
+            store=store_view, coordinator=coordinator, bus=_bus_view(svc, bus)
+        ),
+    )
     return json_response(body, 200 if healthy else 503)

@@ -18,75 +18,46 @@ A saga id that is not a UUID is a 404 like any unknown saga. Errors become respo
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
-import re
 import uuid
-from collections.abc import Mapping
 from typing import Any
 
 from quart import Blueprint, Response, request
 
 from saga_orchestrator.coordinator.messages import CancelSaga, RetrySaga, StartResult, StartSaga
 from saga_orchestrator.coordinator.projection import stream_id
-from saga_orchestrator.coordinator.state import SagaStatus
-from saga_orchestrator.errors import SagaNotFound, ValidationError
-from saga_orchestrator.store.records import SagaQuery, decode_cursor
+from saga_orchestrator.errors import SagaNotFound
+from saga_orchestrator.store.records import SagaQuery, SagaRecord, decode_cursor
 
 from .app import services
 from .correlation import current_correlation_id
-from .errors import InvalidJson, InvalidQuery, UnsupportedMediaType
-from .serialize import event_json, json_response, saga_json, saga_type_json, step_json
+from .errors import InvalidQuery
+from .openapi import Reply, created_or_found, operation
+from .serialize import event_view, json_response, saga_summary, saga_type_view, saga_view, step_view
+from .validate import check_body, check_query, json_body
+from .views import (
+    CancelRequest,
+    CommandAccepted,
+    ListSagasQuery,
+    SagaEvents,
+    SagaEventsQuery,
+    SagaPage,
+    SagaSteps,
+    SagaTypes,
+    SagaView,
+    StartedSaga,
+    StartSagaRequest,
+)
 
 __all__ = ["parse_list_query", "parse_start_body", "sagas"]
 
 sagas = Blueprint("sagas", __name__, url_prefix="/sagas")
 
-MAX_LIMIT = 500
-DEFAULT_LIMIT = 50
-MAX_EVENTS = 1000
-MAX_TEXT = 255
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_STATUSES = tuple(status.value for status in SagaStatus)
+TAG = "Sagas"
 
 
 # --------------------------------------------------------------------------------------------
 # Request parsing.
-
-
-async def _json_body(*, required: bool = True) -> Any:
-    """The request's JSON body; ``None`` when it is empty and not ``required``."""
-    data = await request.get_data(as_text=False)
-    if not data.strip() and not required:
-        return None
-    if not request.is_json:
-        raise UnsupportedMediaType("the request body must be JSON (Content-Type: application/json)")
-    try:
-        return json.loads(data, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidJson(f"the request body is not valid JSON: {exc}") from None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
-def _optional_text(body: Mapping[str, Any], field: str, errors: list[dict[str, str]]) -> str | None:
-    value = body.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        errors.append({"field": field, "message": "expected a string or null"})
-    elif not 1 <= len(value) <= MAX_TEXT:
-        errors.append({"field": field, "message": f"expected 1 to {MAX_TEXT} characters"})
-    elif _CONTROL.search(value):
-        errors.append({"field": field, "message": "must not contain control characters"})
-    else:
-        return value
-    return None
-
-
-_START_FIELDS = ("saga_type", "data", "idempotency_key", "correlation_id")
 
 
 def parse_start_body(body: Any) -> StartSaga:
@@ -94,35 +65,12 @@ def parse_start_body(body: Any) -> StartSaga:
 
     The saga's ``data`` is checked against its type's input by the coordinator.
     """
-    if not isinstance(body, dict):
-        raise ValidationError(
-            "the request body is not valid", [{"field": "body", "message": "expected an object"}]
-        )
-    errors: list[dict[str, str]] = [
-        {"field": str(name), "message": "unknown field"}
-        for name in body
-        if name not in _START_FIELDS
-    ]
-    saga_type = body.get("saga_type")
-    if "saga_type" not in body:
-        errors.append({"field": "saga_type", "message": "is required"})
-    elif not isinstance(saga_type, str):
-        errors.append({"field": "saga_type", "message": "expected a string"})
-    elif not 1 <= len(saga_type) <= MAX_TEXT:
-        errors.append({"field": "saga_type", "message": f"expected 1 to {MAX_TEXT} characters"})
-    if "data" not in body:
-        errors.append({"field": "data", "message": "is required"})
-    elif not isinstance(body["data"], dict):
-        errors.append({"field": "data", "message": "expected an object"})
-    idempotency_key = _optional_text(body, "idempotency_key", errors)
-    correlation_id = _optional_text(body, "correlation_id", errors)
-    if errors:
-        raise ValidationError("the request body is not valid", errors)
+    start = check_body(StartSagaRequest, body)
     return StartSaga(
-        saga_type=saga_type,
-        data=body["data"],
-        idempotency_key=idempotency_key,
-        correlation_id=correlation_id or current_correlation_id(),
+        saga_type=start.saga_type,
+        data=start.data,
+        idempotency_key=start.idempotency_key,
+        correlation_id=start.correlation_id or current_correlation_id(),
     )
 
 
@@ -143,70 +91,38 @@ def _parse_time(text: str) -> float:
     return moment.timestamp()
 
 
-_LIST_PARAMS = ("status", "saga_type", "created_after", "created_before", "cursor", "limit")
-
-
-def parse_list_query(args: Mapping[str, list[str]]) -> SagaQuery:
+def parse_list_query(args: dict[str, list[str]]) -> SagaQuery:
     """Check the query of ``GET /sagas/``; raises ``InvalidQuery`` (400) naming each parameter.
 
     ``args`` maps each parameter to its values (``request.args.to_dict(flat=False)``).
     """
+    given = check_query(ListSagasQuery, args)
     errors: list[dict[str, str]] = []
-    values: dict[str, str] = {}
-    for name, given in args.items():
-        if name not in _LIST_PARAMS:
-            errors.append(
-                {"field": name, "message": f"unknown parameter; known: {', '.join(_LIST_PARAMS)}"}
-            )
-        elif len(given) != 1:
-            errors.append({"field": name, "message": "given more than once"})
-        else:
-            values[name] = given[0]
-    query: dict[str, Any] = {}
-    if "status" in values:
-        if values["status"] in _STATUSES:
-            query["status"] = values["status"]
-        else:
-            errors.append({"field": "status", "message": f"expected one of {', '.join(_STATUSES)}"})
-    if "saga_type" in values:
-        if values["saga_type"]:
-            query["saga_type"] = values["saga_type"]
-        else:
-            errors.append({"field": "saga_type", "message": "must not be empty"})
+    times: dict[str, float] = {}
     for name in ("created_after", "created_before"):
-        if name in values:
+        text = getattr(given, name)
+        if text is not None:
             try:
-                query[name] = _parse_time(values[name])
+                times[name] = _parse_time(text)
             except (ValueError, OverflowError, OSError):
                 errors.append(
                     {"field": name, "message": "expected an ISO-8601 time or epoch seconds"}
                 )
-    if "cursor" in values:
+    if given.cursor is not None:
         try:
-            decode_cursor(values["cursor"])
+            decode_cursor(given.cursor)
         except ValueError:
             errors.append({"field": "cursor", "message": "not a cursor this service gave out"})
-        else:
-            query["cursor"] = values["cursor"]
-    query["limit"] = DEFAULT_LIMIT
-    if "limit" in values:
-        limit = _parse_int(values["limit"])
-        if limit is None or not 1 <= limit <= MAX_LIMIT:
-            errors.append(
-                {"field": "limit", "message": f"expected an integer from 1 to {MAX_LIMIT}"}
-            )
-        else:
-            query["limit"] = limit
     if errors:
         raise InvalidQuery("the query is not valid", errors)
-    return SagaQuery(**query)
-
-
-def _parse_int(text: str) -> int | None:
-    text = text.strip()
-    if not re.fullmatch(r"[+-]?[0-9]{1,9}", text):
-        return None
-    return int(text)
+    return SagaQuery(
+        status=None if given.status is None else given.status.value,
+        saga_type=given.saga_type,
+        created_after=times.get("created_after"),
+        created_before=times.get("created_before"),
+        cursor=given.cursor,
+        limit=given.limit,
+    )
 
 
 def _saga_id(raw: str) -> str:
@@ -217,37 +133,64 @@ def _saga_id(raw: str) -> str:
         raise SagaNotFound(raw) from None
 
 
+async def _load(saga_id: str) -> SagaRecord:
+    """The saga named by the path; raises ``SagaNotFound`` (404)."""
+    saga_id = _saga_id(saga_id)
+    record = await services().store.get_saga(saga_id)
+    if record is None:
+        raise SagaNotFound(saga_id)
+    return record
+
+
 # --------------------------------------------------------------------------------------------
 # Routes.
 
 
 @sagas.post("/start")
+@operation(
+    summary="Start a saga",
+    description="Its steps run in the background. With an `idempotency_key` already used for "
+    "this saga type, the saga it started is returned instead (200); used for another type: 409.",
+    tag=TAG,
+    body=StartSagaRequest,
+    replies=created_or_found(
+        StartedSaga, created="Started.", found="The saga an earlier start with the same key made."
+    ),
+    errors=(409, 503),
+)
 async def start_saga() -> Response:
     svc = services()
-    message = parse_start_body(await _json_body())
+    message = parse_start_body(await json_body())
     result: StartResult = await svc.coordinator.ask(message, timeout=svc.command_timeout)
-    body = saga_json(result.saga)
-    body["created"] = result.created
+    body = saga_view(result.saga, created=result.created)
     headers = {"Location": f"/sagas/{result.saga.saga_id}"}
     return json_response(body, 202 if result.created else 200, headers)
 
 
 @sagas.get("/")
+@operation(
+    summary="List sagas, newest first",
+    tag=TAG,
+    query=ListSagasQuery,
+    replies=[Reply(status=200, description="A page of sagas.", body=SagaPage)],
+    errors=(503,),
+)
 async def list_sagas() -> Response:
     query = parse_list_query(request.args.to_dict(flat=False))
     page = await services().store.list_sagas(query)
-    return json_response(
-        {
-            "items": [saga_json(record, steps=False) for record in page.items],
-            "next_cursor": page.next_cursor,
-        }
-    )
+    items = [saga_summary(record) for record in page.items]
+    return json_response(SagaPage(items=items, next_cursor=page.next_cursor))
 
 
 @sagas.get("/types/available")
+@operation(
+    summary="The saga types, with the JSON schema of their input",
+    tag=TAG,
+    replies=[Reply(status=200, description="Every saga type.", body=SagaTypes)],
+)
 async def saga_types() -> Response:
     catalog = services().catalog
-    return json_response({"items": [saga_type_json(d) for d in sorted(catalog, key=_name)]})
+    return json_response(SagaTypes(items=[saga_type_view(d) for d in sorted(catalog, key=_name)]))
 
 
 def _name(definition: Any) -> str:
@@ -255,82 +198,84 @@ def _name(definition: Any) -> str:
 
 
 @sagas.get("/<saga_id>")
+@operation(
+    summary="A saga with its steps",
+    tag=TAG,
+    replies=[Reply(status=200, description="The saga.", body=SagaView)],
+    errors=(503,),
+)
 async def get_saga(saga_id: str) -> Response:
-    saga_id = _saga_id(saga_id)
-    record = await services().store.get_saga(saga_id)
-    if record is None:
-        raise SagaNotFound(saga_id)
-    return json_response(saga_json(record))
+    return json_response(saga_view(await _load(saga_id)))
 
 
 @sagas.get("/<saga_id>/steps")
+@operation(
+    summary="A saga's steps",
+    tag=TAG,
+    replies=[Reply(status=200, description="Its steps, in order.", body=SagaSteps)],
+    errors=(503,),
+)
 async def get_steps(saga_id: str) -> Response:
-    saga_id = _saga_id(saga_id)
-    record = await services().store.get_saga(saga_id)
-    if record is None:
-        raise SagaNotFound(saga_id)
-    return json_response(
-        {
-            "saga_id": record.saga_id,
-            "status": record.status,
-            "items": [step_json(step) for step in record.steps],
-        }
-    )
+    record = await _load(saga_id)
+    steps = [step_view(step) for step in record.steps]
+    return json_response(SagaSteps(saga_id=record.saga_id, status=record.status, items=steps))
 
 
 @sagas.get("/<saga_id>/events")
+@operation(
+    summary="A saga's recorded transitions, oldest first",
+    tag=TAG,
+    query=SagaEventsQuery,
+    replies=[Reply(status=200, description="A page of transitions.", body=SagaEvents)],
+    errors=(503,),
+)
 async def get_events(saga_id: str) -> Response:
     saga_id = _saga_id(saga_id)
-    errors: list[dict[str, str]] = []
-    from_version = _parse_int(request.args.get("from_version", "1"))
-    if from_version is None or from_version < 1:
-        errors.append({"field": "from_version", "message": "expected an integer >= 1"})
-    limit = _parse_int(request.args.get("limit", str(MAX_EVENTS)))
-    if limit is None or not 1 <= limit <= MAX_EVENTS:
-        errors.append({"field": "limit", "message": f"expected an integer from 1 to {MAX_EVENTS}"})
-    if errors:
-        raise InvalidQuery("the query is not valid", errors)
-    assert from_version is not None and limit is not None
+    query = check_query(SagaEventsQuery, request.args.to_dict(flat=False))
     store = services().store
-    events = await store.read_stream(stream_id(saga_id), from_version=from_version, limit=limit)
+    events = await store.read_stream(
+        stream_id(saga_id), from_version=query.from_version, limit=query.limit
+    )
     if not events and await store.get_saga(saga_id) is None:
         raise SagaNotFound(saga_id)
-    next_version = events[-1].version + 1 if len(events) == limit else None
-    return json_response(
-        {
-            "saga_id": saga_id,
-            "items": [event_json(event) for event in events],
-            "next_from_version": next_version,
-        }
-    )
+    next_version = events[-1].version + 1 if len(events) == query.limit else None
+    items = [event_view(event) for event in events]
+    return json_response(SagaEvents(saga_id=saga_id, items=items, next_from_version=next_version))
 
 
 @sagas.post("/<saga_id>/cancel")
+@operation(
+    summary="Cancel a saga",
+    description="The running step is interrupted at once and the completed steps are "
+    "compensated; the saga ends `cancelled`. 409 when it has ended or is parked for an operator.",
+    tag=TAG,
+    body=CancelRequest,
+    body_required=False,
+    replies=[Reply(status=202, description="Cancellation started.", body=CommandAccepted)],
+    errors=(409, 503),
+)
 async def cancel_saga(saga_id: str) -> Response:
     saga_id = _saga_id(saga_id)
-    body = await _json_body(required=False)
-    reason = "cancelled by request"
-    if body is not None:
-        if not isinstance(body, dict):
-            raise ValidationError(
-                "the request body is not valid",
-                [{"field": "body", "message": "expected an object"}],
-            )
-        errors = [{"field": str(k), "message": "unknown field"} for k in body if k != "reason"]
-        given = _optional_text(body, "reason", errors)
-        if errors:
-            raise ValidationError("the request body is not valid", errors)
-        reason = given or reason
+    given = check_body(CancelRequest, await json_body(required=False))
     svc = services()
     status = await svc.coordinator.ask(
-        CancelSaga(saga_id=saga_id, reason=reason), timeout=svc.command_timeout
+        CancelSaga(saga_id=saga_id, reason=given.reason or "cancelled by request"),
+        timeout=svc.command_timeout,
     )
-    return json_response({"saga_id": saga_id, "status": status}, 202)
+    return json_response(CommandAccepted(saga_id=saga_id, status=status), 202)
 
 
 @sagas.post("/<saga_id>/retry")
+@operation(
+    summary="Retry a parked saga",
+    description="A `compensation_failed` saga runs its failed compensations again; a `failed` "
+    "one resumes where it was. 409 for any other status.",
+    tag=TAG,
+    replies=[Reply(status=202, description="Retry started.", body=CommandAccepted)],
+    errors=(409, 503),
+)
 async def retry_saga(saga_id: str) -> Response:
     saga_id = _saga_id(saga_id)
     svc = services()
     status = await svc.coordinator.ask(RetrySaga(saga_id=saga_id), timeout=svc.command_timeout)
-    return json_response({"saga_id": saga_id, "status": status}, 202)
+    return json_response(CommandAccepted(saga_id=saga_id, status=status), 202)

@@ -1,33 +1,46 @@
-"""From the store's records and the saga definitions to the JSON the API answers with.
+"""From the store's records and the saga definitions to the API's views (:mod:`.views`).
 
 Timestamps are ISO-8601 strings in UTC (``2024-05-01T12:00:00.123456Z``). Everything here is
-pure: dictionaries in, dictionaries out, except :func:`json_response`.
+pure: records in, views out, except :func:`json_response`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import json
-import types
-import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-import attrs
 from quart import Response, current_app
 
 from saga_orchestrator.coordinator.definition import SagaDefinition
+from saga_orchestrator.coordinator.state import CompensationStatus, SagaStatus, StepStatus
 from saga_orchestrator.store.records import RecordedEvent, SagaRecord, StepRecord
 
+from .schema import input_schema
+from .views import (
+    EventView,
+    PublishedEvent,
+    SagaSummary,
+    SagaType,
+    SagaView,
+    StartedSaga,
+    StepType,
+    StepView,
+    StoredEvent,
+    to_json,
+)
+
 __all__ = [
-    "event_json",
+    "event_view",
     "input_schema",
     "iso_time",
     "json_response",
-    "saga_json",
-    "saga_type_json",
-    "step_json",
+    "saga_summary",
+    "saga_type_view",
+    "saga_view",
+    "step_view",
+    "stored_event",
 ]
 
 
@@ -45,47 +58,70 @@ def iso_time(timestamp: float | None) -> str | None:
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def step_json(step: StepRecord) -> dict[str, Any]:
+def _time(timestamp: float) -> str:
+    text = iso_time(timestamp)
+    assert text is not None
+    return text
+
+
+def step_view(step: StepRecord) -> StepView:
+    return StepView(
+        index=step.index,
+        name=step.name,
+        status=StepStatus(step.status),
+        attempts=step.attempts,
+        started_at=iso_time(step.started_at),
+        finished_at=iso_time(step.finished_at),
+        result=step.result,
+        error=step.error,
+        compensation_status=CompensationStatus(step.compensation_status),
+        compensation_attempts=step.compensation_attempts,
+        compensation_error=step.compensation_error,
+    )
+
+
+def _saga_fields(record: SagaRecord) -> dict[str, Any]:
     return {
-        "index": step.index,
-        "name": step.name,
-        "status": step.status,
-        "attempts": step.attempts,
-        "started_at": iso_time(step.started_at),
-        "finished_at": iso_time(step.finished_at),
-        "result": step.result,
-        "error": step.error,
-        "compensation_status": step.compensation_status,
-        "compensation_attempts": step.compensation_attempts,
-        "compensation_error": step.compensation_error,
-    }
-
-
-def saga_json(record: SagaRecord, *, steps: bool = True) -> dict[str, Any]:
-    """A saga as the API shows it; ``steps=False`` leaves the step list out (saga lists)."""
-    body: dict[str, Any] = {
         "saga_id": record.saga_id,
         "saga_type": record.saga_type,
         "saga_version": record.saga_version,
-        "status": record.status,
+        "status": SagaStatus(record.status),
         "current_step": record.current_step,
         "input": record.input,
         "result": record.result,
         "error": record.error,
         "idempotency_key": record.idempotency_key,
         "correlation_id": record.correlation_id,
-        "deadline_at": iso_time(record.deadline_at),
-        "created_at": iso_time(record.created_at),
-        "updated_at": iso_time(record.updated_at),
+        "deadline_at": _time(record.deadline_at),
+        "created_at": _time(record.created_at),
+        "updated_at": _time(record.updated_at),
         "version": record.version,
     }
-    if steps:
-        body["steps"] = [step_json(step) for step in record.steps]
-    return body
 
 
-def event_json(event: RecordedEvent) -> dict[str, Any]:
+def saga_summary(record: SagaRecord) -> SagaSummary:
+    """A saga without its steps (saga lists)."""
+    return SagaSummary(**_saga_fields(record))
+
+
+def saga_view(record: SagaRecord, **extra: Any) -> SagaView:
+    """A saga with its steps; ``created=...`` makes a :class:`~.views.StartedSaga`."""
+    cls = StartedSaga if "created" in extra else SagaView
+    return cls(**_saga_fields(record), steps=[step_view(s) for s in record.steps], **extra)
+
+
+def event_view(event: RecordedEvent) -> EventView:
     """One transition of a saga's stream."""
+    return EventView(**_event_fields(event))
+
+
+def stored_event(event: RecordedEvent, **extra: Any) -> StoredEvent:
+    """An event with its stream; ``created=...`` makes a :class:`~.views.PublishedEvent`."""
+    cls = PublishedEvent if "created" in extra else StoredEvent
+    return cls(**_event_fields(event), stream_id=event.stream_id, **extra)
+
+
+def _event_fields(event: RecordedEvent) -> dict[str, Any]:
     return {
         "position": event.position,
         "version": event.version,
@@ -93,117 +129,26 @@ def event_json(event: RecordedEvent) -> dict[str, Any]:
         "type": event.event_type,
         "data": event.data,
         "metadata": event.metadata,
-        "recorded_at": iso_time(event.recorded_at),
+        "recorded_at": _time(event.recorded_at),
     }
 
 
-def saga_type_json(definition: SagaDefinition) -> dict[str, Any]:
-    return {
-        "name": definition.name,
-        "version": definition.version,
-        "description": definition.description,
-        "steps": [
-            {
-                "name": step.name,
-                "has_compensation": step.compensation is not None,
-                "timeout_seconds": step.timeout,
-            }
+def saga_type_view(definition: SagaDefinition) -> SagaType:
+    return SagaType(
+        name=definition.name,
+        version=definition.version,
+        description=definition.description,
+        steps=[
+            StepType(
+                name=step.name,
+                has_compensation=step.compensation is not None,
+                timeout_seconds=step.timeout,
+            )
             for step in definition.steps
         ],
-        "triggers": list(definition.triggers),
-        "input_schema": input_schema(definition.input_type),
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# A simple JSON schema of an attrs input class.
-
-_SCALARS: dict[Any, dict[str, Any]] = {
-    str: {"type": "string"},
-    bool: {"type": "boolean"},
-    int: {"type": "integer"},
-    float: {"type": "number"},
-    type(None): {"type": "null"},
-    dt.datetime: {"type": "string", "format": "date-time"},
-    dt.date: {"type": "string", "format": "date"},
-}
-_ARRAYS = (list, tuple, set, frozenset, Sequence)
-_OBJECTS = (dict, Mapping)
-
-
-def input_schema(cls: type[Any]) -> dict[str, Any]:
-    """A JSON schema (draft 2020-12 subset) of an attrs class: field names, types, required.
-
-    Types it does not know become ``{}`` (anything).
-    """
-    return _schema(cls, depth=0)
-
-
-def _schema(tp: Any, *, depth: int) -> dict[str, Any]:
-    if depth > 8:  # a self-referencing input: stop describing
-        return {}
-    if tp is Any or tp is typing.Any:
-        return {}
-    if tp in _SCALARS:
-        return dict(_SCALARS[tp])
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return {"enum": [member.value for member in tp]}
-    if isinstance(tp, type) and attrs.has(tp):
-        return _object_schema(tp, depth=depth)
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is typing.Union or origin is types.UnionType:
-        options = [_schema(arg, depth=depth + 1) for arg in args]
-        return {"anyOf": options}
-    if origin is typing.Literal:
-        return {"enum": list(args)}
-    if tp in _ARRAYS or origin in _ARRAYS:
-        schema: dict[str, Any] = {"type": "array"}
-        if origin in (set, frozenset):
-            schema["uniqueItems"] = True
-        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-            schema["prefixItems"] = [_schema(arg, depth=depth + 1) for arg in args]
-            schema["minItems"] = schema["maxItems"] = len(args)
-        elif args:
-            schema["items"] = _schema(args[0], depth=depth + 1)
-        return schema
-    if tp in _OBJECTS or origin in _OBJECTS:
-        schema = {"type": "object"}
-        if len(args) == 2:
-            schema["additionalProperties"] = _schema(args[1], depth=depth + 1)
-        return schema
-    return {}
-
-
-def _object_schema(cls: type[Any], *, depth: int) -> dict[str, Any]:
-    try:
-        hints = typing.get_type_hints(cls)
-    except Exception:  # unresolvable annotations: fall back to what attrs holds
-        hints = {}
-    properties: dict[str, Any] = {}
-    required: list[str] = []
-    for field in attrs.fields(cls):
-        schema = _schema(hints.get(field.name, field.type), depth=depth + 1)
-        if field.default is attrs.NOTHING:
-            required.append(field.name)
-        elif not isinstance(field.default, attrs.Factory) and _is_json(field.default):  # type: ignore[arg-type]
-            schema["default"] = field.default
-        properties[field.name] = schema
-    return {
-        "type": "object",
-        "title": cls.__name__,
-        "properties": properties,
-        "required": required,
-        "additionalProperties": False,
-    }
-
-
-def _is_json(value: Any) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
+        triggers=list(definition.triggers),
+        input_schema=input_schema(definition.input_type),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,9 +157,10 @@ def _is_json(value: Any) -> bool:
 def json_response(
     body: Any, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
-    """A JSON response with ``body`` (keys in the order given)."""
+    """A JSON response with ``body``: a view of :mod:`.views`, or plain JSON values (keys in
+    the order given)."""
     response = current_app.response_class(
-        json.dumps(body, ensure_ascii=False, allow_nan=False, default=str),
+        json.dumps(to_json(body), ensure_ascii=False, allow_nan=False, default=str),
         status=status,
         content_type="application/json",
     )
