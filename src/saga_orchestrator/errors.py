@@ -12,6 +12,7 @@ status of each error is decided in one place: ``saga_orchestrator.http.errors``.
     │   └── UnknownSagaType
     ├── ConflictError
     │   ├── ConcurrencyError           an append expected another stream version
+    │   ├── DuplicateEventId           an event id is taken
     │   └── SagaStateConflict          e.g. cancelling a saga that has ended
     ├── OverloadedError                admission limit reached, retry later
     ├── StoreError                     the store failed
@@ -110,3 +111,12 @@ class DuplicateIdempotencyKey(ConflictError):
         super().__init__(f"idempotency key {idempotency_key!r} belongs to saga {saga_id!r}")
         self.idempotency_key = idempotency_key
         self.saga_id = saga_id
+
+
+class DuplicateEventId(ConflictError):
+    """An appended event's id is already used by a stored event (event ids are unique)."""
+
+    def __init__(self, event_ids: list[str]) -> None:
+        names = ", ".join(repr(i) for i in event_ids)
+        super().__init__(f"event id {names} is already used by a stored event")
+        self.event_ids = event_ids

@@ -11,7 +11,12 @@ from typing import Any
 
 import attrs
 
-from saga_orchestrator.errors import ConcurrencyError, DuplicateIdempotencyKey, StoreError
+from saga_orchestrator.errors import (
+    ConcurrencyError,
+    DuplicateEventId,
+    DuplicateIdempotencyKey,
+    StoreError,
+)
 
 from .records import (
     ANY_VERSION,
@@ -395,3 +400,17 @@ def group_by_stream(events: Iterable[RecordedEvent]) -> dict[str, list[RecordedE
     for event in events:
         grouped.setdefault(event.stream_id, []).append(event)
     return grouped
+
+
+def request_error(item: Any, exc: BaseException) -> StoreError:
+    """The error of one append that the database refused: ``DuplicateEventId`` when an event id
+    is taken, else a ``StoreError`` that says what was refused."""
+    request = getattr(item, "request", None)
+    if (
+        request is not None
+        and "event_id" in str(exc)
+        and ("unique" in str(exc).lower() or "duplicate" in str(exc).lower())
+    ):
+        return DuplicateEventId([e.event_id for e in request.events])
+    stream = request.stream_id if request is not None else "?"
+    return StoreError(f"cannot store the append to stream {stream!r}: {type(exc).__name__}: {exc}")

@@ -145,6 +145,9 @@ class Store:
     ) -> list[RecordedEvent]:
         return await self.backend.read_stream(stream_id, from_version=from_version, limit=limit)
 
+    async def find_event(self, event_id: str) -> RecordedEvent | None:
+        return await self.backend.find_event(event_id)
+
     async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
         return await self.backend.read_streams(stream_ids)
 

@@ -43,6 +43,10 @@ class StoreBackend(Protocol):
         self, stream_id: str, *, from_version: int = 1, limit: int = 1000
     ) -> list[RecordedEvent]: ...
 
+    async def find_event(self, event_id: str) -> RecordedEvent | None:
+        """The stored event with this id, or ``None``."""
+        ...
+
     async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
         """Every event of each named stream, by stream id, in version order (for recovery);
         a stream with no events is absent."""

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from saga_orchestrator.errors import ConcurrencyError, DuplicateIdempotencyKey
+from saga_orchestrator.errors import ConcurrencyError, DuplicateEventId, DuplicateIdempotencyKey
 
 from .records import (
     ACTIVE_STATUSES,
@@ -33,6 +33,7 @@ class MemoryBackend:
         self.streams: dict[str, list[RecordedEvent]] = {}
         self.sagas: dict[str, SagaRecord] = {}
         self.keys: dict[str, str] = {}
+        self.event_ids: dict[str, RecordedEvent] = {}
         self.outbox: dict[int, OutboxRecord] = {}
         self._outbox_ids = itertools.count(1)
         self.commits = 0
@@ -55,6 +56,9 @@ class MemoryBackend:
         current = len(stream)
         if request.expected_version not in (ANY_VERSION, current):
             return ConcurrencyError(request.stream_id, request.expected_version, current)
+        ids = [e.event_id for e in request.events]
+        if len(set(ids)) != len(ids) or any(i in self.event_ids for i in ids):
+            return DuplicateEventId(ids)
         saga = request.saga
         if saga is not None and saga.idempotency_key is not None:
             owner = self.keys.get(saga.idempotency_key)
@@ -74,6 +78,7 @@ class MemoryBackend:
                 recorded_at=now,
             )
             self.events.append(recorded)
+            self.event_ids[recorded.event_id] = recorded
             appended.append(recorded)
         self.streams[request.stream_id] = [*stream, *appended]
         if saga is not None:
@@ -101,6 +106,9 @@ class MemoryBackend:
     ) -> list[RecordedEvent]:
         stream = self.streams.get(stream_id, [])
         return stream[max(from_version, 1) - 1 :][:limit]
+
+    async def find_event(self, event_id: str) -> RecordedEvent | None:
+        return self.event_ids.get(event_id)
 
     async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
         return {s: list(self.streams[s]) for s in stream_ids if self.streams.get(s)}

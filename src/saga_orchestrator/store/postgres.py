@@ -54,6 +54,7 @@ from ._sql import (
     group_by_stream,
     outbox_from_row,
     plan_batch,
+    request_error,
     saga_from_joined_rows,
     saga_from_row,
     saga_list_sql,
@@ -316,7 +317,7 @@ async def _aio_commit(
                 commits += 1
             except Exception as exc:
                 if _is_request_error(exc):
-                    results[i] = _request_error(encoded[i], exc)
+                    results[i] = request_error(encoded[i], exc)
                     continue
                 if commits == 0 or not is_unavailable(exc):
                     raise
@@ -328,11 +329,6 @@ async def _aio_commit(
                     )
                 break
         return results, commits
-
-
-def _request_error(item: EncodedRequest | Exception, exc: Exception) -> StoreError:
-    stream = item.request.stream_id if isinstance(item, EncodedRequest) else "?"
-    return StoreError(f"cannot store the append to stream {stream!r}: {type(exc).__name__}: {exc}")
 
 
 async def _aio_commit_once(
@@ -523,6 +519,12 @@ class PostgresBackend:
             max(limit, 0),
         )
         return [event_from_row(row) for row in rows]
+
+    async def find_event(self, event_id: str) -> RecordedEvent | None:
+        rows = await self._fetch(
+            "find an event", f"SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1", event_id
+        )
+        return event_from_row(rows[0]) if rows else None
 
     async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
         rows = await self._fetch(

@@ -41,6 +41,7 @@ from ._sql import (
     group_by_stream,
     outbox_from_row,
     plan_batch,
+    request_error,
     saga_from_joined_rows,
     saga_from_row,
     saga_list_sql,
@@ -302,6 +303,11 @@ class SQLiteBackend:
         )
         return [event_from_row(row) for row in rows]
 
+    async def find_event(self, event_id: str) -> RecordedEvent | None:
+        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?"
+        rows = await self._read("find an event", lambda c: c.execute(sql, (event_id,)).fetchall())
+        return event_from_row(rows[0]) if rows else None
+
     async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
         ids = list(dict.fromkeys(stream_ids))
 
@@ -400,20 +406,15 @@ def _commit(
     commits = 0
     if len(pending) <= 1:
         for i in pending:
-            results[i] = _request_error(encoded[i], first_error)
+            results[i] = request_error(encoded[i], first_error)
         return results, commits
     for i in pending:
         try:
             results[i] = _commit_once(conn, [encoded[i]])[0]
             commits += 1
         except _REQUEST_ERRORS as exc:
-            results[i] = _request_error(encoded[i], exc)
+            results[i] = request_error(encoded[i], exc)
     return results, commits
-
-
-def _request_error(item: EncodedRequest | Exception, exc: Exception) -> StoreError:
-    stream = item.request.stream_id if isinstance(item, EncodedRequest) else "?"
-    return StoreError(f"cannot store the append to stream {stream!r}: {exc}")
 
 
 def _commit_once(
