@@ -2,10 +2,11 @@
 
 The driver starts sagas with C concurrent starters, each asking the coordinator
 (:class:`~saga_orchestrator.coordinator.messages.StartSaga`) and waiting for its saga to end
-before starting the next. A saga has ended when the append that records its terminal status
-has committed: the coordinator is given a :class:`Store` whose ``append`` notes, after the
-commit, each saga whose projection row it wrote in a terminal (or parked) status. That is the
-exact moment the service would report the end, found without reading the store.
+before starting the next. A saga has ended when the transition that gives it a terminal (or
+parked) status is durable: the engine's observer hook is called right after that commit, and
+the observer wakes the starter. That is the moment the service would report the end, found
+without reading the store. The observer also feeds the service's Prometheus metrics, as in the
+service, so their cost is in the figures.
 
 Figures (over the measured sagas only, after ``warmup`` sagas that are not counted):
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, TextIO
 
@@ -31,20 +32,23 @@ import trio
 
 from saga_orchestrator.actors import ActorRef, open_actor_system
 from saga_orchestrator.config import Settings
+from saga_orchestrator.coordinator import state as sm
 from saga_orchestrator.coordinator.catalog import SagaCatalog
 from saga_orchestrator.coordinator.coordinator import start_coordinator
 from saga_orchestrator.coordinator.messages import StartResult, StartSaga
+from saga_orchestrator.coordinator.observer import SagaObserver, notify
 from saga_orchestrator.coordinator.options import EngineOptions
+from saga_orchestrator.coordinator.transitions import Transition
 from saga_orchestrator.errors import OverloadedError
-from saga_orchestrator.store.actor import Store, start_store
-from saga_orchestrator.store.records import TERMINAL_STATUSES, AppendRequest, AppendResult
+from saga_orchestrator.metrics import ServiceMetrics
+from saga_orchestrator.store.actor import start_store
 
 from .stores import BenchError, StoreTarget, fresh_backend
 from .workloads import Workload, bench_sagas
 
 __all__ = ["BenchResult", "Progress", "percentile", "run_workload"]
 
-END_STATUSES = frozenset((*TERMINAL_STATUSES, "compensation_failed", "failed"))
+END_STATUSES = sm.TERMINAL | sm.PARKED
 """Statuses in which a saga's actor stops: the workload's saga has ended (well or not)."""
 SAGA_END_TIMEOUT = 120.0
 """Seconds one saga may take from its start to its end before the run is abandoned."""
@@ -143,20 +147,20 @@ class _Endings:
         return self._ended.pop(saga_id)
 
 
-class _WatchedStore(Store):
-    """The store handle the coordinator and saga actors get: the real one, plus a note of each
-    saga whose append put it in an ending status, made after that append committed."""
+class _EndWatcher(SagaObserver):
+    """The engine's observer: passes every durable transition on to ``inner`` (the service's
+    metrics), and tells ``on_end`` when a saga reaches an ending status."""
 
-    def __init__(self, store: Store, on_end: Callable[[str, str], None]) -> None:
-        super().__init__(store.ref, store.backend, store.stats, append_timeout=store.append_timeout)
+    def __init__(self, inner: SagaObserver, on_end: Callable[[str, str], None]) -> None:
+        self._inner = inner
         self._on_end = on_end
 
-    async def append(self, request: AppendRequest) -> AppendResult:
-        result = await super().append(request)
-        saga = request.saga
-        if saga is not None and saga.status in END_STATUSES:
-            self._on_end(saga.saga_id, saga.status)
-        return result
+    def transitions_recorded(
+        self, before: sm.SagaState, after: sm.SagaState, transitions: Sequence[Transition]
+    ) -> None:
+        notify(self._inner, before, after, transitions)
+        if after.status in END_STATUSES and before.status not in END_STATUSES:
+            self._on_end(after.saga_id, after.status.value)
 
 
 @attrs.define
@@ -253,9 +257,15 @@ async def run_workload(
             mailbox_size=settings.store_mailbox_size,
             max_batch=settings.store_max_batch,
         )
-        watched = _WatchedStore(store, endings.ended)
+        catalog = SagaCatalog(bench_sagas())
+        metrics = ServiceMetrics(step_names={d.name: [s.name for s in d.steps] for d in catalog})
+        store.stats.on_batch = metrics.store_batch
         coordinator_ref, coordinator = await start_coordinator(
-            system, SagaCatalog(bench_sagas()), watched, options=options
+            system,
+            catalog,
+            store,
+            options=options,
+            observer=_EndWatcher(metrics, endings.ended),
         )
         await coordinator.ready.wait()
         drive = partial(
