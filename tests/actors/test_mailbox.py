@@ -100,7 +100,7 @@ async def test_an_actor_dropping_the_request_gives_no_reply():
 
     async def dropper(mailbox):
         envelope = await mailbox.receive()
-        envelope.reply._send.close()  # the reply channel goes away unanswered
+        envelope.reply.drop()  # refused without an answer
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(dropper, mailbox)

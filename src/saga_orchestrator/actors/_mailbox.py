@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import AsyncIterator
 from typing import Any, Generic, TypeVar
@@ -16,22 +15,22 @@ M = TypeVar("M")
 
 
 class Reply:
-    """The one-shot answer channel of an ``ask``.
+    """The one-shot answer slot of an ``ask``.
 
     Replying is best-effort and never raises: an asker that gave up (timed out, was cancelled,
     its client disconnected) must not crash the actor that answers it.
     """
 
-    __slots__ = ("_done", "_send")
+    __slots__ = ("_answered", "_outcome")
 
-    def __init__(self, send: trio.MemorySendChannel[tuple[bool, Any]]) -> None:
-        self._send = send
-        self._done = False
+    def __init__(self) -> None:
+        self._answered = trio.Event()
+        self._outcome: tuple[bool | None, Any] | None = None
 
     @property
     def done(self) -> bool:
         """Whether an answer was already given."""
-        return self._done
+        return self._outcome is not None
 
     def send(self, value: Any) -> None:
         """Answer with a value."""
@@ -41,15 +40,14 @@ class Reply:
         """Answer with an error; the asker raises it."""
         self._deliver(False, error)
 
-    def _deliver(self, ok: bool, payload: Any) -> None:
-        if self._done:
-            return
-        self._done = True
-        with contextlib.suppress(
-            trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock
-        ):
-            self._send.send_nowait((ok, payload))
-        self._send.close()
+    def drop(self) -> None:
+        """Refuse to answer; the asker raises ``NoReply``."""
+        self._deliver(None, None)
+
+    def _deliver(self, ok: bool | None, payload: Any) -> None:
+        if self._outcome is None:
+            self._outcome = (ok, payload)
+            self._answered.set()
 
 
 @attrs.frozen
@@ -140,8 +138,11 @@ class ActorRef(Generic[M]):
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise ActorStopped(self.name) from None
 
-    async def ask(self, message: M, *, timeout: float = 5.0) -> Any:  # noqa: ASYNC109 (typed AskTimeout)
+    async def ask(self, message: M, *, timeout: float | None = 5.0) -> Any:  # noqa: ASYNC109 (typed AskTimeout)
         """Send ``message`` and wait for the answer.
+
+        ``timeout=None`` waits as long as it takes: for an actor whose own work is bounded (the
+        store actor's commits have a command timeout), it saves a cancel scope per ask.
 
         Raises:
             AskTimeout: no answer within ``timeout`` seconds (waiting for mailbox room included).
@@ -149,16 +150,20 @@ class ActorRef(Generic[M]):
             NoReply: the actor dropped the request unanswered.
             Exception: whatever error the actor answered with.
         """
-        send, receive = trio.open_memory_channel[tuple[bool, Any]](1)
-        with receive:
+        reply = Reply()
+        if timeout is None:
+            await self._put(Envelope(message, reply))
+            await reply._answered.wait()
+        else:
             with trio.move_on_after(timeout) as scope:
-                await self._put(Envelope(message, Reply(send)))
-                try:
-                    ok, payload = await receive.receive()
-                except trio.EndOfChannel:
-                    raise NoReply(self.name, message) from None
+                await self._put(Envelope(message, reply))
+                await reply._answered.wait()
             if scope.cancelled_caught:
                 raise AskTimeout(self.name, message, timeout)
+        assert reply._outcome is not None
+        ok, payload = reply._outcome
+        if ok is None:
+            raise NoReply(self.name, message)
         if not ok:
             raise payload
         return payload

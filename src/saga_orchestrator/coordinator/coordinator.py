@@ -232,14 +232,22 @@ class Coordinator:
             correlation_id=message.correlation_id,
             at=now,
         )
-        state = sm.evolve(sm.initial_state(shape), started)
-        event_type, data = transition_record(started)
+        # SagaStarted and the first StepStarted go in one append: the saga actor then runs the
+        # first step at once (write-ahead holds: the start is durable before the step runs).
+        first = sm.plan(sm.evolve(sm.initial_state(shape), started), shape)
+        transitions = [started]
+        if isinstance(first, sm.Record):
+            transitions.append(attrs.evolve(first.transition, at=now))
+        state = sm.initial_state(shape)
+        for t in transitions:
+            state = sm.evolve(state, t)
+        events = [NewEvent(event_type=n, data=d) for n, d in map(transition_record, transitions)]
         request = AppendRequest(
             stream_id=stream_id(saga_id),
             expected_version=0,
-            events=[NewEvent(event_type=event_type, data=data)],
+            events=events,
             saga=to_record(state, shape),
-            outbox=lifecycle_events(state, shape, [started], self.options.lifecycle_topic),
+            outbox=lifecycle_events(state, shape, transitions, self.options.lifecycle_topic),
         )
         try:
             await self.store.append(request)
@@ -248,7 +256,7 @@ class Coordinator:
             if existing is None:
                 raise
             return self._repeat(existing, definition, duplicate.idempotency_key)
-        notify(self.observer, sm.initial_state(shape), state, [started])
+        notify(self.observer, sm.initial_state(shape), state, transitions)
         await self._spawn(saga_id, definition, state=state)
         return StartResult(saga=to_record(state, shape), created=True)
 

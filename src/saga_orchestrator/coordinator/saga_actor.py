@@ -51,6 +51,15 @@ _FORWARD = (sm.SagaStatus.PENDING, sm.SagaStatus.RUNNING)
 _OPERATIONS = {CancelSaga: "cancel", RetrySaga: "retry", DeliverEvent: "deliver an event to"}
 
 
+@attrs.frozen
+class _Planned:
+    """Transitions stamped and folded ahead of their append, and the state they lead to."""
+
+    before: sm.SagaState
+    transitions: list[Transition]
+    after: sm.SagaState
+
+
 class SagaTakenOver(Exception):
     """Another process appended to this saga's stream: this actor stops driving it."""
 
@@ -85,6 +94,7 @@ class SagaActor:
     _interruptible: trio.CancelScope | None = None
     _retry_requested: bool = False
     _incarnations: int = 0
+    _input: Any = None
     _inbox: list[Envelope[Any]] = attrs.field(factory=list)
     """Events delivered to the saga, waiting to be recorded (answered once durable)."""
     _inbox_changed: trio.Event = attrs.field(factory=trio.Event)
@@ -151,17 +161,17 @@ class SagaActor:
                 continue
             command = sm.plan(state, self.shape)
             match command:
-                case sm.Record():
-                    await self.record(self._coalesce(state, command))
+                case sm.Record(transition=t):
+                    await self.record(self._coalesce(state, t))
                 case sm.Execute(step=step, attempt=attempt):
                     outcome = await self._execute(step, attempt)
                     if outcome is not None:
                         t = sm.step_outcome(state, self.shape, step, attempt, outcome)
-                        await self.record([t])
+                        await self.record(self._coalesce(state, t))
                 case sm.Compensate(step=step, attempt=attempt):
                     outcome = await self._compensate(step, attempt)
                     t = sm.compensation_outcome(state, self.shape, step, attempt, outcome)
-                    await self.record([t])
+                    await self.record(self._coalesce(state, t))
                 case sm.Wait(delay=delay, then=then):
                     if await self._sleep(delay, interruptible=state.status in _FORWARD):
                         await self.record([then])
@@ -171,18 +181,23 @@ class SagaActor:
                 case sm.Halt():
                     return
 
-    def _coalesce(self, state: sm.SagaState, command: sm.Record) -> list[Transition]:
-        """Consecutive transitions to record, so they go to the store as one append."""
-        transitions = [command.transition]
-        next_state = sm.evolve(state, command.transition)
-        while True:
-            if next_state.status in _FORWARD and self._interrupt is not None:
-                return transitions
+    def _coalesce(self, state: sm.SagaState, first: Transition) -> _Planned:
+        """``first`` and the transitions that follow it with no I/O between them (the next
+        ``StepStarted``, ``CompensationStarted`` or the end), stamped with the time, so they go
+        to the store as one append. Write-ahead holds: they are durable before anything they
+        announce runs."""
+        now = self.clock.now()
+        transitions = [attrs.evolve(first, at=now)]
+        next_state = sm.evolve(state, transitions[0])
+        while next_state.status not in _FORWARD or (
+            self._interrupt is None and now < next_state.deadline_at
+        ):
             following = sm.plan(next_state, self.shape)
             if not isinstance(following, sm.Record):
-                return transitions
-            transitions.append(following.transition)
-            next_state = sm.evolve(next_state, following.transition)
+                break
+            transitions.append(attrs.evolve(following.transition, at=now))
+            next_state = sm.evolve(next_state, transitions[-1])
+        return _Planned(before=state, transitions=transitions, after=next_state)
 
     def _current(self) -> sm.SagaState:
         assert self.state is not None
@@ -190,19 +205,23 @@ class SagaActor:
 
     # -- recording ----------------------------------------------------------------------------
 
-    async def record(self, transitions: Sequence[Transition]) -> None:
+    async def record(self, transitions: Sequence[Transition] | _Planned) -> None:
         """Make ``transitions`` durable (with the projection and lifecycle events), then adopt
         them. An unavailable store is retried with backoff, never compensated for."""
         async with self._record_lock:
             await self._append(transitions)
 
-    async def _append(self, transitions: Sequence[Transition]) -> None:
+    async def _append(self, transitions: Sequence[Transition] | _Planned) -> None:
         before = self._current()
-        now = self.clock.now()
-        stamped = [attrs.evolve(t, at=now) for t in transitions]
-        after = before
-        for t in stamped:
-            after = sm.evolve(after, t)
+        if isinstance(transitions, _Planned) and transitions.before is before:
+            stamped, after = transitions.transitions, transitions.after
+        else:  # a delivery was recorded since it was planned: fold again from the current state
+            now = self.clock.now()
+            planned = transitions.transitions if isinstance(transitions, _Planned) else transitions
+            stamped = [attrs.evolve(t, at=now) for t in planned]
+            after = before
+            for t in stamped:
+                after = sm.evolve(after, t)
         events = []
         for t in stamped:
             event_type, data = transition_record(t)
@@ -252,13 +271,18 @@ class SagaActor:
             saga_type=state.saga_type,
             step=name,
             attempt=attempt,
-            input=self.definition.parse_input(state.input),
+            input=self._parsed_input(state),
             results=results,
             idempotency_key=f"{self.saga_id}:{name}",
             correlation_id=state.correlation_id,
             result=result,
             resources=self.resources,
         )
+
+    def _parsed_input(self, state: sm.SagaState) -> Any:
+        if self._input is None:
+            self._input = self.definition.parse_input(state.input)
+        return self._input
 
     def _timeout(self, step: int) -> float:
         timeout = self.definition.steps[step].timeout

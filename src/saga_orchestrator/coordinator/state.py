@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -261,6 +261,28 @@ class TimedOut:
 Attempt = Succeeded | Raised | TimedOut
 
 
+def _replace(instance: _T, **changes: Any) -> _T:
+    """A copy of a frozen state object with ``changes``: what ``attrs.evolve`` does, minus its
+    per-call introspection (these classes have no validators or converters). It is the hot
+    path of every transition."""
+    cls = type(instance)
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in attrs.fields(cls))
+    new = object.__new__(cls)
+    for name in names:
+        object.__setattr__(
+            new, name, changes.pop(name) if name in changes else getattr(instance, name)
+        )
+    if changes:
+        raise TypeError(f"{cls.__name__} has no fields {sorted(changes)}")
+    return new
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_T = TypeVar("_T", "SagaState", "StepState", "Reply")
+
+
 def initial_state(shape: SagaShape) -> SagaState:
     """The state before the first transition."""
     return SagaState(steps=tuple(StepState() for _ in shape.steps))
@@ -276,16 +298,16 @@ def replay(shape: SagaShape, history: Sequence[Transition]) -> SagaState:
 
 def _set_step(state: SagaState, index: int, **changes: Any) -> tuple[StepState, ...]:
     steps = list(state.steps)
-    steps[index] = attrs.evolve(steps[index], **changes)
+    steps[index] = _replace(steps[index], **changes)
     return tuple(steps)
 
 
 def evolve(state: SagaState, t: Transition) -> SagaState:
     """The state after transition ``t``."""
-    state = attrs.evolve(state, version=state.version + 1, updated_at=t.at)
+    state = _replace(state, version=state.version + 1, updated_at=t.at)
     match t:
         case SagaStarted():
-            return attrs.evolve(
+            return _replace(
                 state,
                 saga_id=t.saga_id,
                 saga_type=t.saga_type,
@@ -306,7 +328,7 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
                 attempt=t.attempt,
                 started_at=t.at if first is None else first,
             )
-            return attrs.evolve(state, steps=steps, status=SagaStatus.RUNNING)
+            return _replace(state, steps=steps, status=SagaStatus.RUNNING)
         case StepCompleted():
             steps = _set_step(
                 state,
@@ -316,7 +338,7 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
                 finished_at=t.at,
                 error=None,
             )
-            return attrs.evolve(state, steps=steps, replies=_consume(state, t.reply_event_id))
+            return _replace(state, steps=steps, replies=_consume(state, t.reply_event_id))
         case StepAwaitingReply():
             steps = _set_step(
                 state,
@@ -325,24 +347,24 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
                 accepted=t.accepted,
                 waiting_until=t.at + t.timeout,
             )
-            return attrs.evolve(state, steps=steps)
+            return _replace(state, steps=steps)
         case ReplyReceived():
             if any(r.event_id == t.event_id for r in state.replies):
                 return state
             reply = Reply(event_id=t.event_id, event_type=t.event_type, data=t.data)
-            return attrs.evolve(state, replies=(*state.replies, reply))
+            return _replace(state, replies=(*state.replies, reply))
         case StepAttemptFailed():
             steps = _set_step(
                 state, t.step, status=StepStatus.RETRY_WAIT, error=t.error, retry_in=t.retry_in
             )
-            return attrs.evolve(state, steps=steps)
+            return _replace(state, steps=steps)
         case StepFailed():
             status = StepStatus.UNKNOWN if t.outcome is Outcome.UNKNOWN else StepStatus.FAILED
             steps = _set_step(state, t.step, status=status, error=t.error, finished_at=t.at)
-            state = attrs.evolve(state, replies=_consume(state, t.reply_event_id))
+            state = _replace(state, replies=_consume(state, t.reply_event_id))
             if state.status is SagaStatus.COMPENSATING:
-                return attrs.evolve(state, steps=steps)
-            return attrs.evolve(
+                return _replace(state, steps=steps)
+            return _replace(
                 state,
                 steps=steps,
                 status=SagaStatus.COMPENSATING,
@@ -352,7 +374,7 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
             )
         case SagaInterrupted():
             detail = t.detail or t.reason.value
-            return attrs.evolve(
+            return _replace(
                 state, status=SagaStatus.COMPENSATING, cause=t.reason.value, error=detail
             )
         case CompensationStarted():
@@ -362,12 +384,12 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
                 compensation=CompensationStatus.RUNNING,
                 compensation_attempt=t.attempt,
             )
-            return attrs.evolve(state, steps=steps)
+            return _replace(state, steps=steps)
         case CompensationCompleted():
             steps = _set_step(
                 state, t.step, compensation=CompensationStatus.COMPLETED, compensation_error=None
             )
-            return attrs.evolve(state, steps=steps)
+            return _replace(state, steps=steps)
         case CompensationAttemptFailed():
             steps = _set_step(
                 state,
@@ -376,7 +398,7 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
                 compensation_error=t.error,
                 compensation_retry_in=t.retry_in,
             )
-            return attrs.evolve(state, steps=steps)
+            return _replace(state, steps=steps)
         case CompensationFailed():
             steps = _set_step(
                 state,
@@ -385,15 +407,15 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
                 compensation_error=t.error,
                 compensation_attempt=t.attempt,
             )
-            return attrs.evolve(
+            return _replace(
                 state, steps=steps, status=SagaStatus.COMPENSATION_FAILED, error=t.error
             )
         case SagaCompleted():
-            return attrs.evolve(state, status=SagaStatus.COMPLETED, result=t.result)
+            return _replace(state, status=SagaStatus.COMPLETED, result=t.result)
         case SagaCompensated():
-            return attrs.evolve(state, status=SagaStatus(t.status))
+            return _replace(state, status=SagaStatus(t.status))
         case SagaParked():
-            return attrs.evolve(
+            return _replace(
                 state, status=SagaStatus.FAILED, parked_from=state.status, error=t.error
             )
         case OperatorRetried():
@@ -404,9 +426,7 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
 def _consume(state: SagaState, event_id: str | None) -> tuple[Reply, ...]:
     if event_id is None:
         return state.replies
-    return tuple(
-        attrs.evolve(r, consumed=True) if r.event_id == event_id else r for r in state.replies
-    )
+    return tuple(_replace(r, consumed=True) if r.event_id == event_id else r for r in state.replies)
 
 
 def _operator_retried(state: SagaState) -> SagaState:

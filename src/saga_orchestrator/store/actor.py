@@ -123,12 +123,14 @@ class Store:
         backend: StoreBackend,
         stats: StoreStats,
         *,
-        append_timeout: float = 30.0,
+        append_timeout: float | None = None,
     ) -> None:
         self.ref = ref
         self.backend = backend
         self.stats = stats
         self.append_timeout = append_timeout
+        """``None``: wait for the answer; the backend bounds each commit (its command timeout)
+        and the store actor answers every append, also with an error."""
 
     async def append(self, request: AppendRequest) -> AppendResult:
         """Commit ``request`` (in a group commit); returns once it is durable.
@@ -185,7 +187,7 @@ async def start_store(
     *,
     mailbox_size: int = 4096,
     max_batch: int = 512,
-    append_timeout: float = 30.0,
+    append_timeout: float | None = None,
 ) -> Store:
     """Spawn the store actor (a permanent child of the root supervisor) over an open backend."""
     stats = StoreStats()
