@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import attrs
@@ -94,6 +94,8 @@ class SagaActor:
     _interruptible: trio.CancelScope | None = None
     _retry_requested: bool = False
     _incarnations: int = 0
+    _nursery: trio.Nursery | None = None
+    _deliveries_running: bool = False
     _input: Any = None
     _inbox: list[Envelope[Any]] = attrs.field(factory=list)
     """Events delivered to the saga, waiting to be recorded (answered once durable)."""
@@ -127,11 +129,19 @@ class SagaActor:
 
     async def _run_loops(self, mailbox: Mailbox[Any]) -> None:
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self._deliveries_running = False
             nursery.start_soon(self._listen, mailbox)
-            nursery.start_soon(self._watch_deadline)
-            nursery.start_soon(self._deliveries)
+            if self._inbox:
+                self._start_deliveries()
             await self._drive()
             nursery.cancel_scope.cancel()
+
+    def _start_deliveries(self) -> None:
+        """Record deliveries in a task of their own, started with the first one."""
+        if not self._deliveries_running and self._nursery is not None:
+            self._deliveries_running = True
+            self._nursery.start_soon(self._deliveries)
 
     async def _load(self) -> sm.SagaState:
         """The saga's state from the store, waiting while the store is unavailable."""
@@ -289,28 +299,48 @@ class SagaActor:
         return self.options.step_timeout if timeout is None else timeout
 
     async def _execute(self, step: int, attempt: int) -> sm.Attempt | None:
-        """Run a step's action; ``None`` when an interruption cut it short."""
+        """Run a step's action; ``None`` when an interruption (cancel, the saga deadline) cut
+        it short."""
         definition = self.definition.steps[step]
         timeout = self._timeout(step)
         ctx = self._context(step, attempt)
-        with trio.CancelScope() as interruptible:
-            self._interruptible = interruptible
-            if self._interrupt is not None:
-                interruptible.cancel()
+        outcome: sm.Attempt | None = None
+        with self._interruptible_until(self.clock.now() + timeout) as scope:
             try:
-                with trio.move_on_after(timeout) as timer:
-                    result = await definition.action(ctx)
-                if timer.cancelled_caught:
-                    return sm.TimedOut(timeout)
-                return _checked_result(result)
+                outcome = _checked_result(await definition.action(ctx))
             except NonRetryableError as exc:
-                return sm.Raised(_describe(exc), retryable=False)
+                outcome = sm.Raised(_describe(exc), retryable=False)
             except Exception as exc:
                 retryable = not isinstance(exc, definition.retry.non_retryable)
-                return sm.Raised(_describe(exc), retryable=retryable, retry_after=_retry_after(exc))
+                outcome = sm.Raised(
+                    _describe(exc), retryable=retryable, retry_after=_retry_after(exc)
+                )
+        if scope.cancelled_caught and outcome is None:
+            return None if self._interrupted_by(scope) else sm.TimedOut(timeout)
+        return outcome
+
+    @contextmanager
+    def _interruptible_until(self, until: float) -> Iterator[trio.CancelScope]:
+        """A cancel scope that an interruption cancels, with a deadline at wall-clock ``until``
+        or the saga deadline, whichever comes first."""
+        state = self._current()
+        deadline = min(until, state.deadline_at) if state.status in _FORWARD else until
+        now = self.clock.now()
+        with trio.CancelScope(deadline=trio.current_time() + max(0.0, deadline - now)) as scope:
+            self._interruptible = scope
+            if self._interrupt is not None:
+                scope.cancel()
+            try:
+                yield scope
             finally:
                 self._interruptible = None
-        return None
+
+    def _interrupted_by(self, scope: trio.CancelScope) -> bool:
+        """After ``scope`` was cancelled: whether by an interruption (the saga deadline counts:
+        it is recorded as one) rather than by its own time limit."""
+        if self.clock.now() >= self._current().deadline_at:
+            self._interrupt_with(Interruption.TIMED_OUT, "the saga deadline passed")
+        return self._interrupt is not None
 
     async def _compensate(self, step: int, attempt: int) -> sm.Attempt:
         """Run a step's compensation; interruptions do not reach it."""
@@ -329,32 +359,20 @@ class SagaActor:
 
     async def _sleep(self, delay: float, *, interruptible: bool) -> bool:
         """Sleep a backoff; False when an interruption ended it early."""
-        with trio.CancelScope() as scope:
-            if interruptible:
-                self._interruptible = scope
-                if self._interrupt is not None:
-                    scope.cancel()
-            try:
-                await trio.sleep(delay)
-            finally:
-                self._interruptible = None
-        return not scope.cancelled_caught
+        if not interruptible:
+            await trio.sleep(delay)
+            return True
+        with self._interruptible_until(self.clock.now() + delay) as scope:
+            await trio.sleep_forever()
+        return not self._interrupted_by(scope)
 
     async def _await_reply(self, until: float) -> bool:
         """Wait until a reply is recorded or wall-clock ``until``; True if the time ran out
         (an interruption ends the wait early too, returning False)."""
         self._replies_changed = trio.Event()
-        delay = until - self.clock.now()
-        with trio.CancelScope() as scope:
-            self._interruptible = scope
-            if self._interrupt is not None:
-                scope.cancel()
-            try:
-                with trio.move_on_after(max(0.0, delay)) as timer:
-                    await self._replies_changed.wait()
-            finally:
-                self._interruptible = None
-        return timer.cancelled_caught and not scope.cancelled_caught
+        with self._interruptible_until(until) as scope:
+            await self._replies_changed.wait()
+        return scope.cancelled_caught and not self._interrupted_by(scope)
 
     async def _deliveries(self) -> None:
         """Record delivered events as they come, beside whatever the saga is doing."""
@@ -395,12 +413,6 @@ class SagaActor:
             self._interruptible.cancel()
         return True
 
-    async def _watch_deadline(self) -> None:
-        remaining = self._current().deadline_at - self.clock.now()
-        if math.isfinite(remaining):
-            await trio.sleep(max(0.0, remaining))
-            self._interrupt_with(Interruption.TIMED_OUT, "the saga deadline passed")
-
     async def _listen(self, mailbox: Mailbox[Any]) -> None:
         async for envelope in mailbox:
             self._handle(envelope)
@@ -427,6 +439,7 @@ class SagaActor:
                     return
                 self._inbox.append(envelope)
                 self._inbox_changed.set()
+                self._start_deliveries()
             case RetrySaga():
                 if not state.is_parked:
                     envelope.respond_error(
