@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -403,6 +405,12 @@ async def test_the_last_write_of_a_saga_in_a_batch_wins(backend: StoreBackend) -
     assert await backend.get_saga("twice") == attrs.evolve(third, steps=first.steps)
 
 
+async def test_an_infinite_deadline_round_trips(backend: StoreBackend) -> None:
+    record = saga_record("forever", deadline_at=math.inf, steps=(step(0),))
+    await create_sagas(backend, record)
+    assert await backend.get_saga("forever") == record
+
+
 async def test_timestamps_round_trip_exactly(backend: StoreBackend) -> None:
     odd = [T0, 0.1 + 0.2, 1e-7, 1.7976931348623157e308 / 1e300, math.pi * 1e9]
     records = [
@@ -652,6 +660,45 @@ async def test_a_duplicate_event_id_fails_alone(backend: StoreBackend) -> None:
     assert positions == sorted(positions)
 
 
+async def test_an_event_id_repeated_in_a_batch_fails_the_later_request(
+    backend: StoreBackend,
+) -> None:
+    shared = event("Shared")
+    twice = event("Twice")
+    results = await backend.commit(
+        [
+            request("conflict", 5, NewEvent(event_type="Lost", event_id="lost-id")),
+            request("first", 0, shared),
+            request("copy", 0, NewEvent(event_type="Copy", event_id=shared.event_id)),
+            request("twice", 0, twice, attrs.evolve(twice, event_type="Again")),
+            request("reuses-the-lost-id", 0, NewEvent(event_type="Found", event_id="lost-id")),
+            request("last", 0, event()),
+        ]
+    )
+    conflict, first, copy, both, reuse, last = results
+    assert isinstance(conflict, ConcurrencyError)
+    assert isinstance(first, AppendResult) and isinstance(last, AppendResult)
+    assert isinstance(reuse, AppendResult)  # the request that had the id did not commit
+    assert isinstance(copy, DuplicateEventId) and copy.event_ids == [shared.event_id]
+    assert isinstance(both, DuplicateEventId)
+    everything = await backend.read_all()
+    assert [e.stream_id for e in everything] == ["first", "reuses-the-lost-id", "last"]
+
+
+@asynccontextmanager
+async def holding_the_write_lock(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """Another connection holds the write lock (so that commits wait on the server) until the
+    block ends; it is the block's value."""
+    blocker = await trio_asyncio.aio_as_trio(asyncpg.connect)(dsn, timeout=5)
+    try:
+        await trio_asyncio.aio_as_trio(blocker.execute)(
+            "SELECT pg_advisory_lock($1)", WRITE_LOCK_KEY
+        )
+        yield blocker
+    finally:
+        await trio_asyncio.aio_as_trio(blocker.close)()
+
+
 @pytest.mark.parametrize("backend_kind", [POSTGRESQL], indirect=True)
 async def test_a_cancelled_postgres_commit_commits_nothing_and_keeps_the_pool(
     store_target: StoreTarget,
@@ -662,21 +709,53 @@ async def test_a_cancelled_postgres_commit_commits_nothing_and_keeps_the_pool(
     backend = PostgresBackend(dsn, pool_size=1, command_timeout=5)
     await backend.open()
     try:
-        blocker = await trio_asyncio.aio_as_trio(asyncpg.connect)(dsn, timeout=5)
-        try:
-            # Hold the write lock elsewhere so that the commit waits inside its transaction.
-            await trio_asyncio.aio_as_trio(blocker.execute)(
-                "SELECT pg_advisory_lock($1)", WRITE_LOCK_KEY
-            )
+        async with holding_the_write_lock(dsn) as blocker:
             with trio.move_on_after(0.3) as waited:
                 await backend.commit([request("cancelled", 0, event())])
             assert waited.cancelled_caught
-        finally:
-            await trio_asyncio.aio_as_trio(blocker.close)()
+            # The batch is one statement, committed by the server as soon as it has the lock:
+            # release the lock only once the server has seen the cancel (no backend waits for
+            # a lock any more). A cancel that comes after the lock is granted may be too late,
+            # like a connection lost after COMMIT was sent (see the test after this one).
+            with trio.fail_after(5):
+                while await trio_asyncio.aio_as_trio(blocker.fetchval)(_LOCK_WAITERS):
+                    await trio.sleep(0.01)
         with trio.fail_after(5):
             (after,) = await commit_ok(backend, request("after", 0, event()))
             assert after.version == 1
             assert await backend.read_stream("cancelled") == []
+    finally:
+        with trio.fail_after(5):
+            await backend.close()
+
+
+_LOCK_WAITERS = (
+    "SELECT count(*) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+)
+
+
+@pytest.mark.parametrize("backend_kind", [POSTGRESQL], indirect=True)
+async def test_a_commit_cancelled_as_it_gets_the_lock_is_all_or_nothing(
+    store_target: StoreTarget,
+) -> None:
+    dsn = store_target.dsn
+    assert dsn is not None
+    backend = PostgresBackend(dsn, pool_size=1, command_timeout=5)
+    await backend.open()
+    try:
+        for attempt in range(3):
+            streams = [f"race-{attempt}-{i}" for i in range(3)]
+            async with holding_the_write_lock(dsn):
+                with trio.move_on_after(0.2 + attempt * 0.05) as waited:
+                    await backend.commit([request(s, 0, event()) for s in streams])
+                assert waited.cancelled_caught
+            # The lock went at once: the cancel raced the commit.
+            with trio.fail_after(5):
+                after = await backend.commit([request(f"after-{attempt}", 0, event())])
+                assert isinstance(after[0], AppendResult)
+                written = [len(await backend.read_stream(s)) for s in streams]
+            assert written in ([0, 0, 0], [1, 1, 1])
     finally:
         with trio.fail_after(5):
             await backend.close()

@@ -247,7 +247,13 @@ class Coordinator:
             expected_version=0,
             events=events,
             saga=to_record(state, shape),
-            outbox=lifecycle_events(state, shape, transitions, self.options.lifecycle_topic),
+            outbox=lifecycle_events(
+                state,
+                shape,
+                transitions,
+                self.options.lifecycle_topic,
+                event_ids=[e.event_id for e in events],
+            ),
         )
         try:
             await self.store.append(request)

@@ -93,11 +93,23 @@ _END_EVENTS = {
 
 
 def lifecycle_events(
-    state: SagaState, shape: SagaShape, transitions: Sequence[Transition], topic: str
+    state: SagaState,
+    shape: SagaShape,
+    transitions: Sequence[Transition],
+    topic: str,
+    *,
+    event_ids: Sequence[str] = (),
 ) -> list[OutboxMessage]:
-    """The lifecycle events announced by ``transitions`` (``state`` is the state after them)."""
+    """The lifecycle events announced by ``transitions`` (``state`` is the state after them).
+
+    Each one's metadata says which transition announced it: ``stream_id`` (the saga's stream)
+    and ``version`` (the transition's version there), and ``causation_id``, the id of the
+    transition's event, when ``event_ids`` (those ids, in the order of ``transitions``) is
+    given; and the saga's ``correlation_id`` when it has one.
+    """
     messages = []
-    for t in transitions:
+    first_version = state.version - len(transitions) + 1
+    for index, t in enumerate(transitions):
         data: dict[str, object] = {"saga_id": state.saga_id, "saga_type": state.saga_type}
         match t:
             case SagaStarted():
@@ -115,7 +127,13 @@ def lifecycle_events(
                 data["error"] = t.error
             case _:
                 continue
-        metadata = {"correlation_id": state.correlation_id} if state.correlation_id else {}
+        metadata: dict[str, object] = {}
+        if state.correlation_id:
+            metadata["correlation_id"] = state.correlation_id
+        if index < len(event_ids):
+            metadata["causation_id"] = event_ids[index]
+        metadata["stream_id"] = stream_id(state.saga_id)
+        metadata["version"] = first_version + index
         messages.append(
             OutboxMessage(
                 topic=topic, event=NewEvent(event_type=event_type, data=data, metadata=metadata)

@@ -241,7 +241,13 @@ class SagaActor:
             expected_version=before.version,
             events=events,
             saga=to_record(after, self.shape),
-            outbox=lifecycle_events(after, self.shape, stamped, self.options.lifecycle_topic),
+            outbox=lifecycle_events(
+                after,
+                self.shape,
+                stamped,
+                self.options.lifecycle_topic,
+                event_ids=[e.event_id for e in events],
+            ),
         )
         delay = 0.05
         while True:

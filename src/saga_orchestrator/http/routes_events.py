@@ -34,7 +34,7 @@ from saga_orchestrator.errors import (
     StoreError,
     StoreUnavailable,
 )
-from saga_orchestrator.store.bus import BusMessage
+from saga_orchestrator.store.bus import BusMessage, bus_metadata
 from saga_orchestrator.store.records import (
     ANY_VERSION,
     AppendRequest,
@@ -143,7 +143,11 @@ async def publish() -> Response:
                 event=NewEvent(
                     event_type=event.event_type,
                     data=event.data,
-                    metadata={"stream_id": stream_id, **event.metadata},
+                    metadata=bus_metadata(
+                        event.metadata,
+                        stream_id=stream_id,
+                        version=None if expected == ANY_VERSION else expected + 1,
+                    ),
                     event_id=event.event_id,
                 ),
             )

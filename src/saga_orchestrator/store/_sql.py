@@ -158,12 +158,17 @@ def encode_request(request: AppendRequest) -> EncodedRequest | StoreError:
             for m in request.outbox
         )
     except (TypeError, ValueError) as exc:
-        return StoreError(
-            f"cannot store the append to stream {request.stream_id!r}: {exc}; event data and "
-            "metadata, saga input and result, and step results must be JSON values "
-            "(no NaN or infinity)"
-        )
+        return json_error(request, exc)
     return EncodedRequest(request, events, saga_row, steps, outbox)
+
+
+def json_error(request: AppendRequest, exc: BaseException) -> StoreError:
+    """The error of a request whose values JSON cannot hold (``exc`` from ``json.dumps``)."""
+    return StoreError(
+        f"cannot store the append to stream {request.stream_id!r}: {exc}; event data and "
+        "metadata, saga input and result, and step results must be JSON values "
+        "(no NaN or infinity)"
+    )
 
 
 def batch_stream_ids(encoded: Iterable[EncodedRequest | Exception]) -> list[str]:
@@ -404,8 +409,9 @@ def group_by_stream(events: Iterable[RecordedEvent]) -> dict[str, list[RecordedE
 
 def request_error(item: Any, exc: BaseException) -> StoreError:
     """The error of one append that the database refused: ``DuplicateEventId`` when an event id
-    is taken, else a ``StoreError`` that says what was refused."""
-    request = getattr(item, "request", None)
+    is taken, else a ``StoreError`` that says what was refused. ``item`` is the
+    ``AppendRequest`` or what holds it as ``request``."""
+    request = item if isinstance(item, AppendRequest) else getattr(item, "request", None)
     if (
         request is not None
         and "event_id" in str(exc)

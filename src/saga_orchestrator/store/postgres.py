@@ -2,14 +2,23 @@
 
 The rules of MEASUREMENTS.md ("Traps") hold here:
 
-* each unit of database work (acquire, transaction, statements, release) is ONE plain asyncio
-  coroutine (the ``_aio_*`` functions below), called from trio once through
-  ``trio_asyncio.aio_as_trio``; no asyncpg context manager is ever entered from trio;
-* the pool is created inside the loop by ``open()`` with ``max_inactive_connection_lifetime=0``
-  and closed by ``close()`` with a bounded wait, then ``terminate()``;
-* a batch is one transaction of five round trips whatever its size: BEGIN, the write lock, one
-  SELECT of the streams' versions (``FOR UPDATE``) and the idempotency keys' owners, one
-  statement that writes everything (data-modifying CTEs over ``unnest`` of arrays), COMMIT.
+* each unit of database work (acquire, statements, release) is ONE plain asyncio coroutine (the
+  ``_aio_*`` functions below), called from trio once through ``trio_asyncio.aio_as_trio``; no
+  asyncpg context manager is ever entered from trio;
+* the read pool is created inside the loop by ``open()`` with
+  ``max_inactive_connection_lifetime=0`` and closed by ``close()`` with a bounded wait, then
+  ``terminate()``.
+
+Writes do not use the pool: batches are committed on one connection of their own (the writer),
+kept open between batches and reopened by the next batch when it is lost. A batch is ONE round
+trip whatever its size: ``SELECT ... FROM saga_commit_batch(...)`` (created by the migration
+``0002_commit_batch_function``), sent outside an explicit transaction, so the statement is its
+own transaction and its answer comes after COMMIT. The function takes the write lock, reads the
+streams' versions (``FOR UPDATE``), the idempotency keys' owners and the event ids already
+stored, decides each request in batch order, writes the accepted ones (one set-based statement
+per table) and answers a code per request. The batch goes as ONE ``jsonb`` argument made by
+one ``json.dumps`` (not as arrays: asyncpg's array encoder costs ~1-2 us of CPU per element, an
+``isinstance`` check against the ``collections.abc`` classes each).
 
 Writes take a transaction-level advisory lock (:data:`WRITE_LOCK_KEY`) first. Within one process
 the store actor commits one batch at a time anyway; the lock makes that true across processes
@@ -26,34 +35,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
+import attrs
 import trio
 import trio_asyncio
 
-from saga_orchestrator.errors import StoreError, StoreUnavailable
+from saga_orchestrator.errors import (
+    ConcurrencyError,
+    DuplicateEventId,
+    DuplicateIdempotencyKey,
+    StoreError,
+    StoreUnavailable,
+)
 
 from ._sql import (
     ACTIVE_SAGAS_SQL_TAIL,
     EVENT_COLUMNS,
     EVENT_TYPES_SQL,
     OUTBOX_COLUMNS,
-    SAGA_COLUMN_NAMES,
     SAGA_COLUMNS,
     SAGA_WITH_STEPS_SELECT,
-    STEP_COLUMN_NAMES,
-    EncodedRequest,
-    batch_idempotency_keys,
-    batch_stream_ids,
-    encode_request,
+    dumps,
     event_from_row,
     group_by_stream,
+    json_error,
     outbox_from_row,
-    plan_batch,
     request_error,
     saga_from_joined_rows,
     saga_from_row,
@@ -77,119 +89,144 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 WRITE_LOCK_KEY = 0x5A6A_0D1F_0002
-"""``pg_advisory_xact_lock`` key every write transaction takes first (see the module doc)."""
+"""``pg_advisory_xact_lock`` key every write transaction takes first (see the module doc);
+``saga_commit_batch`` spells it in decimal, 99411533168642."""
 
 # -- statements ---------------------------------------------------------------------------------
 
-_LOCK_WRITES = "SELECT pg_advisory_xact_lock($1)"
+_COMMIT_BATCH = "SELECT codes, versions, firsts, owners FROM saga_commit_batch($1, $2)"
+"""A whole batch, one statement (migration ``0002_commit_batch_function`` says what it does)."""
 
-# What the checks of a batch need, in one statement: the versions of its streams (locked) and
-# the owners of its idempotency keys. The lock is taken by the statement before, so this one's
-# snapshot already sees every write that committed before the lock was granted.
-_READ_STATE = """
-WITH locked AS (
-    SELECT stream_id, version FROM streams
-    WHERE stream_id = ANY($1::text[]) ORDER BY stream_id FOR UPDATE
-)
-SELECT false AS is_key, stream_id AS name, version, NULL::text AS saga_id FROM locked
-UNION ALL
-SELECT true, idempotency_key, NULL::bigint, saga_id FROM sagas
-WHERE idempotency_key = ANY($2::text[])
-"""
-
-
-class _Params:
-    """Numbers the parameters of a statement: ``p.arrays("text", "int")`` -> ``$1::text[], ...``."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def one(self, pg_type: str) -> str:
-        self.count += 1
-        return f"${self.count}::{pg_type}"
-
-    def arrays(self, *pg_types: str) -> str:
-        return ", ".join(self.one(f"{t}[]") for t in pg_types)
-
-
-def _write_statement() -> str:
-    """Every write of a batch as ONE statement (data-modifying CTEs, one ``unnest`` each).
-
-    Parameters: now, then the columns of events (6), streams (2), sagas (14), steps (12), the
-    sagas whose steps are replaced (1) and outbox (5). Empty arrays write nothing. Returns the
-    position of each event. The steps of a saga are replaced by an upsert of the given steps
-    and a delete of the saga's other steps: the two touch different rows.
-    """
-    p = _Params()
-    now = p.one("float8")
-    events = p.arrays("text", "bigint", "text", "text", "text", "text")
-    streams = p.arrays("text", "bigint")
-    saga_types = ("text", "text", "int", "text", "text", "text", "text", "text")
-    saga_types += ("float8", "float8", "float8", "bigint", "text", "text")
-    sagas = p.arrays(*saga_types)
-    step_types = ("text", "int", "text", "text", "int", "float8", "float8", "text", "text")
-    step_types += ("text", "int", "text")
-    first_step_param = p.count + 1
-    steps = p.arrays(*step_types)
-    replaced = p.one("text[]")
-    outbox = p.arrays("text", "text", "text", "text", "text")
-
-    def cast(columns: Sequence[str], json_columns: set[str]) -> str:
-        return ", ".join(f"u.{c}::jsonb" if c in json_columns else f"u.{c}" for c in columns)
-
-    def updates(columns: Sequence[str]) -> str:
-        return ", ".join(f"{c} = EXCLUDED.{c}" for c in columns)
-
-    step_columns = ", ".join(STEP_COLUMN_NAMES)
-    return f"""
-WITH new_events AS (
-    INSERT INTO events (stream_id, version, event_id, event_type, data, metadata, recorded_at)
-    SELECT u.stream_id, u.version, u.event_id, u.event_type, u.data::jsonb, u.metadata::jsonb,
-        {now}
-    FROM unnest({events})
-        WITH ORDINALITY AS u(stream_id, version, event_id, event_type, data, metadata, ord)
-    ORDER BY u.ord
-    RETURNING position, stream_id, version
-), new_versions AS (
-    INSERT INTO streams (stream_id, version)
-    SELECT * FROM unnest({streams})
-    ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version
-), new_sagas AS (
-    INSERT INTO sagas ({SAGA_COLUMNS})
-    SELECT {cast(SAGA_COLUMN_NAMES, {"input", "result"})}
-    FROM unnest({sagas}) AS u({SAGA_COLUMNS})
-    ON CONFLICT (saga_id) DO UPDATE SET {updates(SAGA_COLUMN_NAMES[1:])}
-), new_steps AS (
-    INSERT INTO saga_steps ({step_columns})
-    SELECT {cast(STEP_COLUMN_NAMES, {"result"})}
-    FROM unnest({steps}) AS u({step_columns})
-    ON CONFLICT (saga_id, step_index) DO UPDATE SET {updates(STEP_COLUMN_NAMES[2:])}
-), old_steps AS (
-    DELETE FROM saga_steps s
-    WHERE s.saga_id = ANY({replaced}) AND NOT EXISTS (
-        SELECT 1 FROM unnest(${first_step_param}::text[], ${first_step_param + 1}::int[])
-            AS k(saga_id, step_index)
-        WHERE k.saga_id = s.saga_id AND k.step_index = s.step_index
-    )
-), new_outbox AS (
-    INSERT INTO outbox (topic, event_id, event_type, data, metadata, created_at)
-    SELECT u.topic, u.event_id, u.event_type, u.data::jsonb, u.metadata::jsonb, {now}
-    FROM unnest({outbox}) WITH ORDINALITY AS u(topic, event_id, event_type, data, metadata, ord)
-    ORDER BY u.ord
-)
-SELECT position, stream_id, version FROM new_events
-"""
-
-
-_WRITE_BATCH = _write_statement()
 _MARK_SENT = "UPDATE outbox SET sent_at = $2 WHERE id = ANY($1::bigint[]) AND sent_at IS NULL"
 
+_ACCEPTED, _CONFLICT, _KEY_TAKEN, _EVENT_ID_TAKEN = 0, 1, 2, 3
+"""The codes ``saga_commit_batch`` answers per request."""
 
-def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
-    """Transpose rows into one list per column (the arrays ``unnest`` takes)."""
-    if not rows:
-        return [[] for _ in range(width)]
-    return [list(column) for column in zip(*rows, strict=True)]
+
+# -- encoding a batch -----------------------------------------------------------------------------
+
+
+def _exact_float(value: Any) -> float | str:
+    """``float(value)``, spelled as text when JSON has no number for it (infinity, NaN): the
+    function reads timestamps with ``->> ... ::double precision``, which takes ``inf``."""
+    number = float(value)
+    return number if math.isfinite(number) else str(number)
+
+
+def _payload(request: AppendRequest, to_float: Callable[[Any], Any] = float) -> list[Any]:
+    """``request`` as ``saga_commit_batch`` reads it:
+    ``[stream_id, expected_version, events, saga, steps, outbox]``."""
+    saga = request.saga
+    saga_row = None
+    steps: list[list[Any]] = []
+    if saga is not None:
+        saga_row = [
+            saga.saga_id,
+            saga.saga_type,
+            saga.saga_version,
+            saga.status,
+            saga.current_step,
+            saga.input,
+            saga.result,
+            saga.error,
+            to_float(saga.deadline_at),
+            to_float(saga.created_at),
+            to_float(saga.updated_at),
+            saga.version,
+            saga.idempotency_key,
+            saga.correlation_id,
+        ]
+        steps = [
+            [
+                step.index,
+                step.name,
+                step.status,
+                step.attempts,
+                None if step.started_at is None else to_float(step.started_at),
+                None if step.finished_at is None else to_float(step.finished_at),
+                step.result,
+                step.error,
+                step.compensation_status,
+                step.compensation_attempts,
+                step.compensation_error,
+            ]
+            for step in saga.steps
+        ]
+    return [
+        request.stream_id,
+        request.expected_version,
+        [[e.event_id, e.event_type, e.data, e.metadata] for e in request.events],
+        saga_row,
+        steps,
+        [
+            [m.topic, m.event.event_id, m.event.event_type, m.event.data, m.event.metadata]
+            for m in request.outbox
+        ],
+    ]
+
+
+@attrs.frozen
+class _Batch:
+    """The requests of a batch that go to the database, with their payloads; ``errors`` holds
+    the others' (values JSON cannot hold), by index in the batch."""
+
+    indexes: list[int]
+    requests: list[AppendRequest]
+    payloads: list[list[Any]]
+    text: str
+    """The JSON of ``payloads``."""
+    errors: dict[int, StoreError]
+
+
+def _encode(batch: Sequence[AppendRequest]) -> _Batch:
+    """The whole batch as ONE JSON text; only if that fails, request by request (each request
+    JSON cannot hold gets its error)."""
+    try:
+        payloads = [_payload(request) for request in batch]
+        return _Batch(list(range(len(batch))), list(batch), payloads, dumps(payloads), {})
+    except (TypeError, ValueError):
+        pass
+    indexes: list[int] = []
+    texts: list[str] = []
+    payloads = []
+    errors: dict[int, StoreError] = {}
+    for index, request in enumerate(batch):
+        try:
+            payload = _payload(request, _exact_float)
+            texts.append(dumps(payload))
+        except (TypeError, ValueError) as exc:
+            errors[index] = json_error(request, exc)
+            continue
+        indexes.append(index)
+        payloads.append(payload)
+    requests = [batch[i] for i in indexes]
+    return _Batch(indexes, requests, payloads, f"[{','.join(texts)}]", errors)
+
+
+def _results(
+    requests: Sequence[AppendRequest], row: Sequence[Any]
+) -> list[AppendResult | Exception]:
+    """Each request's result from the row :data:`_COMMIT_BATCH` returned."""
+    codes, versions, firsts, owners = row
+    results: list[AppendResult | Exception] = []
+    for request, code, version, first, owner in zip(
+        requests, codes, versions, firsts, owners, strict=True
+    ):
+        if code == _ACCEPTED:
+            count = len(request.events)
+            positions = tuple(range(first, first + count)) if count else ()
+            results.append(
+                AppendResult(stream_id=request.stream_id, version=version, positions=positions)
+            )
+        elif code == _CONFLICT:
+            results.append(ConcurrencyError(request.stream_id, request.expected_version, version))
+        elif code == _KEY_TAKEN:
+            assert request.saga is not None and request.saga.idempotency_key is not None
+            results.append(DuplicateIdempotencyKey(request.saga.idempotency_key, owner))
+        else:
+            assert code == _EVENT_ID_TAKEN, code
+            results.append(DuplicateEventId([event.event_id for event in request.events]))
+    return results
 
 
 # -- error classification ---------------------------------------------------------------------
@@ -248,27 +285,120 @@ def describe_dsn(dsn: str) -> str:
 # -- units of work: plain asyncio coroutines, each called from trio once -------------------------
 
 
-async def _aio_open(
-    dsn: str, pool_size: int, connect_timeout: float, command_timeout: float
-) -> tuple[asyncpg.Pool, list[str]]:
+class _Writer:
+    """The one connection batches are committed on, kept open between batches (no pool
+    acquire and release, no reset query). Used from asyncio only, one batch at a time (the
+    backend's write lock); reopened by the next batch once it is lost."""
+
+    def __init__(self, dsn: str, connect_timeout: float, command_timeout: float) -> None:
+        self.dsn = dsn
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.conn: asyncpg.Connection | None = None
+        self.connects = 0
+
+    async def connection(self) -> asyncpg.Connection:
+        conn = self.conn
+        if conn is None or conn.is_closed():
+            self.conn = None
+            conn = await asyncpg.connect(
+                self.dsn, timeout=self.connect_timeout, command_timeout=self.command_timeout
+            )
+            self.conn = conn
+            self.connects += 1
+        return conn
+
+    def after_error(self, exc: BaseException) -> None:
+        """Drop the connection if ``exc`` left it unusable. A server-side error leaves it
+        usable, and so does a timeout or a cancel: asyncpg cancels the statement on the server
+        and the next statement waits for that (or closes the connection if it cannot)."""
+        conn = self.conn
+        if conn is not None and (
+            conn.is_closed() or isinstance(exc, asyncpg.exceptions.InternalClientError)
+        ):
+            self.terminate()
+
+    def terminate(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.terminate()
+
+    async def close(self, within: float) -> None:
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        try:
+            await conn.close(timeout=within)
+        except Exception:
+            conn.terminate()
+
+
+async def _aio_commit(
+    writer: _Writer, batch: _Batch, now: float
+) -> tuple[list[AppendResult | Exception], int]:
+    """Commit the batch with one statement, its own transaction; if a request's values make it
+    fail (or it races a writer that does not take the write lock on a unique key), commit the
+    requests one per statement so that each gets its own result. Returns (the results of
+    ``batch.requests``, transactions committed)."""
+    conn = await writer.connection()
+    try:
+        row = await conn.fetchrow(_COMMIT_BATCH, batch.text, now)
+        return _results(batch.requests, row), 1
+    except Exception as exc:
+        writer.after_error(exc)
+        if not _is_request_error(exc):
+            raise
+        first_error: Exception = exc
+    results: list[AppendResult | Exception] = [first_error] * len(batch.requests)
+    commits = 0
+    # Even a lone request is tried again: after a race with a writer that does not take the
+    # write lock, the retry's checks give it the ConcurrencyError, DuplicateIdempotencyKey or
+    # DuplicateEventId it deserves rather than a StoreError.
+    for n, (request, payload) in enumerate(zip(batch.requests, batch.payloads, strict=True)):
+        try:
+            row = await conn.fetchrow(_COMMIT_BATCH, dumps([payload]), now)
+            results[n] = _results([request], row)[0]
+            commits += 1
+        except Exception as exc:
+            writer.after_error(exc)
+            if _is_request_error(exc):
+                results[n] = request_error(request, exc)
+                continue
+            if commits == 0 or not is_unavailable(exc):
+                raise
+            # Some requests committed already: they must get their results.
+            for j in range(n, len(batch.requests)):
+                results[j] = StoreUnavailable(
+                    f"the connection to PostgreSQL failed ({type(exc).__name__}: {exc}) "
+                    "before this append committed; retry"
+                )
+            break
+    return results, commits
+
+
+async def _aio_open(writer: _Writer, pool_size: int) -> tuple[asyncpg.Pool, list[str]]:
+    """The read pool, the migrations applied, then the writer's connection."""
     pool = await asyncpg.create_pool(
-        dsn,
+        writer.dsn,
         min_size=1,
         max_size=pool_size,
         max_inactive_connection_lifetime=0,  # trap 2: the idle timer leaks under trio-asyncio
-        timeout=connect_timeout,
-        command_timeout=command_timeout,
+        timeout=writer.connect_timeout,
+        command_timeout=writer.command_timeout,
     )
     try:
         async with pool.acquire() as conn:
             applied = await apply_postgres_migrations(conn)
+        await writer.connection()
     except BaseException:
+        writer.terminate()
         pool.terminate()
         raise
     return pool, applied
 
 
-async def _aio_close(pool: asyncpg.Pool, within: float) -> None:
+async def _aio_close(pool: asyncpg.Pool, writer: _Writer, within: float) -> None:
+    await writer.close(within)
     try:
         await asyncio.wait_for(pool.close(), within)
     except Exception:
@@ -288,82 +418,6 @@ async def _aio_execute(
 ) -> None:
     async with pool.acquire(timeout=acquire_within) as conn:
         await conn.execute(sql, *args)
-
-
-async def _aio_commit(
-    pool: asyncpg.Pool, acquire_within: float, encoded: list[EncodedRequest | StoreError]
-) -> tuple[list[AppendResult | Exception], int]:
-    """Commit the batch in one transaction; if a request's values make it fail (or it races
-    another writer on a unique key), commit the requests one per transaction so that each gets
-    its own result. Returns (results, transactions committed)."""
-    async with pool.acquire(timeout=acquire_within) as conn:
-        try:
-            return await _aio_commit_once(conn, encoded), 1
-        except Exception as exc:
-            if not _is_request_error(exc):
-                raise
-            first_error: Exception = exc
-        pending = [i for i, item in enumerate(encoded) if isinstance(item, EncodedRequest)]
-        results: list[AppendResult | Exception] = [
-            item if isinstance(item, Exception) else first_error for item in encoded
-        ]
-        commits = 0
-        # Even a lone request is tried again: after a race with a writer that does not take the
-        # write lock, the retry's checks give it the ConcurrencyError or
-        # DuplicateIdempotencyKey it deserves rather than a StoreError.
-        for n, i in enumerate(pending):
-            try:
-                results[i] = (await _aio_commit_once(conn, [encoded[i]]))[0]
-                commits += 1
-            except Exception as exc:
-                if _is_request_error(exc):
-                    results[i] = request_error(encoded[i], exc)
-                    continue
-                if commits == 0 or not is_unavailable(exc):
-                    raise
-                # Some requests committed already: they must get their results.
-                for j in pending[n:]:
-                    results[j] = StoreUnavailable(
-                        f"the connection to PostgreSQL failed ({type(exc).__name__}: {exc}) "
-                        "before this append committed; retry"
-                    )
-                break
-        return results, commits
-
-
-async def _aio_commit_once(
-    conn: asyncpg.Connection, encoded: Sequence[EncodedRequest | Exception]
-) -> list[AppendResult | Exception]:
-    """One transaction: lock, read the state the checks need, plan, write (5 round trips)."""
-    async with conn.transaction():
-        await conn.execute(_LOCK_WRITES, WRITE_LOCK_KEY)
-        versions: dict[str, int] = {}
-        owners: dict[str, str] = {}
-        stream_ids = batch_stream_ids(encoded)
-        keys = batch_idempotency_keys(encoded)
-        if stream_ids or keys:
-            for is_key, name, version, saga_id in await conn.fetch(_READ_STATE, stream_ids, keys):
-                if is_key:
-                    owners[name] = saga_id
-                else:
-                    versions[name] = version
-        plan = plan_batch(encoded, versions, owners)
-        positions: list[int] = []
-        if plan.accepted:
-            step_rows = [row for rows in plan.steps.values() for row in rows]
-            rows = await conn.fetch(
-                _WRITE_BATCH,
-                time.time(),
-                *_columns(plan.events, 6),
-                *_columns(list(plan.streams.items()), 2),
-                *_columns(list(plan.sagas.values()), len(SAGA_COLUMN_NAMES)),
-                *_columns(step_rows, len(STEP_COLUMN_NAMES)),
-                list(plan.steps),
-                *_columns(plan.outbox, 5),
-            )
-            by_version = {(row[1], row[2]): row[0] for row in rows}
-            positions = [by_version[(event[0], event[1])] for event in plan.events]
-    return plan.finish(positions)
 
 
 # -- the backend --------------------------------------------------------------------------------
@@ -396,6 +450,8 @@ class PostgresBackend:
         self.commits = 0
         self.migrations_applied: list[str] = []
         self._pool: asyncpg.Pool | None = None
+        self._writer: _Writer | None = None
+        self._write_lock = trio.Lock()
         self._loop: trio_asyncio.TrioEventLoop | None = None
         self._where = describe_dsn(dsn)
 
@@ -414,31 +470,36 @@ class PostgresBackend:
                 "`async with trio_asyncio.open_loop():`"
             )
         self._loop = loop
+        writer = _Writer(self.dsn, self.connect_timeout, self.command_timeout)
         try:
             pool, applied = await trio_asyncio.aio_as_trio(_aio_open, loop=loop)(
-                self.dsn, self.pool_size, self.connect_timeout, self.command_timeout
+                writer, self.pool_size
             )
         except Exception as exc:
             raise self._translate(exc, "open") from exc
         self._pool = pool
+        self._writer = writer
         self.migrations_applied = applied
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is None or self._loop is None:
+        writer, self._writer = self._writer, None
+        if pool is None or writer is None or self._loop is None:
             return
         with trio.CancelScope(shield=True):
             if self._loop.is_closed():
                 with contextlib.suppress(Exception):
+                    writer.terminate()
                     pool.terminate()
                 return
             try:
                 await trio_asyncio.aio_as_trio(_aio_close, loop=self._loop)(
-                    pool, self.close_timeout
+                    pool, writer, self.close_timeout
                 )
             except Exception:
-                log.exception("closing the PostgreSQL pool failed; terminating it")
+                log.exception("closing the PostgreSQL connections failed; terminating them")
                 with contextlib.suppress(Exception):
+                    writer.terminate()
                     pool.terminate()
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -463,18 +524,23 @@ class PostgresBackend:
             )
         return StoreError(f"cannot {doing} on {self._where}: {type(exc).__name__}: {exc}")
 
-    async def _call(self, doing: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        pool, loop = self._pool, self._loop
-        if pool is None or loop is None:
+    async def _run(self, doing: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``await fn(*args)`` in the asyncio loop (one crossing), errors translated."""
+        loop = self._loop
+        if self._pool is None or self._writer is None or loop is None:
             raise StoreError(f"cannot {doing}: the store on {self._where} is not open")
         if loop.is_closed():
             raise StoreUnavailable(f"cannot {doing}: the asyncio loop has closed (shutting down)")
         try:
-            return await trio_asyncio.aio_as_trio(fn, loop=loop)(pool, *args)
+            return await trio_asyncio.aio_as_trio(fn, loop=loop)(*args)
         except Exception as exc:
             if not _is_driver_error(exc) and not isinstance(exc, StoreError):
                 raise
             raise self._translate(exc, doing) from exc
+
+    async def _call(self, doing: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """:meth:`_run` with the read pool as ``fn``'s first argument."""
+        return await self._run(doing, fn, self._pool, *args)
 
     async def _fetch(self, doing: str, sql: str, *args: Any) -> Any:
         return await self._call(doing, _aio_fetch, self.command_timeout, sql, args)
@@ -484,12 +550,19 @@ class PostgresBackend:
     async def commit(self, batch: Sequence[AppendRequest]) -> list[AppendResult | Exception]:
         if not batch:
             return []
-        encoded = [encode_request(request) for request in batch]
-        results, commits = await self._call(
-            "commit a batch", _aio_commit, self.command_timeout, encoded
-        )
-        self.commits += commits
-        return results
+        encoded = _encode(batch)
+        sent: list[AppendResult | Exception] = []
+        if encoded.requests:
+            async with self._write_lock:  # one batch at a time on the writer connection
+                sent, commits = await self._run(
+                    "commit a batch", _aio_commit, self._writer, encoded, time.time()
+                )
+            self.commits += commits
+        if not encoded.errors:
+            return sent
+        merged: dict[int, AppendResult | Exception] = dict(encoded.errors)
+        merged.update(zip(encoded.indexes, sent, strict=True))
+        return [merged[index] for index in range(len(batch))]
 
     async def outbox_mark_sent(self, ids: Sequence[int]) -> None:
         if not ids:

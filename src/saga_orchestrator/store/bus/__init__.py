@@ -13,6 +13,7 @@ from .base import MalformedEntry as MalformedEntry
 from .base import RejectMessage as RejectMessage
 from .base import SettlementCallback as SettlementCallback
 from .base import StreamInfo as StreamInfo
+from .base import bus_metadata as bus_metadata
 from .base import dead_letter_stream as dead_letter_stream
 from .consumer import ConsumerOptions as ConsumerOptions
 from .consumer import ConsumerStats as ConsumerStats

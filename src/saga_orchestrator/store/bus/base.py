@@ -34,11 +34,14 @@ __all__ = [
     "RejectMessage",
     "SettlementCallback",
     "StreamInfo",
+    "bus_metadata",
     "dead_letter_fields",
     "dead_letter_stream",
 ]
 
 DEAD_LETTER_SUFFIX = ":dead"
+ENVELOPE_METADATA = ("stream_id", "version")
+"""Metadata keys the service sets on the bus (see :func:`bus_metadata`)."""
 
 
 def dead_letter_stream(stream: str) -> str:
@@ -59,6 +62,19 @@ def dead_letter_fields(group: str, delivery: Delivery, reason: str) -> dict[str,
     }
 
 
+def bus_metadata(
+    metadata: Mapping[str, Any], *, stream_id: str, version: int | None = None
+) -> dict[str, Any]:
+    """``metadata`` with where the event is in the event store: ``stream_id``, and ``version``
+    when it is known. These two keys are the service's: a publisher's keys of those names are
+    replaced (``version`` is left out when it is not known)."""
+    found = {k: v for k, v in metadata.items() if k not in ENVELOPE_METADATA}
+    found["stream_id"] = stream_id
+    if version is not None:
+        found["version"] = version
+    return found
+
+
 class MalformedEntry(SagaOrchestratorError, ValueError):
     """A stream entry that is not a bus message (missing fields, data that is not JSON)."""
 
@@ -70,7 +86,7 @@ class RejectMessage(SagaOrchestratorError):
 
 @attrs.frozen(kw_only=True)
 class BusMessage:
-    """One event on the bus.
+    """One event on the bus: the envelope described in ``docs/events.md``.
 
     On Redis an entry has the string fields ``event_id``, ``event_type``, ``data`` and
     ``metadata`` (JSON objects) and ``occurred_at`` (seconds since the epoch).
@@ -81,9 +97,11 @@ class BusMessage:
     event_type: str
     data: dict[str, Any] = attrs.field(factory=dict)
     metadata: dict[str, Any] = attrs.field(factory=dict)
-    """``correlation_id``, ``causation_id``, ``stream_id``, ``saga_id`` and the like."""
+    """``correlation_id``, ``causation_id``; ``stream_id`` and ``version`` (where the event, or
+    the saga transition a lifecycle event announces, is in the event store; see
+    :func:`bus_metadata`); ``saga_id`` (replies) and whatever the publisher adds."""
     occurred_at: float = 0.0
-    """When the event was accepted (committed to the store), seconds since the epoch."""
+    """When the event was recorded (committed to the store), seconds since the epoch."""
 
     @classmethod
     def from_outbox(cls, record: OutboxRecord) -> BusMessage:
@@ -98,12 +116,11 @@ class BusMessage:
 
     @classmethod
     def from_recorded(cls, event: RecordedEvent) -> BusMessage:
-        metadata = {"stream_id": event.stream_id, "version": event.version, **event.metadata}
         return cls(
             event_id=event.event_id,
             event_type=event.event_type,
             data=event.data,
-            metadata=metadata,
+            metadata=bus_metadata(event.metadata, stream_id=event.stream_id, version=event.version),
             occurred_at=event.recorded_at,
         )
 

@@ -1,0 +1,224 @@
+"""What only the PostgreSQL backend does: a batch is one statement (``saga_commit_batch``) on a
+connection of its own, the writer, which outlives batches and is replaced when it is lost; the
+migration that creates the function upgrades a database made by the first release."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import trio
+import trio_asyncio
+
+from saga_orchestrator.errors import (
+    ConcurrencyError,
+    DuplicateIdempotencyKey,
+    StoreError,
+    StoreUnavailable,
+)
+from saga_orchestrator.store.migrations import load_migrations
+from saga_orchestrator.store.postgres import WRITE_LOCK_KEY, PostgresBackend
+from saga_orchestrator.store.records import AppendResult, NewEvent
+
+from ..support.tcp_proxy import open_tcp_proxy
+from .test_contract import commit_ok, event, holding_the_write_lock, request, saga_record, step
+
+pytestmark = pytest.mark.integration
+
+
+@asynccontextmanager
+async def opened(dsn: str, **options: object) -> AsyncIterator[PostgresBackend]:
+    backend = PostgresBackend(dsn, pool_size=1, command_timeout=5, **options)  # type: ignore[arg-type]
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        with trio.fail_after(10):
+            await backend.close()
+
+
+def writer_connection(backend: PostgresBackend) -> asyncpg.Connection:
+    writer = backend._writer
+    assert writer is not None and writer.conn is not None
+    return writer.conn
+
+
+async def _admin(dsn: str, sql: str, *args: object) -> object:
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        return await conn.fetchval(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def admin(dsn: str, sql: str, *args: object) -> object:
+    return await trio_asyncio.aio_as_trio(_admin)(dsn, sql, *args)
+
+
+async def test_a_batch_is_one_statement_on_a_connection_that_outlives_it(
+    pg_dsn: str, aio_loop: object
+) -> None:
+    async with opened(pg_dsn) as backend:
+        # On a new connection asyncpg first looks up the result's array types (once).
+        await commit_ok(backend, request("warm-up", 0, event()))
+        conn = writer_connection(backend)
+        statements: list[str] = []
+        conn.add_query_logger(lambda logged: statements.append(logged.query))
+        first = await commit_ok(backend, *(request(f"s-{i}", 0, event()) for i in range(20)))
+        assert len(statements) == 1 and "saga_commit_batch" in statements[0]
+        await commit_ok(backend, request("s-0", 1, event()), request("s-1", 1, event()))
+        assert len(statements) == 2
+        assert writer_connection(backend) is conn
+        assert backend.commits == 3
+        positions = [p for result in first for p in result.positions]
+        assert positions == sorted(positions) and len(set(positions)) == 20
+        # The function's lock is the documented one.
+        source = await admin(
+            pg_dsn, "SELECT prosrc FROM pg_proc WHERE proname = 'saga_commit_batch'"
+        )
+        assert f"pg_advisory_xact_lock({WRITE_LOCK_KEY})" in str(source)
+
+
+async def test_the_writer_is_replaced_when_the_server_drops_it_while_idle(
+    pg_dsn: str, aio_loop: object
+) -> None:
+    async with opened(pg_dsn) as backend:
+        await commit_ok(backend, request("before", 0, event()))
+        pid = writer_connection(backend).get_server_pid()
+        assert await admin(pg_dsn, "SELECT pg_terminate_backend($1)", pid)
+        await trio.sleep(0.3)  # the client sees the connection close
+        (after,) = await commit_ok(backend, request("after", 0, event()))  # no error at all
+        assert writer_connection(backend).get_server_pid() != pid
+        assert backend._writer is not None and backend._writer.connects == 2
+        assert [e.stream_id for e in await backend.read_all()] == ["before", "after"]
+        assert after.positions[0] > 1
+
+
+async def test_a_batch_whose_writer_is_killed_fails_unavailable_and_the_next_reconnects(
+    pg_dsn: str, aio_loop: object
+) -> None:
+    async with opened(pg_dsn) as backend:
+        pid = writer_connection(backend).get_server_pid()
+        async with holding_the_write_lock(pg_dsn), trio.open_nursery() as nursery:
+
+            async def kill_soon() -> None:
+                await trio.sleep(0.3)
+                await admin(pg_dsn, "SELECT pg_terminate_backend($1)", pid)
+
+            nursery.start_soon(kill_soon)
+            with pytest.raises(StoreUnavailable):
+                await backend.commit([request("lost", 0, event())])
+        with trio.fail_after(5):
+            (again,) = await commit_ok(backend, request("lost", 0, event()))
+        assert again.version == 1  # the killed statement committed nothing
+        assert writer_connection(backend).get_server_pid() != pid
+
+
+def through(dsn: str, port: int) -> str:
+    parts = urlsplit(dsn)
+    user = f"{parts.username}@" if parts.username else ""
+    return urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{port}"))
+
+
+async def test_the_writer_recovers_when_the_network_comes_back(
+    pg_dsn: str, aio_loop: object
+) -> None:
+    target = urlsplit(pg_dsn)
+    async with (
+        open_tcp_proxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy,
+        opened(through(pg_dsn, proxy.port), connect_timeout=2) as backend,
+    ):
+        await commit_ok(backend, request("up", 0, event()))
+        proxy.cut()
+        for _ in range(3):  # refused fast, every time, while the network is away
+            with trio.fail_after(3), pytest.raises(StoreUnavailable):
+                await backend.commit([request("down", 0, event())])
+        proxy.restore()
+        with trio.fail_after(5):
+            (back,) = await commit_ok(backend, request("down", 0, event()))
+        assert back.version == 1
+        assert [e.stream_id for e in await backend.read_all()] == ["up", "down"]
+
+
+async def test_a_value_the_server_refuses_fails_alone(pg_dsn: str, aio_loop: object) -> None:
+    async with opened(pg_dsn) as backend:
+        results = await backend.commit(
+            [
+                request("good-1", 0, event()),
+                # JSON can hold it, PostgreSQL's jsonb cannot: the batch statement fails, and
+                # the requests are committed one by one.
+                request("bad", 0, NewEvent(event_type="X", data={"text": "nul\x00byte"})),
+                request("good-2", 0, event()),
+            ]
+        )
+        good_1, bad, good_2 = results
+        assert isinstance(good_1, AppendResult) and isinstance(good_2, AppendResult)
+        assert isinstance(bad, StoreError) and not isinstance(bad, StoreUnavailable)
+        assert backend.commits == 2
+        assert [e.stream_id for e in await backend.read_all()] == ["good-1", "good-2"]
+
+
+_SCHEMA_MIGRATIONS = """
+CREATE TABLE schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at DOUBLE PRECISION NOT NULL
+)
+"""
+
+
+async def _make_first_release_database(dsn: str) -> None:
+    """The schema of migration 0001 only, with what that release's statements wrote."""
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        async with conn.transaction():
+            await conn.execute(_SCHEMA_MIGRATIONS)
+            await conn.execute(load_migrations("postgresql")[0].sql)
+            await conn.execute("INSERT INTO schema_migrations VALUES (1, '0001_initial', 0)")
+            await conn.execute(
+                "INSERT INTO events (stream_id, version, event_id, event_type, data, metadata, "
+                "recorded_at) VALUES ('saga-old', 1, 'old-1', 'SagaStarted', '{}', '{}', 1), "
+                "('saga-old', 2, 'old-2', 'StepStarted', '{}', '{}', 2)"
+            )
+            await conn.execute("INSERT INTO streams VALUES ('saga-old', 2)")
+            await conn.execute(
+                "INSERT INTO sagas (saga_id, saga_type, saga_version, status, input, "
+                "deadline_at, created_at, updated_at, version, idempotency_key) "
+                "VALUES ('old', 'order', 1, 'running', '{}', 9, 1, 2, 2, 'old-key')"
+            )
+            await conn.execute(
+                "INSERT INTO saga_steps (saga_id, step_index, name, status) "
+                "VALUES ('old', 0, 'one', 'running'), ('old', 1, 'two', 'pending')"
+            )
+    finally:
+        await conn.close()
+
+
+async def test_the_function_migration_upgrades_a_first_release_database(
+    pg_dsn: str, aio_loop: object
+) -> None:
+    await trio_asyncio.aio_as_trio(_make_first_release_database)(pg_dsn)
+    async with opened(pg_dsn) as backend:
+        assert backend.migrations_applied == ["0002_commit_batch_function"]
+        taken = saga_record("new", key="old-key")
+        moved = saga_record("old", key="old-key", version=3, steps=(step(0, "completed"),))
+        results = await backend.commit(
+            [
+                request("saga-old", 0, event()),
+                request("saga-new", 0, event(), saga=taken),
+                request("saga-old", 2, event(), saga=moved),
+            ]
+        )
+        stale, duplicate, appended = results
+        assert isinstance(stale, ConcurrencyError) and stale.actual == 2
+        assert isinstance(duplicate, DuplicateIdempotencyKey) and duplicate.saga_id == "old"
+        assert isinstance(appended, AppendResult) and appended.version == 3
+        assert appended.positions[0] > 2  # after what the first release wrote
+        assert await backend.get_saga("old") == moved  # step 1 went, step 0 replaced
+        assert [e.event_id for e in await backend.read_stream("saga-old")][:2] == [
+            "old-1",
+            "old-2",
+        ]
