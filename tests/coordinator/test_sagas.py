@@ -28,7 +28,7 @@ async def test_all_steps_succeed(autojump_clock):
     definition = saga("four", [step(rec, n) for n in "abcd"])
     async with running([definition]) as h:
         started = await h.start("four")
-        assert started.created and started.saga.status == "running"  # its first step started with it
+        assert started.created and started.saga.status == "running"  # its 1st step started too
         final = await h.wait_terminal(started.saga.saga_id)
     assert final.status == "completed"
     assert rec.names("action") == ["a", "b", "c", "d"]
