@@ -94,6 +94,8 @@ class SagaActor:
     _interruptible: trio.CancelScope | None = None
     _retry_requested: bool = False
     _incarnations: int = 0
+    _cancels: list[Envelope[Any]] = attrs.field(factory=list)
+    """Cancel requests to answer once ``SagaInterrupted`` is durable (or refused)."""
     _nursery: trio.Nursery | None = None
     _deliveries_running: bool = False
     _input: Any = None
@@ -168,7 +170,10 @@ class SagaActor:
             if self._interrupt is not None and state.status in _FORWARD:
                 reason, detail = self._interrupt
                 await self.record([SagaInterrupted(reason=reason, detail=detail)])
+                self._answer_cancels()
                 continue
+            if self._cancels:  # the saga left its forward path before the cancel was recorded
+                self._answer_cancels()
             command = sm.plan(state, self.shape)
             match command:
                 case sm.Record(transition=t):
@@ -426,14 +431,19 @@ class SagaActor:
     def _handle(self, envelope: Envelope[Any]) -> None:
         state = self._current()
         match envelope.message:
+            case CancelSaga() if state.cause == Interruption.CANCELLED.value and (
+                state.status is sm.SagaStatus.COMPENSATING
+            ):
+                envelope.respond(state.status.value)  # its cancellation is durable already
             case CancelSaga(reason=reason):
-                if state.is_terminal or state.is_parked:
+                if state.status in _FORWARD and self._interrupt is None:
+                    self._interrupt_with(Interruption.CANCELLED, reason)
+                if self._interrupt is not None and self._interrupt[0] is Interruption.CANCELLED:
+                    self._cancels.append(envelope)  # answered once the cancel is durable
+                else:
                     envelope.respond_error(
                         SagaStateConflict(self.saga_id, state.status.value, "cancel")
                     )
-                    return
-                self._interrupt_with(Interruption.CANCELLED, reason)
-                envelope.respond(sm.SagaStatus.COMPENSATING.value)
             case DeliverEvent():
                 if state.is_terminal or state.is_parked:
                     envelope.respond_error(
@@ -457,9 +467,24 @@ class SagaActor:
             case other:
                 envelope.respond_error(TypeError(f"saga actor cannot handle {other!r}"))
 
+    def _answer_cancels(self) -> None:
+        """Answer the cancel requests: accepted if the saga's cancellation is durable, else
+        refused with the status the saga reached first (it completed or compensates already)."""
+        state = self._current()
+        cancelled = state.cause == Interruption.CANCELLED.value
+        for envelope in self._cancels:
+            if cancelled:
+                envelope.respond(state.status.value)
+            else:
+                envelope.respond_error(
+                    SagaStateConflict(self.saga_id, state.status.value, "cancel")
+                )
+        self._cancels = []
+
     def _close(self, mailbox: Mailbox[Any]) -> None:
         """The saga ended: answer what is still queued with the final status, then close."""
         state = self._current()
+        self._answer_cancels()
         for envelope in self._inbox:
             envelope.respond_error(
                 SagaStateConflict(self.saga_id, state.status.value, "deliver an event to")
