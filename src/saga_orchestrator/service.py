@@ -37,7 +37,7 @@ from saga_orchestrator.coordinator.options import EngineOptions
 from saga_orchestrator.coordinator.plugins import load_saga_modules, parse_module_names
 from saga_orchestrator.coordinator.router import EventRouter, start_router
 from saga_orchestrator.coordinator.services import SERVICES, ServicesConfig, open_service_clients
-from saga_orchestrator.errors import ConfigError
+from saga_orchestrator.errors import ConfigError, StoreUnavailable
 from saga_orchestrator.http.app import Services, create_app
 from saga_orchestrator.http.auth import log_auth_mode
 from saga_orchestrator.metrics import ServiceMetrics
@@ -71,6 +71,8 @@ log = logging.getLogger(__name__)
 HTTP_GRACEFUL_TIMEOUT = 2.0
 """Most seconds Hypercorn waits for requests in flight (and idle keep-alive connections) on
 shutdown; capped further by ``SHUTDOWN_GRACE_SECONDS``."""
+STORE_OPEN_RETRY_MAX = 5.0
+"""Longest pause between attempts to open a store that was unreachable at start-up."""
 BACKEND_CLOSE_TIMEOUT = 5.0
 """Most seconds closing the store backend (or the event bus) may take on shutdown."""
 BUS_PING_TIMEOUT = 2.0
@@ -195,7 +197,7 @@ async def run_service(
             store_kind = type(backend).__name__.removesuffix("Backend").lower() or "custom"
             store_text = store_kind
         try:
-            await backend.open()
+            store_ready = await _open_store(backend)
             if bus is None:
                 bus = make_bus(
                     use_redis=settings.use_redis_event_bus,
@@ -206,9 +208,19 @@ async def run_service(
                 )
             await bus.open()
             try:
-                await _run_open(
-                    settings, catalog, backend, bus, (store_kind, store_text), shutdown, task_status
-                )
+                async with trio.open_nursery() as nursery:
+                    if not store_ready:
+                        nursery.start_soon(_keep_opening, backend)
+                    await _run_open(
+                        settings,
+                        catalog,
+                        backend,
+                        bus,
+                        (store_kind, store_text),
+                        shutdown,
+                        task_status,
+                    )
+                    nursery.cancel_scope.cancel()
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(BACKEND_CLOSE_TIMEOUT):
                     await bus.close()
@@ -218,6 +230,32 @@ async def run_service(
             if scope.cancelled_caught:
                 log.warning("closing the store took longer than %g s", BACKEND_CLOSE_TIMEOUT)
     log.info("saga orchestrator stopped")
+
+
+async def _open_store(backend: StoreBackend) -> bool:
+    """Open the store; False when the database cannot be reached yet. The service then starts
+    anyway (not ready, sagas waiting) and :func:`_keep_opening` opens it when it answers."""
+    try:
+        await backend.open()
+    except StoreUnavailable as exc:
+        log.warning("the store cannot be reached at start-up: %s; starting without it", exc)
+        return False
+    return True
+
+
+async def _keep_opening(backend: StoreBackend) -> None:
+    """Try to open the store with backoff until it answers."""
+    delay = 0.2
+    while True:
+        await trio.sleep(delay)
+        try:
+            await backend.open()
+        except StoreUnavailable as exc:
+            log.warning("the store still cannot be reached: %s", exc)
+            delay = min(delay * 2, STORE_OPEN_RETRY_MAX)
+        else:
+            log.info("the store is reachable: opened")
+            return
 
 
 async def _run_open(

@@ -4,6 +4,7 @@ migration that creates the function upgrades a database made by the first releas
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
@@ -222,3 +223,27 @@ async def test_the_function_migration_upgrades_a_first_release_database(
             "old-1",
             "old-2",
         ]
+
+
+async def test_two_writers_take_turns_so_positions_follow_commit_order(
+    pg_dsn: str, aio_loop: object
+) -> None:
+    batches: list[list[int]] = []
+    async with opened(pg_dsn) as first, opened(pg_dsn) as second:
+
+        async def write(backend: PostgresBackend, name: str) -> None:
+            for n in range(20):
+                results = await commit_ok(
+                    backend, *(request(f"{name}-{n}-{i}", 0, event(), event()) for i in range(5))
+                )
+                batches.append([p for result in results for p in result.positions])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write, first, "a")
+            nursery.start_soon(write, second, "b")
+    # Each batch got a run of positions of its own: the write lock let one writer at a time
+    # allocate and commit, so no batch's positions fall between another's.
+    assert len(batches) == 40
+    ranges = sorted((min(b), max(b)) for b in batches)
+    assert all(b == list(range(b[0], b[0] + 10)) for b in batches)
+    assert all(earlier[1] < later[0] for earlier, later in itertools.pairwise(ranges))

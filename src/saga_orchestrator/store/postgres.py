@@ -428,9 +428,10 @@ class PostgresBackend:
 
     ``commits`` counts the write transactions committed (a batch is one, unless a value error
     made it retry its requests one by one); ``migrations_applied`` names the migrations the
-    last ``open()`` applied. The pool opens one connection and grows to ``pool_size``;
-    ``connect_timeout`` bounds each connection attempt, ``command_timeout`` each statement and
-    each wait for a free connection, ``close_timeout`` the orderly close before ``terminate()``.
+    last ``open()`` applied. The read pool opens one connection and grows to ``pool_size``;
+    batches use one more connection, the writer. ``connect_timeout`` bounds each connection
+    attempt, ``command_timeout`` each statement and each wait for a free connection,
+    ``close_timeout`` the orderly close before ``terminate()``.
     """
 
     def __init__(
@@ -528,7 +529,10 @@ class PostgresBackend:
         """``await fn(*args)`` in the asyncio loop (one crossing), errors translated."""
         loop = self._loop
         if self._pool is None or self._writer is None or loop is None:
-            raise StoreError(f"cannot {doing}: the store on {self._where} is not open")
+            raise StoreUnavailable(
+                f"cannot {doing}: the store on {self._where} is not connected (yet); "
+                "the service keeps trying to open it"
+            )
         if loop.is_closed():
             raise StoreUnavailable(f"cannot {doing}: the asyncio loop has closed (shutting down)")
         try:

@@ -1,0 +1,251 @@
+"""The chaos checker finds what it is there to find: a consistent snapshot passes, and each
+kind of broken promise, planted in it, is reported by its invariant (no processes here)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import pytest
+
+from .checker import Snapshot, _stream_problems, check
+from .driver import DriverRecord
+from .plan import ONBOARDING, PlannedSaga
+
+SAGA = "00000000-0000-4000-8000-000000000001"
+STEPS = ["create_profile", "create_workspace", "send_welcome_email", "setup_airtable_integration"]
+RESULTS = [
+    {"profile_id": "profile-1"},
+    {"workspace_id": "workspace-2"},
+    {"notification_id": "notification-3"},
+    None,
+]
+
+
+def step(index: int, status: str, compensation: str) -> dict[str, Any]:
+    return {
+        "saga_id": SAGA,
+        "step_index": index,
+        "name": STEPS[index],
+        "status": status,
+        "result": RESULTS[index] if status == "completed" else None,
+        "error": None if status == "completed" else "refused",
+        "compensation_status": compensation,
+        "compensation_attempts": 1 if compensation == "completed" else 0,
+        "compensation_error": None,
+    }
+
+
+def effect(seq: int, operation: str, key: str, subject: str) -> dict[str, Any]:
+    return {"seq": seq, "operation": operation, "idempotency_key": key, "subject": subject}
+
+
+def compensated_onboarding() -> Snapshot:
+    """One onboarding whose last step was refused: the three steps before it are undone, last
+    first; everything where it should be."""
+    kinds: list[tuple[str, dict[str, Any]]] = [("SagaStarted", {})]
+    for index in range(3):
+        kinds += [("StepStarted", {"step": index}), ("StepCompleted", {"step": index})]
+    kinds += [("StepStarted", {"step": 3}), ("StepFailed", {"step": 3})]
+    for index in (2, 1, 0):
+        kinds += [("CompensationStarted", {"step": index})]
+        kinds += [("CompensationCompleted", {"step": index})]
+    kinds.append(("SagaCompensated", {"status": "compensated"}))
+    return Snapshot(
+        sagas={
+            SAGA: {
+                "saga_id": SAGA,
+                "saga_type": ONBOARDING,
+                "status": "compensated",
+                "input": {"user_id": "u1", "email": "u1@example.com", "name": "U"},
+                "error": "step 'setup_airtable_integration' failed: refused",
+                "idempotency_key": "key-1",
+                "version": len(kinds),
+            }
+        },
+        steps={
+            SAGA: [
+                step(0, "completed", "completed"),
+                step(1, "completed", "completed"),
+                step(2, "completed", "completed"),
+                step(3, "failed", "not_run"),
+            ]
+        },
+        transitions={SAGA: [(v, kind, data) for v, (kind, data) in enumerate(kinds, start=1)]},
+        events=[],
+        stream_problems=[],
+        streams_checked=1,
+        outbox=[{"topic": "saga.lifecycle", "event_id": "e1", "event_type": "x", "sent_at": 1.0}],
+        on_bus={"saga.lifecycle": {"e1"}},
+        dead_letters=[],
+        pending=0,
+        effects=[
+            effect(1, "user.create_profile", f"{SAGA}:create_profile", "profile-1"),
+            effect(2, "user.create_workspace", f"{SAGA}:create_workspace", "workspace-2"),
+            effect(3, "notification.send", f"{SAGA}:send_welcome_email", "notification-3"),
+            effect(4, "notification.send", f"{SAGA}:send_welcome_email:undo", "notification-4"),
+            effect(5, "user.delete_workspace", f"{SAGA}:create_workspace:undo", "workspace-2"),
+            effect(6, "user.delete_profile", f"{SAGA}:create_profile:undo", "profile-1"),
+        ],
+        calls=[],
+        announcements=[],
+        api_status={SAGA: "compensated"},
+    )
+
+
+def planned_record() -> DriverRecord:
+    planned = PlannedSaga(
+        n=0,
+        saga_type=ONBOARDING,
+        via="api",
+        at=0.0,
+        data={"user_id": "u1", "email": "u1@example.com", "name": "U"},
+        correlation_id="c1",
+        idempotency_key="key-1",
+    )
+    return DriverRecord(planned, saga_ids={SAGA}, acknowledged=True)
+
+
+def violations(snap: Snapshot, record: DriverRecord | None = None) -> dict[str, list[str]]:
+    invariants, _ = check(snap, [record or planned_record()])
+    return {i.name: i.violations for i in invariants if i.violations}
+
+
+def test_a_consistent_snapshot_passes() -> None:
+    assert {} == violations(compensated_onboarding())
+
+
+def twice_applied(snap: Snapshot) -> None:
+    snap.effects.append(effect(7, "user.create_profile", f"{SAGA}:create_profile", "profile-9"))
+
+
+def applied_under_another_key(snap: Snapshot) -> None:
+    snap.effects.append(effect(7, "user.create_profile", f"{SAGA}:create_profile:2", "profile-9"))
+
+
+def undone_in_order(snap: Snapshot) -> None:
+    snap.effects[4]["seq"], snap.effects[5]["seq"] = 6, 5
+
+
+def compensated_twice(snap: Snapshot) -> None:
+    history = snap.transitions[SAGA]
+    history.insert(-1, (0, "CompensationCompleted", {"step": 0}))
+    snap.transitions[SAGA] = [(v, kind, d) for v, (_, kind, d) in enumerate(history, start=1)]
+    snap.sagas[SAGA]["version"] = len(history)
+
+
+def failed_step_compensated(snap: Snapshot) -> None:
+    snap.effects.append(
+        effect(7, "airtable.delete_integration", f"{SAGA}:setup_airtable_integration:undo", "i")
+    )
+
+
+def failed_step_left_its_effect(snap: Snapshot) -> None:
+    snap.effects.append(
+        effect(7, "airtable.create_integration", f"{SAGA}:setup_airtable_integration", "i-1")
+    )
+
+
+def effect_lost(snap: Snapshot) -> None:
+    del snap.effects[1]
+
+
+def other_result(snap: Snapshot) -> None:
+    snap.steps[SAGA][0]["result"] = {"profile_id": "profile-77"}
+
+
+def unsettled(snap: Snapshot) -> None:
+    snap.sagas[SAGA]["status"] = "compensating"
+
+
+def parked_for_want_of_attempts(snap: Snapshot) -> None:
+    snap.sagas[SAGA]["status"] = "compensation_failed"
+    row = snap.steps[SAGA][0]
+    row["compensation_status"], row["compensation_attempts"] = "failed", 5
+    row["compensation_error"] = "user service: DELETE /profiles/profile-1 answered 503"
+
+
+def status_disagrees(snap: Snapshot) -> None:
+    snap.sagas[SAGA]["status"] = "cancelled"
+
+
+def not_relayed(snap: Snapshot) -> None:
+    snap.on_bus["saga.lifecycle"] = set()
+
+
+def dead_lettered(snap: Snapshot) -> None:
+    snap.dead_letters.append({"event_id": "e9", "dead_reason": "boom"})
+
+
+def trigger_without_saga(snap: Snapshot) -> None:
+    snap.events.append(
+        {"event_id": "ev-1", "event_type": "user.registered", "stream_id": "user-u2", "data": {}}
+    )
+    snap.on_bus["saga:events"] = {"ev-1"}
+
+
+def acknowledged_but_missing(snap: Snapshot) -> None:
+    snap.sagas[SAGA]["input"]["user_id"] = "someone else"
+
+
+def cancel_not_honoured(snap: Snapshot) -> DriverRecord:
+    snap.sagas[SAGA]["status"] = "completed"
+    return attrs.evolve(planned_record(), cancel_status=202)
+
+
+def api_disagrees(snap: Snapshot) -> None:
+    snap.api_status[SAGA] = "completed"
+
+
+BROKEN: list[tuple[Callable[[Snapshot], DriverRecord | None], str]] = [
+    (twice_applied, "effects_at_most_once"),
+    (applied_under_another_key, "effects_at_most_once"),
+    (undone_in_order, "compensated_once_in_reverse"),
+    (compensated_twice, "compensated_once_in_reverse"),
+    (failed_step_compensated, "compensated_once_in_reverse"),
+    (failed_step_left_its_effect, "effects_match_steps"),
+    (effect_lost, "effects_match_steps"),
+    (other_result, "effects_match_steps"),
+    (unsettled, "settled"),
+    (parked_for_want_of_attempts, "settled"),
+    (status_disagrees, "status_agrees_with_steps"),
+    (not_relayed, "accepted_events_stored_and_streamed"),
+    (dead_lettered, "accepted_events_stored_and_streamed"),
+    (trigger_without_saga, "trigger_events_start_one_saga"),
+    (acknowledged_but_missing, "acknowledged_starts_exist"),
+    (api_disagrees, "api_agrees_with_store"),
+    (cancel_not_honoured, "cancel_honoured"),
+]
+
+
+@pytest.mark.parametrize(("plant", "invariant"), BROKEN, ids=[p.__name__ for p, _ in BROKEN])
+def test_a_broken_promise_is_reported(
+    plant: Callable[[Snapshot], DriverRecord | None], invariant: str
+) -> None:
+    snap = compensated_onboarding()
+    record = plant(snap)  # a planting may change what the driver saw, too
+    assert invariant in violations(snap, record)
+
+
+def test_a_failed_step_whose_repeat_the_stand_in_refused_against_its_contract_is_explained():
+    snap = compensated_onboarding()
+    failed_step_left_its_effect(snap)
+    key = f"{SAGA}:setup_airtable_integration"
+    snap.calls.append(
+        {"operation": "airtable.create_integration", "idempotency_key": key, "status": 422,
+         "fault": True}
+    )  # fmt: skip
+    invariants, notes = check(snap, [planned_record()])
+    assert {} == {i.name: i.violations for i in invariants if i.violations}
+    assert any(f"{SAGA}:setup_airtable_integration" in note for note in notes)
+
+
+def test_stream_versions_with_a_gap_or_a_stale_current_version_are_reported() -> None:
+    rows = [
+        {"stream_id": "a", "n": 3, "distinct_versions": 3, "lowest": 1, "highest": 3, "current": 3},
+        {"stream_id": "b", "n": 2, "distinct_versions": 2, "lowest": 1, "highest": 3, "current": 3},
+        {"stream_id": "c", "n": 2, "distinct_versions": 2, "lowest": 1, "highest": 2, "current": 5},
+    ]
+    problems = _stream_problems(rows, [{"stream_id": "d", "version": 2}])
+    assert ["b", "c", "d"] == [p.split("'")[1] for p in problems]
