@@ -686,6 +686,18 @@ async def test_an_event_id_repeated_in_a_batch_fails_the_later_request(
 
 
 @asynccontextmanager
+async def opened_postgres(dsn: str, **options: object) -> AsyncIterator[PostgresBackend]:
+    """An opened PostgreSQL backend with one pooled connection (and its writer), closed after."""
+    backend = PostgresBackend(dsn, pool_size=1, command_timeout=5, **options)  # type: ignore[arg-type]
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        with trio.fail_after(10):
+            await backend.close()
+
+
+@asynccontextmanager
 async def holding_the_write_lock(dsn: str) -> AsyncIterator[asyncpg.Connection]:
     """Another connection holds the write lock (so that commits wait on the server) until the
     block ends; it is the block's value."""
@@ -706,9 +718,7 @@ async def test_a_cancelled_postgres_commit_commits_nothing_and_keeps_the_pool(
     dsn = store_target.dsn
     assert dsn is not None
     # One connection: if the cancelled commit leaked it, everything after would wait.
-    backend = PostgresBackend(dsn, pool_size=1, command_timeout=5)
-    await backend.open()
-    try:
+    async with opened_postgres(dsn) as backend:
         async with holding_the_write_lock(dsn) as blocker:
             with trio.move_on_after(0.3) as waited:
                 await backend.commit([request("cancelled", 0, event())])
@@ -724,9 +734,6 @@ async def test_a_cancelled_postgres_commit_commits_nothing_and_keeps_the_pool(
             (after,) = await commit_ok(backend, request("after", 0, event()))
             assert after.version == 1
             assert await backend.read_stream("cancelled") == []
-    finally:
-        with trio.fail_after(5):
-            await backend.close()
 
 
 _LOCK_WAITERS = (
@@ -741,9 +748,7 @@ async def test_a_commit_cancelled_as_it_gets_the_lock_is_all_or_nothing(
 ) -> None:
     dsn = store_target.dsn
     assert dsn is not None
-    backend = PostgresBackend(dsn, pool_size=1, command_timeout=5)
-    await backend.open()
-    try:
+    async with opened_postgres(dsn) as backend:
         for attempt in range(3):
             streams = [f"race-{attempt}-{i}" for i in range(3)]
             async with holding_the_write_lock(dsn):
@@ -756,9 +761,6 @@ async def test_a_commit_cancelled_as_it_gets_the_lock_is_all_or_nothing(
                 assert isinstance(after[0], AppendResult)
                 written = [len(await backend.read_stream(s)) for s in streams]
             assert written in ([0, 0, 0], [1, 1, 1])
-    finally:
-        with trio.fail_after(5):
-            await backend.close()
 
 
 async def _terminate_connections(dsn: str) -> int:

@@ -5,8 +5,6 @@ migration that creates the function upgrades a database made by the first releas
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -25,20 +23,17 @@ from saga_orchestrator.store.postgres import WRITE_LOCK_KEY, PostgresBackend
 from saga_orchestrator.store.records import AppendResult, NewEvent
 
 from ..support.tcp_proxy import open_tcp_proxy
-from .test_contract import commit_ok, event, holding_the_write_lock, request, saga_record, step
+from .test_contract import (
+    commit_ok,
+    event,
+    holding_the_write_lock,
+    opened_postgres,
+    request,
+    saga_record,
+    step,
+)
 
 pytestmark = pytest.mark.integration
-
-
-@asynccontextmanager
-async def opened(dsn: str, **options: object) -> AsyncIterator[PostgresBackend]:
-    backend = PostgresBackend(dsn, pool_size=1, command_timeout=5, **options)  # type: ignore[arg-type]
-    await backend.open()
-    try:
-        yield backend
-    finally:
-        with trio.fail_after(10):
-            await backend.close()
 
 
 def writer_connection(backend: PostgresBackend) -> asyncpg.Connection:
@@ -62,7 +57,7 @@ async def admin(dsn: str, sql: str, *args: object) -> object:
 async def test_a_batch_is_one_statement_on_a_connection_that_outlives_it(
     pg_dsn: str, aio_loop: object
 ) -> None:
-    async with opened(pg_dsn) as backend:
+    async with opened_postgres(pg_dsn) as backend:
         # On a new connection asyncpg first looks up the result's array types (once).
         await commit_ok(backend, request("warm-up", 0, event()))
         conn = writer_connection(backend)
@@ -86,7 +81,7 @@ async def test_a_batch_is_one_statement_on_a_connection_that_outlives_it(
 async def test_the_writer_is_replaced_when_the_server_drops_it_while_idle(
     pg_dsn: str, aio_loop: object
 ) -> None:
-    async with opened(pg_dsn) as backend:
+    async with opened_postgres(pg_dsn) as backend:
         await commit_ok(backend, request("before", 0, event()))
         pid = writer_connection(backend).get_server_pid()
         assert await admin(pg_dsn, "SELECT pg_terminate_backend($1)", pid)
@@ -101,7 +96,7 @@ async def test_the_writer_is_replaced_when_the_server_drops_it_while_idle(
 async def test_a_batch_whose_writer_is_killed_fails_unavailable_and_the_next_reconnects(
     pg_dsn: str, aio_loop: object
 ) -> None:
-    async with opened(pg_dsn) as backend:
+    async with opened_postgres(pg_dsn) as backend:
         pid = writer_connection(backend).get_server_pid()
         async with holding_the_write_lock(pg_dsn), trio.open_nursery() as nursery:
 
@@ -130,7 +125,7 @@ async def test_the_writer_recovers_when_the_network_comes_back(
     target = urlsplit(pg_dsn)
     async with (
         open_tcp_proxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy,
-        opened(through(pg_dsn, proxy.port), connect_timeout=2) as backend,
+        opened_postgres(through(pg_dsn, proxy.port), connect_timeout=2) as backend,
     ):
         await commit_ok(backend, request("up", 0, event()))
         proxy.cut()
@@ -145,7 +140,7 @@ async def test_the_writer_recovers_when_the_network_comes_back(
 
 
 async def test_a_value_the_server_refuses_fails_alone(pg_dsn: str, aio_loop: object) -> None:
-    async with opened(pg_dsn) as backend:
+    async with opened_postgres(pg_dsn) as backend:
         results = await backend.commit(
             [
                 request("good-1", 0, event()),
@@ -202,7 +197,7 @@ async def test_the_function_migration_upgrades_a_first_release_database(
     pg_dsn: str, aio_loop: object
 ) -> None:
     await trio_asyncio.aio_as_trio(_make_first_release_database)(pg_dsn)
-    async with opened(pg_dsn) as backend:
+    async with opened_postgres(pg_dsn) as backend:
         assert backend.migrations_applied == ["0002_commit_batch_function"]
         taken = saga_record("new", key="old-key")
         moved = saga_record("old", key="old-key", version=3, steps=(step(0, "completed"),))
@@ -229,7 +224,7 @@ async def test_two_writers_take_turns_so_positions_follow_commit_order(
     pg_dsn: str, aio_loop: object
 ) -> None:
     batches: list[list[int]] = []
-    async with opened(pg_dsn) as first, opened(pg_dsn) as second:
+    async with opened_postgres(pg_dsn) as first, opened_postgres(pg_dsn) as second:
 
         async def write(backend: PostgresBackend, name: str) -> None:
             for n in range(20):
