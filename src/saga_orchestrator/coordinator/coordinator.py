@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-PARKED_STATUSES = ("compensation_failed", "failed")
+PARKED_STATUSES = tuple(status.value for status in sm.PARKED)
 RECOVERY_BATCH = 500
 """Sagas whose histories recovery reads in one query."""
 SAGA_ASK_TIMEOUT = 5.0
