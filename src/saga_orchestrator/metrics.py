@@ -7,6 +7,7 @@ actor's batch hook, the HTTP layer); gauges (active sagas, mailbox depths) are r
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -19,7 +20,7 @@ from saga_orchestrator.coordinator.state import (
     SagaState,
     StepStatus,
 )
-from saga_orchestrator.coordinator.transitions import SagaStarted, Transition
+from saga_orchestrator.coordinator.transitions import Transition
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -27,6 +28,7 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 _SAGA_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _STEP_END = {StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.UNKNOWN}
+_ENDED = frozenset((*TERMINAL, *PARKED))
 
 
 _Source = tuple[
@@ -103,6 +105,7 @@ class ServiceMetrics(SagaObserver):
             registry=r,
         )
         self._sources: dict[str, _Source] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r.register(_ReadAtScrape(self._sources))
 
     def gauge(
@@ -135,23 +138,32 @@ class ServiceMetrics(SagaObserver):
         self, before: SagaState, after: SagaState, transitions: Sequence[Transition]
     ) -> None:
         saga_type = after.saga_type
-        if any(isinstance(t, SagaStarted) for t in transitions):
-            self.sagas_started.labels(saga_type).inc()
+        if before.version == 0:
+            self._child(self.sagas_started, saga_type).inc()
         names = self.step_names.get(saga_type, ())
         for index, (old, new) in enumerate(zip(before.steps, after.steps, strict=True)):
+            if new is old:  # unchanged steps are the same object: the common case
+                continue
             if new.status in _STEP_END and old.status not in _STEP_END and new.started_at:
                 elapsed = (new.finished_at or after.updated_at) - new.started_at
                 name = names[index] if index < len(names) else str(index)
-                self.step_duration.labels(saga_type, name, new.status.value).observe(
+                self._child(self.step_duration, saga_type, name, new.status.value).observe(
                     max(0.0, elapsed)
                 )
-        ended = after.status in TERMINAL or after.status in PARKED
-        if ended and before.status != after.status:
+        if before.status is not after.status and (after.status in _ENDED):
             status = after.status.value
-            self.sagas_finished.labels(saga_type, status).inc()
-            self.saga_duration.labels(saga_type, status).observe(
+            self._child(self.sagas_finished, saga_type, status).inc()
+            self._child(self.saga_duration, saga_type, status).observe(
                 max(0.0, after.updated_at - after.created_at)
             )
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: prometheus-client's own look-up is slow."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def render(self) -> bytes:
         """The text exposition format."""

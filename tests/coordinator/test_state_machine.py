@@ -45,8 +45,11 @@ def run(shape, data):
 
     def record(t):
         nonlocal state
+        t = attrs.evolve(t, at=float(len(history) + 1))
         history.append(t)
-        state = sm.evolve(state, t)
+        before, state = state, sm.evolve(state, t)
+        # every transition is one version of the stream, stamped with its own time
+        assert (state.version, state.updated_at) == (before.version + 1, t.at), t
 
     record(SagaStarted(saga_id="s", saga_type="t", saga_version=1, input={}, deadline_at=1e12))
     retries = 0

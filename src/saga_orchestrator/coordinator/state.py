@@ -264,22 +264,35 @@ Attempt = Succeeded | Raised | TimedOut
 def _replace(instance: _T, **changes: Any) -> _T:
     """A copy of a frozen state object with ``changes``: what ``attrs.evolve`` does, minus its
     per-call introspection (these classes have no validators or converters). It is the hot
-    path of every transition."""
+    path of every transition: each class gets a copier with one keyword per field."""
     cls = type(instance)
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in attrs.fields(cls))
-    new = object.__new__(cls)
-    for name in names:
-        object.__setattr__(
-            new, name, changes.pop(name) if name in changes else getattr(instance, name)
-        )
-    if changes:
-        raise TypeError(f"{cls.__name__} has no fields {sorted(changes)}")
-    return new
+    copier = _COPIERS.get(cls)
+    if copier is None:
+        copier = _COPIERS[cls] = _make_copier(cls)
+    return copier(instance, **changes)  # type: ignore[no-any-return]
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+def _make_copier(cls: type) -> Any:
+    """``copy(instance, **changes)`` for ``cls``, unrolled over its fields (an unknown field is
+    a ``TypeError``, as for any function)."""
+    names = [f.name for f in attrs.fields(cls)]
+    lines = [f"def copy(instance, *, {', '.join(f'{n}=_KEEP' for n in names)}):"]
+    lines.append("    new = _new(_cls)")
+    for n in names:
+        lines.append(f"    _set(new, {n!r}, instance.{n} if {n} is _KEEP else {n})")
+    lines.append("    return new")
+    namespace: dict[str, Any] = {
+        "_KEEP": _KEEP,
+        "_new": object.__new__,
+        "_set": object.__setattr__,
+        "_cls": cls,
+    }
+    exec("\n".join(lines), namespace)  # the source is built from the class's field names
+    return namespace["copy"]
+
+
+_KEEP: Any = object()
+_COPIERS: dict[type, Any] = {}
 _T = TypeVar("_T", "SagaState", "StepState", "Reply")
 
 
@@ -304,11 +317,13 @@ def _set_step(state: SagaState, index: int, **changes: Any) -> tuple[StepState, 
 
 def evolve(state: SagaState, t: Transition) -> SagaState:
     """The state after transition ``t``."""
-    state = _replace(state, version=state.version + 1, updated_at=t.at)
+    v, at = state.version + 1, t.at  # every transition: the version and the time, in one copy
     match t:
         case SagaStarted():
             return _replace(
                 state,
+                version=v,
+                updated_at=at,
                 saga_id=t.saga_id,
                 saga_type=t.saga_type,
                 saga_version=t.saga_version,
@@ -328,7 +343,7 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
                 attempt=t.attempt,
                 started_at=t.at if first is None else first,
             )
-            return _replace(state, steps=steps, status=SagaStatus.RUNNING)
+            return _replace(state, version=v, updated_at=at, steps=steps, status=SagaStatus.RUNNING)
         case StepCompleted():
             steps = _set_step(
                 state,
@@ -338,7 +353,13 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
                 finished_at=t.at,
                 error=None,
             )
-            return _replace(state, steps=steps, replies=_consume(state, t.reply_event_id))
+            return _replace(
+                state,
+                version=v,
+                updated_at=at,
+                steps=steps,
+                replies=_consume(state, t.reply_event_id),
+            )
         case StepAwaitingReply():
             steps = _set_step(
                 state,
@@ -347,26 +368,29 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
                 accepted=t.accepted,
                 waiting_until=t.at + t.timeout,
             )
-            return _replace(state, steps=steps)
+            return _replace(state, version=v, updated_at=at, steps=steps)
         case ReplyReceived():
             if any(r.event_id == t.event_id for r in state.replies):
-                return state
+                return _replace(state, version=v, updated_at=at)
             reply = Reply(event_id=t.event_id, event_type=t.event_type, data=t.data)
-            return _replace(state, replies=(*state.replies, reply))
+            return _replace(state, version=v, updated_at=at, replies=(*state.replies, reply))
         case StepAttemptFailed():
             steps = _set_step(
                 state, t.step, status=StepStatus.RETRY_WAIT, error=t.error, retry_in=t.retry_in
             )
-            return _replace(state, steps=steps)
+            return _replace(state, version=v, updated_at=at, steps=steps)
         case StepFailed():
             status = StepStatus.UNKNOWN if t.outcome is Outcome.UNKNOWN else StepStatus.FAILED
             steps = _set_step(state, t.step, status=status, error=t.error, finished_at=t.at)
-            state = _replace(state, replies=_consume(state, t.reply_event_id))
+            replies = _consume(state, t.reply_event_id)
             if state.status is SagaStatus.COMPENSATING:
-                return _replace(state, steps=steps)
+                return _replace(state, version=v, updated_at=at, steps=steps, replies=replies)
             return _replace(
                 state,
+                version=v,
+                updated_at=at,
                 steps=steps,
+                replies=replies,
                 status=SagaStatus.COMPENSATING,
                 cause="failed",
                 error=t.error,
@@ -375,7 +399,12 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
         case SagaInterrupted():
             detail = t.detail or t.reason.value
             return _replace(
-                state, status=SagaStatus.COMPENSATING, cause=t.reason.value, error=detail
+                state,
+                version=v,
+                updated_at=at,
+                status=SagaStatus.COMPENSATING,
+                cause=t.reason.value,
+                error=detail,
             )
         case CompensationStarted():
             steps = _set_step(
@@ -384,12 +413,12 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
                 compensation=CompensationStatus.RUNNING,
                 compensation_attempt=t.attempt,
             )
-            return _replace(state, steps=steps)
+            return _replace(state, version=v, updated_at=at, steps=steps)
         case CompensationCompleted():
             steps = _set_step(
                 state, t.step, compensation=CompensationStatus.COMPLETED, compensation_error=None
             )
-            return _replace(state, steps=steps)
+            return _replace(state, version=v, updated_at=at, steps=steps)
         case CompensationAttemptFailed():
             steps = _set_step(
                 state,
@@ -398,7 +427,7 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
                 compensation_error=t.error,
                 compensation_retry_in=t.retry_in,
             )
-            return _replace(state, steps=steps)
+            return _replace(state, version=v, updated_at=at, steps=steps)
         case CompensationFailed():
             steps = _set_step(
                 state,
@@ -408,18 +437,30 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
                 compensation_attempt=t.attempt,
             )
             return _replace(
-                state, steps=steps, status=SagaStatus.COMPENSATION_FAILED, error=t.error
+                state,
+                version=v,
+                updated_at=at,
+                steps=steps,
+                status=SagaStatus.COMPENSATION_FAILED,
+                error=t.error,
             )
         case SagaCompleted():
-            return _replace(state, status=SagaStatus.COMPLETED, result=t.result)
+            return _replace(
+                state, version=v, updated_at=at, status=SagaStatus.COMPLETED, result=t.result
+            )
         case SagaCompensated():
-            return _replace(state, status=SagaStatus(t.status))
+            return _replace(state, version=v, updated_at=at, status=SagaStatus(t.status))
         case SagaParked():
             return _replace(
-                state, status=SagaStatus.FAILED, parked_from=state.status, error=t.error
+                state,
+                version=v,
+                updated_at=at,
+                status=SagaStatus.FAILED,
+                parked_from=state.status,
+                error=t.error,
             )
         case OperatorRetried():
-            return _operator_retried(state)
+            return _operator_retried(_replace(state, version=v, updated_at=at))
     raise TypeError(f"not a saga transition: {t!r}")
 
 

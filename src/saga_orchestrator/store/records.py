@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
+import os
 from typing import Any
 
 import attrs
@@ -18,7 +18,31 @@ ACTIVE_STATUSES = ("pending", "running", "compensating")
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID as text, like ``str(uuid.uuid4())`` at a fraction of its cost:
+    the random bytes are read from the OS 256 ids at a time. Every event, outbox message and
+    saga gets one, so this is on the hot path."""
+    global _random, _offset
+    if _offset >= len(_random):
+        _random, _offset = os.urandom(16 * 256).hex(), 0
+    h = _random[_offset : _offset + 32]
+    _offset += 32
+    variant = _VARIANT[h[16]]
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = {f"{n:x}": f"{8 | (n & 3):x}" for n in range(16)}
+"""The RFC 4122 variant (binary 10xx) in the first hex digit of the fourth group."""
+_random = ""
+_offset = 0
+
+
+def _reseed_after_fork() -> None:
+    """A forked child must not hand out the ids its parent has buffered."""
+    global _random, _offset
+    _random, _offset = "", 0
+
+
+os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
 @attrs.frozen(kw_only=True)
