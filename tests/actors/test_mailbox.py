@@ -113,3 +113,55 @@ def test_an_unbounded_mailbox_is_refused():
         open_mailbox("x", 0)
     with pytest.raises(ValueError):
         open_mailbox("x", float("inf"))
+
+
+async def test_an_attached_handler_takes_the_waiting_messages_in_order_then_each_new_one():
+    ref, mailbox = open_mailbox("inline", 4)
+    seen = []
+
+    def handle(envelope):
+        seen.append(envelope.message)
+        envelope.respond(envelope.message * 10)
+
+    ref.tell_nowait(1)
+    await ref.tell(2)
+    mailbox.attach(handle)
+    assert seen == [1, 2]
+    assert await ref.ask(3) == 30  # answered in the asker's own task: no receiving task runs
+    ref.tell_nowait(4)
+    assert seen == [1, 2, 3, 4]
+    assert mailbox.depth == 0
+
+
+async def test_after_detach_messages_wait_in_the_bounded_mailbox_again():
+    ref, mailbox = open_mailbox("inline", 1)
+    seen = []
+    mailbox.attach(lambda envelope: seen.append(envelope.message))
+    ref.tell_nowait("handled")
+    mailbox.detach()
+    ref.tell_nowait("queued")
+    with pytest.raises(MailboxFull):
+        ref.tell_nowait("no room")
+    assert seen == ["handled"]
+    assert (await mailbox.receive()).message == "queued"
+
+
+async def test_a_handler_that_raises_answers_the_asker_with_its_error():
+    ref, mailbox = open_mailbox("inline", 4)
+
+    def handle(envelope):
+        raise KeyError(envelope.message)
+
+    mailbox.attach(handle)
+    with pytest.raises(KeyError):
+        await ref.ask("x")
+
+
+async def test_closing_a_mailbox_with_a_handler_stops_the_actor():
+    ref, mailbox = open_mailbox("inline", 4)
+    mailbox.attach(lambda envelope: envelope.respond("late"))
+    mailbox.close()
+    with pytest.raises(ActorStopped):
+        await ref.ask("x")
+    with pytest.raises(ActorStopped):
+        ref.tell_nowait("y")

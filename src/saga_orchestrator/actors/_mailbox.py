@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -12,6 +13,7 @@ import trio
 from ._errors import ActorStopped, AskTimeout, MailboxFull, NoReply
 
 M = TypeVar("M")
+log = logging.getLogger(__name__)
 
 
 class Reply:
@@ -70,18 +72,62 @@ class Envelope(Generic[M]):
             self.reply.fail(error)
 
 
+Handler = Callable[[Envelope[Any]], None]
+"""An actor's synchronous message handler: it must not block and should not raise."""
+
+
+class _Route:
+    """Where an actor's messages go: the mailbox's channel, or its attached handler."""
+
+    __slots__ = ("handler",)
+
+    def __init__(self) -> None:
+        self.handler: Handler | None = None
+
+    def hand(self, envelope: Envelope[Any]) -> None:
+        """Give ``envelope`` to the handler; an error it raises answers the asker."""
+        assert self.handler is not None
+        try:
+            self.handler(envelope)
+        except Exception as exc:
+            log.exception("message handler %r failed on %r", self.handler, envelope.message)
+            envelope.respond_error(exc)
+
+
 class Mailbox(Generic[M]):
-    """The receiving end of an actor's bounded mailbox; only the owning actor reads it."""
+    """The receiving end of an actor's bounded mailbox; only the owning actor reads it.
+
+    An actor whose every message is handled at once, without waiting (it only updates its own
+    state and wakes its own tasks), can :meth:`attach` a handler instead of running a task that
+    receives: each message is then handled as it is sent, in the sender's task. While no handler
+    is attached, messages wait in the bounded channel as usual.
+    """
 
     def __init__(
         self,
         name: str,
         receive: trio.MemoryReceiveChannel[Envelope[M]],
         send: trio.MemorySendChannel[Envelope[M]],
+        route: _Route | None = None,
     ) -> None:
         self.name = name
         self._receive = receive
         self._send = send
+        self._route = route or _Route()
+
+    def attach(self, handler: Handler) -> None:
+        """Handle messages with ``handler`` from now on: those waiting first, in order."""
+        self._route.handler = handler
+        while self._route.handler is handler:
+            try:
+                envelope = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return
+            self._route.hand(envelope)
+
+    def detach(self) -> None:
+        """Let messages wait in the channel again."""
+        self._route.handler = None
 
     async def receive(self) -> Envelope[M]:
         """Wait for the next envelope; raises ``trio.EndOfChannel`` once closed and drained."""
@@ -102,15 +148,22 @@ class Mailbox(Generic[M]):
     def close(self) -> None:
         """Stop accepting messages: later tells raise ``ActorStopped``; what is queued can
         still be received, then ``receive`` raises ``trio.EndOfChannel``."""
+        self._route.handler = None
         self._send.close()
 
 
 class ActorRef(Generic[M]):
     """The address of an actor: send it messages with ``tell`` or ask it with ``ask``."""
 
-    def __init__(self, name: str, send: trio.MemorySendChannel[Envelope[M]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        send: trio.MemorySendChannel[Envelope[M]],
+        route: _Route | None = None,
+    ) -> None:
         self.name = name
         self._send = send
+        self._route = route or _Route()
 
     def __repr__(self) -> str:
         return f"<ActorRef {self.name}>"
@@ -127,10 +180,14 @@ class ActorRef(Generic[M]):
 
     async def tell(self, message: M) -> None:
         """Send without waiting for an answer; waits while the mailbox is full (backpressure)."""
-        await self._put(Envelope(message))
+        if not await self._put(Envelope(message)):
+            await trio.lowlevel.checkpoint()
 
     def tell_nowait(self, message: M) -> None:
         """Send at once or raise ``MailboxFull``."""
+        if self._route.handler is not None:
+            self._route.hand(Envelope(message))
+            return
         try:
             self._send.send_nowait(Envelope(message))
         except trio.WouldBlock:
@@ -168,11 +225,25 @@ class ActorRef(Generic[M]):
             raise payload
         return payload
 
-    async def _put(self, envelope: Envelope[M]) -> None:
+    async def _put(self, envelope: Envelope[M]) -> bool:
+        """Deliver ``envelope``; whether that waited (was a checkpoint). Room in the mailbox
+        (the usual case) or an attached handler takes it at once: the asker's wait for the
+        answer is its checkpoint, not this."""
+        if self._route.handler is not None:
+            self._route.hand(envelope)
+            return False
+        try:
+            self._send.send_nowait(envelope)
+            return False
+        except trio.WouldBlock:
+            pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise ActorStopped(self.name) from None
         try:
             await self._send.send(envelope)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise ActorStopped(self.name) from None
+        return True
 
 
 def open_mailbox(name: str, capacity: int) -> tuple[ActorRef[M], Mailbox[M]]:
@@ -183,4 +254,5 @@ def open_mailbox(name: str, capacity: int) -> tuple[ActorRef[M], Mailbox[M]]:
     if capacity < 1 or math.isinf(capacity):
         raise ValueError(f"mailbox capacity must be a positive integer, not {capacity!r}")
     send, receive = trio.open_memory_channel[Envelope[M]](capacity)
-    return ActorRef(name, send), Mailbox(name, receive, send)
+    route = _Route()
+    return ActorRef(name, send, route), Mailbox(name, receive, send, route)

@@ -45,6 +45,7 @@ from saga_orchestrator.store.records import (
 from . import state as sm
 from .catalog import SagaCatalog
 from .clock import Clock, WallClock
+from .copying import replace
 from .definition import SagaDefinition
 from .messages import (
     CancelSaga,
@@ -237,7 +238,7 @@ class Coordinator:
         first = sm.plan(sm.evolve(sm.initial_state(shape), started), shape)
         transitions = [started]
         if isinstance(first, sm.Record):
-            transitions.append(attrs.evolve(first.transition, at=now))
+            transitions.append(replace(first.transition, at=now))
         state = sm.initial_state(shape)
         for t in transitions:
             state = sm.evolve(state, t)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -28,6 +27,7 @@ from saga_orchestrator.store.records import AppendRequest, NewEvent
 
 from . import state as sm
 from .clock import Clock
+from .copying import replace
 from .definition import NonRetryableError, SagaDefinition, StepContext
 from .messages import CancelSaga, DeliverEvent, RetrySaga
 from .observer import SagaObserver, notify
@@ -130,14 +130,22 @@ class SagaActor:
         self._close(mailbox)
 
     async def _run_loops(self, mailbox: Mailbox[Any]) -> None:
+        """Drive the saga. Its messages are handled as they are sent (``_handle`` never waits:
+        it sets flags, cancels the running step's scope, queues deliveries), so no task has to
+        sit on the mailbox; deliveries are recorded by a task of their own, started with the
+        first one."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self._deliveries_running = False
-            nursery.start_soon(self._listen, mailbox)
-            if self._inbox:
-                self._start_deliveries()
-            await self._drive()
-            nursery.cancel_scope.cancel()
+            mailbox.attach(self._handle)
+            try:
+                if self._inbox:
+                    self._start_deliveries()
+                await self._drive()
+            finally:
+                mailbox.detach()
+            if self._deliveries_running:
+                nursery.cancel_scope.cancel()
 
     def _start_deliveries(self) -> None:
         """Record deliveries in a task of their own, started with the first one."""
@@ -202,7 +210,7 @@ class SagaActor:
         to the store as one append. Write-ahead holds: they are durable before anything they
         announce runs."""
         now = self.clock.now()
-        transitions = [attrs.evolve(first, at=now)]
+        transitions = [replace(first, at=now)]
         next_state = sm.evolve(state, transitions[0])
         while next_state.status not in _FORWARD or (
             self._interrupt is None and now < next_state.deadline_at
@@ -210,7 +218,7 @@ class SagaActor:
             following = sm.plan(next_state, self.shape)
             if not isinstance(following, sm.Record):
                 break
-            transitions.append(attrs.evolve(following.transition, at=now))
+            transitions.append(replace(following.transition, at=now))
             next_state = sm.evolve(next_state, transitions[-1])
         return _Planned(before=state, transitions=transitions, after=next_state)
 
@@ -233,7 +241,7 @@ class SagaActor:
         else:  # a delivery was recorded since it was planned: fold again from the current state
             now = self.clock.now()
             planned = transitions.transitions if isinstance(transitions, _Planned) else transitions
-            stamped = [attrs.evolve(t, at=now) for t in planned]
+            stamped = [replace(t, at=now) for t in planned]
             after = before
             for t in stamped:
                 after = sm.evolve(after, t)
@@ -316,35 +324,33 @@ class SagaActor:
         timeout = self._timeout(step)
         ctx = self._context(step, attempt)
         outcome: sm.Attempt | None = None
-        with self._interruptible_until(self.clock.now() + timeout) as scope:
-            try:
+        scope = self._interruptible_until(self.clock.now() + timeout)
+        try:
+            with scope:
                 outcome = _checked_result(await definition.action(ctx))
-            except NonRetryableError as exc:
-                outcome = sm.Raised(_describe(exc), retryable=False)
-            except Exception as exc:
-                retryable = not isinstance(exc, definition.retry.non_retryable)
-                outcome = sm.Raised(
-                    _describe(exc), retryable=retryable, retry_after=_retry_after(exc)
-                )
+        except NonRetryableError as exc:
+            outcome = sm.Raised(_describe(exc), retryable=False)
+        except Exception as exc:
+            retryable = not isinstance(exc, definition.retry.non_retryable)
+            outcome = sm.Raised(_describe(exc), retryable=retryable, retry_after=_retry_after(exc))
+        finally:
+            self._interruptible = None
         if scope.cancelled_caught and outcome is None:
             return None if self._interrupted_by(scope) else sm.TimedOut(timeout)
         return outcome
 
-    @contextmanager
-    def _interruptible_until(self, until: float) -> Iterator[trio.CancelScope]:
+    def _interruptible_until(self, until: float) -> trio.CancelScope:
         """A cancel scope that an interruption cancels, with a deadline at wall-clock ``until``
-        or the saga deadline, whichever comes first."""
+        or the saga deadline, whichever comes first. The caller enters it and clears
+        ``self._interruptible`` when it leaves (a plain scope: no generator on the hot path)."""
         state = self._current()
         deadline = min(until, state.deadline_at) if state.status in _FORWARD else until
         now = self.clock.now()
-        with trio.CancelScope(deadline=trio.current_time() + max(0.0, deadline - now)) as scope:
-            self._interruptible = scope
-            if self._interrupt is not None:
-                scope.cancel()
-            try:
-                yield scope
-            finally:
-                self._interruptible = None
+        scope = trio.CancelScope(deadline=trio.current_time() + max(0.0, deadline - now))
+        self._interruptible = scope
+        if self._interrupt is not None:
+            scope.cancel()
+        return scope
 
     def _interrupted_by(self, scope: trio.CancelScope) -> bool:
         """After ``scope`` was cancelled: whether by an interruption (the saga deadline counts:
@@ -373,16 +379,24 @@ class SagaActor:
         if not interruptible:
             await trio.sleep(delay)
             return True
-        with self._interruptible_until(self.clock.now() + delay) as scope:
-            await trio.sleep_forever()
+        scope = self._interruptible_until(self.clock.now() + delay)
+        try:
+            with scope:
+                await trio.sleep_forever()
+        finally:
+            self._interruptible = None
         return not self._interrupted_by(scope)
 
     async def _await_reply(self, until: float) -> bool:
         """Wait until a reply is recorded or wall-clock ``until``; True if the time ran out
         (an interruption ends the wait early too, returning False)."""
         self._replies_changed = trio.Event()
-        with self._interruptible_until(until) as scope:
-            await self._replies_changed.wait()
+        scope = self._interruptible_until(until)
+        try:
+            with scope:
+                await self._replies_changed.wait()
+        finally:
+            self._interruptible = None
         return scope.cancelled_caught and not self._interrupted_by(scope)
 
     async def _deliveries(self) -> None:
@@ -423,10 +437,6 @@ class SagaActor:
         if self._interruptible is not None:
             self._interruptible.cancel()
         return True
-
-    async def _listen(self, mailbox: Mailbox[Any]) -> None:
-        async for envelope in mailbox:
-            self._handle(envelope)
 
     def _handle(self, envelope: Envelope[Any]) -> None:
         state = self._current()

@@ -15,10 +15,11 @@ from __future__ import annotations
 import enum
 import zlib
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 
+from .copying import replace as _replace
 from .transitions import (
     CompensationAttemptFailed,
     CompensationCompleted,
@@ -259,41 +260,6 @@ class TimedOut:
 
 
 Attempt = Succeeded | Raised | TimedOut
-
-
-def _replace(instance: _T, **changes: Any) -> _T:
-    """A copy of a frozen state object with ``changes``: what ``attrs.evolve`` does, minus its
-    per-call introspection (these classes have no validators or converters). It is the hot
-    path of every transition: each class gets a copier with one keyword per field."""
-    cls = type(instance)
-    copier = _COPIERS.get(cls)
-    if copier is None:
-        copier = _COPIERS[cls] = _make_copier(cls)
-    return copier(instance, **changes)  # type: ignore[no-any-return]
-
-
-def _make_copier(cls: type) -> Any:
-    """``copy(instance, **changes)`` for ``cls``, unrolled over its fields (an unknown field is
-    a ``TypeError``, as for any function)."""
-    names = [f.name for f in attrs.fields(cls)]
-    lines = [f"def copy(instance, *, {', '.join(f'{n}=_KEEP' for n in names)}):"]
-    lines.append("    new = _new(_cls)")
-    for n in names:
-        lines.append(f"    _set(new, {n!r}, instance.{n} if {n} is _KEEP else {n})")
-    lines.append("    return new")
-    namespace: dict[str, Any] = {
-        "_KEEP": _KEEP,
-        "_new": object.__new__,
-        "_set": object.__setattr__,
-        "_cls": cls,
-    }
-    exec("\n".join(lines), namespace)  # the source is built from the class's field names
-    return namespace["copy"]
-
-
-_KEEP: Any = object()
-_COPIERS: dict[type, Any] = {}
-_T = TypeVar("_T", "SagaState", "StepState", "Reply")
 
 
 def initial_state(shape: SagaShape) -> SagaState:
