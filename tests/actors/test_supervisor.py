@@ -170,3 +170,36 @@ async def test_a_permanent_actor_that_keeps_crashing_ends_the_system(autojump_cl
             await system.spawn("store", crashing, capacity=4)
             await trio.sleep_forever()
     assert caught.value.subgroup(SupervisorEscalation) is not None
+
+
+async def test_a_child_started_soon_that_fails_on_its_way_up_is_supervised_not_raised(
+    autojump_clock,
+):
+    attempts = []
+    given_up = []
+
+    async def failing(*, task_status=trio.TASK_STATUS_IGNORED):
+        attempts.append(1)
+        raise RuntimeError("no start")
+
+    sup = Supervisor("sup")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        sup.start_child_soon(
+            ChildSpec(
+                name="soon",
+                main=failing,
+                restart=Restart.TRANSIENT,
+                max_restarts=2,
+                period=5,
+                on_give_up=lambda name, exc: given_up.append((name, str(exc))),
+            )
+        )
+        assert sup.children == ["soon"]  # registered at once, before it ran
+        with pytest.raises(ValueError):
+            sup.start_child_soon(ChildSpec(name="soon", main=failing))
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(attempts) == 3  # the first run and two restarts
+        assert given_up == [("soon", "no start")]
+        assert sup.children == []
+        nursery.cancel_scope.cancel()

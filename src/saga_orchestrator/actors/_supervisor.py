@@ -135,6 +135,23 @@ class Supervisor:
             self._forget(child)
             raise
 
+    def start_child_soon(self, spec: ChildSpec) -> None:
+        """Start a child without waiting for it to signal readiness: for a child with nothing
+        to fail on its way up. What it raises before ``task_status.started`` then counts as a
+        crash (restarted or given up as its spec says), not as an error of the caller.
+
+        Raises:
+            ValueError: a child of that name is running.
+            ActorStopped: the supervisor is not running.
+        """
+        if self._nursery is None or self._closing:
+            raise ActorStopped(self.name)
+        if spec.name in self._children:
+            raise ValueError(f"supervisor {self.name!r} already has a child {spec.name!r}")
+        child = _Child(spec)
+        self._children[spec.name] = child
+        self._nursery.start_soon(self._supervise, child, False)
+
     async def spawn(
         self,
         name: str,
@@ -142,12 +159,14 @@ class Supervisor:
         *,
         capacity: int,
         restart: Restart = Restart.PERMANENT,
+        wait_started: bool = True,
         **spec_options: Any,
     ) -> ActorRef[Any]:
         """Start an actor: ``behaviour(mailbox, task_status=...)`` with a new bounded mailbox.
 
         The mailbox outlives restarts, so the returned reference stays valid. Stopping the child
-        closes the mailbox; the behaviour drains it and returns.
+        closes the mailbox; the behaviour drains it and returns. ``wait_started=False`` returns
+        at once (see :meth:`start_child_soon`); messages sent meanwhile wait in the mailbox.
         """
         ref, mailbox = open_mailbox(name, capacity)
 
@@ -155,7 +174,11 @@ class Supervisor:
             await behaviour(mailbox, task_status=task_status)
 
         spec = ChildSpec(name=name, main=main, restart=restart, stop=mailbox.close, **spec_options)
-        await self.start_child(spec)
+        if wait_started:
+            await self.start_child(spec)
+        else:
+            self.start_child_soon(spec)
+            await trio.lowlevel.checkpoint()
         return ref
 
     async def stop_child(self, name: str) -> None:
@@ -184,10 +207,16 @@ class Supervisor:
         child.done.set()
 
     async def _supervise(
-        self, child: _Child, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+        self,
+        child: _Child,
+        caller_waits: bool = True,
+        *,
+        task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         spec = child.spec
-        status: _TrackedStatus | trio.TaskStatus[Any] = _TrackedStatus(task_status)
+        status: _TrackedStatus | trio.TaskStatus[Any] = (
+            _TrackedStatus(task_status) if caller_waits else trio.TASK_STATUS_IGNORED
+        )
         try:
             with child.scope:
                 while True:

@@ -60,7 +60,7 @@ from .observer import SagaObserver, notify
 from .options import EngineOptions, shape_of
 from .projection import lifecycle_events, stream_id, to_record
 from .saga_actor import SagaActor, load_state
-from .transitions import SagaParked, SagaStarted, from_record
+from .transitions import SagaParked, SagaStarted, Transition, from_record
 from .transitions import to_record as transition_record
 
 log = logging.getLogger(__name__)
@@ -235,13 +235,13 @@ class Coordinator:
         )
         # SagaStarted and the first StepStarted go in one append: the saga actor then runs the
         # first step at once (write-ahead holds: the start is durable before the step runs).
-        first = sm.plan(sm.evolve(sm.initial_state(shape), started), shape)
-        transitions = [started]
+        empty = sm.initial_state(shape)
+        state = sm.evolve(empty, started)
+        transitions: list[Transition] = [started]
+        first = sm.plan(state, shape)
         if isinstance(first, sm.Record):
             transitions.append(replace(first.transition, at=now))
-        state = sm.initial_state(shape)
-        for t in transitions:
-            state = sm.evolve(state, t)
+            state = sm.evolve(state, transitions[-1])
         events = [NewEvent(event_type=n, data=d) for n, d in map(transition_record, transitions)]
         request = AppendRequest(
             stream_id=stream_id(saga_id),
@@ -263,7 +263,7 @@ class Coordinator:
             if existing is None:
                 raise
             return self._repeat(existing, definition, duplicate.idempotency_key)
-        notify(self.observer, sm.initial_state(shape), state, transitions)
+        notify(self.observer, empty, state, transitions)
         await self._spawn(saga_id, definition, state=state)
         return StartResult(saga=to_record(state, shape), created=True)
 
@@ -323,6 +323,8 @@ class Coordinator:
             behaviour,
             capacity=self.options.saga_mailbox_size,
             restart=Restart.TRANSIENT,
+            # A new saga's actor has its state already: nothing to load, nothing to fail first.
+            wait_started=state is None or retry,
             max_restarts=self.options.crash_restarts,
             period=self.options.crash_period,
             on_give_up=self._give_up,

@@ -21,7 +21,7 @@ from saga_orchestrator.errors import (
     SagaStateConflict,
     StoreError,
 )
-from saga_orchestrator.logging_setup import log_context
+from saga_orchestrator.logging_setup import bind_log_context
 from saga_orchestrator.store.actor import Store
 from saga_orchestrator.store.records import AppendRequest, NewEvent
 
@@ -122,9 +122,10 @@ class SagaActor:
             await self.record([OperatorRetried()])  # durable before the retry is answered
         task_status.started()
         state = self._current()
+        # The saga's task is its own (the supervisor's child): the ids stay with it.
+        bind_log_context(saga_id=self.saga_id, correlation_id=state.correlation_id)
         try:
-            with log_context(saga_id=self.saga_id, correlation_id=state.correlation_id):
-                await self._run_loops(mailbox)
+            await self._run_loops(mailbox)
         except SagaTakenOver:
             log.warning("saga %s is driven by another process; this one stops", self.saga_id)
         self._close(mailbox)

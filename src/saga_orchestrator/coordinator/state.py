@@ -264,7 +264,11 @@ Attempt = Succeeded | Raised | TimedOut
 
 def initial_state(shape: SagaShape) -> SagaState:
     """The state before the first transition."""
-    return SagaState(steps=tuple(StepState() for _ in shape.steps))
+    return SagaState(steps=(_NOT_STARTED,) * len(shape.steps))
+
+
+_NOT_STARTED = StepState()
+"""Every step's state before it starts (frozen, so one object serves them all)."""
 
 
 def replay(shape: SagaShape, history: Sequence[Transition]) -> SagaState:
