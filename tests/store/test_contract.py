@@ -347,7 +347,7 @@ async def test_saga_projection_upsert_keeps_or_replaces_steps(backend: StoreBack
     got = await backend.get_saga("saga-1")
     assert got == attrs.evolve(progressed, steps=started.steps)
 
-    # Steps in the update replace the stored ones.
+    # Steps in the update are written over the stored ones of the same index.
     steps = (
         step(
             0,
@@ -376,10 +376,12 @@ async def test_saga_projection_upsert_keeps_or_replaces_steps(backend: StoreBack
     assert await backend.get_saga("saga-1") == finished
     assert await backend.find_saga_by_key("idem-1") == finished
 
-    # Fewer steps than stored: the given list is the saga's steps.
+    # Fewer steps than stored: the given ones are written, the others stay.
     shorter = attrs.evolve(finished, version=4, steps=(step(0, "completed"),))
     await commit_ok(backend, request("saga-1", 3, event("Again"), saga=shorter))
-    assert await backend.get_saga("saga-1") == shorter
+    assert await backend.get_saga("saga-1") == attrs.evolve(
+        shorter, steps=(step(0, "completed"), *steps[1:])
+    )
 
     assert await backend.get_saga("no-such-saga") is None
 
@@ -403,6 +405,83 @@ async def test_the_last_write_of_a_saga_in_a_batch_wins(backend: StoreBackend) -
         request("twice", 2, event(), saga=third),
     )
     assert await backend.get_saga("twice") == attrs.evolve(third, steps=first.steps)
+
+
+async def test_an_append_writes_the_steps_it_carries_and_keeps_the_others(
+    backend: StoreBackend,
+) -> None:
+    created = saga_record("partial", key="partial-key", steps=tuple(step(i) for i in range(4)))
+    await create_sagas(backend, created)
+
+    running = step(2, "running", attempts=1, started_at=T0 + 1)
+    second = attrs.evolve(created, current_step="step-2", version=2, steps=(running,))
+    await commit_ok(backend, request("partial", 1, event("StepStarted"), saga=second))
+    expected = attrs.evolve(second, steps=(step(0), step(1), running, step(3)))
+    assert await backend.get_saga("partial") == expected
+
+    done = step(0, "completed", attempts=2, finished_at=T0 + 2, result={"id": 7})
+    third = attrs.evolve(second, status="compensating", version=3, steps=(done,))
+    await commit_ok(backend, request("partial", 2, event("StepCompleted"), saga=third))
+    expected = attrs.evolve(third, steps=(done, step(1), running, step(3)))
+    assert await backend.get_saga("partial") == expected
+    assert await backend.find_saga_by_key("partial-key") == expected
+
+
+async def test_steps_of_one_saga_in_one_batch_last_accepted_wins_per_index(
+    backend: StoreBackend,
+) -> None:
+    created = saga_record("batched", steps=tuple(step(i) for i in range(4)))
+    await create_sagas(backend, created)
+    first = attrs.evolve(
+        created, version=2, steps=(step(0, "completed"), step(1, "running", attempts=1))
+    )
+    stale = attrs.evolve(created, version=2, steps=(step(1, "failed"), step(3, "failed")))
+    last = attrs.evolve(
+        created, version=3, steps=(step(2, "running"), step(1, "completed", attempts=1))
+    )
+    results = await backend.commit(
+        [
+            request("batched", 1, event(), saga=first),
+            request("batched", 1, event(), saga=stale),  # refused: the stream is at 2
+            request("batched", 2, event(), saga=last),
+        ]
+    )
+    accepted, refused, accepted_too = results
+    assert isinstance(accepted, AppendResult) and isinstance(accepted_too, AppendResult)
+    assert isinstance(refused, ConcurrencyError)
+    # Step 0 from the first request, 1 and 2 from the last, 3 as it was.
+    steps = (step(0, "completed"), step(1, "completed", attempts=1), step(2, "running"), step(3))
+    assert await backend.get_saga("batched") == attrs.evolve(last, steps=steps)
+
+
+async def test_a_refused_request_writes_no_steps(backend: StoreBackend) -> None:
+    taken = event("Taken")
+    owner = saga_record("owner", key="owner-key", steps=(step(0), step(1)))
+    other = saga_record("other", key="other-key", steps=(step(0), step(1)))
+    await create_sagas(backend, owner, other)
+    await commit_ok(backend, request("elsewhere", 0, taken))
+
+    def changed(record: SagaRecord, **fields: object) -> SagaRecord:
+        return attrs.evolve(
+            record, version=2, steps=(step(0, "failed"), step(1, "failed"), step(2)), **fields
+        )
+
+    results = await backend.commit(
+        [
+            request("owner", 5, event(), saga=changed(owner)),  # a stale version
+            request("other", 1, event(), saga=changed(other, idempotency_key="owner-key")),
+            request(
+                "other", 1, NewEvent(event_type="X", event_id=taken.event_id), saga=changed(other)
+            ),
+        ]
+    )
+    assert [type(r) for r in results] == [
+        ConcurrencyError,
+        DuplicateIdempotencyKey,
+        DuplicateEventId,
+    ]
+    assert await backend.get_saga("owner") == owner
+    assert await backend.get_saga("other") == other
 
 
 async def test_an_infinite_deadline_round_trips(backend: StoreBackend) -> None:
@@ -630,6 +709,22 @@ async def test_a_value_json_cannot_hold_fails_alone(backend: StoreBackend) -> No
     assert isinstance(bad_2, StoreError)
     assert await backend.read_stream("bad") == []
     assert len(await backend.read_all()) == 2
+
+
+@pytest.mark.parametrize("backend_kind", SQL_KINDS, indirect=True)
+async def test_a_request_json_cannot_hold_writes_no_steps(backend: StoreBackend) -> None:
+    created = saga_record("json-steps", steps=(step(0), step(1)))
+    await create_sagas(backend, created)
+    bad = attrs.evolve(created, version=2, steps=(step(0, "failed"), step(1, result=math.inf)))
+    good = attrs.evolve(created, version=2, steps=(step(1, "running"),))
+    results = await backend.commit(
+        [request("json-steps", 1, event(), saga=bad), request("json-steps", 1, event(), saga=good)]
+    )
+    refused, accepted = results
+    assert isinstance(refused, StoreError) and isinstance(accepted, AppendResult)
+    assert await backend.get_saga("json-steps") == attrs.evolve(
+        good, steps=(step(0), step(1, "running"))
+    )
 
 
 async def test_a_duplicate_event_id_fails_alone(backend: StoreBackend) -> None:

@@ -28,7 +28,7 @@ from saga_orchestrator.store.sqlite import SQLiteBackend
 SQLITE_NAMES = [m.name for m in load_migrations("sqlite")]
 PG_NAMES = [m.name for m in load_migrations("postgresql")]
 TABLES = {"events", "streams", "sagas", "saga_steps", "outbox", "schema_migrations"}
-POSTGRES_ONLY = {"0002_commit_batch_function"}
+POSTGRES_ONLY = {"0002_commit_batch_function", "0003_commit_batch_upserts_steps"}
 """PostgreSQL migrations that change no table, only server-side code (SQLite has none)."""
 
 

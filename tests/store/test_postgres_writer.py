@@ -1,6 +1,6 @@
 """What only the PostgreSQL backend does: a batch is one statement (``saga_commit_batch``) on a
 connection of its own, the writer, which outlives batches and is replaced when it is lost; the
-migration that creates the function upgrades a database made by the first release."""
+migrations that create and replace the function upgrade databases made by earlier releases."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import itertools
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import attrs
 import pytest
 import trio
 import trio_asyncio
@@ -18,13 +19,20 @@ from saga_orchestrator.errors import (
     StoreError,
     StoreUnavailable,
 )
+from saga_orchestrator.store._sql import dumps
 from saga_orchestrator.store.migrations import load_migrations
-from saga_orchestrator.store.postgres import WRITE_LOCK_KEY, PostgresBackend
-from saga_orchestrator.store.records import AppendResult, NewEvent
+from saga_orchestrator.store.postgres import (
+    _COMMIT_BATCH,
+    WRITE_LOCK_KEY,
+    PostgresBackend,
+    _payload,
+)
+from saga_orchestrator.store.records import AppendResult, NewEvent, StepRecord
 
 from ..support.tcp_proxy import open_tcp_proxy
 from .test_contract import (
     commit_ok,
+    create_sagas,
     event,
     holding_the_write_lock,
     opened_postgres,
@@ -166,14 +174,23 @@ CREATE TABLE schema_migrations (
 """
 
 
+async def _apply_migrations_up_to(conn: asyncpg.Connection, version: int) -> None:
+    """Apply and record the migrations up to ``version``, as the release that had no later one
+    did."""
+    await conn.execute(_SCHEMA_MIGRATIONS)
+    for migration in load_migrations("postgresql")[:version]:
+        await conn.execute(migration.sql)
+        await conn.execute(
+            "INSERT INTO schema_migrations VALUES ($1, $2, 0)", migration.version, migration.name
+        )
+
+
 async def _make_first_release_database(dsn: str) -> None:
     """The schema of migration 0001 only, with what that release's statements wrote."""
     conn = await asyncpg.connect(dsn, timeout=5)
     try:
         async with conn.transaction():
-            await conn.execute(_SCHEMA_MIGRATIONS)
-            await conn.execute(load_migrations("postgresql")[0].sql)
-            await conn.execute("INSERT INTO schema_migrations VALUES (1, '0001_initial', 0)")
+            await _apply_migrations_up_to(conn, 1)
             await conn.execute(
                 "INSERT INTO events (stream_id, version, event_id, event_type, data, metadata, "
                 "recorded_at) VALUES ('saga-old', 1, 'old-1', 'SagaStarted', '{}', '{}', 1), "
@@ -198,7 +215,10 @@ async def test_the_function_migration_upgrades_a_first_release_database(
 ) -> None:
     await trio_asyncio.aio_as_trio(_make_first_release_database)(pg_dsn)
     async with opened_postgres(pg_dsn) as backend:
-        assert backend.migrations_applied == ["0002_commit_batch_function"]
+        assert backend.migrations_applied == [
+            "0002_commit_batch_function",
+            "0003_commit_batch_upserts_steps",
+        ]
         taken = saga_record("new", key="old-key")
         moved = saga_record("old", key="old-key", version=3, steps=(step(0, "completed"),))
         results = await backend.commit(
@@ -213,11 +233,89 @@ async def test_the_function_migration_upgrades_a_first_release_database(
         assert isinstance(duplicate, DuplicateIdempotencyKey) and duplicate.saga_id == "old"
         assert isinstance(appended, AppendResult) and appended.version == 3
         assert appended.positions[0] > 2  # after what the first release wrote
-        assert await backend.get_saga("old") == moved  # step 1 went, step 0 replaced
+        # Step 0 written, step 1 as the first release left it.
+        kept = StepRecord(index=1, name="two", status="pending")
+        assert await backend.get_saga("old") == attrs.evolve(moved, steps=(*moved.steps, kept))
         assert [e.event_id for e in await backend.read_stream("saga-old")][:2] == [
             "old-1",
             "old-2",
         ]
+
+
+_BATCH_FUNCTION_SETTINGS = [
+    "enable_seqscan=off",
+    "enable_hashjoin=off",
+    "enable_mergejoin=off",
+    "plan_cache_mode=force_generic_plan",
+    "jit=off",
+]
+
+
+async def _batch_function(dsn: str) -> list[tuple[object, ...]]:
+    """(settings, source) of each function named ``saga_commit_batch``."""
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        rows = await conn.fetch(
+            "SELECT proconfig, prosrc FROM pg_proc WHERE proname = 'saga_commit_batch'"
+        )
+        return [tuple(row) for row in rows]
+    finally:
+        await conn.close()
+
+
+def assert_the_step_upserting_function(functions: list[tuple[object, ...]]) -> None:
+    """One ``saga_commit_batch`` (0003 replaced 0002's, no overload), with the plan-pinning
+    settings, that deletes no step."""
+    ((settings, source),) = functions
+    assert settings == _BATCH_FUNCTION_SETTINGS
+    assert "DELETE" not in str(source)
+
+
+async def _make_second_release_database(dsn: str) -> None:
+    """Migrations 0001 and 0002 only, with a saga of three steps written by 0002's function."""
+    created = saga_record("old", steps=(step(0), step(1), step(2)))
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        async with conn.transaction():
+            await _apply_migrations_up_to(conn, 2)
+        await conn.fetchrow(
+            _COMMIT_BATCH, dumps([_payload(request("saga-old", 0, event(), saga=created))]), 1.0
+        )
+    finally:
+        await conn.close()
+
+
+async def test_the_step_upsert_migration_upgrades_a_second_release_database(
+    pg_dsn: str, aio_loop: object
+) -> None:
+    await trio_asyncio.aio_as_trio(_make_second_release_database)(pg_dsn)
+    async with opened_postgres(pg_dsn) as backend:
+        assert backend.migrations_applied == ["0003_commit_batch_upserts_steps"]
+        assert_the_step_upserting_function(await trio_asyncio.aio_as_trio(_batch_function)(pg_dsn))
+        before = await backend.get_saga("old")
+        assert before is not None and [s.index for s in before.steps] == [0, 1, 2]
+        # 0002's function would have deleted steps 0 and 2.
+        moved = attrs.evolve(before, version=2, steps=(step(1, "running", attempts=1),))
+        await commit_ok(backend, request("saga-old", 1, event(), saga=moved))
+        assert await backend.get_saga("old") == attrs.evolve(
+            moved, steps=(step(0), step(1, "running", attempts=1), step(2))
+        )
+
+
+async def test_the_migrations_of_an_empty_database_end_with_the_step_upsert(
+    pg_dsn: str, aio_loop: object
+) -> None:
+    async with opened_postgres(pg_dsn) as backend:
+        assert backend.migrations_applied == [m.name for m in load_migrations("postgresql")]
+        assert backend.migrations_applied[-1] == "0003_commit_batch_upserts_steps"
+        assert_the_step_upserting_function(await trio_asyncio.aio_as_trio(_batch_function)(pg_dsn))
+        created = saga_record("new", steps=(step(0), step(1)))
+        await create_sagas(backend, created)
+        moved = attrs.evolve(created, version=2, steps=(step(0, "completed"),))
+        await commit_ok(backend, request("new", 1, event(), saga=moved))
+        assert await backend.get_saga("new") == attrs.evolve(
+            moved, steps=(step(0, "completed"), step(1))
+        )
 
 
 async def test_two_writers_take_turns_so_positions_follow_commit_order(

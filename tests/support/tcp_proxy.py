@@ -55,9 +55,7 @@ async def _pipe(source: trio.SocketStream, sink: trio.SocketStream, done: trio.C
 async def open_tcp_proxy(target_host: str, target_port: int) -> AsyncIterator[TcpProxy]:
     proxy = TcpProxy(target_host, target_port)
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(
-            partial(trio.serve_tcp, proxy._handle, 0, host="127.0.0.1")
-        )
+        listeners = await nursery.start(partial(trio.serve_tcp, proxy._handle, 0, host="127.0.0.1"))
         proxy.port = listeners[0].socket.getsockname()[1]
         yield proxy
         nursery.cancel_scope.cancel()

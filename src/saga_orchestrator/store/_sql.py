@@ -202,8 +202,9 @@ class BatchPlan:
     """New version of each stream that grew."""
     sagas: dict[str, tuple[Any, ...]] = attrs.Factory(dict)
     """The last row written for each saga in the batch."""
-    steps: dict[str, tuple[tuple[Any, ...], ...]] = attrs.Factory(dict)
-    """Sagas whose steps are replaced, with their new step rows."""
+    steps: dict[tuple[str, int], tuple[Any, ...]] = attrs.Factory(dict)
+    """The step rows to upsert, by (saga_id, step_index): the last accepted request's row of
+    each (the saga's steps not in it are left as they are)."""
     outbox: list[tuple[str, str, str, str, str]] = attrs.Factory(list)
 
     def finish(self, positions: Sequence[int]) -> list[AppendResult | Exception]:
@@ -263,8 +264,8 @@ def plan_batch(
             plan.streams[request.stream_id] = version
         if saga is not None and item.saga is not None:
             plan.sagas[saga.saga_id] = item.saga
-            if item.steps:
-                plan.steps[saga.saga_id] = item.steps
+            for row in item.steps:
+                plan.steps[row[0], row[1]] = row
             if key is not None:
                 owners[key] = saga.saga_id
         plan.outbox.extend(item.outbox)

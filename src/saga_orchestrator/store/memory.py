@@ -83,10 +83,11 @@ class MemoryBackend:
         self.streams[request.stream_id] = [*stream, *appended]
         if saga is not None:
             previous = self.sagas.get(saga.saga_id)
-            if previous is not None and not saga.steps:
-                saga = attrs.evolve(saga, steps=previous.steps)
-            else:  # get_saga returns the steps sorted by index, as the SQL backends do
-                saga = attrs.evolve(saga, steps=tuple(sorted(saga.steps, key=lambda s: s.index)))
+            # The given steps are upserted by index and the saga's other steps stay; kept
+            # sorted by index, as the SQL backends return them.
+            steps = {s.index: s for s in previous.steps} if previous is not None else {}
+            steps.update((s.index, s) for s in saga.steps)
+            saga = attrs.evolve(saga, steps=tuple(steps[i] for i in sorted(steps)))
             self.sagas[saga.saga_id] = saga
             if saga.idempotency_key is not None:
                 self.keys[saga.idempotency_key] = saga.saga_id

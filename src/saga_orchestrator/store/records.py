@@ -135,7 +135,13 @@ class AppendRequest:
     """The stream's version before these events (0 for a new stream), or ``ANY_VERSION``."""
     events: tuple[NewEvent, ...] = attrs.field(converter=tuple)
     saga: SagaRecord | None = None
-    """Projection row (and its steps) to upsert in the same transaction."""
+    """Projection row to upsert in the same transaction, with step rows to write.
+
+    ``saga.steps`` lists the step rows to write, not necessarily all of the saga's: each is
+    upserted by (saga id, ``index``) and the saga's steps it does not list are left as they are
+    (an empty ``steps`` writes no step). When several accepted requests of one batch carry the
+    same saga and step index, the last one's row is stored; a refused request writes nothing.
+    ``get_saga`` returns all the saga's stored steps, sorted by index."""
     outbox: tuple[OutboxMessage, ...] = attrs.field(default=(), converter=tuple)
 
 

@@ -88,6 +88,19 @@ def _marks(count: int) -> str:
     return ", ".join("?" * count)
 
 
+def _upsert(table: str, columns: Sequence[str], keys: int) -> str:
+    """``INSERT`` a row of ``columns`` into ``table``, or update the row with the same first
+    ``keys`` columns (its primary key)."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns[keys:])
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({_marks(len(columns))}) "
+        f"ON CONFLICT ({', '.join(columns[:keys])}) DO UPDATE SET {updates}"
+    )
+
+
+_UPSERT_SAGAS = _upsert("sagas", SAGA_COLUMN_NAMES, 1)
+_UPSERT_STEPS = _upsert("saga_steps", STEP_COLUMN_NAMES, 2)
+
 READ_STREAMS_CHUNK = 500
 """Stream ids per query of ``read_streams`` (SQLite limits the parameters of a statement)."""
 
@@ -459,23 +472,9 @@ def _commit_once(
                 list(plan.streams.items()),
             )
         if plan.sagas:
-            updates = ", ".join(f"{c} = excluded.{c}" for c in SAGA_COLUMN_NAMES[1:])
-            conn.executemany(
-                f"INSERT INTO sagas ({SAGA_COLUMNS}) VALUES ({_marks(len(SAGA_COLUMN_NAMES))}) "
-                f"ON CONFLICT (saga_id) DO UPDATE SET {updates}",
-                list(plan.sagas.values()),
-            )
-        if plan.steps:
-            saga_ids = list(plan.steps)
-            for chunk in _chunks(saga_ids):
-                conn.execute(
-                    f"DELETE FROM saga_steps WHERE saga_id IN ({_marks(len(chunk))})", chunk
-                )
-            conn.executemany(
-                f"INSERT INTO saga_steps ({', '.join(STEP_COLUMN_NAMES)}) "
-                f"VALUES ({_marks(len(STEP_COLUMN_NAMES))})",
-                [row for rows in plan.steps.values() for row in rows],
-            )
+            conn.executemany(_UPSERT_SAGAS, list(plan.sagas.values()))
+        if plan.steps:  # the given step rows; the sagas' other steps stay as they are
+            conn.executemany(_UPSERT_STEPS, list(plan.steps.values()))
         if plan.outbox:
             conn.executemany(
                 "INSERT INTO outbox (topic, event_id, event_type, data, metadata, created_at) "

@@ -1,8 +1,10 @@
 """The SQL migrations of the store, one directory per dialect.
 
-Each migration is a file ``NNNN_name.sql`` in ``postgresql/`` and ``sqlite/``; both dialects
-carry the same versions so that a version names the same logical schema everywhere. A migration
-is applied once, in a transaction, and recorded in ``schema_migrations`` (see
+Each migration is a file ``NNNN_name.sql`` in ``postgresql/`` and ``sqlite/``; a version that
+changes tables is in both dialects, so that it names the same logical schema everywhere.
+PostgreSQL also has versions that only create or replace server-side functions
+(``0002_commit_batch_function``, ``0003_commit_batch_upserts_steps``), which SQLite does not
+have. A migration is applied once, in a transaction, and recorded in ``schema_migrations`` (see
 :mod:`saga_orchestrator.store.migrate`). Never edit a migration that has shipped: add the next one.
 """
 
