@@ -243,11 +243,12 @@ class Coordinator:
             transitions.append(replace(first.transition, at=now))
             state = sm.evolve(state, transitions[-1])
         events = [NewEvent(event_type=n, data=d) for n, d in map(transition_record, transitions)]
+        record = to_record(state, shape)  # a new saga: all its step rows
         request = AppendRequest(
             stream_id=stream_id(saga_id),
             expected_version=0,
             events=events,
-            saga=to_record(state, shape),
+            saga=record,
             outbox=lifecycle_events(
                 state,
                 shape,
@@ -265,7 +266,7 @@ class Coordinator:
             return self._repeat(existing, definition, duplicate.idempotency_key)
         notify(self.observer, empty, state, transitions)
         await self._spawn(saga_id, definition, state=state)
-        return StartResult(saga=to_record(state, shape), created=True)
+        return StartResult(saga=record, created=True)
 
     # -- saga actors --------------------------------------------------------------------------
 

@@ -38,27 +38,29 @@ def current_step(state: SagaState, shape: SagaShape) -> str | None:
     return None
 
 
-def to_record(state: SagaState, shape: SagaShape, *, steps: bool = True) -> SagaRecord:
-    """The projection row of ``state`` (with its step rows unless ``steps`` is false)."""
-    step_rows = (
-        tuple(
-            StepRecord(
-                index=index,
-                name=shape.steps[index].name,
-                status=step.status.value,
-                attempts=step.attempt,
-                started_at=step.started_at,
-                finished_at=step.finished_at,
-                result=step.result,
-                error=step.error,
-                compensation_status=step.compensation.value,
-                compensation_attempts=step.compensation_attempt,
-                compensation_error=step.compensation_error,
-            )
-            for index, step in enumerate(state.steps)
+def to_record(
+    state: SagaState, shape: SagaShape, *, changed_since: SagaState | None = None
+) -> SagaRecord:
+    """The projection row of ``state`` with its step rows: all of them, or, given the state
+    ``changed_since`` that the store already holds, only the steps that changed since (the
+    store upserts the step rows an append carries and keeps the others)."""
+    before = None if changed_since is None else changed_since.steps
+    step_rows = tuple(
+        StepRecord(
+            index=index,
+            name=shape.steps[index].name,
+            status=step.status.value,
+            attempts=step.attempt,
+            started_at=step.started_at,
+            finished_at=step.finished_at,
+            result=step.result,
+            error=step.error,
+            compensation_status=step.compensation.value,
+            compensation_attempts=step.compensation_attempt,
+            compensation_error=step.compensation_error,
         )
-        if steps
-        else ()
+        for index, step in enumerate(state.steps)
+        if before is None or step is not before[index]  # steps are copied only when changed
     )
     return SagaRecord(
         saga_id=state.saga_id,

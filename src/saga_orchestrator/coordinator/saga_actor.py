@@ -254,7 +254,7 @@ class SagaActor:
             stream_id=stream_id(self.saga_id),
             expected_version=before.version,
             events=events,
-            saga=to_record(after, self.shape),
+            saga=to_record(after, self.shape, changed_since=before),
             outbox=lifecycle_events(
                 after,
                 self.shape,
@@ -511,6 +511,9 @@ class SagaActor:
         mailbox.close()
 
 
+_JSON_SCALARS = frozenset((str, int, bool))
+
+
 def _retry_after(exc: BaseException) -> float | None:
     """The delay an error asks for before a retry (its ``retry_after`` attribute, seconds)."""
     value = getattr(exc, "retry_after", None)
@@ -523,8 +526,12 @@ def _describe(exc: BaseException) -> str:
 
 
 def _checked_result(result: Any) -> sm.Attempt:
+    """``Succeeded(result)`` if the store can keep ``result`` (JSON without NaN or infinity,
+    as the store encodes it), else a failure that is not retried."""
+    if result is None or type(result) in _JSON_SCALARS:
+        return sm.Succeeded(result)
     try:
-        json.dumps(result)
+        json.dumps(result, allow_nan=False)
     except (TypeError, ValueError) as exc:
         return sm.Raised(f"the step's result cannot be stored as JSON: {exc}", retryable=False)
     return sm.Succeeded(result)
