@@ -410,3 +410,20 @@ async def test_a_retry_waits_at_least_what_the_service_asked_for(autojump_clock)
         final = await h.wait_terminal((await h.start("busy")).saga.saga_id)
     assert "completed" == final.status
     assert 42 == pytest.approx(times[1] - times[0])
+
+
+@pytest.mark.parametrize("result", [float("nan"), {"ratio": float("inf")}, {1j}])
+async def test_a_step_result_the_store_cannot_keep_fails_the_step_and_compensates(
+    autojump_clock, result
+):
+    rec = Recorder()
+
+    async def unstorable(ctx):
+        return result
+
+    steps = [step(rec, "s1"), Step(name="odd", action=unstorable)]
+    async with running([saga("t", steps)]) as h:
+        final = await h.wait_terminal((await h.start("t")).saga.saga_id)
+    assert final.status == "compensated"
+    assert "cannot be stored as JSON" in final.steps[1].error
+    assert rec.names("compensation") == ["s1"]
