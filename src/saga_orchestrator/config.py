@@ -348,6 +348,15 @@ class Settings:
     database_pool_size: int = _setting(
         10, _int_at_least(1, "Connections in the PostgreSQL connection pool.")
     )
+    database_writers: int = _setting(
+        2,
+        _int_at_least(
+            1,
+            "PostgreSQL connections that commit batches of appends, beside the pool: up to this "
+            "many batches are in flight at once (the server commits them one after the other). "
+            "SQLite always commits one batch at a time.",
+        ),
+    )
 
     # --- Redis --------------------------------------------------------------------------------
     redis_url: str = _setting(

@@ -191,6 +191,7 @@ async def run_service(
                 settings.database_url,
                 data_dir=settings.data_dir,
                 pool_size=settings.database_pool_size,
+                writers=settings.database_writers,
             )
             store_kind, store_text = settings.database_kind, describe_store(settings)
         else:

@@ -66,20 +66,40 @@ async def run_store_actor(
     max_batch: int,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """The store actor's body: take what is waiting, commit it as one batch, reply to each."""
+    """The store actor's body: take what is waiting, commit it as one batch, reply to each.
+
+    A backend that can have several batches in flight (``commits_in_flight``, PostgreSQL's
+    writer connections) gets the next batch while the last one commits: the database orders
+    them (each waits for the one before it), and what arrives meanwhile makes the next batch.
+    """
     task_status.started()
-    while True:
-        try:
-            first = await mailbox.receive()
-        except trio.EndOfChannel:
-            return
-        batch: list[Envelope[Append]] = [first]
-        while len(batch) < max_batch:
+    slots = trio.Semaphore(max(1, getattr(backend, "commits_in_flight", 1)))
+    async with trio.open_nursery() as nursery:
+        while True:
+            await slots.acquire()  # a free slot first: appends keep gathering meanwhile
             try:
-                batch.append(mailbox.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
+                first = await mailbox.receive()
+            except trio.EndOfChannel:
+                return  # the nursery waits for the batches in flight
+            batch: list[Envelope[Append]] = [first]
+            while len(batch) < max_batch:
+                try:
+                    batch.append(mailbox.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            nursery.start_soon(_commit_then_release, backend, stats, batch, slots)
+
+
+async def _commit_then_release(
+    backend: StoreBackend,
+    stats: StoreStats,
+    batch: Sequence[Envelope[Append]],
+    slots: trio.Semaphore,
+) -> None:
+    try:
         await _commit(backend, stats, batch)
+    finally:
+        slots.release()
 
 
 async def _commit(

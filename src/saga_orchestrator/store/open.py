@@ -31,13 +31,16 @@ def sqlite_path(database_url: str) -> Path:
     return Path(path)
 
 
-def make_backend(database_url: str | None, *, data_dir: Path, pool_size: int = 10) -> StoreBackend:
+def make_backend(
+    database_url: str | None, *, data_dir: Path, pool_size: int = 10, writers: int = 2
+) -> StoreBackend:
     """A new, unopened backend for ``database_url``.
 
     * unset or empty: SQLite in ``data_dir / "saga_orchestrator.db"`` (``data_dir`` is created);
     * ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``: that SQLite file;
     * ``postgresql://...`` or ``postgres://...``: PostgreSQL with a pool of ``pool_size``
-      connections (the backend must be used inside a trio-asyncio loop).
+      connections and ``writers`` writer connections (the backend must be used inside a
+      trio-asyncio loop).
 
     Raises ``ConfigError`` for any other URL.
     """
@@ -55,7 +58,9 @@ def make_backend(database_url: str | None, *, data_dir: Path, pool_size: int = 1
     if sep and scheme in ("postgresql", "postgres"):
         if pool_size < 1:
             raise ConfigError(f"the PostgreSQL pool size must be at least 1, not {pool_size}")
-        return PostgresBackend(database_url, pool_size=pool_size)
+        if writers < 1:
+            raise ConfigError(f"the PostgreSQL writers must be at least 1, not {writers}")
+        return PostgresBackend(database_url, pool_size=pool_size, writers=writers)
     shown = f"{scheme}://..." if sep else "a string that is not a URL"
     raise ConfigError(
         f"DATABASE_URL {shown} is not supported: use postgresql://user:password@host:port/db, "

@@ -378,8 +378,9 @@ async def _aio_commit(
     return results, commits
 
 
-async def _aio_open(writer: _Writer, pool_size: int) -> tuple[asyncpg.Pool, list[str]]:
-    """The read pool, the migrations applied, then the writer's connection."""
+async def _aio_open(writers: Sequence[_Writer], pool_size: int) -> tuple[asyncpg.Pool, list[str]]:
+    """The read pool, the migrations applied, then the writers' connections."""
+    writer = writers[0]
     pool = await asyncpg.create_pool(
         writer.dsn,
         min_size=1,
@@ -391,16 +392,19 @@ async def _aio_open(writer: _Writer, pool_size: int) -> tuple[asyncpg.Pool, list
     try:
         async with pool.acquire() as conn:
             applied = await apply_postgres_migrations(conn)
-        await writer.connection()
+        for each in writers:
+            await each.connection()
     except BaseException:
-        writer.terminate()
+        for each in writers:
+            each.terminate()
         pool.terminate()
         raise
     return pool, applied
 
 
-async def _aio_close(pool: asyncpg.Pool, writer: _Writer, within: float) -> None:
-    await writer.close(within)
+async def _aio_close(pool: asyncpg.Pool, writers: Sequence[_Writer], within: float) -> None:
+    for writer in writers:
+        await writer.close(within)
     try:
         await asyncio.wait_for(pool.close(), within)
     except Exception:
@@ -422,6 +426,13 @@ async def _aio_execute(
         await conn.execute(sql, *args)
 
 
+def _terminate(pool: asyncpg.Pool, writers: Sequence[_Writer]) -> None:
+    with contextlib.suppress(Exception):
+        for writer in writers:
+            writer.terminate()
+        pool.terminate()
+
+
 # -- the backend --------------------------------------------------------------------------------
 
 
@@ -431,9 +442,9 @@ class PostgresBackend:
     ``commits`` counts the write transactions committed (a batch is one, unless a value error
     made it retry its requests one by one); ``migrations_applied`` names the migrations the
     last ``open()`` applied. The read pool opens one connection and grows to ``pool_size``;
-    batches use one more connection, the writer. ``connect_timeout`` bounds each connection
-    attempt, ``command_timeout`` each statement and each wait for a free connection,
-    ``close_timeout`` the orderly close before ``terminate()``.
+    batches use ``writers`` more connections, one per batch in flight (``commits_in_flight``).
+    ``connect_timeout`` bounds each connection attempt, ``command_timeout`` each statement and
+    each wait for a free connection, ``close_timeout`` the orderly close before ``terminate()``.
     """
 
     def __init__(
@@ -441,6 +452,7 @@ class PostgresBackend:
         dsn: str,
         *,
         pool_size: int = 10,
+        writers: int = 2,
         connect_timeout: float = 5.0,
         command_timeout: float = 30.0,
         close_timeout: float = 5.0,
@@ -453,8 +465,13 @@ class PostgresBackend:
         self.commits = 0
         self.migrations_applied: list[str] = []
         self._pool: asyncpg.Pool | None = None
-        self._writer: _Writer | None = None
-        self._write_lock = trio.Lock()
+        if writers < 1:
+            raise ValueError(f"writers must be at least 1, not {writers}")
+        self.commits_in_flight = writers
+        """Batches the store actor may have in flight: one per writer connection."""
+        self._writers: list[_Writer] = []
+        self._idle_writers: list[_Writer] = []
+        self._writer_free = trio.Semaphore(writers)
         self._loop: trio_asyncio.TrioEventLoop | None = None
         self._where = describe_dsn(dsn)
 
@@ -473,37 +490,37 @@ class PostgresBackend:
                 "`async with trio_asyncio.open_loop():`"
             )
         self._loop = loop
-        writer = _Writer(self.dsn, self.connect_timeout, self.command_timeout)
+        writers = [
+            _Writer(self.dsn, self.connect_timeout, self.command_timeout)
+            for _ in range(self.commits_in_flight)
+        ]
         try:
             pool, applied = await trio_asyncio.aio_as_trio(_aio_open, loop=loop)(
-                writer, self.pool_size
+                writers, self.pool_size
             )
         except Exception as exc:
             raise self._translate(exc, "open") from exc
         self._pool = pool
-        self._writer = writer
+        self._writers = writers
+        self._idle_writers = list(writers)
         self.migrations_applied = applied
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
-        writer, self._writer = self._writer, None
-        if pool is None or writer is None or self._loop is None:
+        writers, self._writers, self._idle_writers = self._writers, [], []
+        if pool is None or not writers or self._loop is None:
             return
         with trio.CancelScope(shield=True):
             if self._loop.is_closed():
-                with contextlib.suppress(Exception):
-                    writer.terminate()
-                    pool.terminate()
+                _terminate(pool, writers)
                 return
             try:
                 await trio_asyncio.aio_as_trio(_aio_close, loop=self._loop)(
-                    pool, writer, self.close_timeout
+                    pool, writers, self.close_timeout
                 )
             except Exception:
                 log.exception("closing the PostgreSQL connections failed; terminating them")
-                with contextlib.suppress(Exception):
-                    writer.terminate()
-                    pool.terminate()
+                _terminate(pool, writers)
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -527,16 +544,21 @@ class PostgresBackend:
             )
         return StoreError(f"cannot {doing} on {self._where}: {type(exc).__name__}: {exc}")
 
-    async def _run(self, doing: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """``await fn(*args)`` in the asyncio loop (one crossing), errors translated."""
+    def _open_loop(self, doing: str) -> trio_asyncio.TrioEventLoop:
+        """The asyncio loop to cross to; ``StoreUnavailable`` while the store is not open."""
         loop = self._loop
-        if self._pool is None or self._writer is None or loop is None:
+        if self._pool is None or not self._writers or loop is None:
             raise StoreUnavailable(
                 f"cannot {doing}: the store on {self._where} is not connected (yet); "
                 "the service keeps trying to open it"
             )
         if loop.is_closed():
             raise StoreUnavailable(f"cannot {doing}: the asyncio loop has closed (shutting down)")
+        return loop
+
+    async def _run(self, doing: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``await fn(*args)`` in the asyncio loop (one crossing), errors translated."""
+        loop = self._open_loop(doing)
         try:
             return await trio_asyncio.aio_as_trio(fn, loop=loop)(*args)
         except Exception as exc:
@@ -559,10 +581,15 @@ class PostgresBackend:
         encoded = _encode(batch)
         sent: list[AppendResult | Exception] = []
         if encoded.requests:
-            async with self._write_lock:  # one batch at a time on the writer connection
-                sent, commits = await self._run(
-                    "commit a batch", _aio_commit, self._writer, encoded, time.time()
-                )
+            async with self._writer_free:  # one batch at a time on each writer connection
+                self._open_loop("commit a batch")
+                writer = self._idle_writers.pop()
+                try:
+                    sent, commits = await self._run(
+                        "commit a batch", _aio_commit, writer, encoded, time.time()
+                    )
+                finally:
+                    self._idle_writers.append(writer)
             self.commits += commits
         if not encoded.errors:
             return sent
