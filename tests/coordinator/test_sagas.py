@@ -19,6 +19,7 @@ from saga_orchestrator.errors import (
     ValidationError,
 )
 from saga_orchestrator.store.memory import MemoryBackend
+from saga_orchestrator.store.records import SagaQuery
 
 from .harness import FAST, Recorder, running, saga, step
 
@@ -427,3 +428,32 @@ async def test_a_step_result_the_store_cannot_keep_fails_the_step_and_compensate
     assert final.status == "compensated"
     assert "cannot be stored as JSON" in final.steps[1].error
     assert rec.names("compensation") == ["s1"]
+
+
+class UnwritableBackend(MemoryBackend):
+    """Cannot commit while ``down``."""
+
+    down = True
+
+    async def commit(self, batch):
+        if self.down:
+            raise StoreUnavailable("the database is restarting")
+        return await super().commit(batch)
+
+
+@pytest.mark.parametrize("key", [None, "start-once"])
+async def test_a_start_the_store_cannot_record_fails_and_leaves_no_saga(autojump_clock, key):
+    rec = Recorder()
+    backend = UnwritableBackend()
+    async with running([saga("t", [step(rec, "a")])], backend=backend) as h:
+        with pytest.raises(StoreUnavailable):
+            await h.start("t", key=key)
+        await trio.testing.wait_all_tasks_blocked()
+        status = await h.ref.ask(GetStatus())
+        assert status.active_sagas == 0  # admission counts nothing left behind
+        assert (await backend.list_sagas(SagaQuery())).items == ()
+        assert rec.calls == []  # no step ran for a saga that does not exist
+        backend.down = False
+        final = await h.wait_terminal((await h.start("t", key=key)).saga.saga_id)
+    assert final.status == "completed"
+    assert rec.names("action") == ["a"]

@@ -159,27 +159,48 @@ class Supervisor:
         *,
         capacity: int,
         restart: Restart = Restart.PERMANENT,
-        wait_started: bool = True,
         **spec_options: Any,
     ) -> ActorRef[Any]:
-        """Start an actor: ``behaviour(mailbox, task_status=...)`` with a new bounded mailbox.
+        """Start an actor: ``behaviour(mailbox, task_status=...)`` with a new bounded mailbox,
+        once it has signalled that it started.
 
         The mailbox outlives restarts, so the returned reference stays valid. Stopping the child
-        closes the mailbox; the behaviour drains it and returns. ``wait_started=False`` returns
-        at once (see :meth:`start_child_soon`); messages sent meanwhile wait in the mailbox.
+        closes the mailbox; the behaviour drains it and returns.
         """
+        ref, spec = self._actor_spec(name, behaviour, capacity, restart, spec_options)
+        await self.start_child(spec)
+        return ref
+
+    def spawn_soon(
+        self,
+        name: str,
+        behaviour: Callable[..., Awaitable[None]],
+        *,
+        capacity: int,
+        restart: Restart = Restart.PERMANENT,
+        **spec_options: Any,
+    ) -> ActorRef[Any]:
+        """:meth:`spawn` without waiting for the actor to run (see :meth:`start_child_soon`);
+        messages sent meanwhile wait in its mailbox."""
+        ref, spec = self._actor_spec(name, behaviour, capacity, restart, spec_options)
+        self.start_child_soon(spec)
+        return ref
+
+    @staticmethod
+    def _actor_spec(
+        name: str,
+        behaviour: Callable[..., Awaitable[None]],
+        capacity: int,
+        restart: Restart,
+        spec_options: dict[str, Any],
+    ) -> tuple[ActorRef[Any], ChildSpec]:
         ref, mailbox = open_mailbox(name, capacity)
 
         async def main(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
             await behaviour(mailbox, task_status=task_status)
 
         spec = ChildSpec(name=name, main=main, restart=restart, stop=mailbox.close, **spec_options)
-        if wait_started:
-            await self.start_child(spec)
-        else:
-            self.start_child_soon(spec)
-            await trio.lowlevel.checkpoint()
-        return ref
+        return ref, spec
 
     async def stop_child(self, name: str) -> None:
         """Stop one child: ask it to finish, wait the grace period, then cancel it."""

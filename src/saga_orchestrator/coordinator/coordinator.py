@@ -59,7 +59,7 @@ from .messages import (
 from .observer import SagaObserver, notify
 from .options import EngineOptions, shape_of
 from .projection import lifecycle_events, stream_id, to_record
-from .saga_actor import SagaActor, load_state
+from .saga_actor import Creation, NewSaga, SagaActor, load_state
 from .transitions import SagaParked, SagaStarted, Transition, from_record
 from .transitions import to_record as transition_record
 
@@ -141,11 +141,8 @@ class Coordinator:
                     envelope.respond_error(exc)
                     return
                 if message.idempotency_key is None:
-                    try:
-                        self._admit()
-                    except OverloadedError as exc:
-                        envelope.respond_error(exc)
-                        return
+                    self._start_new(envelope, definition, parsed)
+                    return
                 self._nursery.start_soon(self._start, envelope, definition, parsed)
             case CancelSaga() | RetrySaga() | DeliverEvent():
                 self._nursery.start_soon(self._forward, envelope)
@@ -176,18 +173,37 @@ class Coordinator:
 
     # -- start --------------------------------------------------------------------------------
 
+    def _start_new(self, envelope: Envelope[Any], definition: SagaDefinition, parsed: Any) -> None:
+        """Start a saga without an idempotency key: its actor is spawned at once and makes
+        the saga durable itself (its first append), then answers the start and runs it. No
+        task of the coordinator's waits for that append."""
+        try:
+            self._admit()
+        except OverloadedError as exc:
+            envelope.respond_error(exc)
+            return
+        try:
+            saga_id, state, creation = self._new_saga(envelope.message, definition, parsed)
+            self._actors[saga_id] = self._spawn_soon(
+                saga_id, definition, state=state, creation=Creation(creation, envelope)
+            )
+        except Exception as exc:
+            if not isinstance(exc, SagaOrchestratorError):
+                log.exception("starting a %s saga failed", definition.name)
+            envelope.respond_error(exc)
+        finally:
+            self._starting -= 1  # counted in self._actors from now on
+
     async def _start(
         self, envelope: Envelope[Any], definition: SagaDefinition, parsed: Any
     ) -> None:
-        """Start a saga; a start with a key is admitted only once the key is known to be new
+        """Start a saga with an idempotency key: admitted only once the key is known to be new
         (a repeat returns the existing saga even at the admission limit)."""
         message: StartSaga = envelope.message
         key = message.idempotency_key
-        admitted = key is None
+        assert key is not None
+        admitted = False
         try:
-            if key is None:
-                envelope.respond(await self._create(message, definition, parsed))
-                return
             while key in self._keys_in_flight:  # one start per key at a time in this process
                 await self._keys_in_flight[key].wait()
             done = self._keys_in_flight[key] = trio.Event()
@@ -217,9 +233,10 @@ class Coordinator:
             raise DuplicateIdempotencyKey(key, existing.saga_id)
         return StartResult(saga=existing, created=False)
 
-    async def _create(
+    def _new_saga(
         self, message: StartSaga, definition: SagaDefinition, parsed: Any
-    ) -> StartResult:
+    ) -> tuple[str, sm.SagaState, NewSaga]:
+        """A new saga's id, its state once created, and the append that creates it."""
         shape = self._shape(definition)
         saga_id = new_id()
         now = self.clock.now()
@@ -257,16 +274,22 @@ class Coordinator:
                 event_ids=[e.event_id for e in events],
             ),
         )
+        return saga_id, state, NewSaga(request, empty, transitions, record)
+
+    async def _create(
+        self, message: StartSaga, definition: SagaDefinition, parsed: Any
+    ) -> StartResult:
+        saga_id, state, creation = self._new_saga(message, definition, parsed)
         try:
-            await self.store.append(request)
+            await self.store.append(creation.request)
         except DuplicateIdempotencyKey as duplicate:
             existing = await self.store.get_saga(duplicate.saga_id)
             if existing is None:
                 raise
             return self._repeat(existing, definition, duplicate.idempotency_key)
-        notify(self.observer, empty, state, transitions)
+        notify(self.observer, creation.before, state, creation.transitions)
         await self._spawn(saga_id, definition, state=state)
-        return StartResult(saga=record, created=True)
+        return StartResult(saga=creation.record, created=True)
 
     # -- saga actors --------------------------------------------------------------------------
 
@@ -299,8 +322,42 @@ class Coordinator:
         state: sm.SagaState | None,
         retry: bool,
     ) -> ActorRef[Any]:
+        if state is not None and not retry:
+            # A saga whose state is known: nothing to load, nothing to fail on its way up.
+            ref = self._spawn_soon(saga_id, definition, state=state)
+            await trio.lowlevel.checkpoint()
+        else:
+            assert self._sagas is not None
+            actor = self._actor(saga_id, definition, state=state, retry=retry)
+            ref = await self._sagas.spawn(saga_id, self._behaviour(actor), **self._child_options())
+        self._actors[saga_id] = ref
+        return ref
+
+    def _spawn_soon(
+        self,
+        saga_id: str,
+        definition: SagaDefinition,
+        *,
+        state: sm.SagaState,
+        creation: Creation | None = None,
+    ) -> ActorRef[Any]:
+        """Spawn the actor of a saga whose state is known, without waiting for it to run."""
         assert self._sagas is not None
-        actor = SagaActor(
+        actor = self._actor(saga_id, definition, state=state, creation=creation)
+        ref = self._sagas.spawn_soon(saga_id, self._behaviour(actor), **self._child_options())
+        self._actors[saga_id] = ref
+        return ref
+
+    def _actor(
+        self,
+        saga_id: str,
+        definition: SagaDefinition,
+        *,
+        state: sm.SagaState | None,
+        retry: bool = False,
+        creation: Creation | None = None,
+    ) -> SagaActor:
+        return SagaActor(
             saga_id=saga_id,
             definition=definition,
             shape=self._shape(definition),
@@ -311,27 +368,26 @@ class Coordinator:
             observer=self.observer,
             state=state,
             retry_requested=retry,
+            creation=creation,
         )
 
+    def _behaviour(self, actor: SagaActor) -> Callable[..., Awaitable[None]]:
         async def behaviour(
             mailbox: Mailbox[Any], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
         ) -> None:
             await actor.run(mailbox, task_status=task_status)
-            self._actors.pop(saga_id, None)
+            self._actors.pop(actor.saga_id, None)
 
-        ref = await self._sagas.spawn(
-            saga_id,
-            behaviour,
-            capacity=self.options.saga_mailbox_size,
-            restart=Restart.TRANSIENT,
-            # A new saga's actor has its state already: nothing to load, nothing to fail first.
-            wait_started=state is None or retry,
-            max_restarts=self.options.crash_restarts,
-            period=self.options.crash_period,
-            on_give_up=self._give_up,
-        )
-        self._actors[saga_id] = ref
-        return ref
+        return behaviour
+
+    def _child_options(self) -> dict[str, Any]:
+        return {
+            "capacity": self.options.saga_mailbox_size,
+            "restart": Restart.TRANSIENT,
+            "max_restarts": self.options.crash_restarts,
+            "period": self.options.crash_period,
+            "on_give_up": self._give_up,
+        }
 
     def _give_up(self, saga_id: str, error: BaseException) -> None:
         self._actors.pop(saga_id, None)

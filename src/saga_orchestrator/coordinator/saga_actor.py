@@ -18,18 +18,19 @@ import trio
 from saga_orchestrator.actors import Envelope, Mailbox, MailboxFull
 from saga_orchestrator.errors import (
     ConcurrencyError,
+    SagaOrchestratorError,
     SagaStateConflict,
     StoreError,
 )
 from saga_orchestrator.logging_setup import bind_log_context
 from saga_orchestrator.store.actor import Store
-from saga_orchestrator.store.records import AppendRequest, NewEvent
+from saga_orchestrator.store.records import AppendRequest, NewEvent, SagaRecord
 
 from . import state as sm
 from .clock import Clock
 from .copying import replace
 from .definition import NonRetryableError, SagaDefinition, StepContext
-from .messages import CancelSaga, DeliverEvent, RetrySaga
+from .messages import CancelSaga, DeliverEvent, RetrySaga, StartResult
 from .observer import SagaObserver, notify
 from .options import EngineOptions
 from .projection import lifecycle_events, stream_id, to_record
@@ -58,6 +59,26 @@ class _Planned:
     before: sm.SagaState
     transitions: list[Transition]
     after: sm.SagaState
+
+
+@attrs.frozen
+class NewSaga:
+    """The append that creates a saga, and what its answer and observers need."""
+
+    request: AppendRequest
+    before: sm.SagaState
+    """The state before the saga existed (the observer's ``before``)."""
+    transitions: list[Transition]
+    record: SagaRecord
+    """The saga as the start is answered with."""
+
+
+@attrs.frozen
+class Creation:
+    """A saga for its actor to create (its first append), and the start request to answer."""
+
+    saga: NewSaga
+    start: Envelope[Any]
 
 
 class SagaTakenOver(Exception):
@@ -90,6 +111,9 @@ class SagaActor:
     observer: SagaObserver = attrs.field(factory=SagaObserver)
     state: sm.SagaState | None = None
     """The saga's state when the caller already has it (a new saga); else loaded from the store."""
+    creation: Creation | None = None
+    """A saga that is not durable yet: the actor appends its creation first, then answers the
+    start (with an error, and ends, if the append fails)."""
     _interrupt: tuple[Interruption, str] | None = None
     _interruptible: trio.CancelScope | None = None
     _retry_requested: bool = False
@@ -116,6 +140,9 @@ class SagaActor:
             # A restarted incarnation reloads: its predecessor may have recorded more.
             self.state = await self._load()
         self._incarnations += 1
+        if self.creation is not None and not await self._create(self.creation):
+            self._close(mailbox)  # nothing durable: the saga does not exist
+            return
         self._interruptible = None
         if self._retry_requested and self._current().is_parked:
             self._retry_requested = False
@@ -147,6 +174,26 @@ class SagaActor:
                 mailbox.detach()
             if self._deliveries_running:
                 nursery.cancel_scope.cancel()
+
+    async def _create(self, creation: Creation) -> bool:
+        """Make the new saga durable, then answer its start; False when that failed (the
+        start is answered with the error)."""
+        self.creation = None
+        start = creation.start
+        try:
+            await self.store.append(creation.saga.request)
+        except Exception as exc:
+            if not isinstance(exc, SagaOrchestratorError):
+                log.exception("starting a %s saga failed", self.definition.name)
+            start.respond_error(exc)
+            return False
+        except BaseException:
+            if start.reply is not None:
+                start.reply.drop()  # cancelled (shutting down): the asker gets NoReply
+            raise
+        notify(self.observer, creation.saga.before, self._current(), creation.saga.transitions)
+        start.respond(StartResult(saga=creation.saga.record, created=True))
+        return True
 
     def _start_deliveries(self) -> None:
         """Record deliveries in a task of their own, started with the first one."""
