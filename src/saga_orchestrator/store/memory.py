@@ -20,6 +20,7 @@ from .records import (
     SagaPage,
     SagaQuery,
     SagaRecord,
+    StepRecord,
     decode_cursor,
     encode_cursor,
 )
@@ -80,14 +81,13 @@ class MemoryBackend:
             self.events.append(recorded)
             self.event_ids[recorded.event_id] = recorded
             appended.append(recorded)
-        self.streams[request.stream_id] = [*stream, *appended]
+        stream.extend(appended)  # readers get slices (copies) of it
+        self.streams[request.stream_id] = stream
         if saga is not None:
             previous = self.sagas.get(saga.saga_id)
             # The given steps are upserted by index and the saga's other steps stay; kept
             # sorted by index, as the SQL backends return them.
-            steps = {s.index: s for s in previous.steps} if previous is not None else {}
-            steps.update((s.index, s) for s in saga.steps)
-            saga = attrs.evolve(saga, steps=tuple(steps[i] for i in sorted(steps)))
+            saga = attrs.evolve(saga, steps=_merged_steps(previous, saga.steps))
             self.sagas[saga.saga_id] = saga
             if saga.idempotency_key is not None:
                 self.keys[saga.idempotency_key] = saga.saga_id
@@ -161,3 +161,20 @@ class MemoryBackend:
     async def outbox_mark_sent(self, ids: Sequence[int]) -> None:
         for outbox_id in ids:
             self.outbox.pop(outbox_id, None)
+
+
+def _merged_steps(
+    previous: SagaRecord | None, given: Sequence[StepRecord]
+) -> tuple[StepRecord, ...]:
+    """``previous``'s steps with ``given`` upserted by index, sorted by index."""
+    if previous is None:
+        return tuple(sorted(given, key=lambda s: s.index))
+    merged = list(previous.steps)
+    for step in given:
+        if step.index < len(merged) and merged[step.index].index == step.index:
+            merged[step.index] = step  # the usual case: the steps are 0..n-1 in order
+        else:
+            by_index = {s.index: s for s in merged}
+            by_index[step.index] = step
+            merged = [by_index[i] for i in sorted(by_index)]
+    return tuple(merged)
