@@ -17,7 +17,7 @@ from saga_orchestrator.store.actor import Store
 from saga_orchestrator.store.bus import RedisStreamsBus
 from saga_orchestrator.store.records import ANY_VERSION, AppendRequest, NewEvent, OutboxMessage
 
-from .harness import EVENTS, ONBOARDING, event_path
+from .harness import EVENTS, ONBOARDING, TERMINAL, event_path
 
 pytestmark = pytest.mark.integration
 
@@ -94,8 +94,12 @@ async def test_redis_restarted_during_a_run_loses_nothing(tmp_path: Path) -> Non
     try:
         async with event_path(bus) as path:
             await accept_registrations(path.store, "a", "b")
-            await path.wait_for_sagas(ONBOARDING.name, 2)
+            for saga in await path.wait_for_sagas(ONBOARDING.name, 2):
+                await path.wait_status(saga.saga_id, TERMINAL)
             await path.settled()
+            with trio.fail_after(10):  # their lifecycle events relayed too: the outbox is empty
+                while await path.backend.outbox_pending():
+                    await trio.sleep(0.01)
 
             await trio.to_thread.run_sync(kill, server)
             await accept_registrations(path.store, "c", "d")  # accepted while Redis is down
