@@ -125,10 +125,14 @@ class SagaActor:
     _input: Any = None
     _inbox: list[Envelope[Any]] = attrs.field(factory=list)
     """Events delivered to the saga, waiting to be recorded (answered once durable)."""
-    _inbox_changed: trio.Event = attrs.field(factory=trio.Event)
-    _replies_changed: trio.Event = attrs.field(factory=trio.Event)
-    _record_lock: trio.Lock = attrs.field(factory=trio.Lock)
-    """Appends to the saga's stream happen one at a time (the drive loop and deliveries)."""
+    _inbox_changed: trio.Event | None = None
+    """Set when a delivery arrives; made by the deliveries task when it waits."""
+    _replies_changed: trio.Event | None = None
+    """Set when a reply is recorded; made by the drive loop when it waits for one."""
+    _appending: bool = False
+    """An append to the saga's stream is in flight: appends happen one at a time (the drive
+    loop and the deliveries task); ``_append_done`` wakes the one that waits."""
+    _append_done: trio.Event | None = None
 
     async def run(
         self,
@@ -279,8 +283,18 @@ class SagaActor:
     async def record(self, transitions: Sequence[Transition] | _Planned) -> None:
         """Make ``transitions`` durable (with the projection and lifecycle events), then adopt
         them. An unavailable store is retried with backoff, never compensated for."""
-        async with self._record_lock:
+        while self._appending:  # the other task's append first (no lock, no checkpoint)
+            if self._append_done is None:
+                self._append_done = trio.Event()
+            await self._append_done.wait()
+        self._appending = True
+        try:
             await self._append(transitions)
+        finally:
+            self._appending = False
+            done, self._append_done = self._append_done, None
+            if done is not None:
+                done.set()
 
     async def _append(self, transitions: Sequence[Transition] | _Planned) -> None:
         before = self._current()
@@ -454,7 +468,8 @@ class SagaActor:
                 self._inbox_changed = trio.Event()
                 await self._inbox_changed.wait()
             await self._record_deliveries()
-            self._replies_changed.set()
+            if self._replies_changed is not None:
+                self._replies_changed.set()
 
     async def _record_deliveries(self) -> None:
         """Make the delivered events durable in one append, then answer their senders."""
@@ -512,7 +527,8 @@ class SagaActor:
                     envelope.respond_error(MailboxFull(self.saga_id, len(self._inbox)))
                     return
                 self._inbox.append(envelope)
-                self._inbox_changed.set()
+                if self._inbox_changed is not None:
+                    self._inbox_changed.set()
                 self._start_deliveries()
             case RetrySaga():
                 if not state.is_parked:
