@@ -783,7 +783,8 @@ async def test_an_event_id_repeated_in_a_batch_fails_the_later_request(
 @asynccontextmanager
 async def opened_postgres(dsn: str, **options: object) -> AsyncIterator[PostgresBackend]:
     """An opened PostgreSQL backend with one pooled connection (and its writer), closed after."""
-    backend = PostgresBackend(dsn, pool_size=1, command_timeout=5, **options)  # type: ignore[arg-type]
+    settings: dict[str, object] = {"pool_size": 1, "command_timeout": 5, **options}
+    backend = PostgresBackend(dsn, **settings)  # type: ignore[arg-type]
     await backend.open()
     try:
         yield backend

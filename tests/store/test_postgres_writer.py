@@ -127,6 +127,31 @@ async def test_a_batch_whose_writer_is_killed_fails_unavailable_and_the_next_rec
         assert writer_connection(backend).get_server_pid() != pid
 
 
+_STATE_OF = "SELECT state FROM pg_stat_activity WHERE pid = $1"
+
+
+async def test_a_batch_stuck_on_the_server_is_cancelled_at_the_command_timeout(
+    pg_dsn: str, aio_loop: object
+) -> None:
+    async with opened_postgres(pg_dsn, command_timeout=0.5) as backend:
+        await commit_ok(backend, request("warm-up", 0, event()))
+        pid = writer_connection(backend).get_server_pid()
+        async with holding_the_write_lock(pg_dsn):
+            with trio.fail_after(3), pytest.raises(StoreUnavailable, match=r"within 0\.5 s"):
+                await backend.commit([request("stuck", 0, event())])
+            # The cancel reaches the server on a connection of its own: once it has, the
+            # writer's session is idle again, while the lock is still held.
+            with trio.fail_after(5):
+                while await admin(pg_dsn, _STATE_OF, pid) != "idle":
+                    await trio.sleep(0.02)
+        # The statement was cancelled on the server: nothing committed, and the same writer
+        # connection takes the next batch.
+        with trio.fail_after(5):
+            (again,) = await commit_ok(backend, request("stuck", 0, event()))
+        assert again.version == 1
+        assert writer_connection(backend).get_server_pid() == pid
+
+
 def through(dsn: str, port: int) -> str:
     parts = urlsplit(dsn)
     user = f"{parts.username}@" if parts.username else ""

@@ -288,14 +288,13 @@ def describe_dsn(dsn: str) -> str:
 
 
 class _Writer:
-    """The one connection batches are committed on, kept open between batches (no pool
-    acquire and release, no reset query). Used from asyncio only, one batch at a time (the
-    backend's write lock); reopened by the next batch once it is lost."""
+    """A connection batches are committed on, kept open between batches (no pool acquire
+    and release, no reset query). Used from asyncio only, one batch at a time (the backend
+    hands each batch an idle writer); reopened by the next batch once it is lost."""
 
-    def __init__(self, dsn: str, connect_timeout: float, command_timeout: float) -> None:
+    def __init__(self, dsn: str, connect_timeout: float) -> None:
         self.dsn = dsn
         self.connect_timeout = connect_timeout
-        self.command_timeout = command_timeout
         self.conn: asyncpg.Connection | None = None
         self.connects = 0
 
@@ -303,9 +302,10 @@ class _Writer:
         conn = self.conn
         if conn is None or conn.is_closed():
             self.conn = None
-            conn = await asyncpg.connect(
-                self.dsn, timeout=self.connect_timeout, command_timeout=self.command_timeout
-            )
+            # No per-statement timer in asyncio: each one costs the trio-asyncio loop two more
+            # turns per batch and stays in its timer heap until it would have fired. The
+            # backend bounds each commit from the trio side instead (same cancel on the server).
+            conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
             self.conn = conn
             self.connects += 1
         return conn
@@ -378,7 +378,9 @@ async def _aio_commit(
     return results, commits
 
 
-async def _aio_open(writers: Sequence[_Writer], pool_size: int) -> tuple[asyncpg.Pool, list[str]]:
+async def _aio_open(
+    writers: Sequence[_Writer], pool_size: int, command_timeout: float
+) -> tuple[asyncpg.Pool, list[str]]:
     """The read pool, the migrations applied, then the writers' connections."""
     writer = writers[0]
     pool = await asyncpg.create_pool(
@@ -387,7 +389,7 @@ async def _aio_open(writers: Sequence[_Writer], pool_size: int) -> tuple[asyncpg
         max_size=pool_size,
         max_inactive_connection_lifetime=0,  # trap 2: the idle timer leaks under trio-asyncio
         timeout=writer.connect_timeout,
-        command_timeout=writer.command_timeout,
+        command_timeout=command_timeout,
     )
     try:
         async with pool.acquire() as conn:
@@ -490,13 +492,10 @@ class PostgresBackend:
                 "`async with trio_asyncio.open_loop():`"
             )
         self._loop = loop
-        writers = [
-            _Writer(self.dsn, self.connect_timeout, self.command_timeout)
-            for _ in range(self.commits_in_flight)
-        ]
+        writers = [_Writer(self.dsn, self.connect_timeout) for _ in range(self.commits_in_flight)]
         try:
             pool, applied = await trio_asyncio.aio_as_trio(_aio_open, loop=loop)(
-                writers, self.pool_size
+                writers, self.pool_size, self.command_timeout
             )
         except Exception as exc:
             raise self._translate(exc, "open") from exc
@@ -585,11 +584,18 @@ class PostgresBackend:
                 self._open_loop("commit a batch")
                 writer = self._idle_writers.pop()
                 try:
-                    sent, commits = await self._run(
-                        "commit a batch", _aio_commit, writer, encoded, time.time()
-                    )
+                    with trio.move_on_after(self.command_timeout) as deadline:
+                        sent, commits = await self._run(
+                            "commit a batch", _aio_commit, writer, encoded, time.time()
+                        )
                 finally:
                     self._idle_writers.append(writer)
+                if deadline.cancelled_caught:
+                    raise StoreUnavailable(
+                        f"cannot commit a batch: {self._where} did not answer within "
+                        f"{self.command_timeout:g} s (the statement was cancelled; it may have "
+                        "committed just before); retry"
+                    )
             self.commits += commits
         if not encoded.errors:
             return sent
