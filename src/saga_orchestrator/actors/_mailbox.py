@@ -92,13 +92,26 @@ Handler = Callable[[Envelope[Any]], None]
 """An actor's synchronous message handler: it must not block and should not raise."""
 
 
-class _Route:
-    """Where an actor's messages go: the mailbox's channel, or its attached handler."""
+class _Box:
+    """An actor's mailbox, shared by its :class:`ActorRef` and :class:`Mailbox`: the attached
+    handler, or the bounded channel, made when the first message has to wait in it (an actor
+    with a handler may never need one)."""
 
-    __slots__ = ("handler",)
+    __slots__ = ("capacity", "closed", "handler", "receive", "send")
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
         self.handler: Handler | None = None
+        self.closed = False
+        self.send: trio.MemorySendChannel[Envelope[Any]] | None = None
+        self.receive: trio.MemoryReceiveChannel[Envelope[Any]] | None = None
+
+    def channel(self) -> tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]]:
+        if self.send is None or self.receive is None:
+            self.send, self.receive = trio.open_memory_channel[Envelope[Any]](self.capacity)
+            if self.closed:
+                self.send.close()
+        return self.send, self.receive
 
     def hand(self, envelope: Envelope[Any]) -> None:
         """Give ``envelope`` to the handler; an error it raises answers the asker."""
@@ -108,6 +121,9 @@ class _Route:
         except Exception as exc:
             log.exception("message handler %r failed on %r", self.handler, envelope.message)
             envelope.respond_error(exc)
+
+    def depth(self) -> int:
+        return 0 if self.receive is None else self.receive.statistics().current_buffer_used
 
 
 class Mailbox(Generic[M]):
@@ -119,67 +135,61 @@ class Mailbox(Generic[M]):
     is attached, messages wait in the bounded channel as usual.
     """
 
-    def __init__(
-        self,
-        name: str,
-        receive: trio.MemoryReceiveChannel[Envelope[M]],
-        send: trio.MemorySendChannel[Envelope[M]],
-        route: _Route | None = None,
-    ) -> None:
+    def __init__(self, name: str, box: _Box) -> None:
         self.name = name
-        self._receive = receive
-        self._send = send
-        self._route = route or _Route()
+        self._box = box
 
     def attach(self, handler: Handler) -> None:
         """Handle messages with ``handler`` from now on: those waiting first, in order."""
-        self._route.handler = handler
-        while self._route.handler is handler:
+        box = self._box
+        box.handler = handler
+        while box.handler is handler and box.receive is not None:
             try:
-                envelope = self._receive.receive_nowait()
+                envelope = box.receive.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 return
-            self._route.hand(envelope)
+            box.hand(envelope)
 
     def detach(self) -> None:
         """Let messages wait in the channel again."""
-        self._route.handler = None
+        self._box.handler = None
 
     async def receive(self) -> Envelope[M]:
         """Wait for the next envelope; raises ``trio.EndOfChannel`` once closed and drained."""
-        return await self._receive.receive()
+        return await self._box.channel()[1].receive()
 
     def receive_nowait(self) -> Envelope[M]:
         """Take the next envelope if one is waiting, else raise ``trio.WouldBlock``."""
-        return self._receive.receive_nowait()
+        if self._box.receive is None:
+            if self._box.closed:
+                raise trio.EndOfChannel
+            raise trio.WouldBlock
+        return self._box.receive.receive_nowait()
 
     def __aiter__(self) -> AsyncIterator[Envelope[M]]:
-        return self._receive.__aiter__()
+        return self._box.channel()[1].__aiter__()
 
     @property
     def depth(self) -> int:
         """Messages waiting."""
-        return self._receive.statistics().current_buffer_used
+        return self._box.depth()
 
     def close(self) -> None:
         """Stop accepting messages: later tells raise ``ActorStopped``; what is queued can
         still be received, then ``receive`` raises ``trio.EndOfChannel``."""
-        self._route.handler = None
-        self._send.close()
+        box = self._box
+        box.handler = None
+        box.closed = True
+        if box.send is not None:
+            box.send.close()
 
 
 class ActorRef(Generic[M]):
     """The address of an actor: send it messages with ``tell`` or ask it with ``ask``."""
 
-    def __init__(
-        self,
-        name: str,
-        send: trio.MemorySendChannel[Envelope[M]],
-        route: _Route | None = None,
-    ) -> None:
+    def __init__(self, name: str, box: _Box) -> None:
         self.name = name
-        self._send = send
-        self._route = route or _Route()
+        self._box = box
 
     def __repr__(self) -> str:
         return f"<ActorRef {self.name}>"
@@ -187,12 +197,12 @@ class ActorRef(Generic[M]):
     @property
     def capacity(self) -> float:
         """How many messages the mailbox holds."""
-        return self._send.statistics().max_buffer_size
+        return self._box.capacity
 
     @property
     def depth(self) -> int:
         """Messages waiting in the mailbox."""
-        return self._send.statistics().current_buffer_used
+        return self._box.depth()
 
     async def tell(self, message: M) -> None:
         """Send without waiting for an answer; waits while the mailbox is full (backpressure)."""
@@ -201,11 +211,12 @@ class ActorRef(Generic[M]):
 
     def tell_nowait(self, message: M) -> None:
         """Send at once or raise ``MailboxFull``."""
-        if self._route.handler is not None:
-            self._route.hand(Envelope(message))
+        box = self._box
+        if box.handler is not None:
+            box.hand(Envelope(message))
             return
         try:
-            self._send.send_nowait(Envelope(message))
+            box.channel()[0].send_nowait(Envelope(message))
         except trio.WouldBlock:
             raise MailboxFull(self.name, int(self.capacity)) from None
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -245,18 +256,20 @@ class ActorRef(Generic[M]):
         """Deliver ``envelope``; whether that waited (was a checkpoint). Room in the mailbox
         (the usual case) or an attached handler takes it at once: the asker's wait for the
         answer is its checkpoint, not this."""
-        if self._route.handler is not None:
-            self._route.hand(envelope)
+        box = self._box
+        if box.handler is not None:
+            box.hand(envelope)
             return False
+        send = box.channel()[0]
         try:
-            self._send.send_nowait(envelope)
+            send.send_nowait(envelope)
             return False
         except trio.WouldBlock:
             pass
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise ActorStopped(self.name) from None
         try:
-            await self._send.send(envelope)
+            await send.send(envelope)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise ActorStopped(self.name) from None
         return True
@@ -269,6 +282,5 @@ def open_mailbox(name: str, capacity: int) -> tuple[ActorRef[M], Mailbox[M]]:
     """
     if capacity < 1 or math.isinf(capacity):
         raise ValueError(f"mailbox capacity must be a positive integer, not {capacity!r}")
-    send, receive = trio.open_memory_channel[Envelope[M]](capacity)
-    route = _Route()
-    return ActorRef(name, send, route), Mailbox(name, receive, send, route)
+    box = _Box(capacity)
+    return ActorRef(name, box), Mailbox(name, box)

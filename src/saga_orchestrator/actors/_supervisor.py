@@ -11,6 +11,7 @@ and an ``on_give_up`` hook instead: that child alone is then given up and the su
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -60,12 +61,37 @@ class ChildSpec:
     """Called when the child's own intensity is exceeded; the child then stays down."""
 
 
-@attrs.define(eq=False)
 class _Child:
-    spec: ChildSpec
-    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    done: trio.Event = attrs.field(factory=trio.Event)
-    restarts: deque[float] = attrs.field(factory=deque)
+    """A running child: its spec, the scope it runs in, and when it ended and restarted
+    (what only a stop or a crash needs is made then: a supervisor may hold many children)."""
+
+    __slots__ = ("_done", "_ended", "_restarts", "scope", "spec")
+
+    def __init__(self, spec: ChildSpec) -> None:
+        self.spec = spec
+        self.scope = trio.CancelScope()
+        self._ended = False
+        self._done: trio.Event | None = None
+        self._restarts: deque[float] | None = None
+
+    @property
+    def restarts(self) -> deque[float]:
+        if self._restarts is None:
+            self._restarts = deque()
+        return self._restarts
+
+    def end(self) -> None:
+        self._ended = True
+        if self._done is not None:
+            self._done.set()
+
+    async def wait_ended(self) -> None:
+        if self._ended:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._done is None:
+            self._done = trio.Event()
+        await self._done.wait()
 
 
 def _too_many(history: deque[float], limit: int, period: float) -> bool:
@@ -195,10 +221,7 @@ class Supervisor:
         spec_options: dict[str, Any],
     ) -> tuple[ActorRef[Any], ChildSpec]:
         ref, mailbox = open_mailbox(name, capacity)
-
-        async def main(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-            await behaviour(mailbox, task_status=task_status)
-
+        main = functools.partial(behaviour, mailbox)  # no wrapper coroutine: one frame less
         spec = ChildSpec(name=name, main=main, restart=restart, stop=mailbox.close, **spec_options)
         return ref, spec
 
@@ -218,14 +241,14 @@ class Supervisor:
         if child.spec.stop is not None:
             child.spec.stop()
             with trio.move_on_after(self.shutdown_grace):
-                await child.done.wait()
+                await child.wait_ended()
         child.scope.cancel()
-        await child.done.wait()
+        await child.wait_ended()
 
     def _forget(self, child: _Child) -> None:
         if self._children.get(child.spec.name) is child:
             del self._children[child.spec.name]
-        child.done.set()
+        child.end()
 
     async def _supervise(
         self,

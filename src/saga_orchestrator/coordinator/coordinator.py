@@ -329,7 +329,7 @@ class Coordinator:
         else:
             assert self._sagas is not None
             actor = self._actor(saga_id, definition, state=state, retry=retry)
-            ref = await self._sagas.spawn(saga_id, self._behaviour(actor), **self._child_options())
+            ref = await self._sagas.spawn(saga_id, actor.run, **self._child_options())
         self._actors[saga_id] = ref
         return ref
 
@@ -344,7 +344,7 @@ class Coordinator:
         """Spawn the actor of a saga whose state is known, without waiting for it to run."""
         assert self._sagas is not None
         actor = self._actor(saga_id, definition, state=state, creation=creation)
-        ref = self._sagas.spawn_soon(saga_id, self._behaviour(actor), **self._child_options())
+        ref = self._sagas.spawn_soon(saga_id, actor.run, **self._child_options())
         self._actors[saga_id] = ref
         return ref
 
@@ -369,16 +369,11 @@ class Coordinator:
             state=state,
             retry_requested=retry,
             creation=creation,
+            on_end=self._actor_ended,
         )
 
-    def _behaviour(self, actor: SagaActor) -> Callable[..., Awaitable[None]]:
-        async def behaviour(
-            mailbox: Mailbox[Any], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-        ) -> None:
-            await actor.run(mailbox, task_status=task_status)
-            self._actors.pop(actor.saga_id, None)
-
-        return behaviour
+    def _actor_ended(self, saga_id: str) -> None:
+        self._actors.pop(saga_id, None)
 
     def _child_options(self) -> dict[str, Any]:
         return {

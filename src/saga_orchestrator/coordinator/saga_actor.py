@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -111,6 +111,8 @@ class SagaActor:
     observer: SagaObserver = attrs.field(factory=SagaObserver)
     state: sm.SagaState | None = None
     """The saga's state when the caller already has it (a new saga); else loaded from the store."""
+    on_end: Callable[[str], None] = attrs.field(default=lambda saga_id: None)
+    """Called with the saga's id when the actor ends by itself (not when it crashes)."""
     creation: Creation | None = None
     """A saga that is not durable yet: the actor appends its creation first, then answers the
     start (with an error, and ends, if the append fails)."""
@@ -146,6 +148,7 @@ class SagaActor:
         self._incarnations += 1
         if self.creation is not None and not await self._create(self.creation):
             self._close(mailbox)  # nothing durable: the saga does not exist
+            self.on_end(self.saga_id)
             return
         self._interruptible = None
         if self._retry_requested and self._current().is_parked:
@@ -160,6 +163,7 @@ class SagaActor:
         except SagaTakenOver:
             log.warning("saga %s is driven by another process; this one stops", self.saga_id)
         self._close(mailbox)
+        self.on_end(self.saga_id)
 
     async def _run_loops(self, mailbox: Mailbox[Any]) -> None:
         """Drive the saga. Its messages are handled as they are sent (``_handle`` never waits:
