@@ -1,11 +1,11 @@
-"""``saga-orchestrator bench``: run the standard workloads in-process and print the figures.
+"""``saga-orchestrator bench``: run the standard workloads and print the figures.
 
     saga-orchestrator bench [WORKLOAD ...] [-n N] [-c C] [--warmup W] [--json]
                             [--database-url URL] [--keep] [-q]
 
 One line per workload on stdout (``--json``: one JSON object per line); progress on stderr.
-Exit codes: 0 all ran and every saga ended as expected; 1 a workload failed, is not
-implemented yet, or had sagas end otherwise; 2 bad usage or configuration.
+Exit codes: 0 all ran and every saga (or request) ended as expected; 1 a workload failed or
+had sagas end otherwise (or requests answered with an error); 2 bad usage or configuration.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .workloads import ALL_WORKLOADS, IMPLEMENTED, NOT_IMPLEMENTED, WORKLOADS
+from .workloads import ALL_WORKLOADS, DEFAULT_WORKLOADS, WORKLOADS
 
 if TYPE_CHECKING:
     from saga_orchestrator.config import Settings
 
-    from .harness import BenchResult
     from .stores import StoreTarget
 
 __all__ = ["format_result", "register", "run"]
@@ -46,34 +46,38 @@ def _count_or_zero(text: str) -> int:
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``bench`` command to ``subparsers`` (of the ``saga-orchestrator`` parser)."""
-    lines = [f"  {w.name:<12} {w.description} (N {w.default_n})" for w in WORKLOADS.values()]
-    lines += [f"  {name:<12} not implemented yet: {why}" for name, why in NOT_IMPLEMENTED.items()]
+    lines = [f"  {w.name:<12} {w.description} (N {w.default_n:,})" for w in WORKLOADS.values()]
     parser = subparsers.add_parser(
         "bench",
-        help="run the standard benchmark workloads in-process and print the figures",
+        help="run the standard benchmark workloads and print the figures",
         description="Run benchmark workloads in this process (real store, coordinator and saga "
-        "actors; no HTTP) on a fresh store made for each workload and removed afterwards: "
-        "a new PostgreSQL database when DATABASE_URL names PostgreSQL (its user needs "
-        "CREATEDB), else a new SQLite file.",
-        epilog="workloads (default: " + ", ".join(IMPLEMENTED) + "):\n" + "\n".join(lines),
+        "actors; http: the real server in a child process) on a fresh store made for each "
+        "workload and removed afterwards: a new PostgreSQL database when DATABASE_URL names "
+        "PostgreSQL (its user needs CREATEDB), else a new SQLite file.",
+        epilog="workloads (default: " + ", ".join(DEFAULT_WORKLOADS) + "):\n" + "\n".join(lines),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("workloads", nargs="*", metavar="WORKLOAD", help="workloads to run")
     parser.add_argument(
-        "-n", type=_count, default=None, help="sagas per workload (default: per workload)"
+        "-n",
+        type=_count,
+        default=None,
+        help="sagas per workload; http: requests per phase (default: per workload)",
     )
     parser.add_argument(
         "-c",
         "--concurrency",
         type=_count,
         default=64,
-        help="sagas in flight (default 64; latency always runs 1)",
+        help="sagas in flight (default 64; latency always runs 1); wait: starts and replies "
+        "in flight; recovery: starters filling the store; http: connections",
     )
     parser.add_argument(
         "--warmup",
         type=_count_or_zero,
         default=None,
-        help="sagas run first and not counted (default: N/10, at most 200)",
+        help="sagas (http: requests per phase) run first and not counted "
+        "(default: N/10, at most 200; recovery has none)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per workload line")
     parser.add_argument(
@@ -91,16 +95,41 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def format_result(result: BenchResult) -> str:
+class Result(Protocol):
+    """What a workload runner returns."""
+
+    errors: int
+
+    def to_json(self) -> dict[str, Any]: ...
+
+    def line(self) -> str: ...
+
+
+Runner = Callable[..., Awaitable[Result]]
+
+
+def format_result(result: Result) -> str:
     """The one text line of a workload's figures."""
-    return (
-        f"{result.workload:<12} {result.store:<10} n={result.n:<6} c={result.concurrency:<4} "
-        f"{result.sagas_per_s:9,.0f} sagas/s  p50 {result.p50_ms:7.2f} ms  "
-        f"p99 {result.p99_ms:7.2f} ms  cpu {result.cpu_ms_per_saga:6.3f} ms/saga  "
-        f"{result.transactions_per_saga:5.2f} tx/saga  "
-        f"({result.appends_per_saga:.1f} appends/saga, {result.mean_batch:.1f} per tx)"
-        + (f"  ERRORS {result.errors}" if result.errors else "")
-    )
+    return result.line()
+
+
+def _runner(kind: str) -> Runner:
+    """The function that runs workloads of ``kind`` (imported only when needed)."""
+    if kind == "wait":
+        from .wait import run_wait
+
+        return run_wait
+    if kind == "recovery":
+        from .recovery import run_recovery
+
+        return run_recovery
+    if kind == "http":
+        from .http_workload import run_http
+
+        return run_http
+    from .harness import run_workload
+
+    return run_workload
 
 
 def _stderr(text: str) -> None:
@@ -109,7 +138,7 @@ def _stderr(text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the ``bench`` command parsed by :func:`register`'s parser; returns the exit code."""
-    chosen = list(dict.fromkeys(args.workloads)) or list(IMPLEMENTED)
+    chosen = list(dict.fromkeys(args.workloads)) or list(DEFAULT_WORKLOADS)
     unknown = [name for name in chosen if name not in ALL_WORKLOADS]
     if unknown:
         _stderr(
@@ -147,7 +176,7 @@ def _run_all(
     from saga_orchestrator.errors import SagaOrchestratorError
     from saga_orchestrator.main import find_error
 
-    from .harness import Progress, run_workload
+    from .common import Progress
 
     progress = Progress(None if args.quiet else sys.stderr)
     failed = False
@@ -156,14 +185,10 @@ def _run_all(
         nonlocal failed
         async with trio_asyncio.open_loop():
             for name in chosen:
-                if name in NOT_IMPLEMENTED:
-                    _stderr(f"{name}: not implemented yet ({NOT_IMPLEMENTED[name]})")
-                    failed = True
-                    continue
                 workload = WORKLOADS[name]
                 n = args.n or workload.default_n
                 warmup = min(200, n // 10) if args.warmup is None else args.warmup
-                result = await run_workload(
+                result = await _runner(workload.kind)(
                     workload,
                     target,
                     settings,

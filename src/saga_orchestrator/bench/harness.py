@@ -20,33 +20,27 @@ Figures (over the measured sagas only, after ``warmup`` sagas that are not count
 
 from __future__ import annotations
 
-import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, TextIO
+from typing import Any
 
 import attrs
 import trio
 
-from saga_orchestrator.actors import ActorRef, open_actor_system
+from saga_orchestrator.actors import ActorRef
 from saga_orchestrator.config import Settings
 from saga_orchestrator.coordinator import state as sm
-from saga_orchestrator.coordinator.catalog import SagaCatalog
-from saga_orchestrator.coordinator.coordinator import start_coordinator
 from saga_orchestrator.coordinator.messages import StartResult, StartSaga
-from saga_orchestrator.coordinator.observer import SagaObserver, notify
-from saga_orchestrator.coordinator.options import EngineOptions
 from saga_orchestrator.coordinator.transitions import Transition
 from saga_orchestrator.errors import OverloadedError
-from saga_orchestrator.metrics import ServiceMetrics
-from saga_orchestrator.store.actor import start_store
 
+from .common import Progress, percentile, rounded
+from .engine import running_engine
 from .stores import BenchError, StoreTarget, fresh_backend
-from .workloads import Workload, bench_sagas
+from .workloads import Workload
 
-__all__ = ["BenchResult", "Progress", "percentile", "run_workload"]
+__all__ = ["BenchResult", "Progress", "percentile", "run_workload", "start_saga"]
 
 END_STATUSES = sm.TERMINAL | sm.PARKED
 """Statuses in which a saga's actor stops: the workload's saga has ended (well or not)."""
@@ -84,43 +78,18 @@ class BenchResult:
     """Starts refused with ``OverloadedError`` (and retried)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            name: round(value, 4) if isinstance(value, float) else value
-            for name, value in attrs.asdict(self).items()
-        }
+        return rounded(self)
 
-
-def percentile(ordered: list[float], q: float) -> float:
-    """The nearest-rank ``q``-th percentile of ``ordered`` (sorted ascending); 0.0 if empty."""
-    if not ordered:
-        return 0.0
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-class Progress:
-    """Counts ended sagas and prints ``label: done/total`` to ``stream`` every ``interval``."""
-
-    def __init__(self, stream: TextIO | None = sys.stderr, interval: float = 1.0) -> None:
-        self.stream = stream
-        self.interval = interval
-        self.done = 0
-
-    async def report(self, label: str, total: int) -> None:
-        """Print until cancelled (the caller cancels it when the phase is over)."""
-        if self.stream is None:
-            await trio.sleep_forever()
-        start, last = time.perf_counter(), 0
-        while True:
-            await trio.sleep(self.interval)
-            now, done = time.perf_counter(), self.done
-            rate = (done - last) / self.interval
-            print(
-                f"{label}: {done}/{total} ({rate:,.0f}/s, {now - start:.0f} s)",
-                file=self.stream,
-                flush=True,
-            )
-            last = done
+    def line(self) -> str:
+        """The one text line of these figures."""
+        return (
+            f"{self.workload:<12} {self.store:<10} n={self.n:<6} c={self.concurrency:<4} "
+            f"{self.sagas_per_s:9,.0f} sagas/s  p50 {self.p50_ms:7.2f} ms  "
+            f"p99 {self.p99_ms:7.2f} ms  cpu {self.cpu_ms_per_saga:6.3f} ms/saga  "
+            f"{self.transactions_per_saga:5.2f} tx/saga  "
+            f"({self.appends_per_saga:.1f} appends/saga, {self.mean_batch:.1f} per tx)"
+            + (f"  ERRORS {self.errors}" if self.errors else "")
+        )
 
 
 class _Endings:
@@ -147,20 +116,14 @@ class _Endings:
         return self._ended.pop(saga_id)
 
 
-class _EndWatcher(SagaObserver):
-    """The engine's observer: passes every durable transition on to ``inner`` (the service's
-    metrics), and tells ``on_end`` when a saga reaches an ending status."""
+def _end_hook(on_end: Callable[[str, str], None]) -> Callable[..., None]:
+    """The engine hook that tells ``on_end`` when a saga reaches an ending status."""
 
-    def __init__(self, inner: SagaObserver, on_end: Callable[[str, str], None]) -> None:
-        self._inner = inner
-        self._on_end = on_end
-
-    def transitions_recorded(
-        self, before: sm.SagaState, after: sm.SagaState, transitions: Sequence[Transition]
-    ) -> None:
-        notify(self._inner, before, after, transitions)
+    def hook(before: sm.SagaState, after: sm.SagaState, transitions: Sequence[Transition]) -> None:
         if after.status in END_STATUSES and before.status not in END_STATUSES:
-            self._on_end(after.saga_id, after.status.value)
+            on_end(after.saga_id, after.status.value)
+
+    return hook
 
 
 @attrs.define
@@ -173,15 +136,26 @@ class _Phase:
     first_error: str | None = None
 
 
-async def _start(coordinator: ActorRef[Any], saga_type: str, index: int, phase: _Phase) -> str:
+async def start_saga(
+    coordinator: ActorRef[Any], saga_type: str, index: int, on_overload: Callable[[], None]
+) -> str:
+    """Start a saga of ``saga_type`` (input ``{"index": index}``); returns its id. A start the
+    coordinator refuses as overloaded calls ``on_overload`` and is retried after 1 ms."""
     message = StartSaga(saga_type=saga_type, data={"index": index})
     while True:
         try:
             result: StartResult = await coordinator.ask(message, timeout=START_TIMEOUT)
             return result.saga.saga_id
         except OverloadedError:
-            phase.overloaded += 1
+            on_overload()
             await trio.sleep(0.001)
+
+
+async def _start(coordinator: ActorRef[Any], saga_type: str, index: int, phase: _Phase) -> str:
+    def overloaded() -> None:
+        phase.overloaded += 1
+
+    return await start_saga(coordinator, saga_type, index, overloaded)
 
 
 async def _drive(
@@ -241,33 +215,12 @@ async def run_workload(
     (for PostgreSQL)."""
     progress = progress or Progress(None)
     concurrency = workload.fixed_concurrency or concurrency
-    options = EngineOptions.from_settings(settings)
     endings = _Endings()
     async with (
         fresh_backend(target, keep=keep, note=note) as backend,
-        open_actor_system(
-            max_restarts=settings.supervisor_max_restarts,
-            period=settings.supervisor_period_seconds,
-            shutdown_grace=settings.shutdown_grace_seconds,
-        ) as system,
+        running_engine(backend, settings, hook=_end_hook(endings.ended)) as engine,
     ):
-        store = await start_store(
-            system,
-            backend,
-            mailbox_size=settings.store_mailbox_size,
-            max_batch=settings.store_max_batch,
-        )
-        catalog = SagaCatalog(bench_sagas())
-        metrics = ServiceMetrics(step_names={d.name: [s.name for s in d.steps] for d in catalog})
-        store.stats.on_batch = metrics.store_batch
-        coordinator_ref, coordinator = await start_coordinator(
-            system,
-            catalog,
-            store,
-            options=options,
-            observer=_EndWatcher(metrics, endings.ended),
-        )
-        await coordinator.ready.wait()
+        coordinator_ref, store = engine.ref, engine.store
         drive = partial(
             _drive, coordinator_ref, endings, workload, concurrency=concurrency, progress=progress
         )

@@ -8,6 +8,10 @@
   ``CREATEDB`` privilege); the tables come from the backend's migrations, as in the service.
 
 ``--keep`` keeps the SQLite file or the PostgreSQL database and says where it is.
+
+:func:`fresh_store` gives the place itself (its URL, and new backends over it: the ``recovery``
+workload opens a second one as a restarted process would, ``http`` hands the URL to a server
+process); :func:`fresh_backend` gives one opened backend over it.
 """
 
 from __future__ import annotations
@@ -33,7 +37,16 @@ from saga_orchestrator.store.open import sqlite_path
 from saga_orchestrator.store.postgres import PostgresBackend
 from saga_orchestrator.store.sqlite import SQLiteBackend
 
-__all__ = ["MEMORY", "BenchError", "StoreTarget", "fresh_backend", "resolve_target"]
+__all__ = [
+    "MEMORY",
+    "BenchError",
+    "FreshStore",
+    "StoreTarget",
+    "fresh_backend",
+    "fresh_store",
+    "opened",
+    "resolve_target",
+]
 
 MEMORY = "memory"
 """The ``--database-url`` value that selects the in-memory backend."""
@@ -79,30 +92,59 @@ def resolve_target(database_url: str | None, settings: Settings) -> StoreTarget:
     )
 
 
+@attrs.frozen(kw_only=True)
+class FreshStore:
+    """A new, empty store made for one workload."""
+
+    kind: str
+    """``memory``, ``sqlite`` or ``postgresql``."""
+    url: str
+    """``memory``, ``sqlite:////absolute/path.db`` or the new database's PostgreSQL URL."""
+    pool_size: int = 10
+    memory: MemoryBackend | None = None
+
+    def backend(self) -> StoreBackend:
+        """A new, unopened backend over this store (``memory``: the same one every time, as
+        its data lives in it). PostgreSQL needs a running trio-asyncio loop to open it."""
+        if self.memory is not None:
+            return self.memory
+        if self.kind == "sqlite":
+            return SQLiteBackend(sqlite_path(self.url))
+        return PostgresBackend(self.url, pool_size=self.pool_size)
+
+
+@asynccontextmanager
+async def fresh_store(
+    target: StoreTarget, *, keep: bool = False, note: Callable[[str], None] = print
+) -> AsyncIterator[FreshStore]:
+    """A new, empty store of ``target``, removed on exit unless ``keep`` (then ``note`` is told
+    where it is). Its tables are made when a backend over it is first opened (migrations)."""
+    if target.kind == MEMORY:
+        yield FreshStore(kind=MEMORY, url=MEMORY, memory=MemoryBackend())
+    elif target.kind == "sqlite":
+        async with _sqlite_file(target, keep, note) as path:
+            yield FreshStore(kind="sqlite", url=f"sqlite:///{path.resolve()}")
+    else:
+        async with _pg_database(target, keep, note) as dsn:
+            yield FreshStore(kind="postgresql", url=dsn, pool_size=target.pool_size)
+
+
 @asynccontextmanager
 async def fresh_backend(
     target: StoreTarget, *, keep: bool = False, note: Callable[[str], None] = print
 ) -> AsyncIterator[StoreBackend]:
     """An open backend over a new, empty store; closed and removed on exit unless ``keep``
     (then ``note`` is told where it is). PostgreSQL needs a running trio-asyncio loop."""
-    if target.kind == MEMORY:
-        yield MemoryBackend()
-    elif target.kind == "sqlite":
-        async with (
-            _sqlite_file(target, keep, note) as path,
-            _opened(SQLiteBackend(path)) as backend,
-        ):
-            yield backend
-    else:
-        async with (
-            _pg_database(target, keep, note) as dsn,
-            _opened(PostgresBackend(dsn, pool_size=target.pool_size)) as backend,
-        ):
-            yield backend
+    async with (
+        fresh_store(target, keep=keep, note=note) as store,
+        opened(store.backend()) as backend,
+    ):
+        yield backend
 
 
 @asynccontextmanager
-async def _opened(backend: StoreBackend) -> AsyncIterator[StoreBackend]:
+async def opened(backend: StoreBackend) -> AsyncIterator[StoreBackend]:
+    """``backend`` opened for the body of the ``async with``, closed (shielded) after."""
     await backend.open()
     try:
         yield backend
