@@ -450,13 +450,12 @@ class Coordinator:
 
     async def _recover(self) -> None:
         """Resume every saga that was active when the last process stopped: histories are read
-        in bulk, replayed here, and each actor starts from its state (no read of its own)."""
+        in bulk and replayed here, then every actor starts from its state (no read of its own).
+        All are read before any is started, so the reads do not queue behind resumed sagas."""
         records = await self._retrying("list the active sagas", self.store.active_sagas)
-        resumed = 0
+        found: list[tuple[str, SagaDefinition, sm.SagaState]] = []
         for start in range(0, len(records), RECOVERY_BATCH):
-            batch = [
-                r for r in records[start : start + RECOVERY_BATCH] if r.saga_id not in self._actors
-            ]
+            batch = records[start : start + RECOVERY_BATCH]
             ids = [stream_id(r.saga_id) for r in batch]
             histories = await self._retrying(
                 "read saga histories", lambda ids=ids: self.store.read_streams(ids)
@@ -475,8 +474,14 @@ class Coordinator:
                 state = sm.replay(
                     self._shape(definition), [from_record(e.event_type, e.data) for e in history]
                 )
-                await self._spawn(record.saga_id, definition, state=state)
-                resumed += 1
+                found.append((record.saga_id, definition, state))
+        resumed = 0
+        for saga_id, definition, state in found:
+            if saga_id in self._actors or saga_id in self._spawning:
+                continue  # a cancel or a retry got there first and started it
+            # Started without waiting for each to run: the service is ready sooner.
+            self._spawn_soon(saga_id, definition, state=state)
+            resumed += 1
         self._recovered_sagas = resumed
         log.info("recovery done: %d sagas resumed", resumed)
         self.ready.set()

@@ -73,33 +73,30 @@ async def run_store_actor(
     them (each waits for the one before it), and what arrives meanwhile makes the next batch.
     """
     task_status.started()
-    slots = trio.Semaphore(max(1, getattr(backend, "commits_in_flight", 1)))
+    in_flight = max(1, getattr(backend, "commits_in_flight", 1))
     async with trio.open_nursery() as nursery:
-        while True:
-            await slots.acquire()  # a free slot first: appends keep gathering meanwhile
-            try:
-                first = await mailbox.receive()
-            except trio.EndOfChannel:
-                return  # the nursery waits for the batches in flight
-            batch: list[Envelope[Append]] = [first]
-            while len(batch) < max_batch:
-                try:
-                    batch.append(mailbox.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            nursery.start_soon(_commit_then_release, backend, stats, batch, slots)
+        for _ in range(in_flight):
+            nursery.start_soon(_commit_batches, backend, stats, mailbox, max_batch)
 
 
-async def _commit_then_release(
-    backend: StoreBackend,
-    stats: StoreStats,
-    batch: Sequence[Envelope[Append]],
-    slots: trio.Semaphore,
+async def _commit_batches(
+    backend: StoreBackend, stats: StoreStats, mailbox: Mailbox[Append], max_batch: int
 ) -> None:
-    try:
+    """One of the store actor's committers: take what is waiting, commit it, again. While one
+    committer's batch is in flight, another gathers the next (each is idle until an append
+    comes, so an idle store still commits a lone append at once)."""
+    while True:
+        try:
+            first = await mailbox.receive()
+        except trio.EndOfChannel:
+            return
+        batch: list[Envelope[Append]] = [first]
+        while len(batch) < max_batch:
+            try:
+                batch.append(mailbox.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
         await _commit(backend, stats, batch)
-    finally:
-        slots.release()
 
 
 async def _commit(
