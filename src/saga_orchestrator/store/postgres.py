@@ -40,7 +40,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import attrs
@@ -273,14 +273,23 @@ def _is_driver_error(exc: BaseException) -> bool:
 
 
 def describe_dsn(dsn: str) -> str:
-    """``host:port/database`` of ``dsn``, without the user's password."""
+    """``host:port/database`` of ``dsn`` (the socket directory for a Unix socket, given as
+    ``?host=/path``), without the user's password."""
     try:
         parts = urlsplit(dsn)
-        host = parts.hostname or "localhost"
+        host = parts.hostname
         port = parts.port or 5432
     except ValueError:
         return "PostgreSQL (unparsable DATABASE_URL)"
     database = parts.path.lstrip("/") or (parts.username or "")
+    query = parse_qs(parts.query)
+    if parts.port is None and query.get("port", [""])[0].isdigit():
+        port = int(query["port"][0])
+    if not host:
+        socket_dir = query.get("host", [""])[0]
+        if socket_dir.startswith("/"):
+            return f"PostgreSQL at the Unix socket in {socket_dir} (port {port})/{database}"
+        host = "localhost"
     return f"PostgreSQL at {host}:{port}/{database}"
 
 
