@@ -3,6 +3,7 @@
 import attrs
 import pytest
 import trio
+import trio.testing
 
 from saga_orchestrator.coordinator.definition import AwaitReply, Step
 from saga_orchestrator.coordinator.messages import DeliverEvent
@@ -118,3 +119,48 @@ async def test_delivering_to_an_ended_saga_is_a_conflict(autojump_clock):
         await h.wait_terminal(saga_id)
         with pytest.raises(SagaStateConflict):
             await h.ref.ask(deliver(saga_id, "sync.completed"))
+
+
+class GatedEnd(MemoryBackend):
+    """Holds the commit of a saga's last transition until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = trio.Event()
+        self.release = trio.Event()
+
+    async def commit(self, batch):
+        if any(e.event_type == "SagaCompensated" for r in batch for e in r.events):
+            self.holding.set()
+            await self.release.wait()
+        return await super().commit(batch)
+
+
+async def test_a_reply_that_waits_behind_the_saga_s_last_append_is_refused_not_recorded(
+    autojump_clock,
+):
+    rec = Recorder()
+    definition = saga("reply", [step(rec, "first"), sync_step(rec)])
+    backend = GatedEnd()
+    async with running([definition], backend=backend) as h:
+        saga_id = (await h.start("reply")).saga.saga_id
+        await wait_for_step_status(h, saga_id, 1, "waiting")
+        await h.ref.ask(deliver(saga_id, "sync.failed", event_id="e-fail"))
+        await backend.holding.wait()  # the saga's SagaCompensated is being committed...
+        async with trio.open_nursery() as nursery:
+            answers = []
+
+            async def late_reply():
+                try:
+                    answers.append(await h.ref.ask(deliver(saga_id, "sync.completed", "e-late")))
+                except SagaStateConflict as exc:
+                    answers.append(exc)
+
+            nursery.start_soon(late_reply)  # ...while a reply arrives and waits for its turn
+            await trio.testing.wait_all_tasks_blocked()
+            backend.release.set()
+        final = await h.wait_terminal(saga_id)
+        history = await h.store.read_stream(f"saga-{saga_id}")
+    assert "compensated" == final.status
+    assert "SagaCompensated" == history[-1].event_type  # nothing after the last transition
+    assert [type(a) for a in answers] == [SagaStateConflict]

@@ -284,13 +284,21 @@ class SagaActor:
 
     # -- recording ----------------------------------------------------------------------------
 
-    async def record(self, transitions: Sequence[Transition] | _Planned) -> None:
+    async def record(
+        self, transitions: Sequence[Transition] | _Planned, *, unless_ended: bool = False
+    ) -> bool:
         """Make ``transitions`` durable (with the projection and lifecycle events), then adopt
-        them. An unavailable store is retried with backoff, never compensated for."""
+        them. An unavailable store is retried with backoff, never compensated for.
+
+        ``unless_ended``: record nothing (and return False) if, by the time it is this append's
+        turn, the saga has ended or parked: deliveries must not follow its last transition."""
         while self._appending:  # the other task's append first (no lock, no checkpoint)
             if self._append_done is None:
                 self._append_done = trio.Event()
             await self._append_done.wait()
+        state = self._current()
+        if unless_ended and (state.is_terminal or state.is_parked):
+            return False
         self._appending = True
         try:
             await self._append(transitions)
@@ -299,6 +307,7 @@ class SagaActor:
             done, self._append_done = self._append_done, None
             if done is not None:
                 done.set()
+        return True
 
     async def _append(self, transitions: Sequence[Transition] | _Planned) -> None:
         before = self._current()
@@ -485,13 +494,20 @@ class SagaActor:
             message: DeliverEvent = envelope.message
             if message.event_id not in known:
                 fresh.setdefault(message.event_id, message)
-        if fresh:
-            await self.record(
-                [
-                    ReplyReceived(event_id=m.event_id, event_type=m.event_type, data=m.data)
-                    for m in fresh.values()
-                ]
-            )
+        if fresh and not await self.record(
+            [
+                ReplyReceived(event_id=m.event_id, event_type=m.event_type, data=m.data)
+                for m in fresh.values()
+            ],
+            unless_ended=True,
+        ):
+            # The saga ended while these waited for their turn: they are refused, not recorded.
+            status = self._current().status.value
+            for envelope in envelopes:
+                envelope.respond_error(
+                    SagaStateConflict(self.saga_id, status, "deliver an event to")
+                )
+            return
         for envelope in envelopes:
             envelope.respond("duplicate" if envelope.message.event_id in known else "accepted")
 
