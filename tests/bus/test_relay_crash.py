@@ -27,8 +27,7 @@ import trio
 from saga_orchestrator.http.serialize import iso_time
 from saga_orchestrator.store.bus import BusMessage
 
-from ..e2e.test_crash_recovery import wait_ready
-from ..support.server import API_KEY, free_port, server_log, server_process
+from ..support.server import API_KEY, free_port, server_log, server_process, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

@@ -17,8 +17,14 @@ import trio
 from saga_orchestrator.devservices import DevState, Fault, HttpAnnouncer, serve_devservices
 from saga_orchestrator.devservices._app import SERVICE_PATHS
 
-from ..e2e.test_crash_recovery import wait_ready, wait_terminal
-from ..support.server import API_KEY, free_port, server_log, server_process
+from ..support.server import (
+    API_KEY,
+    free_port,
+    server_log,
+    server_process,
+    wait_ready,
+    wait_terminal,
+)
 from .conftest import TOKEN
 
 pytestmark = pytest.mark.e2e

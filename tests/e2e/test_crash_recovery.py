@@ -12,45 +12,18 @@ import pytest
 import trio
 
 from ..support.recorder import Recorder, run_recorder
-from ..support.server import API_KEY, free_port, server_log, server_process
+from ..support.server import (
+    API_KEY,
+    free_port,
+    server_log,
+    server_process,
+    wait_ready,
+    wait_terminal,
+)
 
 SAGAS = 40
 FAILING = range(0, SAGAS, 4)  # every 4th saga is refused at step "three" and compensates
 ALL_EFFECTS = 3 * (SAGAS - len(FAILING)) + 4 * len(FAILING)  # do 1-3, or do 1-2 + undo 2-1
-
-
-async def wait_ready(client: httpx.AsyncClient, within: float = 30.0) -> None:
-    with trio.fail_after(within):
-        while True:
-            try:
-                if (await client.get("/health/ready")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await trio.sleep(0.1)
-
-
-async def wait_terminal(
-    client: httpx.AsyncClient, ids: list[str], within: float = 60.0
-) -> dict[str, dict[str, Any]]:
-    final: dict[str, dict[str, Any]] = {}
-    with trio.fail_after(within):
-        while len(final) < len(ids):
-            for saga_id in ids:
-                if saga_id in final:
-                    continue
-                body = (await client.get(f"/sagas/{saga_id}")).json()
-                if body["status"] in (
-                    "completed",
-                    "compensated",
-                    "cancelled",
-                    "timed_out",
-                    "compensation_failed",
-                    "failed",
-                ):
-                    final[saga_id] = body
-            await trio.sleep(0.1)
-    return final
 
 
 async def start_one(client: httpx.AsyncClient, n: int, ids: list[str]) -> None:

@@ -16,8 +16,8 @@ from saga_orchestrator.config import Settings
 from saga_orchestrator.service import run_service
 
 from ..support.recorder import run_recorder
+from ..support.server import wait_ready, wait_terminal
 from ..support.tcp_proxy import open_tcp_proxy
-from .test_crash_recovery import wait_ready, wait_terminal
 
 SAGAS = 6
 

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from saga_orchestrator.config import Settings
 from saga_orchestrator.service import run_service
 
-from ..e2e.test_crash_recovery import wait_ready, wait_terminal
+from ..support.server import wait_ready, wait_terminal
 
 
 def samples(text: str) -> dict[tuple[str, frozenset], float]:

@@ -9,7 +9,9 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import trio
 
 REPO_ROOT = Path(__file__).parents[2]
@@ -67,3 +69,39 @@ async def server_process(
 
 def server_log(tmp_path: Path, log_name: str = "server.log") -> str:
     return (tmp_path / log_name).read_text(encoding="utf-8", errors="replace")
+
+
+async def wait_ready(client: httpx.AsyncClient, within: float = 30.0) -> None:
+    """Poll ``/health/ready`` until it answers 200."""
+    with trio.fail_after(within):
+        while True:
+            try:
+                if (await client.get("/health/ready")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await trio.sleep(0.1)
+
+
+async def wait_terminal(
+    client: httpx.AsyncClient, ids: list[str], within: float = 60.0
+) -> dict[str, dict[str, Any]]:
+    """Poll ``/sagas/{id}`` until every saga in ``ids`` has ended or parked; their bodies."""
+    final: dict[str, dict[str, Any]] = {}
+    with trio.fail_after(within):
+        while len(final) < len(ids):
+            for saga_id in ids:
+                if saga_id in final:
+                    continue
+                body = (await client.get(f"/sagas/{saga_id}")).json()
+                if body["status"] in (
+                    "completed",
+                    "compensated",
+                    "cancelled",
+                    "timed_out",
+                    "compensation_failed",
+                    "failed",
+                ):
+                    final[saga_id] = body
+            await trio.sleep(0.1)
+    return final

@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Literal
 
-from ..bus.test_redis_restart import kill, redis_server_binary, start_redis
+from .redis_server import kill, redis_server_binary, start_redis
 
 PG_CTL_TIMEOUT = 30.0
 """Seconds ``pg_ctl`` may take to start or stop the server."""
