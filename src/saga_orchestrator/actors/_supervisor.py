@@ -149,14 +149,9 @@ class Supervisor:
             ActorStopped: the supervisor is not running.
             Exception: what the child raised before it was started.
         """
-        if self._nursery is None or self._closing:
-            raise ActorStopped(self.name)
-        if spec.name in self._children:
-            raise ValueError(f"supervisor {self.name!r} already has a child {spec.name!r}")
-        child = _Child(spec)
-        self._children[spec.name] = child
+        nursery, child = self._register(spec)
         try:
-            return await self._nursery.start(self._supervise, child)
+            return await nursery.start(self._supervise, child)
         except BaseException:
             self._forget(child)
             raise
@@ -170,13 +165,17 @@ class Supervisor:
             ValueError: a child of that name is running.
             ActorStopped: the supervisor is not running.
         """
+        nursery, child = self._register(spec)
+        nursery.start_soon(self._supervise, child, False)
+
+    def _register(self, spec: ChildSpec) -> tuple[trio.Nursery, _Child]:
+        """A new child of ``spec``, known by its name; the nursery to run it in."""
         if self._nursery is None or self._closing:
             raise ActorStopped(self.name)
         if spec.name in self._children:
             raise ValueError(f"supervisor {self.name!r} already has a child {spec.name!r}")
-        child = _Child(spec)
-        self._children[spec.name] = child
-        self._nursery.start_soon(self._supervise, child, False)
+        child = self._children[spec.name] = _Child(spec)
+        return self._nursery, child
 
     async def spawn(
         self,

@@ -15,7 +15,15 @@ import trio
 
 from .stores import BenchError
 
-__all__ = ["Counter", "Progress", "cpu_seconds_of", "percentile", "rounded", "rss_bytes"]
+__all__ = [
+    "Counter",
+    "Progress",
+    "cpu_seconds_of",
+    "latency_ms",
+    "percentile",
+    "rounded",
+    "rss_bytes",
+]
 
 
 def rounded(result: Any) -> dict[str, Any]:
@@ -32,6 +40,20 @@ def percentile(ordered: list[float], q: float) -> float:
         return 0.0
     rank = max(1, math.ceil(q / 100 * len(ordered)))
     return ordered[min(rank, len(ordered)) - 1]
+
+
+def latency_ms(seconds: list[float]) -> dict[str, float]:
+    """``p50_ms``, ``p99_ms``, ``mean_ms`` and ``max_ms`` of latencies in seconds (0.0 when
+    there are none): the latency figures every workload reports."""
+    ordered = sorted(seconds)
+    if not ordered:
+        return {"p50_ms": 0.0, "p99_ms": 0.0, "mean_ms": 0.0, "max_ms": 0.0}
+    return {
+        "p50_ms": percentile(ordered, 50) * 1000,
+        "p99_ms": percentile(ordered, 99) * 1000,
+        "mean_ms": sum(ordered) / len(ordered) * 1000,
+        "max_ms": ordered[-1] * 1000,
+    }
 
 
 class Progress:

@@ -35,7 +35,7 @@ from saga_orchestrator.coordinator.messages import StartResult, StartSaga
 from saga_orchestrator.coordinator.transitions import Transition
 from saga_orchestrator.errors import OverloadedError
 
-from .common import Progress, percentile, rounded
+from .common import Progress, latency_ms, percentile, rounded
 from .engine import running_engine
 from .stores import BenchError, StoreTarget, fresh_backend
 from .workloads import Workload
@@ -240,22 +240,18 @@ async def run_workload(
             f"{workload.name}: {phase.errors} sagas did not end {workload.expected_status} "
             f"(first: {phase.first_error})"
         )
-    ordered = sorted(phase.latencies)
     return BenchResult(
         workload=workload.name,
         store=target.kind,
         n=n,
         concurrency=concurrency,
         sagas_per_s=n / elapsed if elapsed > 0 else 0.0,
-        p50_ms=percentile(ordered, 50) * 1000,
-        p99_ms=percentile(ordered, 99) * 1000,
+        **latency_ms(phase.latencies),
         cpu_ms_per_saga=cpu * 1000 / n,
         transactions_per_saga=batches / n,
         appends_per_saga=appends / n,
         mean_batch=appends / batches if batches else 0.0,
         largest_batch=largest,
-        mean_ms=sum(ordered) / len(ordered) * 1000 if ordered else 0.0,
-        max_ms=ordered[-1] * 1000 if ordered else 0.0,
         elapsed_s=elapsed,
         warmup=warmup,
         errors=phase.errors,

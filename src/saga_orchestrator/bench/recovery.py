@@ -35,7 +35,7 @@ from saga_orchestrator.coordinator.projection import stream_id
 from saga_orchestrator.coordinator.transitions import StepStarted, Transition, from_record
 from saga_orchestrator.store.backend import StoreBackend
 
-from .common import Counter, Progress, percentile, rounded
+from .common import Counter, Progress, latency_ms, rounded
 from .engine import engine_options, running_engine
 from .harness import END_STATUSES, START_TIMEOUT, start_saga
 from .stores import BenchError, FreshStore, StoreTarget, fresh_store, opened
@@ -242,17 +242,13 @@ async def run_recovery(
     if ends.errors:
         note(f"{workload.name}: {ends.errors} sagas did not complete (first: {ends.first_error})")
     completed_s = ended_at - began
-    ordered = sorted(ends.times)
     return RecoveryResult(
         workload=workload.name,
         store=target.kind,
         n=n,
         concurrency=n,
         sagas_per_s=n / completed_s if completed_s > 0 else 0.0,
-        p50_ms=percentile(ordered, 50) * 1000,
-        p99_ms=percentile(ordered, 99) * 1000,
-        mean_ms=sum(ordered) / len(ordered) * 1000 if ordered else 0.0,
-        max_ms=ordered[-1] * 1000 if ordered else 0.0,
+        **latency_ms(ends.times),
         open_s=open_s,
         ready_s=ready_s,
         resumed_s=resumed_at - began,

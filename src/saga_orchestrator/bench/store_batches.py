@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -41,6 +40,8 @@ from saga_orchestrator.store.records import (
     SagaRecord,
     StepRecord,
 )
+
+from .common import percentile
 
 __all__ = ["StoreBatchesResult", "bench_store_batches", "make_batch", "run_store_batches"]
 
@@ -164,12 +165,6 @@ def make_batch(
     return requests
 
 
-def _percentile(ordered: Sequence[float], q: float) -> float:
-    if not ordered:
-        return 0.0
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
 async def run_store_batches(
     backend: StoreBackend,
     *,
@@ -205,8 +200,8 @@ async def run_store_batches(
         batches_per_s=batches / total if total else 0.0,
         appends_per_s=batches * batch_size / total if total else 0.0,
         mean_ms=1000 * total / max(batches, 1),
-        p50_ms=1000 * _percentile(ordered, 0.50),
-        p99_ms=1000 * _percentile(ordered, 0.99),
+        p50_ms=1000 * percentile(ordered, 50),
+        p99_ms=1000 * percentile(ordered, 99),
         cpu_ms_per_batch=1000 * cpu / max(batches, 1),
         cpu_us_per_append=1e6 * cpu / max(batches * batch_size, 1),
         warmup=warmup,

@@ -32,7 +32,7 @@ from saga_orchestrator.coordinator import state as sm
 from saga_orchestrator.coordinator.messages import DeliverEvent
 from saga_orchestrator.coordinator.transitions import StepAwaitingReply, Transition
 
-from .common import Counter, Progress, percentile, rounded, rss_bytes
+from .common import Counter, Progress, latency_ms, rounded, rss_bytes
 from .engine import Engine, engine_options, running_engine
 from .harness import END_STATUSES, START_TIMEOUT, start_saga
 from .stores import StoreTarget, fresh_backend
@@ -275,7 +275,6 @@ async def run_wait(
         batches, appends = stats.batches - batches, stats.appends - appends
     if watch.errors:
         note(f"{workload.name}: {watch.errors} sagas did not complete (first: {watch.first_error})")
-    ordered = sorted(watch.latencies)
     mb = 1024 * 1024
     return WaitResult(
         workload=workload.name,
@@ -283,10 +282,7 @@ async def run_wait(
         n=n,
         concurrency=concurrency,
         sagas_per_s=n / release_s if release_s > 0 else 0.0,
-        p50_ms=percentile(ordered, 50) * 1000,
-        p99_ms=percentile(ordered, 99) * 1000,
-        mean_ms=sum(ordered) / len(ordered) * 1000 if ordered else 0.0,
-        max_ms=ordered[-1] * 1000 if ordered else 0.0,
+        **latency_ms(watch.latencies),
         rss_kb_per_saga=(rss_parked - rss_before) / n / 1024,
         rss_before_mb=rss_before / mb,
         rss_parked_mb=rss_parked / mb,

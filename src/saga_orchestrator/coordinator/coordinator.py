@@ -184,7 +184,7 @@ class Coordinator:
             return
         try:
             saga_id, state, creation = self._new_saga(envelope.message, definition, parsed)
-            self._actors[saga_id] = self._spawn_soon(
+            self._spawn_soon(
                 saga_id, definition, state=state, creation=Creation(creation, envelope)
             )
         except Exception as exc:
@@ -326,10 +326,10 @@ class Coordinator:
             # A saga whose state is known: nothing to load, nothing to fail on its way up.
             ref = self._spawn_soon(saga_id, definition, state=state)
             await trio.lowlevel.checkpoint()
-        else:
-            assert self._sagas is not None
-            actor = self._actor(saga_id, definition, state=state, retry=retry)
-            ref = await self._sagas.spawn(saga_id, actor.run, **self._child_options())
+            return ref
+        assert self._sagas is not None
+        actor = self._actor(saga_id, definition, state=state, retry=retry)
+        ref = await self._sagas.spawn(saga_id, actor.run, **self._child_options())
         self._actors[saga_id] = ref
         return ref
 

@@ -81,6 +81,28 @@ class Creation:
     start: Envelope[Any]
 
 
+class _Interruptible:
+    """A saga actor's cancel scope for a step or a wait, known to the actor while entered so
+    that an interruption (cancel, deadline) can cancel it. A plain class, not a generator
+    context manager: it is entered for every step."""
+
+    __slots__ = ("actor", "scope")
+
+    def __init__(self, actor: SagaActor, scope: trio.CancelScope) -> None:
+        self.actor = actor
+        self.scope = scope
+
+    def __enter__(self) -> trio.CancelScope:
+        self.actor._interruptible = self.scope
+        return self.scope.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> bool:
+        try:
+            return self.scope.__exit__(*exc_info)
+        finally:
+            self.actor._interruptible = None
+
+
 class SagaTakenOver(Exception):
     """Another process appended to this saga's stream: this actor stops driving it."""
 
@@ -399,33 +421,30 @@ class SagaActor:
         timeout = self._timeout(step)
         ctx = self._context(step, attempt)
         outcome: sm.Attempt | None = None
-        scope = self._interruptible_until(self.clock.now() + timeout)
-        try:
-            with scope:
+        with self._interruptible_until(self.clock.now() + timeout) as scope:
+            try:
                 outcome = _checked_result(await definition.action(ctx))
-        except NonRetryableError as exc:
-            outcome = sm.Raised(_describe(exc), retryable=False)
-        except Exception as exc:
-            retryable = not isinstance(exc, definition.retry.non_retryable)
-            outcome = sm.Raised(_describe(exc), retryable=retryable, retry_after=_retry_after(exc))
-        finally:
-            self._interruptible = None
+            except NonRetryableError as exc:
+                outcome = sm.Raised(_describe(exc), retryable=False)
+            except Exception as exc:
+                retryable = not isinstance(exc, definition.retry.non_retryable)
+                outcome = sm.Raised(
+                    _describe(exc), retryable=retryable, retry_after=_retry_after(exc)
+                )
         if scope.cancelled_caught and outcome is None:
             return None if self._interrupted_by(scope) else sm.TimedOut(timeout)
         return outcome
 
-    def _interruptible_until(self, until: float) -> trio.CancelScope:
+    def _interruptible_until(self, until: float) -> _Interruptible:
         """A cancel scope that an interruption cancels, with a deadline at wall-clock ``until``
-        or the saga deadline, whichever comes first. The caller enters it and clears
-        ``self._interruptible`` when it leaves (a plain scope: no generator on the hot path)."""
+        or the saga deadline, whichever comes first; enter it with ``with``."""
         state = self._current()
         deadline = min(until, state.deadline_at) if state.status in _FORWARD else until
         now = self.clock.now()
         scope = trio.CancelScope(deadline=trio.current_time() + max(0.0, deadline - now))
-        self._interruptible = scope
         if self._interrupt is not None:
             scope.cancel()
-        return scope
+        return _Interruptible(self, scope)
 
     def _interrupted_by(self, scope: trio.CancelScope) -> bool:
         """After ``scope`` was cancelled: whether by an interruption (the saga deadline counts:
@@ -454,24 +473,16 @@ class SagaActor:
         if not interruptible:
             await trio.sleep(delay)
             return True
-        scope = self._interruptible_until(self.clock.now() + delay)
-        try:
-            with scope:
-                await trio.sleep_forever()
-        finally:
-            self._interruptible = None
+        with self._interruptible_until(self.clock.now() + delay) as scope:
+            await trio.sleep_forever()
         return not self._interrupted_by(scope)
 
     async def _await_reply(self, until: float) -> bool:
         """Wait until a reply is recorded or wall-clock ``until``; True if the time ran out
         (an interruption ends the wait early too, returning False)."""
         self._replies_changed = trio.Event()
-        scope = self._interruptible_until(until)
-        try:
-            with scope:
-                await self._replies_changed.wait()
-        finally:
-            self._interruptible = None
+        with self._interruptible_until(until) as scope:
+            await self._replies_changed.wait()
         return scope.cancelled_caught and not self._interrupted_by(scope)
 
     async def _deliveries(self) -> None:
