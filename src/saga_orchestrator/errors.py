@@ -16,7 +16,10 @@ status of each error is decided in one place: ``saga_orchestrator.http.errors``.
     │   └── SagaStateConflict          e.g. cancelling a saga that has ended
     ├── OverloadedError                admission limit reached, retry later
     ├── StoreError                     the store failed
-    │   └── StoreUnavailable           the database cannot be reached now
+    │   ├── StoreUnavailable           the database cannot be reached now: retry with backoff
+    │   └── StoreRejected              this request can never succeed: do not retry it
+    ├── BusError                       the event bus failed
+    │   └── BusUnavailable             the bus cannot be reached now: retry with backoff
     └── ActorError                     (saga_orchestrator.actors) mailbox, ask, supervision
 """
 
@@ -102,6 +105,19 @@ class StoreError(SagaOrchestratorError):
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached right now; the operation may be retried."""
+
+
+class StoreRejected(StoreError):
+    """The store refused this request for good (a value it cannot hold, a constraint it
+    breaks): retrying the same request can never succeed."""
+
+
+class BusError(SagaOrchestratorError):
+    """The event bus (Redis Streams or the in-process bus) failed."""
+
+
+class BusUnavailable(BusError):
+    """The event bus cannot be reached right now; the operation may be retried."""
 
 
 class DuplicateIdempotencyKey(ConflictError):

@@ -29,20 +29,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from saga_orchestrator.actors import open_actor_system
-from saga_orchestrator.config import Settings, mask_url
-from saga_orchestrator.coordinator.catalog import SagaCatalog
-from saga_orchestrator.coordinator.coordinator import Coordinator, start_coordinator
-from saga_orchestrator.coordinator.definition import SagaDefinition
-from saga_orchestrator.coordinator.options import EngineOptions
-from saga_orchestrator.coordinator.plugins import load_saga_modules, parse_module_names
-from saga_orchestrator.coordinator.router import EventRouter, start_router
-from saga_orchestrator.coordinator.services import SERVICES, ServicesConfig, open_service_clients
-from saga_orchestrator.errors import ConfigError, StoreUnavailable
-from saga_orchestrator.http.app import Services, create_app
-from saga_orchestrator.http.auth import log_auth_mode
-from saga_orchestrator.metrics import ServiceMetrics
-from saga_orchestrator.store.actor import Store, start_store
-from saga_orchestrator.store.bus import (
+from saga_orchestrator.bus import (
     ConsumerOptions,
     EventBus,
     OutboxRelay,
@@ -50,6 +37,23 @@ from saga_orchestrator.store.bus import (
     make_bus,
     start_relay,
 )
+from saga_orchestrator.config import Settings, mask_url
+from saga_orchestrator.coordinator.catalog import SagaCatalog
+from saga_orchestrator.coordinator.coordinator import Coordinator, start_coordinator
+from saga_orchestrator.coordinator.definition import SagaDefinition
+from saga_orchestrator.coordinator.downstream import (
+    DOWNSTREAM,
+    DownstreamConfig,
+    open_downstream_clients,
+)
+from saga_orchestrator.coordinator.options import EngineOptions
+from saga_orchestrator.coordinator.plugins import load_saga_modules, parse_module_names
+from saga_orchestrator.coordinator.router import EventRouter, start_router
+from saga_orchestrator.errors import ConfigError, StoreUnavailable
+from saga_orchestrator.http.app import ApiDeps, create_app
+from saga_orchestrator.http.auth import log_auth_mode
+from saga_orchestrator.metrics import ServiceMetrics
+from saga_orchestrator.store.actor import Store, start_store
 
 if TYPE_CHECKING:
     from saga_orchestrator.store.backend import StoreBackend
@@ -269,7 +273,7 @@ async def _run_open(
     task_status: trio.TaskStatus[int],
 ) -> None:
     async with (
-        open_service_clients(ServicesConfig.from_settings(settings)) as service_clients,
+        open_downstream_clients(DownstreamConfig.from_settings(settings)) as downstream_clients,
         open_actor_system(
             max_restarts=settings.supervisor_max_restarts,
             period=settings.supervisor_period_seconds,
@@ -289,7 +293,7 @@ async def _run_open(
             catalog,
             store_handle,
             options=EngineOptions.from_settings(settings),
-            resources={SERVICES: service_clients},
+            resources={DOWNSTREAM: downstream_clients},
             observer=metrics,
         )
         _export_gauges(metrics, coordinator, store_handle)
@@ -304,9 +308,8 @@ async def _run_open(
         _export_bus_figures(metrics, relay, router)
         await _log_bus(settings, bus)
         app = create_app(
-            Services(
+            ApiDeps(
                 coordinator=coordinator_ref,
-                engine=coordinator,
                 store=store_handle,
                 catalog=catalog,
                 settings=settings,

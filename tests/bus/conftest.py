@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import redis
 
-from saga_orchestrator.store.bus import EventBus, InProcessBus, RedisStreamsBus
+from saga_orchestrator.bus import EventBus, InProcessBus, RedisStreamsBus
 
 REDIS = pytest.param("redis", marks=pytest.mark.integration, id="redis")
 BUS_KINDS = ["in-process", REDIS]

@@ -11,6 +11,13 @@ import attrs
 import trio
 
 from saga_orchestrator.actors import ActorRef, open_actor_system
+from saga_orchestrator.bus import (
+    BusMessage,
+    ConsumerOptions,
+    EventBus,
+    OutboxRelay,
+    start_relay,
+)
 from saga_orchestrator.coordinator.catalog import SagaCatalog
 from saga_orchestrator.coordinator.coordinator import Coordinator, start_coordinator
 from saga_orchestrator.coordinator.definition import (
@@ -23,13 +30,6 @@ from saga_orchestrator.coordinator.options import EngineOptions
 from saga_orchestrator.coordinator.router import EventRouter, start_router
 from saga_orchestrator.store.actor import Store, start_store
 from saga_orchestrator.store.backend import StoreBackend
-from saga_orchestrator.store.bus import (
-    BusMessage,
-    ConsumerOptions,
-    EventBus,
-    OutboxRelay,
-    start_relay,
-)
 from saga_orchestrator.store.memory import MemoryBackend
 from saga_orchestrator.store.records import SagaQuery, SagaRecord
 

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import attrs
 import trio
 
-from saga_orchestrator.store.bus import (
+from saga_orchestrator.bus import (
     BusMessage,
     ConsumerOptions,
     ConsumerStats,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 import trio
 
-from saga_orchestrator.store.bus import (
+from saga_orchestrator.bus import (
     BusMessage,
     EventBus,
     InProcessBus,

@@ -8,6 +8,7 @@ from typing import Any
 
 import trio
 
+from saga_orchestrator.bus import BusMessage, EventBus
 from saga_orchestrator.coordinator import state as sm
 from saga_orchestrator.coordinator.options import EngineOptions, shape_of
 from saga_orchestrator.coordinator.projection import lifecycle_events
@@ -17,7 +18,6 @@ from saga_orchestrator.coordinator.transitions import (
     StepCompleted,
     StepStarted,
 )
-from saga_orchestrator.store.bus import BusMessage, EventBus
 from saga_orchestrator.store.records import RecordedEvent
 from tests.http.test_events_api import EventsApi, open_events_api, registered
 

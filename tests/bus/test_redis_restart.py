@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from saga_orchestrator.bus import RedisStreamsBus
 from saga_orchestrator.store.actor import Store
-from saga_orchestrator.store.bus import RedisStreamsBus
 from saga_orchestrator.store.records import ANY_VERSION, AppendRequest, NewEvent, OutboxMessage
 
 from ..support.redis_server import kill, redis_server_binary, start_redis

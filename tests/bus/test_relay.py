@@ -11,9 +11,9 @@ import attrs
 import trio
 
 from saga_orchestrator.actors import open_actor_system
-from saga_orchestrator.errors import StoreUnavailable
+from saga_orchestrator.bus import BusMessage, EventBus, InProcessBus, OutboxRelay
+from saga_orchestrator.errors import BusUnavailable, StoreUnavailable
 from saga_orchestrator.store.actor import Store, start_store
-from saga_orchestrator.store.bus import BusMessage, EventBus, InProcessBus, OutboxRelay
 from saga_orchestrator.store.memory import MemoryBackend
 from saga_orchestrator.store.records import ANY_VERSION, AppendRequest, NewEvent, OutboxMessage
 
@@ -181,7 +181,7 @@ class DownFor(WrappedBus):
     async def publish(self, stream: str, messages: Sequence[BusMessage]) -> list[str]:
         if self.failures:
             self.failures -= 1
-            raise StoreUnavailable("Redis cannot be reached")
+            raise BusUnavailable("Redis cannot be reached")
         return await self.inner.publish(stream, messages)
 
 

@@ -24,8 +24,8 @@ import pytest
 import redis
 import trio
 
+from saga_orchestrator.bus import BusMessage
 from saga_orchestrator.http.serialize import iso_time
-from saga_orchestrator.store.bus import BusMessage
 
 from ..support.server import API_KEY, free_port, server_log, server_process, wait_ready
 

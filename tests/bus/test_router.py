@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import trio
 
+from saga_orchestrator.bus import EventBus, dead_letter_stream
 from saga_orchestrator.coordinator.options import EngineOptions
 from saga_orchestrator.coordinator.router import trigger_key
 from saga_orchestrator.errors import StoreError
-from saga_orchestrator.store.bus import EventBus, dead_letter_stream
 from saga_orchestrator.store.memory import MemoryBackend
 from saga_orchestrator.store.records import SagaRecord
 

@@ -20,13 +20,13 @@ from saga_orchestrator.coordinator.catalog import SagaCatalog
 from saga_orchestrator.coordinator.clock import TrioClock
 from saga_orchestrator.coordinator.coordinator import start_coordinator
 from saga_orchestrator.coordinator.definition import SagaDefinition
+from saga_orchestrator.coordinator.downstream import (
+    DOWNSTREAM,
+    DownstreamConfig,
+    open_downstream_clients,
+)
 from saga_orchestrator.coordinator.messages import DeliverEvent
 from saga_orchestrator.coordinator.options import EngineOptions
-from saga_orchestrator.coordinator.services import (
-    SERVICES,
-    ServicesConfig,
-    open_service_clients,
-)
 from saga_orchestrator.devservices import Announcement, DevState, serve_devservices
 from saga_orchestrator.errors import SagaStateConflict
 from saga_orchestrator.store.actor import start_store
@@ -46,8 +46,8 @@ class StandIn:
     state: DevState
     url: str
 
-    def config(self) -> ServicesConfig:
-        return ServicesConfig.all_at(self.url, token=TOKEN, timeout=OPTIONS.step_timeout)
+    def config(self) -> DownstreamConfig:
+        return DownstreamConfig.all_at(self.url, token=TOKEN, timeout=OPTIONS.step_timeout)
 
     def calls(self, operation: str) -> list:
         return [call for call in self.state.calls if call.operation == operation]
@@ -86,7 +86,7 @@ async def orchestrating(
     """A coordinator on the memory store whose sagas call ``stand_in``."""
     backend = MemoryBackend()
     async with (
-        open_service_clients(stand_in.config()) as clients,
+        open_downstream_clients(stand_in.config()) as clients,
         open_actor_system(shutdown_grace=0.5) as system,
     ):
         store = await start_store(system, backend)
@@ -97,7 +97,7 @@ async def orchestrating(
             store,
             options=options,
             clock=TrioClock(),
-            resources={SERVICES: clients},
+            resources={DOWNSTREAM: clients},
         )
         await coordinator.ready.wait()
         stand_in.state.announcer = partial(deliver, ref)

@@ -12,23 +12,24 @@ import httpx
 import pytest
 
 from saga_orchestrator.coordinator.definition import NonRetryableError, StepContext
-from saga_orchestrator.coordinator.services import (
+from saga_orchestrator.coordinator.downstream import (
+    DOWNSTREAM,
     BadReply,
     Call,
-    ServiceClients,
+    DownstreamClients,
+    DownstreamConfig,
     ServiceNotFound,
     ServiceRejected,
-    ServicesConfig,
     ServiceUnavailable,
-    open_service_clients,
+    downstream_of,
+    open_downstream_clients,
     parse_retry_after,
-    services_of,
 )
 from saga_orchestrator.errors import SagaOrchestratorError
 
 TOKEN = "tok-DO-NOT-LEAK-42"
 CALL = Call("saga-1:create_profile", "corr-1")
-CONFIG = ServicesConfig.all_at("http://services.test/base", token=TOKEN, timeout=2)
+CONFIG = DownstreamConfig.all_at("http://services.test/base", token=TOKEN, timeout=2)
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -47,8 +48,8 @@ def raising(error: type[httpx.TransportError]) -> Handler:
     return handler
 
 
-async def create_profile(handler: Handler, config: ServicesConfig = CONFIG) -> dict:
-    async with open_service_clients(config, transport=httpx.MockTransport(handler)) as clients:
+async def create_profile(handler: Handler, config: DownstreamConfig = CONFIG) -> dict:
+    async with open_downstream_clients(config, transport=httpx.MockTransport(handler)) as clients:
         return await clients.users.create_profile("u-1", "ada@example.com", "Ada", CALL)
 
 
@@ -75,7 +76,7 @@ async def test_without_a_token_no_authorization_is_sent():
         seen.append(request)
         return httpx.Response(201, json={"profile_id": "p-1"})
 
-    await create_profile(handler, ServicesConfig.all_at("http://services.test"))
+    await create_profile(handler, DownstreamConfig.all_at("http://services.test"))
     assert "authorization" not in seen[0].headers
 
 
@@ -86,7 +87,7 @@ async def test_ids_are_quoted_into_one_path_segment():
         seen.append(request.url.raw_path.decode())
         return httpx.Response(204)
 
-    async with open_service_clients(CONFIG, transport=httpx.MockTransport(handler)) as clients:
+    async with open_downstream_clients(CONFIG, transport=httpx.MockTransport(handler)) as clients:
         assert await clients.airtable.delete_webhook("app/../x", "wh 1", CALL)
     assert ["/base/airtable/bases/app%2F..%2Fx/webhooks/wh%201"] == seen
 
@@ -125,7 +126,7 @@ async def test_other_4xx_are_not_retryable(status: int, error: type[ServiceRejec
 
 
 async def test_a_delete_of_something_already_gone_is_done():
-    async with open_service_clients(
+    async with open_downstream_clients(
         CONFIG, transport=httpx.MockTransport(answering(404, {"error": "gone"}))
     ) as clients:
         assert False is await clients.users.delete_profile("p-1", CALL)
@@ -164,7 +165,7 @@ async def test_a_reply_that_breaks_the_contract_is_not_retried(response: httpx.R
 
 async def test_the_token_is_in_no_error_and_no_log_line(caplog: pytest.LogCaptureFixture):
     caplog.set_level(logging.DEBUG)
-    config = ServicesConfig.all_at("http://user:pw@services.test", token=TOKEN)
+    config = DownstreamConfig.all_at("http://user:pw@services.test", token=TOKEN)
     echo = answering(401, {"error": f"bad token Bearer {TOKEN}"})  # a server that echoes it
     for handler in (echo, raising(httpx.ConnectError), answering(503)):
         with pytest.raises(SagaOrchestratorError) as caught:
@@ -174,12 +175,12 @@ async def test_the_token_is_in_no_error_and_no_log_line(caplog: pytest.LogCaptur
         assert "pw" not in str(caught.value)
     assert caplog.records
     assert TOKEN not in caplog.text
-    async with open_service_clients(config, transport=httpx.MockTransport(echo)) as clients:
+    async with open_downstream_clients(config, transport=httpx.MockTransport(echo)) as clients:
         assert TOKEN not in repr(clients) + repr(config)
 
 
 async def test_steps_reach_the_clients_through_the_resources():
-    async with open_service_clients(CONFIG, transport=httpx.MockTransport(answering(204))) as c:
+    async with open_downstream_clients(CONFIG, transport=httpx.MockTransport(answering(204))) as c:
         ctx = StepContext(
             saga_id="s-1",
             saga_type="user_onboarding",
@@ -188,16 +189,16 @@ async def test_steps_reach_the_clients_through_the_resources():
             input=None,
             results={},
             idempotency_key="s-1:create_profile",
-            resources={"services": c},
+            resources={DOWNSTREAM: c},
         )
-        assert c is services_of(ctx)
+        assert c is downstream_of(ctx)
         assert Call("s-1:create_profile:undo", "s-1") == Call.of(ctx, "undo")
     with pytest.raises(NonRetryableError, match="resources"):
-        services_of(attrs.evolve(ctx, resources={}))
+        downstream_of(attrs.evolve(ctx, resources={}))
 
 
 async def test_the_clients_share_one_pool():
     async with httpx.AsyncClient() as http:
-        clients = ServiceClients.over(http, CONFIG)
-        pools = {id(getattr(clients, f.name).http._http) for f in attrs.fields(ServiceClients)}
+        clients = DownstreamClients.over(http, CONFIG)
+        pools = {id(getattr(clients, f.name).http._http) for f in attrs.fields(DownstreamClients)}
     assert {id(http)} == pools

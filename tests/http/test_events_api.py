@@ -13,14 +13,14 @@ import httpx
 import pytest
 import trio
 
+from saga_orchestrator.bus import EventBus, InProcessBus, RedisStreamsBus
 from saga_orchestrator.config import Settings
 from saga_orchestrator.coordinator.catalog import SagaCatalog
 from saga_orchestrator.coordinator.router import trigger_key
-from saga_orchestrator.errors import StoreUnavailable
-from saga_orchestrator.http.app import Services, create_app
+from saga_orchestrator.errors import BusUnavailable
+from saga_orchestrator.http.app import ApiDeps, create_app
 from saga_orchestrator.service import run_service
 from saga_orchestrator.store.backend import StoreBackend
-from saga_orchestrator.store.bus import EventBus, InProcessBus, RedisStreamsBus
 from saga_orchestrator.store.memory import MemoryBackend
 from saga_orchestrator.store.sqlite import SQLiteBackend
 from tests.bus.harness import (
@@ -52,9 +52,8 @@ async def open_events_api(
 ) -> AsyncIterator[EventsApi]:
     bus = bus if bus is not None else InProcessBus()
     async with event_path(bus, SAGAS, backend=backend) as path:
-        services = Services(
+        deps = ApiDeps(
             coordinator=path.coordinator_ref,
-            engine=path.coordinator,
             store=path.store,
             catalog=path.catalog,
             settings=Settings(
@@ -62,7 +61,7 @@ async def open_events_api(
             ),
             bus=bus,
         )
-        yield EventsApi(create_app(services).test_client(), path)
+        yield EventsApi(create_app(deps).test_client(), path)
 
 
 def registered(user_id: str = "u-1", **extra: Any) -> dict[str, Any]:
@@ -339,20 +338,20 @@ async def test_health_shows_the_bus() -> None:
 
 class DownBus(InProcessBus):
     async def ping(self) -> None:
-        raise StoreUnavailable("Redis cannot be reached: connection refused by 10.0.0.7")
+        raise BusUnavailable("Redis cannot be reached: connection refused by 10.0.0.7")
 
 
 async def test_readiness_needs_the_bus_when_one_is_configured() -> None:
     async with open_events_api(bus=DownBus()) as api:
         ready = await api.client.get("/health/ready")
         assert 503 == ready.status_code
-        assert [{"component": "bus", "reason": "check failed (StoreUnavailable)"}] == (
+        assert [{"component": "bus", "reason": "check failed (BusUnavailable)"}] == (
             await ready.get_json()
         )["not_ready"]
         overall = await api.client.get("/health")
         assert 503 == overall.status_code
         bus = (await overall.get_json())["components"]["bus"]
-        assert ("error", "check failed (StoreUnavailable)") == (bus["status"], bus["error"])
+        assert ("error", "check failed (BusUnavailable)") == (bus["status"], bus["error"])
         assert "10.0.0.7" not in str(await overall.get_json())
 
 

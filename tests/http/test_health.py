@@ -7,7 +7,7 @@ import trio
 from saga_orchestrator.actors import open_mailbox
 from saga_orchestrator.config import Settings
 from saga_orchestrator.errors import StoreUnavailable
-from saga_orchestrator.http.app import Services, create_app
+from saga_orchestrator.http.app import ApiDeps, create_app
 from saga_orchestrator.store.memory import MemoryBackend
 from saga_orchestrator.store.records import SagaRecord
 from tests.support import open_api
@@ -47,14 +47,13 @@ async def test_live_answers_when_the_coordinator_answers() -> None:
 async def test_live_is_503_when_the_coordinator_does_not_answer() -> None:
     async with open_api() as api:
         silent, _mailbox = open_mailbox("coordinator", 4)  # nobody reads it
-        services = Services(
+        deps = ApiDeps(
             coordinator=silent,
-            engine=api.services.engine,
-            store=api.services.store,
-            catalog=api.services.catalog,
+            store=api.deps.store,
+            catalog=api.deps.catalog,
             health_timeout=0.05,
         )
-        client = create_app(services).test_client()
+        client = create_app(deps).test_client()
         response = await client.get("/health/live")
         assert 503 == response.status_code
         assert "unavailable" == (await response.get_json())["status"]
@@ -82,7 +81,7 @@ async def test_ready_only_after_recovery() -> None:
         assert 200 == (await api.client.get("/health/live")).status_code
 
         backend.release.set()
-        await api.services.engine.ready.wait()
+        await api.coordinator.ready.wait()
         response = await api.client.get("/health/ready")
         assert 200 == response.status_code
         assert {"status": "ready"} == await response.get_json()
@@ -90,7 +89,7 @@ async def test_ready_only_after_recovery() -> None:
 
 async def test_ready_is_503_when_the_store_is_down_without_leaking_its_error() -> None:
     async with open_api(backend=DownBackend()) as api:
-        await api.services.engine.ready.wait()
+        await api.coordinator.ready.wait()
         response = await api.client.get("/health/ready")
         assert 503 == response.status_code
         body = await response.get_json()
@@ -105,7 +104,7 @@ async def test_ready_is_503_when_the_store_is_down_without_leaking_its_error() -
 
 async def test_ready_is_503_when_the_store_does_not_answer_in_time() -> None:
     async with open_api(backend=HangingBackend(), health_timeout=0.05) as api:
-        await api.services.engine.ready.wait()
+        await api.coordinator.ready.wait()
         response = await api.client.get("/health/ready")
         assert 503 == response.status_code
         (item,) = (await response.get_json())["not_ready"]
@@ -115,7 +114,7 @@ async def test_ready_is_503_when_the_store_does_not_answer_in_time() -> None:
 
 async def test_health_lists_the_components() -> None:
     async with open_api() as api:
-        await api.services.engine.ready.wait()
+        await api.coordinator.ready.wait()
         response = await api.client.get("/health")
         assert 200 == response.status_code
         body = await response.get_json()
@@ -135,6 +134,6 @@ async def test_health_lists_the_components() -> None:
 
 async def test_health_needs_no_api_key() -> None:
     async with open_api(settings=Settings(api_key="s3cret")) as api:
-        await api.services.engine.ready.wait()
+        await api.coordinator.ready.wait()
         for path in ("/health", "/health/live", "/health/ready"):
             assert 200 == (await api.client.get(path)).status_code, path

@@ -23,7 +23,8 @@ from saga_orchestrator.http.openapi import (
 )
 from saga_orchestrator.http.schema import SchemaBuilder, api_field
 from saga_orchestrator.http.validate import check_body
-from saga_orchestrator.http.views import PublishRequest, StartSagaRequest
+from saga_orchestrator.http.views.events import PublishRequest
+from saga_orchestrator.http.views.sagas import StartSagaRequest
 from tests.support import open_api
 
 PUBLIC = {
@@ -151,7 +152,7 @@ def test_the_checks_and_the_schema_read_the_same_constraints() -> None:
 
 async def test_a_route_without_an_operation_is_refused() -> None:
     async with open_api() as api:
-        app = create_app(api.services)
+        app = create_app(api.deps)
 
         @app.get("/undocumented")
         async def undocumented() -> Response:

@@ -13,10 +13,10 @@ from quart_trio import QuartTrio
 from saga_orchestrator.actors import open_actor_system
 from saga_orchestrator.config import Settings
 from saga_orchestrator.coordinator.catalog import SagaCatalog
-from saga_orchestrator.coordinator.coordinator import start_coordinator
+from saga_orchestrator.coordinator.coordinator import Coordinator, start_coordinator
 from saga_orchestrator.coordinator.definition import SagaDefinition
 from saga_orchestrator.coordinator.options import EngineOptions
-from saga_orchestrator.http.app import Services, create_app
+from saga_orchestrator.http.app import ApiDeps, create_app
 from saga_orchestrator.store.actor import start_store
 from saga_orchestrator.store.memory import MemoryBackend
 
@@ -30,8 +30,10 @@ class Api:
     app: QuartTrio
     client: Any
     """``app.test_client()``."""
-    services: Services
+    deps: ApiDeps
     backend: Any
+    coordinator: Coordinator
+    """The coordinator's state object (``ready`` is set once recovery is done)."""
 
 
 @asynccontextmanager
@@ -54,17 +56,22 @@ async def open_api(
             ref, coordinator = await start_coordinator(
                 system, catalog, store, options=options or EngineOptions()
             )
-            services = Services(
+            deps = ApiDeps(
                 coordinator=ref,
-                engine=coordinator,
                 store=store,
                 catalog=catalog,
                 settings=settings or Settings(environment="test"),
                 command_timeout=command_timeout,
                 health_timeout=health_timeout,
             )
-            app = create_app(services)
-            yield Api(app=app, client=app.test_client(), services=services, backend=backend)
+            app = create_app(deps)
+            yield Api(
+                app=app,
+                client=app.test_client(),
+                deps=deps,
+                backend=backend,
+                coordinator=coordinator,
+            )
     finally:
         await backend.close()
 

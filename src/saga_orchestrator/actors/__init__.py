@@ -9,6 +9,7 @@ from ._errors import AskTimeout as AskTimeout
 from ._errors import MailboxFull as MailboxFull
 from ._errors import NoReply as NoReply
 from ._errors import SupervisorEscalation as SupervisorEscalation
+from ._loop import run_loop_actor as run_loop_actor
 from ._mailbox import ActorRef as ActorRef
 from ._mailbox import Envelope as Envelope
 from ._mailbox import Mailbox as Mailbox

@@ -224,12 +224,6 @@ class Supervisor:
         spec = ChildSpec(name=name, main=main, restart=restart, stop=mailbox.close, **spec_options)
         return ref, spec
 
-    async def stop_child(self, name: str) -> None:
-        """Stop one child: ask it to finish, wait the grace period, then cancel it."""
-        child = self._children.get(name)
-        if child is not None:
-            await self._stop(child)
-
     async def stop(self) -> None:
         """Stop every child in reverse start order, then return (``run`` keeps running)."""
         self._closing = True

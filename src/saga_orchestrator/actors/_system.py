@@ -1,4 +1,4 @@
-"""The actor system: the root nursery, the root supervisor, names, and orderly shutdown."""
+"""The actor system: the root nursery, the root supervisor, and orderly shutdown."""
 
 from __future__ import annotations
 
@@ -13,12 +13,11 @@ from ._supervisor import Restart, Supervisor
 
 
 class ActorSystem:
-    """Owns the root supervisor and a registry of named actors."""
+    """Owns the root supervisor; long-lived actors are its (permanent) children."""
 
     def __init__(self, root: Supervisor, nursery: trio.Nursery) -> None:
         self.root = root
         self.nursery = nursery
-        self._names: dict[str, ActorRef[Any]] = {}
 
     async def spawn(
         self,
@@ -29,21 +28,10 @@ class ActorSystem:
         restart: Restart = Restart.PERMANENT,
         **spec_options: Any,
     ) -> ActorRef[Any]:
-        """Start a named actor under the root supervisor and register its reference."""
-        ref = await self.root.spawn(
+        """Start a named actor under the root supervisor; its reference."""
+        return await self.root.spawn(
             name, behaviour, capacity=capacity, restart=restart, **spec_options
         )
-        self._names[name] = ref
-        return ref
-
-    def lookup(self, name: str) -> ActorRef[Any]:
-        """The reference registered under ``name``; raises ``KeyError`` if there is none."""
-        return self._names[name]
-
-    async def shutdown(self) -> None:
-        """Stop actors in reverse start order: each drains its mailbox, then is cancelled."""
-        await self.root.stop()
-        self.nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager

@@ -1,7 +1,7 @@
 """The router actor: reads the domain events stream and turns events into saga commands.
 
 For each event of ``EVENT_STREAM`` (read with the consumer group, see
-:mod:`saga_orchestrator.store.bus.consumer`):
+:mod:`saga_orchestrator.bus.consumer`):
 
 * an event that names a saga (``saga_id`` in its metadata, else in its data) is a *reply*: it
   is delivered to that saga (:class:`~.messages.DeliverEvent`, answered once durable in the
@@ -38,6 +38,16 @@ from saga_orchestrator.actors import (
     AskTimeout,
     Mailbox,
     MailboxFull,
+    run_loop_actor,
+)
+from saga_orchestrator.bus import (
+    BusMessage,
+    ConsumerOptions,
+    ConsumerStats,
+    EventBus,
+    HandlerBusy,
+    RejectMessage,
+    run_consumer,
 )
 from saga_orchestrator.errors import (
     DuplicateIdempotencyKey,
@@ -47,16 +57,6 @@ from saga_orchestrator.errors import (
     StoreUnavailable,
     ValidationError,
 )
-from saga_orchestrator.store.bus import (
-    BusMessage,
-    ConsumerOptions,
-    ConsumerStats,
-    EventBus,
-    HandlerBusy,
-    RejectMessage,
-    run_consumer,
-)
-from saga_orchestrator.store.bus._loop import run_loop_actor
 
 from .catalog import SagaCatalog
 from .definition import SagaDefinition

@@ -1,8 +1,8 @@
 """The Quart-Trio application: built around references to actors that someone else runs.
 
 The app owns nothing long-lived. The composition root (``saga_orchestrator.service``) runs the
-actor system and hands the app a :class:`Services` with the references it needs; route handlers
-reach it with :func:`services`.
+actor system and hands the app a :class:`ApiDeps` with the references it needs; route handlers
+reach it with :func:`deps`.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from quart import Quart, current_app
 from quart_trio import QuartTrio
 
 from saga_orchestrator.actors import ActorRef
+from saga_orchestrator.bus import EventBus
 from saga_orchestrator.config import Settings
 from saga_orchestrator.coordinator.catalog import SagaCatalog
-from saga_orchestrator.coordinator.coordinator import Coordinator
 from saga_orchestrator.metrics import ServiceMetrics
 from saga_orchestrator.store.actor import Store
-from saga_orchestrator.store.bus import EventBus
 
 from .auth import install_auth
 from .correlation import install_correlation
@@ -27,7 +26,7 @@ from .errors import install_error_handlers
 from .metrics import install_request_metrics, metrics_routes
 from .openapi import check_documented, docs_routes
 
-__all__ = ["MAX_BODY_BYTES", "Services", "create_app", "services"]
+__all__ = ["MAX_BODY_BYTES", "ApiDeps", "create_app", "deps"]
 
 MAX_BODY_BYTES = 1024 * 1024
 """Largest request body accepted; a larger one gets 413."""
@@ -36,13 +35,11 @@ _EXTENSION = "saga_orchestrator"
 
 
 @attrs.frozen(kw_only=True)
-class Services:
+class ApiDeps:
     """What the HTTP layer talks to."""
 
     coordinator: ActorRef[Any]
     """The coordinator actor: commands (start, cancel, retry, status) are asked here."""
-    engine: Coordinator
-    """The coordinator's state object, for readiness."""
     store: Store
     """Reads go straight to the store (not through its actor's mailbox)."""
     catalog: SagaCatalog
@@ -59,26 +56,26 @@ class Services:
     """Prometheus metrics served at ``/metrics``; ``None``: an empty page."""
 
 
-def create_app(services: Services, *, max_body_bytes: int = MAX_BODY_BYTES) -> QuartTrio:
+def create_app(app_deps: ApiDeps, *, max_body_bytes: int = MAX_BODY_BYTES) -> QuartTrio:
     """A Quart-Trio app serving the health, saga, event and documentation routes over
-    ``services``.
+    ``app_deps``.
 
     Raises:
         LookupError: a route declares no OpenAPI operation (see :mod:`.openapi`).
     """
     from .routes_events import events
-    from .routes_health import health  # the routes import services() from here
+    from .routes_health import health  # the routes import deps() from here
     from .routes_sagas import sagas
 
     app = QuartTrio("saga_orchestrator", static_folder=None)  # an API: no static files
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.config["PROPAGATE_EXCEPTIONS"] = False
     app.url_map.strict_slashes = False
-    app.extensions[_EXTENSION] = services
+    app.extensions[_EXTENSION] = app_deps
     install_error_handlers(app)
     install_correlation(app)  # before auth: a rejected request has its id too
-    install_auth(app, services.settings.api_key)
-    install_request_metrics(app, services.metrics)
+    install_auth(app, app_deps.settings.api_key)
+    install_request_metrics(app, app_deps.metrics)
     app.register_blueprint(health)
     app.register_blueprint(metrics_routes)
     app.register_blueprint(sagas)
@@ -88,6 +85,6 @@ def create_app(services: Services, *, max_body_bytes: int = MAX_BODY_BYTES) -> Q
     return app
 
 
-def services(app: Quart | None = None) -> Services:
-    """The :class:`Services` of ``app`` (default: the app handling the current request)."""
+def deps(app: Quart | None = None) -> ApiDeps:
+    """The :class:`ApiDeps` of ``app`` (default: the app handling the current request)."""
     return (app or current_app).extensions[_EXTENSION]

@@ -25,6 +25,8 @@ from werkzeug.exceptions import HTTPException
 
 from saga_orchestrator.actors import ActorError, ActorStopped, AskTimeout, MailboxFull, NoReply
 from saga_orchestrator.errors import (
+    BusError,
+    BusUnavailable,
     ConcurrencyError,
     ConflictError,
     DuplicateIdempotencyKey,
@@ -40,7 +42,8 @@ from saga_orchestrator.errors import (
 )
 
 from .serialize import json_response
-from .views import ErrorBody, ErrorDetail, FieldError, to_json
+from .views import to_json
+from .views.errors import ErrorBody, ErrorDetail, FieldError
 
 __all__ = [
     "ERROR_TABLE",
@@ -134,6 +137,14 @@ ERROR_TABLE: dict[type[BaseException], ErrorRule] = {
         log_level=logging.WARNING,
     ),
     StoreError: ErrorRule(500, "store_error", "the store failed", log_level=logging.ERROR),
+    BusUnavailable: ErrorRule(
+        503,
+        "bus_unavailable",
+        "the event bus is unavailable; retry later",
+        retry_after=True,
+        log_level=logging.WARNING,
+    ),
+    BusError: ErrorRule(500, "bus_error", "the event bus failed", log_level=logging.ERROR),
     ActorError: ErrorRule(500, "internal_error", _INTERNAL, log_level=logging.ERROR),
     BaseException: ErrorRule(500, "internal_error", _INTERNAL, log_level=logging.ERROR),
 }

@@ -31,9 +31,9 @@ metrics_routes = Blueprint("metrics", __name__)
 )
 async def metrics() -> Response:
     """Prometheus text format. Open like the health probes (no API key)."""
-    from .app import services
+    from .app import deps
 
-    registry = services().metrics
+    registry = deps().metrics
     body = registry.render() if registry is not None else b""
     return Response(body, status=200, content_type=CONTENT_TYPE)
 

@@ -38,7 +38,7 @@ from saga_orchestrator import __version__
 from .errors import ERROR_TABLE, FRAMEWORK_ERRORS
 from .schema import SchemaBuilder, constraints, strip_none
 from .serialize import json_response
-from .views import ErrorBody
+from .views.errors import ErrorBody
 
 __all__ = [
     "DOCS_PATH",
@@ -379,13 +379,11 @@ def build_document(app: Quart, *, auth: bool) -> dict[str, Any]:
 
 def _document() -> dict[str, Any]:
     """The current app's document, made once."""
-    from .app import services
+    from .app import deps
 
     cache = current_app.extensions.setdefault("saga_orchestrator.openapi", {})
     if "document" not in cache:
-        cache["document"] = build_document(
-            current_app, auth=services().settings.api_key is not None
-        )
+        cache["document"] = build_document(current_app, auth=deps().settings.api_key is not None)
     return cache["document"]
 
 

@@ -25,16 +25,16 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
+from saga_orchestrator.bus import BusMessage, bus_metadata
 from saga_orchestrator.coordinator.projection import stream_id as saga_stream_id
 from saga_orchestrator.coordinator.transitions import TRANSITION_TYPES
 from saga_orchestrator.errors import (
+    BusUnavailable,
     ConcurrencyError,
     ConflictError,
     DuplicateEventId,
     StoreError,
-    StoreUnavailable,
 )
-from saga_orchestrator.store.bus import BusMessage, bus_metadata
 from saga_orchestrator.store.records import (
     ANY_VERSION,
     AppendRequest,
@@ -44,12 +44,12 @@ from saga_orchestrator.store.records import (
     new_id,
 )
 
-from .app import services
+from .app import deps
 from .correlation import current_correlation_id
 from .openapi import Reply, created_or_found, operation
 from .serialize import json_response, stored_event
 from .validate import body_fields, check_query, finish, json_body
-from .views import (
+from .views.events import (
     AllEventsQuery,
     EventsPage,
     EventTypes,
@@ -131,7 +131,7 @@ def parse_publish_body(body: Any) -> tuple[str, int, NewEvent, bool]:
     errors=(409, 503),
 )
 async def publish() -> Response:
-    svc = services()
+    svc = deps()
     stream_id, expected, event, chosen_id = parse_publish_body(await json_body())
     request_ = AppendRequest(
         stream_id=stream_id,
@@ -196,7 +196,7 @@ def _published(event: RecordedEvent, *, created: bool) -> Response:
 )
 async def read_stream(stream_id: str) -> Response:
     query = check_query(StreamQuery, request.args.to_dict(flat=False))
-    found = await services().store.read_stream(
+    found = await deps().store.read_stream(
         stream_id, from_version=query.from_version, limit=query.limit
     )
     return json_response(
@@ -220,7 +220,7 @@ async def read_stream(stream_id: str) -> Response:
 )
 async def read_all() -> Response:
     query = check_query(AllEventsQuery, request.args.to_dict(flat=False))
-    found = await services().store.read_all(after_position=query.after_position, limit=query.limit)
+    found = await deps().store.read_all(after_position=query.after_position, limit=query.limit)
     items = [e for e in found if query.event_type is None or e.event_type == query.event_type]
     return json_response(
         EventsPage(
@@ -238,7 +238,7 @@ async def read_all() -> Response:
     errors=(503,),
 )
 async def event_types() -> Response:
-    svc = services()
+    svc = deps()
     triggers: dict[str, list[str]] = {}
     for definition in svc.catalog:
         for event_type in definition.triggers:
@@ -304,7 +304,7 @@ async def replay() -> Response:
         return await _replay_stream(given.stream_id, given.from_version, given.limit)
     assert given.after_position is not None
     limit = given.limit or MAX_LIMIT
-    found = await services().store.read_all(after_position=given.after_position, limit=limit)
+    found = await deps().store.read_all(after_position=given.after_position, limit=limit)
     chosen = [
         e
         for e in found
@@ -338,9 +338,7 @@ async def replay_stream(stream_id: str) -> Response:
 
 async def _replay_stream(stream_id: str, from_version: int | None, limit: int | None) -> Response:
     limit = limit or MAX_LIMIT
-    found = await services().store.read_stream(
-        stream_id, from_version=from_version or 1, limit=limit
-    )
+    found = await deps().store.read_stream(stream_id, from_version=from_version or 1, limit=limit)
     next_version = found[-1].version + 1 if len(found) == limit else None
     return await _replayed(
         found, StreamReplayed, {"stream_id": stream_id, "next_from_version": next_version}
@@ -350,9 +348,9 @@ async def _replay_stream(stream_id: str, from_version: int | None, limit: int | 
 async def _replayed(
     chosen: list[RecordedEvent], view: type[StreamReplayed | RangeReplayed], page: dict[str, Any]
 ) -> Response:
-    svc = services()
+    svc = deps()
     if svc.bus is None:
-        raise StoreUnavailable("the event bus is not configured")
+        raise BusUnavailable("the event bus is not configured")
     messages = [BusMessage.from_recorded(event) for event in chosen]
     await svc.bus.publish(svc.settings.event_stream, messages)
     body = view(

@@ -20,13 +20,13 @@ from quart import Blueprint, Response
 
 from saga_orchestrator import __version__
 from saga_orchestrator.actors import ActorError
+from saga_orchestrator.bus import StreamInfo
 from saga_orchestrator.coordinator.messages import CoordinatorStatus, GetStatus
-from saga_orchestrator.store.bus import StreamInfo
 
-from .app import Services, services
+from .app import ApiDeps, deps
 from .openapi import Reply, operation
 from .serialize import json_response
-from .views import (
+from .views.health import (
     Alive,
     BusHealth,
     CoordinatorHealth,
@@ -55,7 +55,7 @@ class StoreCheck:
     error: str | None = None
 
 
-async def check_store(svc: Services) -> StoreCheck:
+async def check_store(svc: ApiDeps) -> StoreCheck:
     """Ping the store within ``svc.health_timeout``."""
     started = trio.current_time()
     error: str | None = None
@@ -79,7 +79,7 @@ class BusCheck:
     error: str | None = None
 
 
-async def check_bus(svc: Services) -> BusCheck | None:
+async def check_bus(svc: ApiDeps) -> BusCheck | None:
     """Ping the bus and read the event stream's figures within ``svc.health_timeout``;
     ``None`` when no bus is configured."""
     if svc.bus is None:
@@ -102,7 +102,7 @@ async def check_bus(svc: Services) -> BusCheck | None:
     return BusCheck(ok=error is None, latency_ms=latency, info=info, error=error)
 
 
-def _bus_view(svc: Services, bus: BusCheck | None) -> BusHealth:
+def _bus_view(svc: ApiDeps, bus: BusCheck | None) -> BusHealth:
     if bus is None:
         return BusHealth(status="not configured")
     assert svc.bus is not None
@@ -128,7 +128,7 @@ def _bus_view(svc: Services, bus: BusCheck | None) -> BusHealth:
     )
 
 
-async def check_coordinator(svc: Services) -> CoordinatorStatus | None:
+async def check_coordinator(svc: ApiDeps) -> CoordinatorStatus | None:
     """The coordinator's status, or ``None`` when it does not answer in time."""
     try:
         return await svc.coordinator.ask(GetStatus(), timeout=svc.health_timeout)
@@ -138,7 +138,7 @@ async def check_coordinator(svc: Services) -> CoordinatorStatus | None:
 
 
 async def _check_all(
-    svc: Services,
+    svc: ApiDeps,
 ) -> tuple[StoreCheck, CoordinatorStatus | None, BusCheck | None]:
     results: dict[str, Any] = {}
 
@@ -179,7 +179,7 @@ def _probe(summary: str, ok: tuple[str, Any], failing: tuple[str, Any]) -> Any:
     ("The coordinator does not answer.", NotAlive),
 )
 async def live() -> Response:
-    if await check_coordinator(services()) is None:
+    if await check_coordinator(deps()) is None:
         return json_response(
             NotAlive(status="unavailable", reason="the coordinator does not answer"), 503
         )
@@ -193,7 +193,7 @@ async def live() -> Response:
     ("Not ready, and why.", NotReady),
 )
 async def ready() -> Response:
-    store, status, bus = await _check_all(services())
+    store, status, bus = await _check_all(deps())
     not_ready = []
     if not store.ok:
         not_ready.append(NotReadyComponent(component="store", reason=str(store.error)))
@@ -215,7 +215,7 @@ async def ready() -> Response:
 @health.get("/health")
 @_probe("Every component's status", ("All healthy.", Health), ("Some component is not.", Health))
 async def overall() -> Response:
-    svc = services()
+    svc = deps()
     store, status, bus = await _check_all(svc)
     store_view = StoreHealth(
         status="ok" if store.ok else "error",

@@ -29,13 +29,13 @@ from saga_orchestrator.coordinator.projection import stream_id
 from saga_orchestrator.errors import SagaNotFound
 from saga_orchestrator.store.records import SagaQuery, SagaRecord, decode_cursor
 
-from .app import services
+from .app import deps
 from .correlation import current_correlation_id
 from .errors import InvalidQuery
 from .openapi import Reply, created_or_found, operation
 from .serialize import event_view, json_response, saga_summary, saga_type_view, saga_view, step_view
 from .validate import check_body, check_query, json_body
-from .views import (
+from .views.sagas import (
     CancelRequest,
     CommandAccepted,
     ListSagasQuery,
@@ -136,7 +136,7 @@ def _saga_id(raw: str) -> str:
 async def _load(saga_id: str) -> SagaRecord:
     """The saga named by the path; raises ``SagaNotFound`` (404)."""
     saga_id = _saga_id(saga_id)
-    record = await services().store.get_saga(saga_id)
+    record = await deps().store.get_saga(saga_id)
     if record is None:
         raise SagaNotFound(saga_id)
     return record
@@ -159,7 +159,7 @@ async def _load(saga_id: str) -> SagaRecord:
     errors=(409, 503),
 )
 async def start_saga() -> Response:
-    svc = services()
+    svc = deps()
     message = parse_start_body(await json_body())
     result: StartResult = await svc.coordinator.ask(message, timeout=svc.command_timeout)
     body = saga_view(result.saga, created=result.created)
@@ -177,7 +177,7 @@ async def start_saga() -> Response:
 )
 async def list_sagas() -> Response:
     query = parse_list_query(request.args.to_dict(flat=False))
-    page = await services().store.list_sagas(query)
+    page = await deps().store.list_sagas(query)
     items = [saga_summary(record) for record in page.items]
     return json_response(SagaPage(items=items, next_cursor=page.next_cursor))
 
@@ -189,7 +189,7 @@ async def list_sagas() -> Response:
     replies=[Reply(status=200, description="Every saga type.", body=SagaTypes)],
 )
 async def saga_types() -> Response:
-    catalog = services().catalog
+    catalog = deps().catalog
     return json_response(SagaTypes(items=[saga_type_view(d) for d in sorted(catalog, key=_name)]))
 
 
@@ -232,7 +232,7 @@ async def get_steps(saga_id: str) -> Response:
 async def get_events(saga_id: str) -> Response:
     saga_id = _saga_id(saga_id)
     query = check_query(SagaEventsQuery, request.args.to_dict(flat=False))
-    store = services().store
+    store = deps().store
     events = await store.read_stream(
         stream_id(saga_id), from_version=query.from_version, limit=query.limit
     )
@@ -257,7 +257,7 @@ async def get_events(saga_id: str) -> Response:
 async def cancel_saga(saga_id: str) -> Response:
     saga_id = _saga_id(saga_id)
     given = check_body(CancelRequest, await json_body(required=False))
-    svc = services()
+    svc = deps()
     status = await svc.coordinator.ask(
         CancelSaga(saga_id=saga_id, reason=given.reason or "cancelled by request"),
         timeout=svc.command_timeout,
@@ -276,6 +276,6 @@ async def cancel_saga(saga_id: str) -> Response:
 )
 async def retry_saga(saga_id: str) -> Response:
     saga_id = _saga_id(saga_id)
-    svc = services()
+    svc = deps()
     status = await svc.coordinator.ask(RetrySaga(saga_id=saga_id), timeout=svc.command_timeout)
     return json_response(CommandAccepted(saga_id=saga_id, status=status), 202)

@@ -18,18 +18,9 @@ from saga_orchestrator.coordinator.state import CompensationStatus, SagaStatus, 
 from saga_orchestrator.store.records import RecordedEvent, SagaRecord, StepRecord
 
 from .schema import input_schema
-from .views import (
-    EventView,
-    PublishedEvent,
-    SagaSummary,
-    SagaType,
-    SagaView,
-    StartedSaga,
-    StepType,
-    StepView,
-    StoredEvent,
-    to_json,
-)
+from .views import to_json
+from .views.events import PublishedEvent, StoredEvent
+from .views.sagas import EventView, SagaSummary, SagaType, SagaView, StartedSaga, StepType, StepView
 
 __all__ = [
     "event_view",

@@ -134,20 +134,10 @@ async def _commit(
 class Store:
     """What the rest of the service holds: appends through the store actor, reads direct."""
 
-    def __init__(
-        self,
-        ref: ActorRef[Append],
-        backend: StoreBackend,
-        stats: StoreStats,
-        *,
-        append_timeout: float | None = None,
-    ) -> None:
+    def __init__(self, ref: ActorRef[Append], backend: StoreBackend, stats: StoreStats) -> None:
         self.ref = ref
         self.backend = backend
         self.stats = stats
-        self.append_timeout = append_timeout
-        """``None``: wait for the answer; the backend bounds each commit (its command timeout)
-        and the store actor answers every append, also with an error."""
 
     async def append(self, request: AppendRequest) -> AppendResult:
         """Commit ``request`` (in a group commit); returns once it is durable.
@@ -157,7 +147,9 @@ class Store:
             DuplicateIdempotencyKey: the saga's idempotency key is taken.
             StoreUnavailable: the database cannot be reached; retry later.
         """
-        return await self.ref.ask(Append(request), timeout=self.append_timeout)
+        # No ask timeout: the backend bounds each commit (its command timeout) and the store
+        # actor answers every append, also with an error.
+        return await self.ref.ask(Append(request), timeout=None)
 
     async def read_stream(
         self, stream_id: str, *, from_version: int = 1, limit: int = 1000
@@ -204,7 +196,6 @@ async def start_store(
     *,
     mailbox_size: int = 4096,
     max_batch: int = 512,
-    append_timeout: float | None = None,
 ) -> Store:
     """Spawn the store actor (a permanent child of the root supervisor) over an open backend."""
     stats = StoreStats()
@@ -215,4 +206,4 @@ async def start_store(
         await run_store_actor(backend, stats, mailbox, max_batch=max_batch, task_status=task_status)
 
     ref = await system.spawn("store", behaviour, capacity=mailbox_size)
-    return Store(ref, backend, stats, append_timeout=append_timeout)
+    return Store(ref, backend, stats)

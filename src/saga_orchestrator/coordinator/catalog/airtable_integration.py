@@ -29,7 +29,7 @@ from typing import Any
 import attrs
 
 from ..definition import AwaitReply, NonRetryableError, SagaDefinition, Step, StepContext
-from ..services import Call, services_of
+from ..downstream import Call, downstream_of
 from .user_onboarding import non_empty
 
 __all__ = ["AIRTABLE_INTEGRATION", "SYNC_COMPLETED", "SYNC_FAILED", "AirtableIntegrationInput"]
@@ -52,7 +52,7 @@ class AirtableIntegrationInput:
 
 async def validate_access(ctx: StepContext) -> dict[str, Any]:
     job: AirtableIntegrationInput = ctx.input
-    services = services_of(ctx)
+    services = downstream_of(ctx)
     user = await services.auth.get_user(job.user_id, Call.of(ctx, "user"))
     if user["status"] != "active":
         raise NonRetryableError(f"user {job.user_id!r} is {user['status']!r}, not active")
@@ -68,14 +68,14 @@ async def validate_access(ctx: StepContext) -> dict[str, Any]:
 
 async def fetch_schema(ctx: StepContext) -> dict[str, Any]:
     job: AirtableIntegrationInput = ctx.input
-    schema = await services_of(ctx).airtable.get_schema(job.base_id, Call.of(ctx))
+    schema = await downstream_of(ctx).airtable.get_schema(job.base_id, Call.of(ctx))
     return {"tables": [{"id": t["id"], "name": t.get("name", "")} for t in schema["tables"]]}
 
 
 async def setup_webhook(ctx: StepContext) -> dict[str, Any]:
     job: AirtableIntegrationInput = ctx.input
     table_ids = [table["id"] for table in ctx.results["fetch_schema"]["tables"]]
-    reply = await services_of(ctx).airtable.create_webhook(
+    reply = await downstream_of(ctx).airtable.create_webhook(
         job.base_id, job.workspace_id, table_ids, Call.of(ctx)
     )
     return {"webhook_id": reply["webhook_id"]}
@@ -84,12 +84,12 @@ async def setup_webhook(ctx: StepContext) -> dict[str, Any]:
 async def delete_webhook(ctx: StepContext) -> None:
     job: AirtableIntegrationInput = ctx.input
     webhook_id = ctx.result["webhook_id"]
-    await services_of(ctx).airtable.delete_webhook(job.base_id, webhook_id, Call.of(ctx, "undo"))
+    await downstream_of(ctx).airtable.delete_webhook(job.base_id, webhook_id, Call.of(ctx, "undo"))
 
 
 async def start_initial_sync(ctx: StepContext) -> dict[str, Any]:
     job: AirtableIntegrationInput = ctx.input
-    reply = await services_of(ctx).airtable.start_sync(
+    reply = await downstream_of(ctx).airtable.start_sync(
         job.base_id,
         saga_id=ctx.saga_id,
         workspace_id=job.workspace_id,
@@ -102,7 +102,7 @@ async def start_initial_sync(ctx: StepContext) -> dict[str, Any]:
 
 async def purge_synced_data(ctx: StepContext) -> None:
     job: AirtableIntegrationInput = ctx.input
-    await services_of(ctx).airtable.purge_synced_data(
+    await downstream_of(ctx).airtable.purge_synced_data(
         job.base_id, job.workspace_id, Call.of(ctx, "undo")
     )
 
@@ -110,7 +110,7 @@ async def purge_synced_data(ctx: StepContext) -> None:
 async def notify_success(ctx: StepContext) -> dict[str, Any]:
     job: AirtableIntegrationInput = ctx.input
     synced = ctx.results["initial_sync"]["reply"]
-    reply = await services_of(ctx).notifications.send(
+    reply = await downstream_of(ctx).notifications.send(
         job.user_id,
         "airtable_integration_ready",
         Call.of(ctx),

@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 
 from ..definition import FieldError, SagaDefinition, Step, StepContext
-from ..services import Call, services_of
+from ..downstream import Call, downstream_of
 
 __all__ = ["USER_ONBOARDING", "OnboardingInput", "non_empty"]
 
@@ -51,19 +51,19 @@ class OnboardingInput:
 
 async def create_profile(ctx: StepContext) -> dict[str, Any]:
     user: OnboardingInput = ctx.input
-    reply = await services_of(ctx).users.create_profile(
+    reply = await downstream_of(ctx).users.create_profile(
         user.user_id, user.email, user.name, Call.of(ctx)
     )
     return {"profile_id": reply["profile_id"]}
 
 
 async def delete_profile(ctx: StepContext) -> None:
-    await services_of(ctx).users.delete_profile(ctx.result["profile_id"], Call.of(ctx, "undo"))
+    await downstream_of(ctx).users.delete_profile(ctx.result["profile_id"], Call.of(ctx, "undo"))
 
 
 async def create_workspace(ctx: StepContext) -> dict[str, Any]:
     user: OnboardingInput = ctx.input
-    reply = await services_of(ctx).users.create_workspace(
+    reply = await downstream_of(ctx).users.create_workspace(
         user.user_id, f"{user.name}'s workspace", Call.of(ctx)
     )
     return {"workspace_id": reply["workspace_id"]}
@@ -71,12 +71,12 @@ async def create_workspace(ctx: StepContext) -> dict[str, Any]:
 
 async def delete_workspace(ctx: StepContext) -> None:
     workspace_id = ctx.result["workspace_id"]
-    await services_of(ctx).users.delete_workspace(workspace_id, Call.of(ctx, "undo"))
+    await downstream_of(ctx).users.delete_workspace(workspace_id, Call.of(ctx, "undo"))
 
 
 async def send_welcome_email(ctx: StepContext) -> dict[str, Any]:
     user: OnboardingInput = ctx.input
-    reply = await services_of(ctx).notifications.send(
+    reply = await downstream_of(ctx).notifications.send(
         user.user_id,
         "welcome",
         Call.of(ctx),
@@ -88,7 +88,7 @@ async def send_welcome_email(ctx: StepContext) -> dict[str, Any]:
 
 async def send_onboarding_failed_notice(ctx: StepContext) -> None:
     user: OnboardingInput = ctx.input
-    await services_of(ctx).notifications.send(
+    await downstream_of(ctx).notifications.send(
         user.user_id,
         "onboarding_failed",
         Call.of(ctx, "undo"),
@@ -100,7 +100,7 @@ async def send_onboarding_failed_notice(ctx: StepContext) -> None:
 async def setup_airtable_integration(ctx: StepContext) -> dict[str, Any]:
     user: OnboardingInput = ctx.input
     workspace_id = ctx.results["create_workspace"]["workspace_id"]
-    reply = await services_of(ctx).airtable.create_integration(
+    reply = await downstream_of(ctx).airtable.create_integration(
         user.user_id, workspace_id, Call.of(ctx)
     )
     return {"integration_id": reply["integration_id"], "workspace_id": workspace_id}
@@ -108,7 +108,7 @@ async def setup_airtable_integration(ctx: StepContext) -> dict[str, Any]:
 
 async def remove_airtable_integration(ctx: StepContext) -> None:
     integration_id = ctx.result["integration_id"]
-    await services_of(ctx).airtable.delete_integration(integration_id, Call.of(ctx, "undo"))
+    await downstream_of(ctx).airtable.delete_integration(integration_id, Call.of(ctx, "undo"))
 
 
 USER_ONBOARDING = SagaDefinition(

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import attrs
 import trio
 
-from saga_orchestrator.errors import StoreError
+from saga_orchestrator.errors import BusError
 
 from .base import (
     BusMessage,
@@ -71,7 +71,7 @@ def _seq(entry_id: str) -> int:
     try:
         return int(entry_id.partition("-")[0])
     except ValueError:
-        raise StoreError(f"{entry_id!r} is not an entry id of this bus") from None
+        raise BusError(f"{entry_id!r} is not an entry id of this bus") from None
 
 
 class InProcessBus:
@@ -108,7 +108,7 @@ class InProcessBus:
     def _group(self, stream: str, group: str) -> tuple[_Stream, _Group]:
         found = self._streams.get(stream)
         if found is None or group not in found.groups:
-            raise StoreError(f"NOGROUP: no consumer group {group!r} on stream {stream!r}")
+            raise BusError(f"NOGROUP: no consumer group {group!r} on stream {stream!r}")
         return found, found.groups[group]
 
     def _report(self, settled: Sequence[str], dropped: Sequence[str]) -> None:

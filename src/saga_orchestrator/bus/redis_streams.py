@@ -15,8 +15,8 @@ so:
 
 Blocking reads use their own client, whose socket timeout is longer than the longest block;
 every other command uses a client with a short timeout. redis-py errors are translated here:
-``ConnectionError``/``TimeoutError`` (Redis down, restarting, loading) -> ``StoreUnavailable``,
-anything else -> ``StoreError``.
+``ConnectionError``/``TimeoutError`` (Redis down, restarting, loading) -> ``BusUnavailable``,
+anything else -> ``BusError``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import trio
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from saga_orchestrator.errors import StoreError, StoreUnavailable
+from saga_orchestrator.errors import BusError, BusUnavailable
 
 from .base import (
     BusMessage,
@@ -52,10 +52,10 @@ CLAIM_ROUNDS = 10
 """Most XAUTOCLAIM calls one :meth:`RedisStreamsBus.claim` makes to fill its count."""
 
 
-def _translate(exc: redis.RedisError) -> StoreError:
+def _translate(exc: redis.RedisError) -> BusError:
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-        return StoreUnavailable(f"Redis cannot be reached: {type(exc).__name__}: {exc}")
-    return StoreError(f"Redis failed: {type(exc).__name__}: {exc}")
+        return BusUnavailable(f"Redis cannot be reached: {type(exc).__name__}: {exc}")
+    return BusError(f"Redis failed: {type(exc).__name__}: {exc}")
 
 
 def _is_nogroup(exc: redis.ResponseError) -> bool:
@@ -147,7 +147,7 @@ class RedisStreamsBus:
     @property
     def client(self) -> redis.Redis:
         if self._client is None:
-            raise StoreUnavailable("the Redis bus is not open")
+            raise BusUnavailable("the Redis bus is not open")
         return self._client
 
     async def _run(self, fn: Callable[..., T], *args: Any, reading: bool = False) -> T:

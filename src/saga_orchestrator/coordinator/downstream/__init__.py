@@ -1,10 +1,10 @@
 """The httpx clients of the downstream services (auth, user, permission, notification and the
 Airtable connector), over one shared connection pool.
 
-    async with open_service_clients(ServicesConfig.from_settings(settings)) as clients:
-        await start_coordinator(..., resources={SERVICES: clients})
+    async with open_downstream_clients(DownstreamConfig.from_settings(settings)) as clients:
+        await start_coordinator(..., resources={DOWNSTREAM: clients})
 
-A step reaches them with ``services_of(ctx)`` and identifies each call with ``Call.of(ctx)``
+A step reaches them with ``downstream_of(ctx)`` and identifies each call with ``Call.of(ctx)``
 (idempotency key and correlation id). Failures are ``ServiceError`` s: ``ServiceUnavailable``
 is retried by the engine, ``ServiceRejected`` and ``BadReply`` are not. The contract each
 service must keep is ``docs/services.md``.
@@ -25,8 +25,8 @@ from ._http import IDEMPOTENCY_HEADER as IDEMPOTENCY_HEADER
 from ._http import Call as Call
 from ._http import ServiceClient as ServiceClient
 from ._http import parse_retry_after as parse_retry_after
-from ._pool import SERVICES as SERVICES
-from ._pool import ServiceClients as ServiceClients
-from ._pool import ServicesConfig as ServicesConfig
-from ._pool import open_service_clients as open_service_clients
-from ._pool import services_of as services_of
+from ._pool import DOWNSTREAM as DOWNSTREAM
+from ._pool import DownstreamClients as DownstreamClients
+from ._pool import DownstreamConfig as DownstreamConfig
+from ._pool import downstream_of as downstream_of
+from ._pool import open_downstream_clients as open_downstream_clients

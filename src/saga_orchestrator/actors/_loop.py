@@ -8,7 +8,7 @@ from typing import Any
 
 import trio
 
-from saga_orchestrator.actors import Mailbox
+from ._mailbox import Mailbox
 
 
 async def run_loop_actor(

@@ -36,7 +36,7 @@ from typing import Protocol, TypeVar
 import attrs
 import trio
 
-from saga_orchestrator.errors import SagaOrchestratorError, StoreError, StoreUnavailable
+from saga_orchestrator.errors import BusError, BusUnavailable, SagaOrchestratorError
 
 from .base import BusMessage, Delivery, EventBus, MalformedEntry, RejectMessage
 
@@ -154,11 +154,11 @@ class _Consumer:
         while True:
             try:
                 result = await operation()
-            except StoreError as exc:
+            except BusError as exc:
                 # Unavailable: Redis is down or restarting. Anything else (say, the key is not
                 # a stream) needs an operator: say so, and keep trying rather than crash-loop.
                 if not failing:
-                    level = logging.WARNING if isinstance(exc, StoreUnavailable) else logging.ERROR
+                    level = logging.WARNING if isinstance(exc, BusUnavailable) else logging.ERROR
                     log.log(level, "the event bus failed, retrying: %s", exc)
                 failing = True
                 self.stats.last_error = _describe(exc)
@@ -247,7 +247,7 @@ class _Consumer:
         pending and comes back (and is dead-lettered) after the idle time."""
         try:
             await self.bus.dead_letter(self.options.group, delivery, reason)
-        except StoreError as exc:
+        except BusError as exc:
             log.warning("could not dead-letter entry %s: %s", delivery.entry_id, exc)
             return
         self.stats.dead_lettered += 1

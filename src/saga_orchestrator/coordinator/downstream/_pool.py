@@ -17,19 +17,19 @@ if TYPE_CHECKING:
     from ..definition import StepContext
 
 __all__ = [
-    "SERVICES",
-    "ServiceClients",
-    "ServicesConfig",
-    "open_service_clients",
-    "services_of",
+    "DOWNSTREAM",
+    "DownstreamClients",
+    "DownstreamConfig",
+    "downstream_of",
+    "open_downstream_clients",
 ]
 
-SERVICES = "services"
-"""The key of :class:`ServiceClients` in the coordinator's ``resources``."""
+DOWNSTREAM = "downstream"
+"""The key of :class:`DownstreamClients` in the coordinator's ``resources``."""
 
 
 @attrs.frozen(kw_only=True)
-class ServicesConfig:
+class DownstreamConfig:
     """Where the downstream services are and how to call them."""
 
     auth_url: str
@@ -45,7 +45,7 @@ class ServicesConfig:
     """Size of the shared pool."""
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ServicesConfig:
+    def from_settings(cls, settings: Any) -> DownstreamConfig:
         """From ``*_SERVICE_URL``, ``AIRTABLE_CONNECTOR_URL``, ``SERVICE_AUTH_TOKEN`` and
         ``SAGA_STEP_TIMEOUT_SECONDS``."""
         return cls(
@@ -59,7 +59,7 @@ class ServicesConfig:
         )
 
     @classmethod
-    def all_at(cls, url: str, **options: Any) -> ServicesConfig:
+    def all_at(cls, url: str, **options: Any) -> DownstreamConfig:
         """Every service under one base URL, one path each (``/auth``, ``/user``, ...): how
         ``saga-orchestrator devservices`` serves them."""
         base = url.rstrip("/")
@@ -74,8 +74,8 @@ class ServicesConfig:
 
 
 @attrs.frozen(kw_only=True)
-class ServiceClients:
-    """The clients a step uses: ``services_of(ctx).users.create_profile(...)``."""
+class DownstreamClients:
+    """The clients a step uses: ``downstream_of(ctx).users.create_profile(...)``."""
 
     auth: AuthClient
     users: UserClient
@@ -84,7 +84,7 @@ class ServiceClients:
     airtable: AirtableClient
 
     @classmethod
-    def over(cls, http: httpx.AsyncClient, config: ServicesConfig) -> ServiceClients:
+    def over(cls, http: httpx.AsyncClient, config: DownstreamConfig) -> DownstreamClients:
         """The clients sharing ``http`` (its pool and its default timeout)."""
 
         def on(service: str, url: str) -> ServiceClient:
@@ -100,9 +100,9 @@ class ServiceClients:
 
 
 @asynccontextmanager
-async def open_service_clients(
-    config: ServicesConfig, *, transport: httpx.AsyncBaseTransport | None = None
-) -> AsyncIterator[ServiceClients]:
+async def open_downstream_clients(
+    config: DownstreamConfig, *, transport: httpx.AsyncBaseTransport | None = None
+) -> AsyncIterator[DownstreamClients]:
     """One ``httpx.AsyncClient`` (the connection pool) for the body of the ``async with``,
     closed on exit. ``transport`` replaces the network (``httpx.MockTransport`` in tests)."""
     limits = httpx.Limits(
@@ -115,19 +115,19 @@ async def open_service_clients(
         transport=transport,
         follow_redirects=False,
     ) as http:
-        yield ServiceClients.over(http, config)
+        yield DownstreamClients.over(http, config)
 
 
-def services_of(ctx: StepContext) -> ServiceClients:
-    """The service clients handed to the coordinator as ``resources={SERVICES: clients}``.
+def downstream_of(ctx: StepContext) -> DownstreamClients:
+    """The service clients handed to the coordinator as ``resources={DOWNSTREAM: clients}``.
 
     Raises:
         NonRetryableError: the coordinator was started without them.
     """
-    clients = ctx.resources.get(SERVICES)
-    if not isinstance(clients, ServiceClients):
+    clients = ctx.resources.get(DOWNSTREAM)
+    if not isinstance(clients, DownstreamClients):
         raise NonRetryableError(
             f"saga {ctx.saga_type!r} needs the downstream service clients: start the "
-            f"coordinator with resources={{{SERVICES!r}: ServiceClients}}"
+            f"coordinator with resources={{{DOWNSTREAM!r}: DownstreamClients}}"
         )
     return clients

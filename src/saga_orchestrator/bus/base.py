@@ -9,7 +9,7 @@ moved to the stream's dead-letter stream, ``<stream>:dead``.
 
 Two adapters: :class:`~.redis_streams.RedisStreamsBus` (Redis Streams) and
 :class:`~.in_process.InProcessBus` (memory, for the embedded default and tests). Both raise only
-``StoreUnavailable`` (the bus cannot be reached now; retry) and ``StoreError`` (anything else).
+``BusUnavailable`` (the bus cannot be reached now; retry) and ``BusError`` (anything else).
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from typing import Any, Protocol
 import attrs
 
 from saga_orchestrator.errors import SagaOrchestratorError
-
-from ..records import OutboxRecord, RecordedEvent
+from saga_orchestrator.store.records import OutboxRecord, RecordedEvent
 
 __all__ = [
     "BusMessage",
@@ -202,7 +201,7 @@ SettlementCallback = Callable[[Sequence[str], Sequence[str]], None]
 
 
 class EventBus(Protocol):
-    """Streams with consumer groups. All methods may raise ``StoreUnavailable``/``StoreError``."""
+    """Streams with consumer groups. All methods may raise ``BusUnavailable``/``BusError``."""
 
     kind: str
     """``redis`` or ``in-process``: shown by the health check."""

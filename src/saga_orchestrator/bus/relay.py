@@ -30,12 +30,11 @@ from typing import Any
 import attrs
 import trio
 
-from saga_orchestrator.actors import ActorSystem, Mailbox
-from saga_orchestrator.errors import StoreError
+from saga_orchestrator.actors import ActorSystem, Mailbox, run_loop_actor
+from saga_orchestrator.errors import BusError, StoreError
+from saga_orchestrator.store.actor import Store
+from saga_orchestrator.store.records import OutboxRecord
 
-from ..actor import Store
-from ..records import OutboxRecord
-from ._loop import run_loop_actor
 from .base import BusMessage, EventBus
 
 __all__ = ["OutboxRelay", "RelayStats", "start_relay"]
@@ -99,7 +98,7 @@ class OutboxRelay:
                 self._wake = trio.Event()
                 try:
                     more = await self._step()
-                except StoreError as exc:
+                except (StoreError, BusError) as exc:
                     self.stats.last_error = f"{type(exc).__name__}: {exc}"
                     log.warning("the outbox relay waits %.2f s: %s", delay, exc)
                     await trio.sleep(delay)

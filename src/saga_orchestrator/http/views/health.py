@@ -1,0 +1,107 @@
+"""Response shapes of the health routes (:mod:`..routes_health`)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import attrs
+
+from ..schema import api_field
+
+
+@attrs.frozen(kw_only=True)
+class Alive:
+    """The run loop and the coordinator answer."""
+
+    status: Literal["alive"]
+
+
+@attrs.frozen(kw_only=True)
+class NotAlive:
+    """The coordinator does not answer."""
+
+    status: Literal["unavailable"]
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class Ready:
+    """The store and the bus answer, and recovery is done."""
+
+    status: Literal["ready"]
+
+
+@attrs.frozen(kw_only=True)
+class NotReadyComponent:
+    """A component that is not ready, and why."""
+
+    component: Literal["store", "bus", "coordinator"]
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class NotReady:
+    """What is not ready."""
+
+    status: Literal["not_ready"]
+    not_ready: list[NotReadyComponent]
+
+
+def _omitted(doc: str | None = None) -> Any:
+    return api_field(default=None, omit_if_none=True, doc=doc)
+
+
+@attrs.frozen(kw_only=True)
+class StoreHealth:
+    """The event store."""
+
+    status: Literal["ok", "error"]
+    kind: str = api_field(doc="`sqlite`, `postgresql` or `memory`.")
+    latency_ms: float = api_field(doc="How long its ping took.")
+    error: str | None = _omitted("Why it is not ok.")
+
+
+@attrs.frozen(kw_only=True)
+class CoordinatorHealth:
+    """The coordinator; its figures are left out when it does not answer."""
+
+    status: Literal["ok", "recovering", "error"]
+    active_sagas: int | None = _omitted()
+    max_active_sagas: int | None = _omitted()
+    recovered: bool | None = _omitted("Recovery of the sagas in flight is done.")
+    recovered_sagas: int | None = _omitted()
+    mailbox_depth: int | None = _omitted()
+    saga_types: int | None = _omitted("How many saga types it runs.")
+    error: str | None = _omitted("Why it is not ok.")
+
+
+@attrs.frozen(kw_only=True)
+class BusHealth:
+    """The event bus; its figures are left out when it is not configured or does not answer."""
+
+    status: Literal["ok", "error", "not configured"]
+    kind: str | None = _omitted("`redis` or `in-process`.")
+    latency_ms: float | None = _omitted("How long its ping took.")
+    stream: str | None = _omitted()
+    length: int | None = _omitted()
+    pending: int | None = _omitted("Delivered, not acknowledged.")
+    lag: int | None = _omitted("Not delivered yet (left out when the bus cannot tell).")
+    dead_letters: int | None = _omitted()
+    consumers: int | None = _omitted()
+    error: str | None = _omitted("Why it is not ok.")
+
+
+@attrs.frozen(kw_only=True)
+class HealthComponents:
+    store: StoreHealth
+    coordinator: CoordinatorHealth
+    bus: BusHealth
+
+
+@attrs.frozen(kw_only=True)
+class Health:
+    """Every component's status."""
+
+    status: Literal["ok", "unavailable"]
+    version: str
+    components: HealthComponents

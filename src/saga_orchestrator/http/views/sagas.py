@@ -1,0 +1,206 @@
+"""Request and response shapes of the saga routes (:mod:`..routes_sagas`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from saga_orchestrator.coordinator.state import CompensationStatus, SagaStatus, StepStatus
+
+from ..schema import api_field
+from ._base import (
+    MAX_TEXT,
+    count_field,
+    text_field,
+    time_field,
+)
+
+# =============================================================================================
+# Saga requests
+
+
+@attrs.frozen(kw_only=True)
+class StartSagaRequest:
+    """Start a saga."""
+
+    saga_type: str = api_field(
+        doc="A type of `GET /sagas/types/available`.", min_length=1, max_length=MAX_TEXT
+    )
+    data: dict[str, Any] = api_field(doc="The saga's input, checked against its type's schema.")
+    idempotency_key: str | None = text_field(
+        "A start with a key already used for this saga type returns that saga (200).",
+        default=None,
+    )
+    correlation_id: str | None = text_field(
+        "Kept with the saga and given to its steps; default: the request's X-Correlation-ID.",
+        default=None,
+    )
+
+
+@attrs.frozen(kw_only=True)
+class CancelRequest:
+    """Cancel a saga (the body is optional)."""
+
+    reason: str | None = text_field("Recorded as the saga's error.", default=None)
+
+
+@attrs.frozen(kw_only=True)
+class ListSagasQuery:
+    """Filters and paging of the saga list."""
+
+    status: SagaStatus | None = api_field(default=None, doc="Only sagas with this status.")
+    saga_type: str | None = api_field(
+        default=None, min_length=1, max_length=MAX_TEXT, doc="Only sagas of this type."
+    )
+    created_after: str | None = api_field(
+        default=None,
+        max_length=64,
+        doc="Only sagas created after this time: ISO-8601 (UTC without an offset) or seconds "
+        "since the epoch.",
+    )
+    created_before: str | None = api_field(
+        default=None, max_length=64, doc="Only sagas created before this time, as above."
+    )
+    limit: int = count_field("Most sagas in the page.", minimum=1, maximum=500, default=50)
+    cursor: str | None = api_field(
+        default=None, max_length=1024, doc="The `next_cursor` of the previous page."
+    )
+
+
+@attrs.frozen(kw_only=True)
+class SagaEventsQuery:
+    """A page of a saga's transitions."""
+
+    from_version: int = count_field("The first version to read.", minimum=1, default=1)
+    limit: int = count_field("Most transitions in the page.", minimum=1, maximum=1000, default=1000)
+
+
+# =============================================================================================
+# Saga responses
+
+
+@attrs.frozen(kw_only=True)
+class StepView:
+    """One step of a saga."""
+
+    index: int
+    name: str
+    status: StepStatus
+    attempts: int
+    started_at: str | None = time_field("When its last attempt started")
+    finished_at: str | None = time_field("When it finished")
+    result: Any = api_field(doc="What the step returned.")
+    error: str | None = api_field(doc="Why it failed.")
+    compensation_status: CompensationStatus
+    compensation_attempts: int
+    compensation_error: str | None
+
+
+@attrs.frozen(kw_only=True)
+class SagaSummary:
+    """A saga without its steps (in lists)."""
+
+    saga_id: str = api_field(format="uuid")
+    saga_type: str
+    saga_version: int
+    status: SagaStatus
+    current_step: str | None = api_field(doc="The step running or compensating.")
+    input: dict[str, Any]
+    result: dict[str, Any] | None = api_field(doc="Each completed step's result, by step name.")
+    error: str | None
+    idempotency_key: str | None
+    correlation_id: str | None
+    deadline_at: str = time_field("When the saga times out")
+    created_at: str = time_field("When it was started")
+    updated_at: str = time_field("When it last changed")
+    version: int = api_field(doc="Transitions recorded so far.")
+
+
+@attrs.frozen(kw_only=True)
+class SagaView(SagaSummary):
+    """A saga with its steps."""
+
+    steps: list[StepView]
+
+
+@attrs.frozen(kw_only=True)
+class StartedSaga(SagaView):
+    """The saga a start made, or found by its idempotency key."""
+
+    created: bool = api_field(doc="`false`: an earlier start with the same key made it.")
+
+
+@attrs.frozen(kw_only=True)
+class SagaPage:
+    """A page of sagas, newest first."""
+
+    items: list[SagaSummary]
+    next_cursor: str | None = api_field(doc="The `cursor` of the next page; null on the last.")
+
+
+@attrs.frozen(kw_only=True)
+class SagaSteps:
+    """A saga's steps."""
+
+    saga_id: str = api_field(format="uuid")
+    status: SagaStatus
+    items: list[StepView]
+
+
+@attrs.frozen(kw_only=True)
+class EventView:
+    """A recorded event."""
+
+    position: int = api_field(doc="Global position, increasing in commit order.")
+    version: int = api_field(doc="Version in its stream, from 1.")
+    event_id: str
+    type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    recorded_at: str = time_field("When it was recorded")
+
+
+@attrs.frozen(kw_only=True)
+class SagaEvents:
+    """A page of a saga's transitions, oldest first."""
+
+    saga_id: str = api_field(format="uuid")
+    items: list[EventView]
+    next_from_version: int | None = api_field(doc="Where the next page starts; null at the end.")
+
+
+@attrs.frozen(kw_only=True)
+class StepType:
+    """A step of a saga type."""
+
+    name: str
+    has_compensation: bool
+    timeout_seconds: float | None
+
+
+@attrs.frozen(kw_only=True)
+class SagaType:
+    """A saga type the service runs."""
+
+    name: str
+    version: int
+    description: str
+    steps: list[StepType]
+    triggers: list[str] = api_field(doc="Event types that start a saga of this type.")
+    input_schema: dict[str, Any] = api_field(doc="JSON schema of the saga's `data`.")
+
+
+@attrs.frozen(kw_only=True)
+class SagaTypes:
+    """The saga types, by name."""
+
+    items: list[SagaType]
+
+
+@attrs.frozen(kw_only=True)
+class CommandAccepted:
+    """A cancel or retry was accepted; the saga goes on in the background."""
+
+    saga_id: str = api_field(format="uuid")
+    status: SagaStatus
