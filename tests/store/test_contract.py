@@ -19,6 +19,7 @@ from saga_orchestrator.errors import (
     DuplicateEventId,
     DuplicateIdempotencyKey,
     StoreError,
+    StoreRejected,
     StoreUnavailable,
 )
 from saga_orchestrator.store.backend import StoreBackend
@@ -690,6 +691,16 @@ async def test_data_survives_close_and_reopen(store_target: StoreTarget) -> None
         await second.close()
 
 
+@pytest.mark.parametrize("backend_kind", [POSTGRESQL], indirect=True)
+async def test_postgres_refuses_a_nul_character_for_good(backend: StoreBackend) -> None:
+    refused, accepted = await backend.commit(
+        [request("nul", 0, event(text="a\x00b")), request("ok", 0, event(text="ab"))]
+    )
+    assert isinstance(refused, StoreRejected) and isinstance(accepted, AppendResult)
+    with pytest.raises(StoreRejected, match="can never succeed"):
+        await backend.read_stream("a\x00b")
+
+
 # -- what only the SQL backends check -----------------------------------------------------------
 
 
@@ -705,8 +716,8 @@ async def test_a_value_json_cannot_hold_fails_alone(backend: StoreBackend) -> No
     )
     good_1, bad, bad_2, good_2 = results
     assert isinstance(good_1, AppendResult) and isinstance(good_2, AppendResult)
-    assert isinstance(bad, StoreError) and "JSON" in str(bad)
-    assert isinstance(bad_2, StoreError)
+    assert isinstance(bad, StoreRejected) and "JSON" in str(bad)
+    assert isinstance(bad_2, StoreRejected)
     assert await backend.read_stream("bad") == []
     assert len(await backend.read_all()) == 2
 
@@ -721,7 +732,7 @@ async def test_a_request_json_cannot_hold_writes_no_steps(backend: StoreBackend)
         [request("json-steps", 1, event(), saga=bad), request("json-steps", 1, event(), saga=good)]
     )
     refused, accepted = results
-    assert isinstance(refused, StoreError) and isinstance(accepted, AppendResult)
+    assert isinstance(refused, StoreRejected) and isinstance(accepted, AppendResult)
     assert await backend.get_saga("json-steps") == attrs.evolve(
         good, steps=(step(0), step(1, "running"))
     )

@@ -16,6 +16,7 @@ from saga_orchestrator.errors import (
     DuplicateEventId,
     DuplicateIdempotencyKey,
     StoreError,
+    StoreRejected,
 )
 
 from .records import (
@@ -105,7 +106,7 @@ class EncodedRequest:
 
 
 def encode_request(request: AppendRequest) -> EncodedRequest | StoreError:
-    """Encode ``request``; a value JSON cannot hold makes a ``StoreError`` for it alone."""
+    """Encode ``request``; a value JSON cannot hold makes a ``StoreRejected`` for it alone."""
     try:
         events = tuple(
             (e.event_id, e.event_type, dumps(e.data), dumps(e.metadata)) for e in request.events
@@ -162,9 +163,9 @@ def encode_request(request: AppendRequest) -> EncodedRequest | StoreError:
     return EncodedRequest(request, events, saga_row, steps, outbox)
 
 
-def json_error(request: AppendRequest, exc: BaseException) -> StoreError:
+def json_error(request: AppendRequest, exc: BaseException) -> StoreRejected:
     """The error of a request whose values JSON cannot hold (``exc`` from ``json.dumps``)."""
-    return StoreError(
+    return StoreRejected(
         f"cannot store the append to stream {request.stream_id!r}: {exc}; event data and "
         "metadata, saga input and result, and step results must be JSON values "
         "(no NaN or infinity)"
@@ -410,7 +411,7 @@ def group_by_stream(events: Iterable[RecordedEvent]) -> dict[str, list[RecordedE
 
 def request_error(item: Any, exc: BaseException) -> StoreError:
     """The error of one append that the database refused: ``DuplicateEventId`` when an event id
-    is taken, else a ``StoreError`` that says what was refused. ``item`` is the
+    is taken, else a ``StoreRejected`` that says what was refused. ``item`` is the
     ``AppendRequest`` or what holds it as ``request``."""
     request = item if isinstance(item, AppendRequest) else getattr(item, "request", None)
     if (
@@ -420,4 +421,7 @@ def request_error(item: Any, exc: BaseException) -> StoreError:
     ):
         return DuplicateEventId([e.event_id for e in request.events])
     stream = request.stream_id if request is not None else "?"
-    return StoreError(f"cannot store the append to stream {stream!r}: {type(exc).__name__}: {exc}")
+    return StoreRejected(
+        f"cannot store the append to stream {stream!r}: {type(exc).__name__}: {exc}; the store "
+        "refuses these values, so the same append can never succeed"
+    )

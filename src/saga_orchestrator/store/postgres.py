@@ -28,7 +28,8 @@ never misses an event committed later with a smaller position) and two processes
 a new stream or an idempotency key.
 
 Driver errors are translated where they come back into trio: the database cannot be reached ->
-``StoreUnavailable``; anything else -> ``StoreError``.
+``StoreUnavailable`` (retry); a value or constraint the database refuses -> ``StoreRejected``
+(the same request can never succeed); anything else -> ``StoreError``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from saga_orchestrator.errors import (
     DuplicateEventId,
     DuplicateIdempotencyKey,
     StoreError,
+    StoreRejected,
     StoreUnavailable,
 )
 
@@ -539,6 +541,16 @@ class PostgresBackend:
             return StoreUnavailable(
                 f"cannot {doing}: {self._where} is unreachable ({type(exc).__name__}: {exc}); "
                 "check that the server is running and DATABASE_URL is right, then retry"
+            )
+        if isinstance(
+            exc,
+            asyncpg.exceptions.DataError  # 22xxx: a value the database cannot hold (a NUL...)
+            | asyncpg.exceptions.IntegrityConstraintViolationError  # 23xxx
+            | asyncpg.exceptions.ProgramLimitExceededError,  # 54xxx: a value too large
+        ):
+            return StoreRejected(
+                f"cannot {doing} on {self._where}: the database refused a value "
+                f"({type(exc).__name__}: {exc}); the same request can never succeed"
             )
         if isinstance(exc, asyncpg.InvalidCatalogNameError):
             return StoreError(
