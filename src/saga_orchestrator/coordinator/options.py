@@ -71,6 +71,7 @@ def shape_of(definition: SagaDefinition, options: EngineOptions) -> SagaShape:
             reply_success=tuple(step.reply.success) if step.reply else (),
             reply_failure=tuple(step.reply.failure) if step.reply else (),
             reply_timeout=options.step_timeout if step.timeout is None else step.timeout,
+            timeout=options.step_timeout if step.timeout is None else step.timeout,
         )
 
     return SagaShape(steps=tuple(step_shape(step) for step in definition.steps))
