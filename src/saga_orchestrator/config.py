@@ -299,6 +299,24 @@ class Settings:
             lambda v: _is_int(v) and 0 <= v <= 65535,
         ),
     )
+    http_keep_alive_seconds: float = _setting(
+        5.0,
+        _number_above(
+            0,
+            "Seconds an idle HTTP connection stays open after its last answer (or after it "
+            "connected) before the service closes it. It also bounds how long a client may take "
+            "to send a whole request head: a slow-header (slowloris) client is cut off after it. "
+            "Keep it longer than the idle timeout of a reverse proxy that reuses connections.",
+        ),
+    )
+    http_max_header_bytes: int = _setting(
+        16384,
+        _int_at_least(
+            1024,
+            "Largest request head (request line and headers) accepted, in bytes; a larger one "
+            "gets 431 and the connection is closed.",
+        ),
+    )
 
     # --- Authentication -----------------------------------------------------------------------
     api_key: str | None = _setting(
