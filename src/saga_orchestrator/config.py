@@ -45,6 +45,7 @@ __all__ = [
     "describe_settings",
     "load_settings",
     "mask_url",
+    "url_values",
 ]
 
 MASK = "***"
@@ -659,6 +660,16 @@ def mask_url(url: str) -> str:
     if qmark:
         tail = path + qmark + _QUERY_SECRET_RE.sub(rf"\1\2={MASK}", query)
     return f"{scheme}{sep}{authority}{tail}"
+
+
+def url_values(settings: Settings) -> list[str]:
+    """The value of every setting that is a URL and may hold a password (``DATABASE_URL``,
+    ``REDIS_URL``, the downstream services' URLs); unset ones left out."""
+    return [
+        value
+        for field in _FIELDS
+        if _rule(field).url and isinstance(value := getattr(settings, field.name), str) and value
+    ]
 
 
 def _masked(field: attrs.Attribute[Any], value: Any) -> Any:
