@@ -65,6 +65,7 @@ __all__ = [
     "builtin_sagas",
     "describe_bus",
     "describe_store",
+    "head_buffer_bytes",
     "hypercorn_config",
     "router_options",
     "run_service",
@@ -143,7 +144,18 @@ def router_options(settings: Settings) -> ConsumerOptions:
 
 
 def hypercorn_config(settings: Settings) -> HypercornConfig:
-    """Hypercorn's configuration: bind, short graceful shutdown, logs through ours."""
+    """Hypercorn's configuration: bind, short graceful shutdown, logs through ours, connection
+    and header limits.
+
+    ``HTTP_KEEP_ALIVE_SECONDS`` is Hypercorn's idle timer: it runs from the moment a connection
+    opens or answers its last request until a whole request head has arrived, so it closes idle
+    connections and slow-header clients alike. The app refuses a head over
+    ``HTTP_MAX_HEADER_BYTES`` with a 431 in the standard error shape
+    (:mod:`saga_orchestrator.http.limits`); Hypercorn's own buffer for a head still arriving is
+    twice that (:func:`head_buffer_bytes`), so that such a head reaches the app however the
+    client splits it, and a larger one is refused by Hypercorn (an empty 431) before it is
+    buffered whole.
+    """
     config = HypercornConfig()
     host = settings.bind_host  # HOST, or loopback for an API without its required key
     if ":" in host and not host.startswith("["):
@@ -155,7 +167,16 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
         logging.getLogger("hypercorn.access") if settings.log_level == "DEBUG" else None
     )
     config.include_server_header = False
+    config.keep_alive_timeout = settings.http_keep_alive_seconds
+    config.h11_max_incomplete_size = head_buffer_bytes(settings.http_max_header_bytes)
+    config.h2_max_header_list_size = head_buffer_bytes(settings.http_max_header_bytes)
     return config
+
+
+def head_buffer_bytes(max_header_bytes: int) -> int:
+    """Most bytes Hypercorn buffers of a request head still arriving: twice the largest head
+    the app accepts (``HTTP_MAX_HEADER_BYTES``)."""
+    return 2 * max_header_bytes
 
 
 def _port_of(binds: Sequence[str]) -> int:

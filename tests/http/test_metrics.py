@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import string
 from functools import partial
 from pathlib import Path
 
@@ -10,8 +12,12 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from saga_orchestrator.config import Settings
+from saga_orchestrator.http.metrics import METHODS, OTHER_METHOD, UNMATCHED_ROUTE
 from saga_orchestrator.service import run_service
 
+from ..support import open_api
+from ..support.live import LiveServer
+from ..support.raw_http import Reader, connect, request
 from ..support.server import wait_ready, wait_terminal
 
 
@@ -79,3 +85,48 @@ async def test_metrics_count_sagas_store_batches_and_requests_by_route(tmp_path:
     # (saga.started, saga.step.completed twice, saga.completed)
     assert found[published] >= 3
     assert ("router_events_total", frozenset({("outcome", "started")})) in found
+
+
+async def test_request_labels_come_from_fixed_sets_whatever_the_client_sends(
+    live: LiveServer,
+) -> None:
+    """Made-up methods and paths, without a key: they are counted, under fixed labels, and
+    /metrics stays small."""
+    async with live.client(key=False) as client:
+        before = len((await client.get("/metrics")).content)
+    rng = random.Random(13)
+    stream = await connect(live.url)
+    async with stream:
+        reader = Reader(stream)
+        for i in range(300):
+            method = "".join(rng.choices(string.ascii_uppercase, k=rng.randint(500, 3000)))
+            path = "/" + "".join(rng.choices(string.ascii_lowercase, k=rng.randint(1, 2000)))
+            if i % 3 == 0:
+                path = "/health/live"  # a route that exists: 405
+            await stream.send_all(request(method, path))
+            assert (await reader.answer()).status in (401, 404, 405)
+    async with live.client(key=False) as client:
+        text = (await client.get("/metrics")).text
+    assert len(text) - before < 20_000, len(text) - before
+    async with open_api() as api:
+        routes = {rule.rule for rule in api.app.url_map.iter_rules()} | {UNMATCHED_ROUTE}
+    labelled = [
+        labels
+        for (name, labels) in samples(text)
+        if name.startswith(("http_requests_total", "http_request_duration_seconds"))
+    ]
+    assert {(("method", OTHER_METHOD),)} <= {
+        tuple(item for item in labels if item[0] == "method") for labels in labelled
+    }
+    for labels in map(dict, labelled):
+        assert labels["method"] in METHODS | {OTHER_METHOD}, labels
+        assert labels["route"] in routes, labels
+
+
+async def test_metrics_is_404_when_the_app_has_no_metrics() -> None:
+    async with open_api() as api:
+        response = await api.client.get("/metrics")
+        assert 404 == response.status_code
+        body = await response.get_json()
+    assert "not_found" == body["error"]["code"]
+    assert body["error"]["message"]

@@ -20,9 +20,11 @@ from saga_orchestrator.coordinator.catalog import SagaCatalog
 from saga_orchestrator.metrics import ServiceMetrics
 from saga_orchestrator.store.actor import Store
 
+from .asgi_guard import guard_connections
 from .auth import install_auth
 from .correlation import install_correlation
 from .errors import install_error_handlers
+from .limits import install_request_limits
 from .metrics import install_request_metrics, metrics_routes
 from .openapi import check_documented, docs_routes
 
@@ -74,6 +76,7 @@ def create_app(app_deps: ApiDeps, *, max_body_bytes: int = MAX_BODY_BYTES) -> Qu
     app.extensions[_EXTENSION] = app_deps
     install_error_handlers(app)
     install_correlation(app)  # before auth: a rejected request has its id too
+    install_request_limits(app, max_header_bytes=app_deps.settings.http_max_header_bytes)
     install_auth(app, app_deps.settings.api_key)
     install_request_metrics(app, app_deps.metrics)
     app.register_blueprint(health)
@@ -82,6 +85,7 @@ def create_app(app_deps: ApiDeps, *, max_body_bytes: int = MAX_BODY_BYTES) -> Qu
     app.register_blueprint(events)
     app.register_blueprint(docs_routes)
     check_documented(app)
+    app.asgi_app = guard_connections(app.asgi_app)  # type: ignore[method-assign]
     return app
 
 

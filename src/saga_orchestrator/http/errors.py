@@ -48,8 +48,10 @@ from .views.errors import ErrorBody, ErrorDetail, FieldError
 __all__ = [
     "ERROR_TABLE",
     "FRAMEWORK_ERRORS",
+    "AmbiguousFraming",
     "ApiKeyRejected",
     "ErrorRule",
+    "HeaderTooLarge",
     "InvalidJson",
     "InvalidQuery",
     "UnsupportedMediaType",
@@ -82,6 +84,15 @@ class ApiKeyRejected(SagaOrchestratorError):
     """The API key (``X-API-Key`` or ``Authorization: Bearer``) is missing or wrong."""
 
 
+class HeaderTooLarge(SagaOrchestratorError):
+    """The request head (request line and headers) is larger than ``HTTP_MAX_HEADER_BYTES``."""
+
+
+class AmbiguousFraming(SagaOrchestratorError):
+    """The request has both ``Content-Length`` and ``Transfer-Encoding``: where its body ends
+    depends on which one a server believes (request smuggling)."""
+
+
 # --------------------------------------------------------------------------------------------
 # The table.
 
@@ -97,6 +108,9 @@ class ErrorRule:
     """Send ``Retry-After`` (the error's ``retry_after`` seconds, else 1)."""
     log_level: int | None = None
     """Log the error at this level (``ERROR`` logs the traceback too); ``None``: not logged."""
+    close: bool = False
+    """Close the connection after the answer (``Connection: close``): what follows the
+    request on the connection cannot be trusted to be a request."""
 
 
 _BUSY = "the service is busy; retry later"
@@ -106,6 +120,7 @@ ERROR_TABLE: dict[type[BaseException], ErrorRule] = {
     # 4xx: the caller can fix it; its own message is shown.
     InvalidQuery: ErrorRule(400, "invalid_query"),
     InvalidJson: ErrorRule(400, "invalid_json"),
+    AmbiguousFraming: ErrorRule(400, "ambiguous_framing", close=True),
     ApiKeyRejected: ErrorRule(401, "unauthorized"),
     SagaNotFound: ErrorRule(404, "saga_not_found"),
     NotFoundError: ErrorRule(404, "not_found"),
@@ -114,6 +129,7 @@ ERROR_TABLE: dict[type[BaseException], ErrorRule] = {
     DuplicateIdempotencyKey: ErrorRule(409, "duplicate_idempotency_key"),
     ConflictError: ErrorRule(409, "conflict"),
     UnsupportedMediaType: ErrorRule(415, "unsupported_media_type"),
+    HeaderTooLarge: ErrorRule(431, "request_header_too_large", close=True),
     ValidationError: ErrorRule(422, "validation_error"),
     # A NotFoundError, but in a request body an unknown type is a validation problem.
     UnknownSagaType: ErrorRule(422, "unknown_saga_type"),
@@ -219,6 +235,8 @@ def error_response(error: BaseException) -> Response:
     message = rule.message if rule.message is not None else (str(error) or rule.code)
     available = list(error.available) if isinstance(error, UnknownSagaType) else None
     headers = {"Retry-After": _retry_after(error)} if rule.retry_after else {}
+    if rule.close:
+        headers["Connection"] = "close"
     body = error_body(rule.code, message, _details(error), available_types=available)
     return json_response(body, rule.status, headers)
 
@@ -240,8 +258,7 @@ def http_exception_response(error: HTTPException) -> Response:
     if valid_methods:
         headers["Allow"] = ", ".join(valid_methods)
     if status == 413:
-        # The rest of the body is still on the wire, unread: the connection cannot carry another
-        # request (a client that reused it would wait forever), so it is closed.
+        # The rest of the body is not worth reading: the connection is closed after the answer.
         headers["Connection"] = "close"
     message = error.description or error.name
     return json_response(error_body(_snake(error.name), message), status, headers)
