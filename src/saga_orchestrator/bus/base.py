@@ -110,7 +110,7 @@ class BusMessage:
             event_type=event.event_type,
             data=event.data,
             metadata=event.metadata,
-            occurred_at=record.created_at,
+            occurred_at=record.occurred_at,
         )
 
     @classmethod

@@ -12,9 +12,9 @@ The rules of MEASUREMENTS.md ("Traps") hold here:
 Writes do not use the pool: batches are committed on one connection of their own (the writer),
 kept open between batches and reopened by the next batch when it is lost. A batch is ONE round
 trip whatever its size: ``SELECT ... FROM saga_commit_batch(...)`` (created by the migration
-``0002_commit_batch_function``, replaced by ``0003_commit_batch_upserts_steps``), sent outside
-an explicit transaction, so the statement is its own transaction and its answer comes after
-COMMIT. The function takes the write lock, reads the streams' versions (``FOR UPDATE``), the
+``0002_commit_batch_function``, replaced by ``0003_commit_batch_upserts_steps`` and then by
+``0004_outbox_occurred_at``), sent outside an explicit transaction, so the statement is its own
+transaction and its answer comes after COMMIT. The function takes the write lock, reads the streams' versions (``FOR UPDATE``), the
 idempotency keys' owners and the event ids already stored, decides each request in batch order,
 writes the accepted ones (one set-based statement per table) and answers a code per request.
 The batch goes as ONE ``jsonb`` argument made by one ``json.dumps`` (not as arrays: asyncpg's
@@ -96,8 +96,7 @@ WRITE_LOCK_KEY = 0x5A6A_0D1F_0002
 # -- statements ---------------------------------------------------------------------------------
 
 _COMMIT_BATCH = "SELECT codes, versions, firsts, owners FROM saga_commit_batch($1, $2)"
-"""A whole batch, one statement (migration ``0003_commit_batch_upserts_steps`` says what it
-does)."""
+"""A whole batch, one statement (migration ``0004_outbox_occurred_at`` says what it does)."""
 
 _MARK_SENT = "UPDATE outbox SET sent_at = $2 WHERE id = ANY($1::bigint[]) AND sent_at IS NULL"
 
@@ -161,7 +160,14 @@ def _payload(request: AppendRequest, to_float: Callable[[Any], Any] = float) -> 
         saga_row,
         steps,
         [
-            [m.topic, m.event.event_id, m.event.event_type, m.event.data, m.event.metadata]
+            [
+                m.topic,
+                m.event.event_id,
+                m.event.event_type,
+                m.event.data,
+                m.event.metadata,
+                None if m.occurred_at is None else to_float(m.occurred_at),
+            ]
             for m in request.outbox
         ],
     ]
