@@ -279,6 +279,45 @@ async def test_replaying_a_position_range_skips_saga_streams() -> None:
         assert 1 == len(await api.path.sagas_of(ONBOARDING.name))
 
 
+class FlakyBus(InProcessBus):
+    """Refuses to publish while ``down``."""
+
+    down = False
+
+    async def publish(self, stream: str, messages: Any) -> list[str]:
+        if self.down:
+            raise BusUnavailable("Redis cannot be reached")
+        return await super().publish(stream, messages)
+
+
+async def test_a_replay_is_durable_while_the_bus_is_down_and_relayed_when_it_is_back() -> None:
+    bus = FlakyBus()
+    async with open_events_api(bus=bus) as api:
+        _, published = await publish(api, registered("u-8"))
+        await api.path.wait_for_sagas(ONBOARDING.name, 1)
+        with trio.fail_after(10):
+            while await api.path.store.outbox_pending():
+                await trio.sleep(0.01)
+        bus.down = True
+        response = await api.client.post("/events/replay/user-u-8")
+        assert (202, [published["event_id"]]) == (
+            response.status_code,
+            (await response.get_json())["event_ids"],
+        )
+        [waiting] = await api.path.store.outbox_pending()  # committed, not on the bus yet
+        assert published["event_id"] == waiting.event.event_id
+        bus.down = False
+        await api.path.wait_for(lambda: api.path.router.stats.repeated == 1)
+        _, replayed = [entry.message for entry in await bus.entries(EVENTS)]
+        assert 1 == len(await api.path.sagas_of(ONBOARDING.name))
+        stored = await api.path.store.find_event(published["event_id"])
+    assert stored is not None and stored.event_id == replayed.event_id
+    assert stored.recorded_at == replayed.occurred_at  # when it was recorded, not replayed
+    assert {"stream_id": "user-u-8", "version": 1} == {
+        k: replayed.metadata[k] for k in ("stream_id", "version")
+    }
+
+
 @pytest.mark.parametrize(
     ("url", "body", "fields"),
     [

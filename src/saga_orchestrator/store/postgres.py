@@ -14,12 +14,12 @@ kept open between batches and reopened by the next batch when it is lost. A batc
 trip whatever its size: ``SELECT ... FROM saga_commit_batch(...)`` (created by the migration
 ``0002_commit_batch_function``, replaced by ``0003_commit_batch_upserts_steps`` and then by
 ``0004_outbox_occurred_at``), sent outside an explicit transaction, so the statement is its own
-transaction and its answer comes after COMMIT. The function takes the write lock, reads the streams' versions (``FOR UPDATE``), the
-idempotency keys' owners and the event ids already stored, decides each request in batch order,
-writes the accepted ones (one set-based statement per table) and answers a code per request.
-The batch goes as ONE ``jsonb`` argument made by one ``json.dumps`` (not as arrays: asyncpg's
-array encoder costs ~1-2 us of CPU per element, an ``isinstance`` check against the
-``collections.abc`` classes each).
+transaction and its answer comes after COMMIT. The function takes the write lock, reads the
+streams' versions (``FOR UPDATE``), the idempotency keys' owners and the event ids already
+stored, decides each request in batch order, writes the accepted ones (one set-based statement
+per table) and answers a code per request. The batch goes as ONE ``jsonb`` argument made by one
+``json.dumps`` (not as arrays: asyncpg's array encoder costs ~1-2 us of CPU per element, an
+``isinstance`` check against the ``collections.abc`` classes each).
 
 Writes take a transaction-level advisory lock (:data:`WRITE_LOCK_KEY`) first. Within one process
 the store actor commits one batch at a time anyway; the lock makes that true across processes

@@ -5,8 +5,9 @@ changes tables is in both dialects, so that it names the same logical schema eve
 PostgreSQL also has versions that only create or replace server-side functions
 (``0002_commit_batch_function``, ``0003_commit_batch_upserts_steps``), which SQLite does not
 have; a version may do both (``0004_outbox_occurred_at``: a column in both, the function again
-in PostgreSQL). A migration is applied once, in a transaction, and recorded in ``schema_migrations`` (see
-:mod:`saga_orchestrator.store.migrate`). Never edit a migration that has shipped: add the next one.
+in PostgreSQL). A migration is applied once, in a transaction, and recorded in
+``schema_migrations`` (see :mod:`saga_orchestrator.store.migrate`). Never edit a migration that
+has shipped: add the next one.
 """
 
 from __future__ import annotations
