@@ -3,6 +3,7 @@ a second saga), the bus in the health check, and end to end on Redis through a r
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ import httpx
 import pytest
 import trio
 
-from saga_orchestrator.bus import EventBus, InProcessBus, RedisStreamsBus
+from saga_orchestrator.bus import EventBus, InProcessBus, RedisStreamsBus, dead_letter_stream
 from saga_orchestrator.config import Settings
 from saga_orchestrator.coordinator.catalog import SagaCatalog
 from saga_orchestrator.coordinator.router import trigger_key
@@ -34,6 +35,7 @@ from tests.bus.harness import (
 )
 
 KEY = "events-test-key"
+REDIS = pytest.param("redis", marks=pytest.mark.integration, id="redis")
 JSON = {"Content-Type": "application/json"}
 
 
@@ -316,6 +318,43 @@ async def test_a_replay_is_durable_while_the_bus_is_down_and_relayed_when_it_is_
     assert {"stream_id": "user-u-8", "version": 1} == {
         k: replayed.metadata[k] for k in ("stream_id", "version")
     }
+
+
+@pytest.mark.parametrize("bus_kind", ["in-process", REDIS])
+async def test_replaying_an_invalid_trigger_event_dead_letters_it_once_and_logs_it_once(
+    bus_kind: str, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    bus: EventBus = InProcessBus()
+    if bus_kind == "redis":
+        url, prefix = (request.getfixturevalue(f) for f in ("redis_url", "redis_prefix"))
+        bus = RedisStreamsBus(url, prefix=prefix, read_timeout=5.0)
+    await bus.open()
+    try:
+        async with open_events_api(bus=bus) as api:
+            invalid = {**registered("u-bad"), "data": {"user_id": 42}}  # fails the saga input
+            status, published = await publish(api, invalid)
+            consumer = api.path.router.consumer_stats
+            await api.path.wait_for(lambda: consumer.dead_lettered == 1)
+            replays = 25
+            for _ in range(replays):
+                response = await api.client.post("/events/replay/user-u-bad")
+                assert 202 == response.status_code
+            await api.path.wait_for(lambda: consumer.repeated_dead_letters == replays)
+            await api.path.settled()
+            dead = await bus.entries(dead_letter_stream(EVENTS))
+            assert (1, 0) == (
+                consumer.dead_lettered,
+                len(await api.path.sagas_of("test_onboarding")),
+            )
+    finally:
+        await bus.close()
+    assert 202 == status
+    assert [published["event_id"]] == [d.message.event_id for d in dead]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert 1 == len(errors) and "moved to the dead-letter stream" in errors[0]
+    repeats = [r for r in caplog.records if "dead-lettered before" in r.getMessage()]
+    assert 1 == len(repeats)  # the other repeats of this minute are counted, not logged
 
 
 @pytest.mark.parametrize(
