@@ -400,6 +400,7 @@ def _export_bus_figures(metrics: ServiceMetrics, relay: OutboxRelay, router: Eve
             "failed": consumer.failed,
             "rejected": consumer.rejected,
             "dead_lettered": consumer.dead_lettered,
+            "dead_lettered_before": consumer.repeated_dead_letters,
             "claimed": consumer.claimed,
         },
     )

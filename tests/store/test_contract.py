@@ -653,6 +653,51 @@ async def test_a_failed_request_writes_no_outbox(backend: StoreBackend) -> None:
     assert await backend.outbox_pending() == []
 
 
+async def test_an_append_of_outbox_messages_alone_leaves_every_stream_as_it_is(
+    backend: StoreBackend,
+) -> None:
+    # What a replay commits: messages for events stored earlier, their ids repeated at will.
+    (stored,) = await commit_ok(backend, request("kept", 0, event("Stored")))
+    [recorded] = await backend.read_stream("kept")
+    again = OutboxMessage(
+        topic="events",
+        event=NewEvent(event_id=recorded.event_id, event_type="Stored"),
+        occurred_at=recorded.recorded_at,
+    )
+    before = time.time()
+    results = await commit_ok(
+        backend,
+        request("kept", ANY_VERSION, outbox=(again, again)),
+        request("never-written", ANY_VERSION, outbox=(again,)),
+        request("kept", 1, outbox=(again,)),
+    )
+    assert [(1, ()), (0, ()), (1, ())] == [(r.version, r.positions) for r in results]
+    (stale,) = await backend.commit([request("kept", 0, outbox=(again,))])
+    assert isinstance(stale, ConcurrencyError)  # the expected version is still checked
+
+    assert [recorded] == await backend.read_all()
+    assert {} == await backend.read_streams(["never-written"])
+    (new_stream,) = await commit_ok(backend, request("never-written", 0, event()))
+    assert 1 == new_stream.version
+    pending = await backend.outbox_pending()
+    assert [recorded.event_id] * 4 == [p.event.event_id for p in pending]
+    assert [recorded.recorded_at] * 4 == [p.occurred_at for p in pending]
+    assert all(p.created_at >= before - 1 for p in pending)
+    assert stored.positions == (recorded.position,)
+
+
+async def test_an_outbox_message_occurred_when_it_committed_unless_it_says_otherwise(
+    backend: StoreBackend,
+) -> None:
+    now, earlier = (
+        OutboxMessage(topic="t", event=event()),
+        OutboxMessage(topic="t", event=event(), occurred_at=T0),
+    )
+    await commit_ok(backend, request("o", 0, event(), outbox=(now, earlier)))
+    first, second = await backend.outbox_pending()
+    assert (first.created_at, T0) == (first.occurred_at, second.occurred_at)
+
+
 # -- health -------------------------------------------------------------------------------------
 
 

@@ -5,7 +5,9 @@ data, metadata, time) under an entry id the bus assigns. Consumers read a stream
 consumer group: each entry goes to one consumer of the group, stays *pending* until that
 consumer acknowledges it, and can be claimed by another consumer once it has been pending longer
 than an idle time (its consumer died, or its handling failed). An entry that keeps failing is
-moved to the stream's dead-letter stream, ``<stream>:dead``.
+moved to the stream's dead-letter stream, ``<stream>:dead``, once per event and group: the bus
+remembers which events each group dead-lettered (bounded; see :meth:`EventBus.dead_letter`), so
+the same event failing again (replayed, or published twice) is acknowledged, not moved again.
 
 Two adapters: :class:`~.redis_streams.RedisStreamsBus` (Redis Streams) and
 :class:`~.in_process.InProcessBus` (memory, for the embedded default and tests). Both raise only
@@ -35,10 +37,14 @@ __all__ = [
     "StreamInfo",
     "bus_metadata",
     "dead_letter_fields",
+    "dead_letter_memory_key",
     "dead_letter_stream",
 ]
 
 DEAD_LETTER_SUFFIX = ":dead"
+DEAD_LETTER_MEMORY_SECONDS = 7 * 24 * 3600.0
+"""How long a bus remembers that a group dead-lettered an event (and at most as many events as
+a stream's maximum length)."""
 ENVELOPE_METADATA = ("stream_id", "version")
 """Metadata keys the service sets on the bus (see :func:`bus_metadata`)."""
 
@@ -46,6 +52,12 @@ ENVELOPE_METADATA = ("stream_id", "version")
 def dead_letter_stream(stream: str) -> str:
     """Where the entries of ``stream`` that kept failing go."""
     return stream + DEAD_LETTER_SUFFIX
+
+
+def dead_letter_memory_key(stream: str, group: str) -> str:
+    """Where the bus remembers the events ``group`` dead-lettered from ``stream`` (on Redis a
+    sorted set of event ids scored by when, beside ``<stream>:dead``)."""
+    return f"{dead_letter_stream(stream)}:ids:{group}"
 
 
 def dead_letter_fields(group: str, delivery: Delivery, reason: str) -> dict[str, str]:
@@ -110,7 +122,7 @@ class BusMessage:
             event_type=event.event_type,
             data=event.data,
             metadata=event.metadata,
-            occurred_at=record.created_at,
+            occurred_at=record.occurred_at,
         )
 
     @classmethod
@@ -240,8 +252,16 @@ class EventBus(Protocol):
 
     async def ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> None: ...
 
-    async def dead_letter(self, group: str, delivery: Delivery, reason: str) -> None:
-        """Copy the entry to ``<stream>:dead`` with the reason, and acknowledge it, at once."""
+    async def dead_letter(
+        self, group: str, delivery: Delivery, reason: str, *, event_id: str | None = None
+    ) -> bool:
+        """Copy the entry to ``<stream>:dead`` with the reason, and acknowledge it, at once;
+        returns ``True``.
+
+        With ``event_id``: unless ``group`` dead-lettered that event before (remembered for
+        ``DEAD_LETTER_MEMORY_SECONDS``, at most the stream's maximum length of events per
+        group, surviving a restart of the consumer; on Redis of the process too): then the
+        entry is only acknowledged, and ``False`` returned."""
 
     async def entries(self, stream: str, *, count: int = 100) -> list[Delivery]:
         """The first ``count`` entries of ``stream`` (oldest first), without delivering them."""

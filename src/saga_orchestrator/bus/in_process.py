@@ -2,8 +2,10 @@
 
 Same contract as the Redis adapter: consumer groups reading from the start of a stream, entries
 pending until acknowledged, claiming after an idle time with a delivery count, a dead-letter
-stream, and streams trimmed to ``max_length`` entries (oldest first, pending or not). Idle times
-use ``trio.current_time()``, so a test's ``MockClock`` drives them.
+stream with the memory of the events each group dead-lettered (as long as the bus lives: a
+restarted consumer keeps it, a restarted process does not), and streams trimmed to
+``max_length`` entries (oldest first, pending or not). Idle times use ``trio.current_time()``,
+so a test's ``MockClock`` drives them.
 
 Nothing here outlives the process (:attr:`InProcessBus.durable` is false). The relay therefore
 marks an outbox message sent only when every consumer group that existed when it was published
@@ -13,6 +15,7 @@ before a crash is still in the outbox after it, and is published again.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Sequence
 
 import attrs
@@ -21,6 +24,7 @@ import trio
 from saga_orchestrator.errors import BusError
 
 from .base import (
+    DEAD_LETTER_MEMORY_SECONDS,
     BusMessage,
     Delivery,
     SettlementCallback,
@@ -80,12 +84,20 @@ class InProcessBus:
     kind = "in-process"
     durable = False
 
-    def __init__(self, *, max_length: int = 100_000) -> None:
+    def __init__(
+        self,
+        *,
+        max_length: int = 100_000,
+        dead_letter_memory: float = DEAD_LETTER_MEMORY_SECONDS,
+    ) -> None:
         if max_length < 1:
             raise ValueError(f"max_length must be at least 1, not {max_length}")
         self.max_length = max_length
+        self.dead_letter_memory = dead_letter_memory
         self._streams: dict[str, _Stream] = {}
         self._settlements: SettlementCallback | None = None
+        self._dead_ids: dict[tuple[str, str], collections.OrderedDict[str, float]] = {}
+        """(stream, group) -> event id -> when it was dead-lettered, oldest first."""
 
     async def open(self) -> None:
         return None
@@ -211,10 +223,31 @@ class InProcessBus:
                     settled.append(entry.fields.get("event_id", ""))
         self._report(settled, ())
 
-    async def dead_letter(self, group: str, delivery: Delivery, reason: str) -> None:
-        fields = dead_letter_fields(group, delivery, reason)
-        self._append(dead_letter_stream(delivery.stream), [fields])
+    async def dead_letter(
+        self, group: str, delivery: Delivery, reason: str, *, event_id: str | None = None
+    ) -> bool:
+        written = event_id is None or self._remember_dead(delivery.stream, group, event_id)
+        if written:
+            fields = dead_letter_fields(group, delivery, reason)
+            self._append(dead_letter_stream(delivery.stream), [fields])
         self._ack(delivery.stream, group, [delivery.entry_id])
+        return written
+
+    def _remember_dead(self, stream: str, group: str, event_id: str) -> bool:
+        """Remember that ``group`` dead-letters ``event_id`` now; ``False`` if it had."""
+        now = trio.current_time()
+        seen = self._dead_ids.setdefault((stream, group), collections.OrderedDict())
+        while seen:  # forget what is older than the memory
+            oldest, when = next(iter(seen.items()))
+            if now - when < self.dead_letter_memory:
+                break
+            del seen[oldest]
+        if event_id in seen:
+            return False
+        seen[event_id] = now
+        while len(seen) > self.max_length:
+            seen.popitem(last=False)
+        return True
 
     async def entries(self, stream: str, *, count: int = 100) -> list[Delivery]:
         found = self._streams.get(stream)

@@ -22,6 +22,7 @@ anything else -> ``BusError``.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
@@ -34,11 +35,13 @@ from redis.retry import Retry
 from saga_orchestrator.errors import BusError, BusUnavailable
 
 from .base import (
+    DEAD_LETTER_MEMORY_SECONDS,
     BusMessage,
     Delivery,
     SettlementCallback,
     StreamInfo,
     dead_letter_fields,
+    dead_letter_memory_key,
     dead_letter_stream,
 )
 
@@ -50,6 +53,33 @@ T = TypeVar("T")
 
 CLAIM_ROUNDS = 10
 """Most XAUTOCLAIM calls one :meth:`RedisStreamsBus.claim` makes to fill its count."""
+
+DEAD_LETTER_SCRIPT = """
+-- KEYS: the stream, its dead-letter stream, the group's memory of dead-lettered event ids (a
+-- sorted set scored by when). ARGV: group, entry id, event id ('' for none), now, memory
+-- seconds, max length, then the dead-letter entry's fields and values.
+local group, entry_id, event_id = ARGV[1], ARGV[2], ARGV[3]
+local now, memory, max_length = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+if event_id ~= '' then
+    local since = redis.call('ZSCORE', KEYS[3], event_id)
+    if since and tonumber(since) > now - memory then
+        redis.call('XACK', KEYS[1], group, entry_id)
+        return 0
+    end
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', max_length, '*', unpack(ARGV, 7))
+redis.call('XACK', KEYS[1], group, entry_id)
+if event_id ~= '' then
+    redis.call('ZADD', KEYS[3], now, event_id)
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - memory)
+    redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(max_length + 1))
+    redis.call('PEXPIRE', KEYS[3], math.ceil(memory * 1000))
+end
+return 1
+"""
+"""Dead-letter an entry once per event and group, atomically (a script runs alone): copy it to
+the dead-letter stream and acknowledge it, unless the group's memory holds its event id (then
+only acknowledge it). The memory keeps the last ``max_length`` ids for ``memory`` seconds."""
 
 
 def _translate(exc: redis.RedisError) -> BusError:
@@ -92,11 +122,13 @@ class RedisStreamsBus:
         command_timeout: float = 5.0,
         connect_timeout: float = 5.0,
         max_connections: int = 16,
+        dead_letter_memory: float = DEAD_LETTER_MEMORY_SECONDS,
     ) -> None:
         """``read_timeout`` must exceed the longest ``block_ms`` given to :meth:`read`."""
         self.url = url
         self.prefix = prefix
         self.max_length = max_length
+        self.dead_letter_memory = dead_letter_memory
         self._password = password
         self._read_timeout = read_timeout
         self._command_timeout = command_timeout
@@ -104,6 +136,7 @@ class RedisStreamsBus:
         self._max_connections = max_connections
         self._client: redis.Redis | None = None
         self._reader: redis.Redis | None = None
+        self._dead_letter_script: Any = None
         self._limiter = trio.CapacityLimiter(max_connections)
         self._read_limiter = trio.CapacityLimiter(max_connections)
 
@@ -130,6 +163,8 @@ class RedisStreamsBus:
         if self._client is None:
             self._client = self._make_client(self._command_timeout)
             self._reader = self._make_client(self._read_timeout)
+            # Sent by its digest (EVALSHA), loaded again when Redis lost it (a restart).
+            self._dead_letter_script = self._client.register_script(DEAD_LETTER_SCRIPT)
 
     async def close(self) -> None:
         clients = [c for c in (self._client, self._reader) if c is not None]
@@ -268,24 +303,32 @@ class RedisStreamsBus:
         if entry_ids:
             await self._run(self.client.xack, self._key(stream), group, *entry_ids)
 
-    async def dead_letter(self, group: str, delivery: Delivery, reason: str) -> None:
+    async def dead_letter(
+        self, group: str, delivery: Delivery, reason: str, *, event_id: str | None = None
+    ) -> bool:
         fields = dead_letter_fields(group, delivery, reason)
-        await self._run(
-            self._dead_letter,
+        keys = [
             self._key(delivery.stream),
             self._key(dead_letter_stream(delivery.stream)),
+            self._key(dead_letter_memory_key(delivery.stream, group)),
+        ]
+        args: list[str | float | int] = [
             group,
             delivery.entry_id,
-            fields,
-        )
+            event_id or "",
+            time.time(),
+            self.dead_letter_memory,
+            self.max_length,
+        ]
+        for name, value in fields.items():
+            args += [name, value]
+        written = await self._run(self._run_dead_letter_script, keys, args)
+        return bool(written)
 
-    def _dead_letter(
-        self, key: str, dead_key: str, group: str, entry_id: str, fields: dict[str, str]
-    ) -> None:
-        pipe = self.client.pipeline(transaction=True)  # MULTI/EXEC: both or neither
-        pipe.xadd(dead_key, fields, maxlen=self.max_length, approximate=True)
-        pipe.xack(key, group, entry_id)
-        pipe.execute()
+    def _run_dead_letter_script(self, keys: list[str], args: list[str | float | int]) -> Any:
+        if self._dead_letter_script is None:
+            raise BusUnavailable("the Redis bus is not open")
+        return self._dead_letter_script(keys=keys, args=args, client=self.client)
 
     async def entries(self, stream: str, *, count: int = 100) -> list[Delivery]:
         rows = await self._run(self.client.xrange, self._key(stream), "-", "+", count)

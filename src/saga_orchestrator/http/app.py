@@ -53,7 +53,7 @@ class ApiDeps:
     health_timeout: float = 2.0
     """Seconds each health probe waits for the store or the coordinator."""
     bus: EventBus | None = None
-    """The event bus (replay publishes there; health shows it); ``None``: not configured."""
+    """The event bus, shown by the health check; ``None``: not configured."""
     metrics: ServiceMetrics | None = None
     """Prometheus metrics served at ``/metrics``; ``None``: an empty page."""
 

@@ -66,7 +66,10 @@ STEP_COLUMN_NAMES = (
     "compensation_attempts",
     "compensation_error",
 )
-OUTBOX_COLUMNS = "id, topic, event_id, event_type, data, metadata, created_at"
+OUTBOX_COLUMNS = (
+    "id, topic, event_id, event_type, data, metadata, created_at, coalesce(occurred_at, created_at)"
+)
+"""An outbox row as :func:`outbox_from_row` reads it (``occurred_at`` NULL: ``created_at``)."""
 
 EVENT_TYPES_SQL = """
 WITH RECURSIVE t(event_type) AS (
@@ -101,8 +104,8 @@ class EncodedRequest:
     """The sagas row, columns as :data:`SAGA_COLUMN_NAMES`."""
     steps: tuple[tuple[Any, ...], ...]
     """saga_steps rows, columns as :data:`STEP_COLUMN_NAMES`."""
-    outbox: tuple[tuple[str, str, str, str, str], ...]
-    """(topic, event_id, event_type, data, metadata) per message."""
+    outbox: tuple[tuple[str, str, str, str, str, float | None], ...]
+    """(topic, event_id, event_type, data, metadata, occurred_at) per message."""
 
 
 def encode_request(request: AppendRequest) -> EncodedRequest | StoreError:
@@ -155,6 +158,7 @@ def encode_request(request: AppendRequest) -> EncodedRequest | StoreError:
                 m.event.event_type,
                 dumps(m.event.data),
                 dumps(m.event.metadata),
+                None if m.occurred_at is None else float(m.occurred_at),
             )
             for m in request.outbox
         )
@@ -206,7 +210,7 @@ class BatchPlan:
     steps: dict[tuple[str, int], tuple[Any, ...]] = attrs.Factory(dict)
     """The step rows to upsert, by (saga_id, step_index): the last accepted request's row of
     each (the saga's steps not in it are left as they are)."""
-    outbox: list[tuple[str, str, str, str, str]] = attrs.Factory(list)
+    outbox: list[tuple[str, str, str, str, str, float | None]] = attrs.Factory(list)
 
     def finish(self, positions: Sequence[int]) -> list[AppendResult | Exception]:
         """The results, given the global position of each row of :attr:`events`."""
@@ -356,6 +360,7 @@ def outbox_from_row(row: Sequence[Any]) -> OutboxRecord:
             event_id=row[2], event_type=row[3], data=loads(row[4]), metadata=loads(row[5])
         ),
         created_at=row[6],
+        occurred_at=row[7],
     )
 
 

@@ -482,8 +482,9 @@ def _commit_once(
             conn.executemany(_UPSERT_STEPS, list(plan.steps.values()))
         if plan.outbox:
             conn.executemany(
-                "INSERT INTO outbox (topic, event_id, event_type, data, metadata, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO outbox "
+                "(topic, event_id, event_type, data, metadata, occurred_at, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(*row, now) for row in plan.outbox],
             )
     return plan.finish(positions)
