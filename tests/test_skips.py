@@ -33,6 +33,6 @@ def test_what_is_missing_skips_and_fails_under_ci(monkeypatch: pytest.MonkeyPatc
     expected = pytest.fail.Exception if ci else pytest.skip.Exception
     with pytest.raises(expected, match="no such tool"):
         unavailable("no such tool")
-    with pytest.raises(expected, match="the dev extras: No module named 'no_such_module'"):
+    with pytest.raises(expected, match="the dev extras: no module named 'no_such_module'"):
         require_module("no_such_module", "the dev extras")
-    assert "json" == require_module("json", "the standard library").__name__
+    require_module("json", "the standard library")  # there: nothing happens

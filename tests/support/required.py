@@ -4,9 +4,8 @@ environment, where it fails instead, so that nothing is skipped silently in CI."
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import os
-from types import ModuleType
 from typing import NoReturn
 
 import pytest
@@ -26,9 +25,8 @@ def unavailable(message: str) -> NoReturn:
     pytest.skip(message)
 
 
-def require_module(name: str, why: str) -> ModuleType:
-    """Import ``name``, or :func:`unavailable` with ``why`` (e.g. which extras bring it)."""
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        unavailable(f"{why}: {exc}")
+def require_module(name: str, why: str) -> None:
+    """:func:`unavailable` with ``why`` (e.g. which extras bring it) unless the top-level
+    module ``name`` is installed (found, not imported: importing may warn)."""
+    if importlib.util.find_spec(name) is None:
+        unavailable(f"{why}: no module named {name!r}")
