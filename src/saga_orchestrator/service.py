@@ -19,9 +19,9 @@ resume on the next start); then the bus and the backend close.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 import trio_asyncio
@@ -30,11 +30,15 @@ from hypercorn.trio import serve
 
 from saga_orchestrator.actors import open_actor_system
 from saga_orchestrator.bus import (
+    BusWatcher,
     ConsumerOptions,
     EventBus,
+    GroupFigures,
     OutboxRelay,
+    StreamFigures,
     default_consumer_name,
     make_bus,
+    start_bus_watcher,
     start_relay,
 )
 from saga_orchestrator.config import Settings, mask_url
@@ -326,7 +330,11 @@ async def _run_open(
             poll_interval=settings.relay_poll_seconds,
         )
         router = await start_router(system, bus, coordinator_ref, catalog, router_options(settings))
+        watcher = await start_bus_watcher(
+            system, bus, [settings.event_stream, settings.lifecycle_stream]
+        )
         _export_bus_figures(metrics, relay, router)
+        _export_bus_lag(metrics, watcher)
         await _log_bus(settings, bus)
         app = create_app(
             ApiDeps(
@@ -366,6 +374,17 @@ def _export_gauges(metrics: ServiceMetrics, coordinator: Coordinator, store: Sto
         "actor_mailbox_depth",
         "Messages waiting in an actor's mailbox.",
         lambda: {"coordinator": coordinator.mailbox_depth, "store": store.ref.depth},
+    )
+    stats = store.stats
+    metrics.counter(
+        "store_batches",
+        "Store transactions (batches of appends), by outcome.",
+        lambda: {"committed": stats.batches, "failed": stats.failed_batches},
+    )
+    metrics.counter(
+        "store_outbox_messages",
+        "Outbox messages committed (published events and saga lifecycle events).",
+        lambda: {"committed": stats.outbox_messages},
     )
 
 
@@ -408,6 +427,58 @@ def _export_bus_figures(metrics: ServiceMetrics, relay: OutboxRelay, router: Eve
         "bus_consumer_paused",
         "1 while the router waits for room (admission limit), else 0.",
         lambda: {"router": 1.0 if consumer.paused else 0.0},
+    )
+
+
+_STREAM_GAUGES: tuple[tuple[str, str, Callable[[StreamFigures], float]], ...] = (
+    ("bus_stream_length", "Entries in a bus stream.", lambda s: s.length),
+    ("bus_dead_letters", "Entries in a stream's dead-letter stream.", lambda s: s.dead_letters),
+)
+_GROUP_GAUGES: tuple[tuple[str, str, Callable[[GroupFigures], float | None]], ...] = (
+    (
+        "bus_group_pending",
+        "Entries delivered to a consumer group and not acknowledged yet.",
+        lambda g: g.pending,
+    ),
+    (
+        "bus_group_oldest_pending_age_seconds",
+        "Seconds since the oldest entry pending in a consumer group was added (0: none).",
+        lambda g: g.oldest_pending_age or 0.0,
+    ),
+    (
+        "bus_group_lag",
+        "Entries a consumer group has not been given yet (absent when the bus cannot tell).",
+        lambda g: g.lag,
+    ),
+    ("bus_group_consumers", "Consumers of a consumer group.", lambda g: g.consumers),
+)
+
+
+def _export_bus_lag(metrics: ServiceMetrics, watcher: BusWatcher) -> None:
+    """The bus figures of every stream the service writes and of each of its consumer groups
+    (the router's and any other), as the watcher last read them (see ``bus/watcher.py``: a
+    scrape never waits on the bus)."""
+
+    def by_stream(read: Callable[[StreamFigures], float]) -> Callable[[], dict[Any, float]]:
+        return lambda: {s.stream: read(s) for s in watcher.figures.values()}
+
+    def by_group(read: Callable[[GroupFigures], float | None]) -> Callable[[], dict[Any, float]]:
+        return lambda: {
+            (s.stream, g.group): value
+            for s in watcher.figures.values()
+            for g in s.groups
+            if (value := read(g)) is not None
+        }
+
+    for name, help_text, stream_value in _STREAM_GAUGES:
+        metrics.gauge(name, help_text, by_stream(stream_value), label="stream")
+    for name, help_text, group_value in _GROUP_GAUGES:
+        metrics.gauge(name, help_text, by_group(group_value), label=("stream", "group"))
+    metrics.gauge(
+        "bus_figures_age_seconds",
+        "Seconds since the bus figures were read (grows while the bus does not answer).",
+        lambda: {} if (age := watcher.age()) is None else {watcher.bus.kind: age},
+        label="bus",
     )
 
 

@@ -14,6 +14,7 @@ from saga_orchestrator.bus import (
     InProcessBus,
     MalformedEntry,
     RedisStreamsBus,
+    StreamFigures,
     dead_letter_stream,
 )
 
@@ -253,6 +254,40 @@ async def test_info_counts_entries_pending_and_not_yet_delivered(bus: EventBus) 
     assert info.lag in (3, None)  # Redis before 7 does not tell
     empty = await bus.info("nothing-here", GROUP)
     assert (0, 0) == (empty.length, empty.pending)
+
+
+async def test_figures_show_every_group_its_pending_entries_their_age_and_its_lag(
+    bus: EventBus,
+) -> None:
+    await bus.ensure_group(STREAM, GROUP)
+    await bus.ensure_group(STREAM, "audit")
+    await bus.publish(STREAM, [message(n) for n in range(5)])
+    await trio.sleep(0.3)  # the entries are this old when read
+    await read(bus, count=2)
+    figures = await bus.figures(STREAM)
+    assert (STREAM, 5, 0) == (figures.stream, figures.length, figures.dead_letters)
+    audit, router = figures.groups
+    assert ("audit", 0, None, 0) == (
+        audit.group,
+        audit.pending,
+        audit.oldest_pending_age,
+        audit.consumers,
+    )
+    assert (GROUP, 2, 1) == (router.group, router.pending, router.consumers)
+    assert router.oldest_pending_age is not None
+    assert 0.25 <= router.oldest_pending_age < 60  # seconds (Redis ids count milliseconds)
+    assert (audit.lag, router.lag) in ((5, 3), (None, None))  # Redis before 7 does not tell
+    info = await bus.info(STREAM, GROUP)  # the health check's view of the same group
+    assert info.oldest_pending_age is not None
+    assert (2, True) == (info.pending, info.oldest_pending_age >= router.oldest_pending_age)
+
+    first, second = await bus.entries(STREAM, count=2)
+    await bus.ack(STREAM, GROUP, [first.entry_id, second.entry_id])
+    router = (await bus.figures(STREAM)).groups[1]
+    assert (0, None) == (router.pending, router.oldest_pending_age)
+    assert StreamFigures(stream="nothing-here", length=0, dead_letters=0) == await bus.figures(
+        "nothing-here"
+    )
 
 
 async def test_ping(bus: EventBus) -> None:

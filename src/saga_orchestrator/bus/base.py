@@ -31,14 +31,17 @@ __all__ = [
     "BusMessage",
     "Delivery",
     "EventBus",
+    "GroupFigures",
     "MalformedEntry",
     "RejectMessage",
     "SettlementCallback",
+    "StreamFigures",
     "StreamInfo",
     "bus_metadata",
     "dead_letter_fields",
     "dead_letter_memory_key",
     "dead_letter_stream",
+    "stream_info",
 ]
 
 DEAD_LETTER_SUFFIX = ":dead"
@@ -193,8 +196,37 @@ class Delivery:
 
 
 @attrs.frozen(kw_only=True)
+class GroupFigures:
+    """One consumer group of a stream: how far behind it is."""
+
+    group: str
+    pending: int
+    """Entries delivered to the group and not acknowledged yet."""
+    oldest_pending_age: float | None
+    """Seconds since the oldest of those entries was added to the stream (``None``: none is
+    pending). On Redis: the server's time less the millisecond time of its entry id."""
+    lag: int | None
+    """Entries the group has not been given yet (``None`` when the bus cannot tell: Redis
+    before 7)."""
+    consumers: int
+
+
+@attrs.frozen(kw_only=True)
+class StreamFigures:
+    """A stream and every consumer group it has, as the metrics show them."""
+
+    stream: str
+    length: int
+    """Entries in the stream (after trimming)."""
+    dead_letters: int
+    """Entries in its dead-letter stream."""
+    groups: tuple[GroupFigures, ...] = ()
+    """By group name."""
+
+
+@attrs.frozen(kw_only=True)
 class StreamInfo:
-    """A stream as the health check shows it."""
+    """A stream as the health check shows it, for one consumer group."""
 
     stream: str
     length: int
@@ -206,6 +238,23 @@ class StreamInfo:
     dead_letters: int
     """Entries in the dead-letter stream."""
     consumers: int
+    oldest_pending_age: float | None = None
+    """See :attr:`GroupFigures.oldest_pending_age`."""
+
+
+def stream_info(figures: StreamFigures, group: str) -> StreamInfo:
+    """What ``figures`` say of ``group`` (a group that does not exist has nothing pending and
+    an unknown lag)."""
+    found = next((g for g in figures.groups if g.group == group), None)
+    return StreamInfo(
+        stream=figures.stream,
+        length=figures.length,
+        pending=found.pending if found is not None else 0,
+        lag=found.lag if found is not None else None,
+        dead_letters=figures.dead_letters,
+        consumers=found.consumers if found is not None else 0,
+        oldest_pending_age=found.oldest_pending_age if found is not None else None,
+    )
 
 
 SettlementCallback = Callable[[Sequence[str], Sequence[str]], None]
@@ -267,7 +316,15 @@ class EventBus(Protocol):
         """The first ``count`` entries of ``stream`` (oldest first), without delivering them."""
         ...
 
-    async def info(self, stream: str, group: str) -> StreamInfo: ...
+    async def info(self, stream: str, group: str) -> StreamInfo:
+        """``stream`` as ``group`` sees it: :func:`stream_info` of :meth:`figures`."""
+        ...
+
+    async def figures(self, stream: str) -> StreamFigures:
+        """The length of ``stream``, its dead letters, and each of its consumer groups'
+        pending entries, the age of the oldest of them, and lag (a stream that does not exist
+        has none)."""
+        ...
 
     def watch_settlements(self, callback: SettlementCallback) -> None:
         """For a bus that is not :attr:`durable`: call ``callback(settled, dropped)`` with the

@@ -27,10 +27,13 @@ from .base import (
     DEAD_LETTER_MEMORY_SECONDS,
     BusMessage,
     Delivery,
+    GroupFigures,
     SettlementCallback,
+    StreamFigures,
     StreamInfo,
     dead_letter_fields,
     dead_letter_stream,
+    stream_info,
 )
 
 __all__ = ["InProcessBus"]
@@ -41,12 +44,16 @@ class _Entry:
     fields: dict[str, str]
     waiting: set[str]
     """Groups that have neither acknowledged nor dead-lettered it yet."""
+    added_at: float
+    """``trio.current_time()`` when it was appended."""
 
 
 @attrs.define(eq=False)
 class _Pending:
     consumer: str
     delivered_at: float
+    added_at: float
+    """Its entry's (kept here: the entry may be trimmed while pending)."""
     deliveries: int = 1
 
 
@@ -130,10 +137,13 @@ class InProcessBus:
     def _append(self, name: str, all_fields: Sequence[dict[str, str]]) -> list[str]:
         stream = self._stream(name)
         ids, settled, dropped = [], [], []
+        now = trio.current_time()
         for fields in all_fields:
             seq = stream.next_seq
             stream.next_seq += 1
-            stream.entries[seq] = _Entry(fields=dict(fields), waiting=set(stream.groups))
+            stream.entries[seq] = _Entry(
+                fields=dict(fields), waiting=set(stream.groups), added_at=now
+            )
             if not stream.groups:
                 settled.append(fields.get("event_id", ""))
             ids.append(_entry_id(seq))
@@ -165,7 +175,9 @@ class InProcessBus:
             if seqs:
                 now = trio.current_time()
                 for seq in seqs:
-                    state.pending[seq] = _Pending(consumer=consumer, delivered_at=now)
+                    state.pending[seq] = _Pending(
+                        consumer=consumer, delivered_at=now, added_at=found.entries[seq].added_at
+                    )
                 state.last_seq = seqs[-1]
                 return [
                     Delivery(stream=stream, entry_id=_entry_id(s), fields=found.entries[s].fields)
@@ -262,17 +274,30 @@ class InProcessBus:
         ]
 
     async def info(self, stream: str, group: str) -> StreamInfo:
+        return stream_info(await self.figures(stream), group)
+
+    async def figures(self, stream: str) -> StreamFigures:
         found = self._streams.get(stream)
         dead = self._streams.get(dead_letter_stream(stream))
-        state = found.groups.get(group) if found is not None else None
-        lag = None
-        if found is not None and state is not None:
-            lag = found.next_seq - max(state.last_seq + 1, found.first_seq)
-        return StreamInfo(
+        dead_letters = len(dead.entries) if dead is not None else 0
+        if found is None:
+            return StreamFigures(stream=stream, length=0, dead_letters=dead_letters)
+        now = trio.current_time()
+        groups = []
+        for name, state in sorted(found.groups.items()):
+            oldest = min((p.added_at for p in state.pending.values()), default=None)
+            groups.append(
+                GroupFigures(
+                    group=name,
+                    pending=len(state.pending),
+                    oldest_pending_age=None if oldest is None else now - oldest,
+                    lag=found.next_seq - max(state.last_seq + 1, found.first_seq),
+                    consumers=len(state.consumers),
+                )
+            )
+        return StreamFigures(
             stream=stream,
-            length=len(found.entries) if found is not None else 0,
-            pending=len(state.pending) if state is not None else 0,
-            lag=lag,
-            dead_letters=len(dead.entries) if dead is not None else 0,
-            consumers=len(state.consumers) if state is not None else 0,
+            length=len(found.entries),
+            dead_letters=dead_letters,
+            groups=tuple(groups),
         )

@@ -38,11 +38,14 @@ from .base import (
     DEAD_LETTER_MEMORY_SECONDS,
     BusMessage,
     Delivery,
+    GroupFigures,
     SettlementCallback,
+    StreamFigures,
     StreamInfo,
     dead_letter_fields,
     dead_letter_memory_key,
     dead_letter_stream,
+    stream_info,
 )
 
 __all__ = ["RedisStreamsBus"]
@@ -338,27 +341,62 @@ class RedisStreamsBus:
         ]
 
     async def info(self, stream: str, group: str) -> StreamInfo:
+        return stream_info(await self.figures(stream), group)
+
+    async def figures(self, stream: str) -> StreamFigures:
         key = self._key(stream)
         dead_key = self._key(dead_letter_stream(stream))
-        length, dead, groups = await self._run(self._info, key, dead_key)
-        found = next((g for g in groups if g.get("name") == group), None)
-        lag = found.get("lag") if found is not None else None
-        return StreamInfo(
-            stream=stream,
-            length=length,
-            pending=int(found.get("pending") or 0) if found is not None else 0,
-            lag=int(lag) if lag is not None else None,
-            dead_letters=dead,
-            consumers=int(found.get("consumers") or 0) if found is not None else 0,
-        )
+        return await self._run(self._figures, stream, key, dead_key)
 
-    def _info(self, key: str, dead_key: str) -> tuple[int, int, list[dict[str, Any]]]:
+    def _figures(self, stream: str, key: str, dead_key: str) -> StreamFigures:
+        """Two round trips: the lengths, the server's time and the groups (XINFO GROUPS), then
+        each group's pending summary (XPENDING: its count and oldest entry id)."""
         pipe = self.client.pipeline(transaction=False)
         pipe.xlen(key)
         pipe.xlen(dead_key)
-        length, dead = pipe.execute()
-        try:
-            groups = self.client.xinfo_groups(key)
-        except redis.ResponseError:  # no such key yet
+        pipe.time()
+        pipe.xinfo_groups(key)
+        length, dead, (seconds, micros), groups = pipe.execute(raise_on_error=False)
+        if isinstance(groups, redis.ResponseError):  # no such key (yet)
             groups = []
-        return int(length), int(dead), list(groups)
+        elif isinstance(groups, Exception):
+            raise groups
+        summaries: list[Any] = []
+        if groups:
+            pipe = self.client.pipeline(transaction=False)
+            for found in groups:
+                pipe.xpending(key, found["name"])
+            summaries = pipe.execute()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        return StreamFigures(
+            stream=stream,
+            length=int(length),
+            dead_letters=int(dead),
+            groups=tuple(
+                sorted(
+                    (
+                        _group_figures(found, summary, now_ms)
+                        for found, summary in zip(groups, summaries, strict=True)
+                    ),
+                    key=lambda g: g.group,
+                )
+            ),
+        )
+
+
+def _group_figures(found: dict[str, Any], summary: dict[str, Any], now_ms: int) -> GroupFigures:
+    """A group's figures from its XINFO GROUPS row and its XPENDING summary."""
+    pending = int(summary.get("pending") or 0)
+    oldest = summary.get("min") if pending else None
+    age = None
+    if oldest:
+        added_ms = int(str(oldest).partition("-")[0])
+        age = max(0, now_ms - added_ms) / 1000
+    lag = found.get("lag")
+    return GroupFigures(
+        group=str(found["name"]),
+        pending=pending,
+        oldest_pending_age=age,
+        lag=int(lag) if lag is not None else None,
+        consumers=int(found.get("consumers") or 0),
+    )
