@@ -34,8 +34,10 @@ from saga_orchestrator.errors import (
     OverloadedError,
     SagaNotFound,
     SagaOrchestratorError,
+    SagaOwnedElsewhere,
     SagaStateConflict,
     StoreError,
+    StoreRejected,
     StoreUnavailable,
     UnknownSagaType,
     ValidationError,
@@ -135,6 +137,13 @@ ERROR_TABLE: dict[type[BaseException], ErrorRule] = {
     UnknownSagaType: ErrorRule(422, "unknown_saga_type"),
     # 5xx: a fixed message; the details go to the log.
     OverloadedError: ErrorRule(503, "overloaded", retry_after=True),
+    SagaOwnedElsewhere: ErrorRule(
+        503,
+        "owner_unavailable",
+        "another instance drives this saga and did not answer; retry later",
+        retry_after=True,
+        log_level=logging.WARNING,
+    ),
     MailboxFull: ErrorRule(503, "overloaded", _BUSY, retry_after=True),
     AskTimeout: ErrorRule(503, "timeout", _BUSY, retry_after=True, log_level=logging.WARNING),
     ActorStopped: ErrorRule(
@@ -150,6 +159,12 @@ ERROR_TABLE: dict[type[BaseException], ErrorRule] = {
         "store_unavailable",
         "the store is unavailable; retry later",
         retry_after=True,
+        log_level=logging.WARNING,
+    ),
+    StoreRejected: ErrorRule(
+        422,
+        "rejected_by_store",
+        "the store refused a value of the request (for example a NUL character); change it",
         log_level=logging.WARNING,
     ),
     StoreError: ErrorRule(500, "store_error", "the store failed", log_level=logging.ERROR),
