@@ -21,6 +21,7 @@ from saga_orchestrator.metrics import ServiceMetrics
 from saga_orchestrator.store.actor import Store
 
 from .auth import install_auth
+from .boundary import install_boundary_check
 from .correlation import install_correlation
 from .errors import install_error_handlers
 from .metrics import install_request_metrics, metrics_routes
@@ -75,6 +76,7 @@ def create_app(app_deps: ApiDeps, *, max_body_bytes: int = MAX_BODY_BYTES) -> Qu
     install_error_handlers(app)
     install_correlation(app)  # before auth: a rejected request has its id too
     install_auth(app, app_deps.settings.api_key)
+    install_boundary_check(app)  # after auth: a caller without the key learns nothing
     install_request_metrics(app, app_deps.metrics)
     app.register_blueprint(health)
     app.register_blueprint(metrics_routes)

@@ -51,6 +51,7 @@ __all__ = [
     "ApiKeyRejected",
     "ErrorRule",
     "InvalidJson",
+    "InvalidPath",
     "InvalidQuery",
     "UnsupportedMediaType",
     "error_body",
@@ -68,6 +69,10 @@ log = logging.getLogger(__name__)
 
 class InvalidQuery(ValidationError):
     """A query parameter has a bad value (400, not 422: the URL is wrong, not the body)."""
+
+
+class InvalidPath(ValidationError):
+    """A path parameter has a value no route can take (400, like a bad query parameter)."""
 
 
 class InvalidJson(SagaOrchestratorError):
@@ -105,6 +110,7 @@ _INTERNAL = "internal server error"
 ERROR_TABLE: dict[type[BaseException], ErrorRule] = {
     # 4xx: the caller can fix it; its own message is shown.
     InvalidQuery: ErrorRule(400, "invalid_query"),
+    InvalidPath: ErrorRule(400, "invalid_path"),
     InvalidJson: ErrorRule(400, "invalid_json"),
     ApiKeyRejected: ErrorRule(401, "unauthorized"),
     SagaNotFound: ErrorRule(404, "saga_not_found"),

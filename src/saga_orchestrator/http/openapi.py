@@ -11,11 +11,12 @@ decorator::
 :func:`build_document` walks the app's URL map: each route is one operation, its path
 parameters come from the rule, its request body and query from the classes of :mod:`.views`
 that the handler checks requests against (:mod:`.validate`), and its responses from the classes
-the handler answers with. The errors a route can give follow from what it takes (a body: 400,
-413, 415, 422; a query: 400; a path parameter: 404; not public: 401; always 500) plus the ones
-it names, each described with its codes from :data:`~.errors.ERROR_TABLE`. A route without an
-:func:`operation` is refused when the app is made (:func:`check_documented`), so nothing is
-served undocumented.
+the handler answers with. Every text parameter (path or query) carries the pattern of
+:mod:`.boundary`, which checks them all. The errors a route can give follow from what it takes
+(a body: 400, 413, 415, 422; a query: 400; a path parameter: 400, 404; not public: 401; always
+500) plus the ones it names, each described with its codes from :data:`~.errors.ERROR_TABLE`.
+A route without an :func:`operation` is refused when the app is made
+(:func:`check_documented`), so nothing is served undocumented.
 
 ``GET /openapi.json`` serves the document and ``GET /docs`` a self-contained HTML page listing
 the operations (no script, nothing fetched from elsewhere). Both are public like the health
@@ -35,6 +36,7 @@ from werkzeug.routing import Rule
 
 from saga_orchestrator import __version__
 
+from .boundary import STORABLE_TEXT
 from .errors import ERROR_TABLE, FRAMEWORK_ERRORS
 from .schema import SchemaBuilder, constraints, strip_none
 from .serialize import json_response
@@ -209,7 +211,7 @@ SECURITY_SCHEMES = {
 }
 
 _STATUS_TEXT = {
-    400: "The request is malformed (body not JSON, a bad query parameter).",
+    400: "The request is malformed (body not JSON, a bad query or path parameter).",
     401: "The API key is missing or wrong (`X-API-Key: <key>` or `Authorization: Bearer <key>`).",
     404: "Not found.",
     409: "Conflicts with the current state.",
@@ -237,8 +239,16 @@ def _error_statuses(rule: Rule, spec: Operation, *, auth: bool) -> list[int]:
     if spec.query is not None:
         statuses.add(400)
     if rule.arguments:
+        statuses.add(400)  # a path parameter no store can keep (.boundary)
         statuses.add(404)  # an unknown saga; or a path that, decoded, matches no route
     return sorted(statuses)
+
+
+def _storable(schema: dict[str, Any]) -> dict[str, Any]:
+    """A parameter's schema with the boundary's pattern when it is free text."""
+    if schema.get("type") != "string" or {"enum", "pattern", "format"} & set(schema):
+        return schema
+    return {**schema, "pattern": STORABLE_TEXT}
 
 
 class _Document:
@@ -283,7 +293,14 @@ class _Document:
         for name in _RULE_ARGUMENT.findall(rule.rule):
             if name not in PATH_PARAMETERS:
                 raise LookupError(f"path parameter {name!r} of {rule.rule} is not described")
-            yield {"name": name, "in": "path", "required": True, **PATH_PARAMETERS[name]}
+            described = PATH_PARAMETERS[name]
+            yield {
+                "name": name,
+                "in": "path",
+                "required": True,
+                **described,
+                "schema": _storable(described["schema"]),
+            }
 
     def _query(self, spec: Operation) -> Iterable[dict[str, Any]]:
         if spec.query is None:
@@ -299,7 +316,12 @@ class _Document:
                 )
             if "default" in schema and schema["default"] is None:
                 del schema["default"]  # absent, not null
-            parameter = {"name": field.name, "in": "query", "required": False, "schema": schema}
+            parameter = {
+                "name": field.name,
+                "in": "query",
+                "required": False,
+                "schema": _storable(schema),
+            }
             if description:
                 parameter["description"] = description
             yield parameter

@@ -11,8 +11,9 @@ POST     /sagas/<saga_id>/cancel          202; 409 when it has ended or is parke
 POST     /sagas/<saga_id>/retry           202; 409 when it is not parked
 =======  ===============================  ==================================================
 
-A saga id that is not a UUID is a 404 like any unknown saga. Errors become responses in
-:mod:`.errors`.
+A saga id that is not a UUID is a 404 like any unknown saga. ``/sagas/start`` is not a saga
+id: ``GET /sagas/start`` is a 405 (``Allow: POST``), not a search for a saga named ``start``.
+Errors become responses in :mod:`.errors`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import uuid
 from typing import Any
 
 from quart import Blueprint, Response, request
+from werkzeug.routing import BaseConverter
 
 from saga_orchestrator.coordinator.messages import CancelSaga, RetrySaga, StartResult, StartSaga
 from saga_orchestrator.coordinator.projection import stream_id
@@ -52,6 +54,16 @@ from .views.sagas import (
 __all__ = ["parse_list_query", "parse_start_body", "sagas"]
 
 sagas = Blueprint("sagas", __name__, url_prefix="/sagas")
+
+
+class SagaIdConverter(BaseConverter):
+    """A path segment that may be a saga id: anything but ``start``, the one route beside
+    ``/sagas/<saga_id>`` (a ``GET /sagas/start`` then finds only ``POST /sagas/start``: 405)."""
+
+    regex = r"(?!start$)[^/]+"
+
+
+sagas.record_once(lambda state: state.app.url_map.converters.setdefault("saga_id", SagaIdConverter))
 
 TAG = "Sagas"
 
@@ -108,11 +120,8 @@ def parse_list_query(args: dict[str, list[str]]) -> SagaQuery:
                 errors.append(
                     {"field": name, "message": "expected an ISO-8601 time or epoch seconds"}
                 )
-    if given.cursor is not None:
-        try:
-            decode_cursor(given.cursor)
-        except ValueError:
-            errors.append({"field": "cursor", "message": "not a cursor this service gave out"})
+    if given.cursor is not None and not _cursor_is_ours(given.cursor):
+        errors.append({"field": "cursor", "message": "not a cursor this service gave out"})
     if errors:
         raise InvalidQuery("the query is not valid", errors)
     return SagaQuery(
@@ -123,6 +132,16 @@ def parse_list_query(args: dict[str, list[str]]) -> SagaQuery:
         cursor=given.cursor,
         limit=given.limit,
     )
+
+
+def _cursor_is_ours(cursor: str) -> bool:
+    """Whether ``cursor`` can be one of ours: a time and a saga id (a UUID), so that nothing
+    else it may carry (a NUL character...) reaches the store."""
+    try:
+        _, saga_id = decode_cursor(cursor)
+        return str(uuid.UUID(saga_id)) == saga_id
+    except ValueError:
+        return False
 
 
 def _saga_id(raw: str) -> str:
@@ -197,7 +216,7 @@ def _name(definition: Any) -> str:
     return definition.name
 
 
-@sagas.get("/<saga_id>")
+@sagas.get("/<saga_id:saga_id>")
 @operation(
     summary="A saga with its steps",
     tag=TAG,
