@@ -23,6 +23,7 @@ from saga_orchestrator.store.actor import Store
 from .auth import install_auth
 from .boundary import install_boundary_check
 from .correlation import install_correlation
+from .draining import Draining
 from .errors import install_error_handlers
 from .metrics import install_request_metrics, metrics_routes
 from .openapi import check_documented, docs_routes
@@ -55,6 +56,9 @@ class ApiDeps:
     """The event bus (replay publishes there; health shows it); ``None``: not configured."""
     metrics: ServiceMetrics | None = None
     """Prometheus metrics served at ``/metrics``; ``None``: an empty page."""
+    draining: Draining = attrs.field(factory=Draining)
+    """Starts in flight are answered before shutdown cuts them (the composition root calls
+    ``draining.begin`` when the service begins to stop)."""
 
 
 def create_app(app_deps: ApiDeps, *, max_body_bytes: int = MAX_BODY_BYTES) -> QuartTrio:

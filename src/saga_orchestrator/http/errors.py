@@ -48,11 +48,14 @@ from .views.errors import ErrorBody, ErrorDetail, FieldError
 __all__ = [
     "ERROR_TABLE",
     "FRAMEWORK_ERRORS",
+    "IDEMPOTENCY_KEY",
     "ApiKeyRejected",
     "ErrorRule",
     "InvalidJson",
     "InvalidPath",
     "InvalidQuery",
+    "ServiceStopping",
+    "StartInterrupted",
     "UnsupportedMediaType",
     "error_body",
     "error_response",
@@ -83,6 +86,15 @@ class UnsupportedMediaType(SagaOrchestratorError):
     """The request body is not ``application/json``."""
 
 
+class ServiceStopping(SagaOrchestratorError):
+    """The service is stopping: the request was refused before it reached the coordinator."""
+
+
+class StartInterrupted(SagaOrchestratorError):
+    """The service began to stop while a start waited for the coordinator: its outcome is not
+    known yet (the saga may have been created)."""
+
+
 class ApiKeyRejected(SagaOrchestratorError):
     """The API key (``X-API-Key`` or ``Authorization: Bearer``) is missing or wrong."""
 
@@ -106,6 +118,7 @@ class ErrorRule:
 
 _BUSY = "the service is busy; retry later"
 _INTERNAL = "internal server error"
+_STOPPING = "the service is stopping or restarting; retry later"
 
 ERROR_TABLE: dict[type[BaseException], ErrorRule] = {
     # 4xx: the caller can fix it; its own message is shown.
@@ -130,11 +143,13 @@ ERROR_TABLE: dict[type[BaseException], ErrorRule] = {
     ActorStopped: ErrorRule(
         503,
         "unavailable",
-        "the service is stopping or restarting; retry later",
+        _STOPPING,
         retry_after=True,
         log_level=logging.WARNING,
     ),
     NoReply: ErrorRule(503, "unavailable", _BUSY, retry_after=True, log_level=logging.WARNING),
+    ServiceStopping: ErrorRule(503, "unavailable", _STOPPING, retry_after=True),
+    StartInterrupted: ErrorRule(503, "unavailable", _STOPPING, retry_after=True),
     StoreUnavailable: ErrorRule(
         503,
         "store_unavailable",
@@ -155,6 +170,11 @@ ERROR_TABLE: dict[type[BaseException], ErrorRule] = {
     BaseException: ErrorRule(500, "internal_error", _INTERNAL, log_level=logging.ERROR),
 }
 """Error class -> status and code; the nearest class in an error's MRO wins."""
+
+_NOT_STARTED = (OverloadedError, MailboxFull, ServiceStopping)
+"""Errors a start gets before anything is created: refused at admission or before asking."""
+IDEMPOTENCY_KEY = "Idempotency-Key"
+"""The header that carries a start's idempotency key in its answer."""
 
 
 def rule_for(error: BaseException) -> ErrorRule:
@@ -185,13 +205,15 @@ def error_body(
     details: Sequence[Mapping[str, Any]] = (),
     *,
     available_types: Sequence[str] | None = None,
+    idempotency_key: str | None = None,
 ) -> dict[str, Any]:
-    """``{"error": {"code", "message", "details"[, "available_types"]}}``."""
+    """``{"error": {"code", "message", "details"[, "available_types"][, "idempotency_key"]}}``."""
     detail = ErrorDetail(
         code=code,
         message=message,
         details=[FieldError(field=str(d["field"]), message=str(d["message"])) for d in details],
         available_types=None if available_types is None else list(available_types),
+        idempotency_key=idempotency_key,
     )
     return to_json(ErrorBody(error=detail))
 
@@ -214,8 +236,13 @@ def _retry_after(error: BaseException) -> str:
     return str(max(1, math.ceil(seconds)))
 
 
-def error_response(error: BaseException) -> Response:
-    """The response for ``error``, after :data:`ERROR_TABLE` (logging it when the rule says)."""
+def error_response(error: BaseException, *, idempotency_key: str | None = None) -> Response:
+    """The response for ``error``, after :data:`ERROR_TABLE` (logging it when the rule says).
+
+    ``idempotency_key``: the key of the start that failed. A server error then carries it (the
+    ``Idempotency-Key`` header and ``error.idempotency_key``) and says whether the saga may
+    have been created: retrying with the key returns it if it was, and never starts a second.
+    """
     rule = rule_for(error)
     if rule.log_level is not None:
         if rule.log_level >= logging.ERROR:
@@ -225,7 +252,19 @@ def error_response(error: BaseException) -> Response:
     message = rule.message if rule.message is not None else (str(error) or rule.code)
     available = list(error.available) if isinstance(error, UnknownSagaType) else None
     headers = {"Retry-After": _retry_after(error)} if rule.retry_after else {}
-    body = error_body(rule.code, message, _details(error), available_types=available)
+    if idempotency_key is None or rule.status < 500:
+        idempotency_key = None
+    else:
+        headers[IDEMPOTENCY_KEY] = idempotency_key
+        outcome = "was not" if isinstance(error, _NOT_STARTED) else "may have been"
+        message = f"{message}; the saga {outcome} created: retry with this idempotency key"
+    body = error_body(
+        rule.code,
+        message,
+        _details(error),
+        available_types=available,
+        idempotency_key=idempotency_key,
+    )
     return json_response(body, rule.status, headers)
 
 

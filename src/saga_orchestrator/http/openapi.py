@@ -98,14 +98,18 @@ class Operation:
     """The query's class: each field is a parameter."""
     errors: tuple[int, ...] = ()
     """Error statuses beyond the ones that follow from the above."""
+    busy_headers: tuple[str, ...] = ()
+    """Header names of :data:`HEADERS` its 503 answers carry (beside ``Retry-After``)."""
 
 
-def created_or_found(body: Any, *, created: str, found: str) -> list[Reply]:
+def created_or_found(
+    body: Any, *, created: str, found: str, headers: tuple[str, ...] = ()
+) -> list[Reply]:
     """The replies of a create that is idempotent: 202 made now, 200 made by an earlier request
-    with the same key; both with the ``Location`` of what was made."""
+    with the same key; both with the ``Location`` of what was made (and ``headers``)."""
     return [
-        Reply(status=202, description=created, body=body, headers=("Location",)),
-        Reply(status=200, description=found, body=body, headers=("Location",)),
+        Reply(status=202, description=created, body=body, headers=("Location", *headers)),
+        Reply(status=200, description=found, body=body, headers=("Location", *headers)),
     ]
 
 
@@ -175,6 +179,12 @@ HEADERS: dict[str, dict[str, Any]] = {
         "description": "Where the resource can be read.",
         "required": True,
         "schema": {"type": "string"},
+    },
+    "Idempotency-Key": {
+        "description": "The start's idempotency key: the one it sent, else the one made for it. "
+        "Retrying the start with it returns the same saga and never starts a second one.",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1},
     },
     "Retry-After": {
         "description": "Seconds to wait before trying again.",
@@ -283,7 +293,7 @@ class _Document:
         for reply in spec.replies:
             responses[str(reply.status)] = self._reply(reply)
         for status in _error_statuses(rule, spec, auth=self.auth):
-            responses.setdefault(str(status), self._error(status))
+            responses.setdefault(str(status), self._error(status, spec))
         body["responses"] = responses
         if self.auth:
             body["security"] = [] if spec.public else [{"ApiKey": []}, {"Bearer": []}]
@@ -341,9 +351,9 @@ class _Document:
             "content": {reply.media_type: {"schema": schema}},
         }
 
-    def _error(self, status: int) -> dict[str, Any]:
+    def _error(self, status: int, spec: Operation) -> dict[str, Any]:
         codes = ", ".join(f"`{code}`" for code in _codes(status))
-        headers = ("Retry-After",) if status == 503 else ()
+        headers = ("Retry-After", *spec.busy_headers) if status == 503 else ()
         return {
             "description": f"{_STATUS_TEXT.get(status, 'Error.')} Codes: {codes}.",
             "headers": self._headers(headers),

@@ -29,11 +29,17 @@ from werkzeug.routing import BaseConverter
 from saga_orchestrator.coordinator.messages import CancelSaga, RetrySaga, StartResult, StartSaga
 from saga_orchestrator.coordinator.projection import stream_id
 from saga_orchestrator.errors import SagaNotFound
-from saga_orchestrator.store.records import SagaQuery, SagaRecord, decode_cursor
+from saga_orchestrator.store.records import SagaQuery, SagaRecord, decode_cursor, new_id
 
 from .app import deps
 from .correlation import current_correlation_id
-from .errors import InvalidQuery
+from .errors import (
+    IDEMPOTENCY_KEY,
+    InvalidQuery,
+    ServiceStopping,
+    StartInterrupted,
+    error_response,
+)
 from .openapi import Reply, created_or_found, operation
 from .serialize import event_view, json_response, saga_summary, saga_type_view, saga_view, step_view
 from .validate import check_body, check_query, json_body
@@ -75,14 +81,16 @@ TAG = "Sagas"
 def parse_start_body(body: Any) -> StartSaga:
     """Check a ``POST /sagas/start`` body strictly; raises ``ValidationError`` naming each field.
 
-    The saga's ``data`` is checked against its type's input by the coordinator.
+    The saga's ``data`` is checked against its type's input by the coordinator. Every start has
+    an idempotency key: without one in the body, a new one is made (``key_is_new``).
     """
     start = check_body(StartSagaRequest, body)
     return StartSaga(
         saga_type=start.saga_type,
         data=start.data,
-        idempotency_key=start.idempotency_key,
+        idempotency_key=start.idempotency_key or new_id(),
         correlation_id=start.correlation_id or current_correlation_id(),
+        key_is_new=start.idempotency_key is None,
     )
 
 
@@ -169,21 +177,50 @@ async def _load(saga_id: str) -> SagaRecord:
 @operation(
     summary="Start a saga",
     description="Its steps run in the background. With an `idempotency_key` already used for "
-    "this saga type, the saga it started is returned instead (200); used for another type: 409.",
+    "this saga type, the saga it started is returned instead (200); used for another type: 409. "
+    "Every start has a key: without one, one is made, kept with the saga and returned (the "
+    "body's `idempotency_key` and the `Idempotency-Key` header). A 503 carries the key too: the "
+    "saga may have been created, so retry with that key (send your own key to be able to retry "
+    "even when no answer comes).",
     tag=TAG,
     body=StartSagaRequest,
     replies=created_or_found(
-        StartedSaga, created="Started.", found="The saga an earlier start with the same key made."
+        StartedSaga,
+        created="Started.",
+        found="The saga an earlier start with the same key made.",
+        headers=(IDEMPOTENCY_KEY,),
     ),
     errors=(409, 503),
+    busy_headers=(IDEMPOTENCY_KEY,),
 )
 async def start_saga() -> Response:
-    svc = deps()
     message = parse_start_body(await json_body())
-    result: StartResult = await svc.coordinator.ask(message, timeout=svc.command_timeout)
+    key = message.idempotency_key
+    assert key is not None
+    try:
+        result = await _ask_start(message)
+    except Exception as exc:
+        return error_response(exc, idempotency_key=key)  # a 5xx carries the key
     body = saga_view(result.saga, created=result.created)
-    headers = {"Location": f"/sagas/{result.saga.saga_id}"}
+    headers = {"Location": f"/sagas/{result.saga.saga_id}", IDEMPOTENCY_KEY: key}
     return json_response(body, 202 if result.created else 200, headers)
+
+
+async def _ask_start(message: StartSaga) -> StartResult:
+    """Ask the coordinator to start; once the service begins to stop the wait is cut short
+    in time to answer (see :mod:`.draining`).
+
+    Raises:
+        ServiceStopping: the service stops: the start was not asked.
+        StartInterrupted: the service began to stop while the start was asked.
+    """
+    svc = deps()
+    if svc.draining.stopping:
+        raise ServiceStopping("the service is stopping")
+    with svc.draining.bounded():
+        result: StartResult = await svc.coordinator.ask(message, timeout=svc.command_timeout)
+        return result
+    raise StartInterrupted("the service began to stop while the start was in flight")
 
 
 @sagas.get("/")
