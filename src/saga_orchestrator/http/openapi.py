@@ -36,9 +36,8 @@ from werkzeug.routing import Rule
 
 from saga_orchestrator import __version__
 
-from .boundary import STORABLE_TEXT
 from .errors import ERROR_TABLE, FRAMEWORK_ERRORS
-from .schema import SchemaBuilder, constraints, strip_none
+from .schema import STORABLE_TEXT, SchemaBuilder, constraints, strip_none
 from .serialize import json_response
 from .views.errors import ErrorBody
 
