@@ -3,7 +3,10 @@
 The service runs (Hypercorn on a free loopback port) on PostgreSQL, the strictest store: a
 text it cannot keep (a NUL character in a path or a query) would be a 500 there and nowhere
 else. Schemathesis reads ``/openapi.json`` and generates requests, valid and invalid, for every
-operation: once with the API key, once without. Every check it has runs on every answer (no
+operation, once with the API key, once without: first the cases of its coverage phase (each
+parameter and field at its bounds and past them, each value its pattern refuses: a NUL in a
+query parameter), then :data:`MAX_EXAMPLES` generated ones per operation and mode (valid,
+invalid). Every check it has runs on every answer (no
 5xx, every answer documented: status, content type, headers, body schema; invalid requests
 refused; valid ones accepted; the key really required; ...) plus one of ours: no stack trace.
 
@@ -17,8 +20,9 @@ reuse them, and are sent here rather than by schemathesis (which sends a request
 its connection was dropped): a network error (a connection the server dropped, or left open
 without an answer) fails the run like a wrong answer.
 
-Bounded and deterministic: derandomized, no example database; ``SCHEMATHESIS_MAX_EXAMPLES``
-sets the examples per operation and mode (default :data:`MAX_EXAMPLES`).
+Bounded and deterministic: the coverage cases are fixed, the generated ones derandomized, no
+example database; ``SCHEMATHESIS_MAX_EXAMPLES`` sets the generated examples per operation and
+mode (default :data:`MAX_EXAMPLES`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ import trio
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS, CheckContext
+from schemathesis.generation.drivers import CoverageGenerator
+from schemathesis.generation.feedback import FeedbackSources
+from schemathesis.generation.overrides import Override
 from schemathesis.openapi.checks import RejectedPositiveData
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -44,8 +51,7 @@ REQUEST_TIMEOUT = 5.0
 """Seconds a request may take; beyond, the connection is taken to hang."""
 
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "25"))
-"""Examples per operation and mode. 25 finds a NUL in a path or query parameter of each
-operation that has one, and a refused body's connection reused, in about 20 s for both runs."""
+"""Generated examples per operation and mode, after the coverage cases."""
 
 BOUNDS = settings(
     max_examples=MAX_EXAMPLES,
@@ -123,8 +129,23 @@ def _describe(error: BaseException) -> str:
     return "\n".join([str(error), *(f"  {_describe(e)}" for e in inner)])
 
 
+def coverage_cases(api_schema: Any, operation: Any) -> list[schemathesis.Case]:
+    """The cases of schemathesis's coverage phase for ``operation`` (as its own runner makes
+    them: ``schemathesis.generation.drivers`` is not a documented API)."""
+    generator = CoverageGenerator(
+        operation=operation,
+        generation_modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
+        generation_config=api_schema.config.generation_for(operation=operation, phase="coverage"),
+        auth_storage=None,
+        override=Override(),
+        feedback=FeedbackSources(),
+    )
+    return list(generator)
+
+
 def check_every_operation(url: str, headers: dict[str, str]) -> None:
-    """Valid and invalid requests to each operation; every failure is reported at the end."""
+    """The coverage cases and generated requests of each operation; every failure is reported
+    at the end (the first of each operation and phase)."""
     api_schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
     checks = [
         positive_data_accepted if c is positive_data_acceptance else c for c in CHECKS.get_all()
@@ -132,29 +153,33 @@ def check_every_operation(url: str, headers: dict[str, str]) -> None:
     failures: list[str] = []
     labels = []
     with requests.Session() as session:
+
+        def check(case: schemathesis.Case) -> None:
+            response = send(session, case, url, headers)
+            case.validate_response(
+                response,
+                checks=checks,
+                additional_checks=[no_stack_trace],
+                headers=headers,
+                transport_kwargs={"base_url": url, "headers": headers},
+            )
+
         for result in api_schema.get_all_operations():
             operation = result.ok()
             labels.append(operation.label)
+            try:
+                for case in coverage_cases(api_schema, operation):
+                    check(case)
+            except (Exception, BaseExceptionGroup) as exc:  # one report for every operation
+                failures.append(f"{operation.label} (coverage): {_describe(exc)}")
             modes = [GenerationMode.POSITIVE]
             if negatable(api_schema, operation.method, operation.path):
                 modes.append(GenerationMode.NEGATIVE)
             for mode in modes:
-
-                @BOUNDS
-                @given(case=operation.as_strategy(generation_mode=mode))
-                def run(case: schemathesis.Case) -> None:
-                    response = send(session, case, url, headers)
-                    case.validate_response(
-                        response,
-                        checks=checks,
-                        additional_checks=[no_stack_trace],
-                        headers=headers,
-                        transport_kwargs={"base_url": url, "headers": headers},
-                    )
-
+                run = BOUNDS(given(case=operation.as_strategy(generation_mode=mode))(check))
                 try:
                     run()
-                except (Exception, BaseExceptionGroup) as exc:  # one report for every operation
+                except (Exception, BaseExceptionGroup) as exc:
                     failures.append(f"{operation.label} ({mode.value}): {_describe(exc)}")
     documented = [
         f"{method.upper()} {path}"
