@@ -36,16 +36,7 @@ import redis
 import trio
 import trio_asyncio
 
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
-
-
-def _unreachable(message: str) -> None:
-    """Skip the test (fail it in CI) because a server the test needs is not there."""
-    if _in_ci():
-        pytest.fail(f"{message} (CI=true: integration tests must run)", pytrace=False)
-    pytest.skip(message)
+from tests.support.required import unavailable
 
 
 def _masked(url: str) -> str:
@@ -91,7 +82,7 @@ def _server_url(
         try:
             check(configured)
         except Exception as exc:
-            _unreachable(
+            unavailable(
                 f"{service} is not reachable at {_masked(configured)} ({_why(exc)}); {hint}"
             )
         return configured
@@ -108,7 +99,7 @@ def _server_url(
         check(url)
     except Exception as exc:
         problems.append(f"no throwaway server ({_why(exc)})")
-        _unreachable(f"{service} is not available: {'; '.join(problems)}; {hint}")
+        unavailable(f"{service} is not available: {'; '.join(problems)}; {hint}")
     return url
 
 
@@ -343,10 +334,20 @@ def redis_url(redis_server_url: str) -> str:
     return redis_server_url
 
 
+@contextmanager
+def redis_keys_prefix(url: str) -> Iterator[str]:
+    """``test:<uuid hex>:``, a prefix of its own; every key of ``url`` that starts with it is
+    deleted on exit (also when the body fails)."""
+    prefix = f"test:{uuid.uuid4().hex}:"
+    try:
+        yield prefix
+    finally:
+        delete_redis_keys(url, prefix)
+
+
 @pytest.fixture
 def redis_prefix(redis_url: str) -> Iterator[str]:
-    """``test:<uuid hex>:``, a prefix for this test's keys and streams alone; every key that
-    starts with it is deleted after the test."""
-    prefix = f"test:{uuid.uuid4().hex}:"
-    yield prefix
-    delete_redis_keys(redis_url, prefix)
+    """A prefix for this test's keys and streams alone (:func:`redis_keys_prefix`): deleted
+    after the test."""
+    with redis_keys_prefix(redis_url) as prefix:
+        yield prefix

@@ -38,6 +38,7 @@ EXPORTS: dict[str, set[str]] = {
         "Coordinator",
         "CoordinatorStatus",
         "DeliverEvent",
+        "DomainEvents",
         "EngineOptions",
         "EventRouter",
         "GetStatus",

@@ -1,4 +1,5 @@
-"""The Redis fixtures of ``tests/conftest.py``: the server answers, and a test's keys go away."""
+"""The Redis fixtures of ``tests/conftest.py``: the server answers, and a test's keys go away
+(each test stands alone: none depends on another having run)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import redis.asyncio
 import trio
 import trio_asyncio
 
-from .conftest import delete_redis_keys, redis_client
+from .conftest import delete_redis_keys, redis_client, redis_keys_prefix
 
 pytestmark = pytest.mark.integration
 
@@ -63,19 +64,18 @@ def test_a_prefix_is_matched_literally(redis_url: str, redis_prefix: str) -> Non
         assert {f"{redis_prefix}x".encode()} == set(client.scan_iter(match=f"{redis_prefix}*"))
 
 
-_left_behind: list[str] = []
-"""The prefixes the first test of the pair below wrote under; the second finds them empty."""
-
-
-def test_keys_under_redis_prefix_1_written(redis_url: str, redis_prefix: str) -> None:
-    with redis_client(redis_url) as client:
-        client.set(f"{redis_prefix}key", "x")
-        client.xadd(f"{redis_prefix}stream", {"field": "value"})
-    _left_behind.append(redis_prefix)
-
-
-def test_keys_under_redis_prefix_2_gone_after_the_test(redis_url: str) -> None:
-    if not _left_behind:
-        pytest.skip("runs after test_keys_under_redis_prefix_1_written, in the same process")
-    with redis_client(redis_url) as client:
-        assert [] == list(client.scan_iter(match=f"{_left_behind[-1]}*"))
+def test_a_prefix_and_its_keys_are_gone_after_the_test(redis_url: str) -> None:
+    # What the redis_prefix fixture does around each test: its keys are deleted afterwards,
+    # also when the test fails; the keys of other prefixes stay.
+    with redis_client(redis_url) as client, redis_keys_prefix(redis_url) as neighbour:
+        client.set(f"{neighbour}kept", "x")
+        with redis_keys_prefix(redis_url) as prefix:
+            assert re.fullmatch(r"test:[0-9a-f]{32}:", prefix) and prefix != neighbour
+            client.set(f"{prefix}key", "x")
+            client.xadd(f"{prefix}stream", {"field": "value"})
+        assert [] == list(client.scan_iter(match=f"{prefix}*"))
+        with pytest.raises(RuntimeError), redis_keys_prefix(redis_url) as failing:
+            client.set(f"{failing}key", "x")
+            raise RuntimeError("the test failed")
+        assert [] == list(client.scan_iter(match=f"{failing}*"))
+        assert 1 == client.exists(f"{neighbour}kept")

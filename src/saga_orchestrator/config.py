@@ -45,6 +45,7 @@ __all__ = [
     "describe_settings",
     "load_settings",
     "mask_url",
+    "url_values",
 ]
 
 MASK = "***"
@@ -297,6 +298,24 @@ class Settings:
             "TCP port the HTTP server listens on; 0 picks any free port (useful in tests).",
             "an integer between 0 and 65535",
             lambda v: _is_int(v) and 0 <= v <= 65535,
+        ),
+    )
+    http_keep_alive_seconds: float = _setting(
+        5.0,
+        _number_above(
+            0,
+            "Seconds an idle HTTP connection stays open after its last answer (or after it "
+            "connected) before the service closes it. It also bounds how long a client may take "
+            "to send a whole request head: a slow-header (slowloris) client is cut off after it. "
+            "Keep it longer than the idle timeout of a reverse proxy that reuses connections.",
+        ),
+    )
+    http_max_header_bytes: int = _setting(
+        16384,
+        _int_at_least(
+            1024,
+            "Largest request head (request line and headers) accepted, in bytes; a larger one "
+            "gets 431 and the connection is closed.",
         ),
     )
 
@@ -641,6 +660,16 @@ def mask_url(url: str) -> str:
     if qmark:
         tail = path + qmark + _QUERY_SECRET_RE.sub(rf"\1\2={MASK}", query)
     return f"{scheme}{sep}{authority}{tail}"
+
+
+def url_values(settings: Settings) -> list[str]:
+    """The value of every setting that is a URL and may hold a password (``DATABASE_URL``,
+    ``REDIS_URL``, the downstream services' URLs); unset ones left out."""
+    return [
+        value
+        for field in _FIELDS
+        if _rule(field).url and isinstance(value := getattr(settings, field.name), str) and value
+    ]
 
 
 def _masked(field: attrs.Attribute[Any], value: Any) -> Any:

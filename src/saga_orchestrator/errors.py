@@ -26,7 +26,22 @@ status of each error is decided in one place: ``saga_orchestrator.http.errors``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
+
+E = TypeVar("E", bound=BaseException)
+
+
+def find_error(error: BaseException, kind: type[E]) -> E | None:
+    """The first ``kind`` error in ``error``, alone or inside (nested) exception groups: trio
+    wraps what a task of a nursery raises in an ``ExceptionGroup``."""
+    if isinstance(error, kind):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = find_error(inner, kind)
+            if found is not None:
+                return found
+    return None
 
 
 class SagaOrchestratorError(Exception):

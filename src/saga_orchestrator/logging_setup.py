@@ -8,14 +8,19 @@ Every record that reaches the handler :func:`configure_logging` installs passes 
   afterwards, so the tasks a request or a saga starts log with its ids too. A record logged with
   ``extra={"saga_id": ...}`` keeps its own value.
 - :class:`RedactingFilter` replaces every secret value (the API key, the service token, the
-  Redis password, the passwords in ``DATABASE_URL`` and ``REDIS_URL``) by ``***`` in the message,
-  the traceback and the stack, whatever logged it: our code, Hypercorn or a driver.
+  Redis password, the password of every URL setting) by ``***`` in the message, the traceback
+  and the stack, whatever logged it: our code, Hypercorn or a driver; and it masks the password
+  of any URL written with one (``scheme://user:***@host``), known or not.
+
+The libraries that log each request's URL (httpx, httpcore) log at ``WARNING`` and above
+only, whatever ``LOG_LEVEL`` says: a line per downstream call is noise, and costs CPU.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -24,10 +29,11 @@ from contextvars import ContextVar
 from typing import Any, TextIO
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from saga_orchestrator.config import MASK, Settings, load_settings
+from saga_orchestrator.config import MASK, Settings, load_settings, url_values
 from saga_orchestrator.errors import ConfigError
 
 __all__ = [
+    "QUIET_LOGGERS",
     "ContextFilter",
     "JsonFormatter",
     "RedactingFilter",
@@ -36,6 +42,7 @@ __all__ = [
     "configure_logging",
     "current_log_context",
     "log_context",
+    "mask_url_passwords",
     "redact_secrets",
     "secret_values",
 ]
@@ -46,6 +53,10 @@ CONTEXT_FIELDS = ("saga_id", "correlation_id")
 _TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _HANDLER_NAME = "saga_orchestrator"
 _QUERY_SECRETS = frozenset({"password", "pass", "pwd"})
+QUIET_LOGGERS = ("httpx", "httpcore")
+"""Loggers that log every request's URL at INFO or DEBUG: kept at WARNING and above."""
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@]*:)[^\s/?#]*@")
+"""``scheme://user:password@``; the password runs to the last ``@`` of the authority."""
 
 _saga_id: ContextVar[str | None] = ContextVar("saga_orchestrator.saga_id", default=None)
 _correlation_id: ContextVar[str | None] = ContextVar(
@@ -115,15 +126,24 @@ def _url_secrets(url: str | None) -> list[str]:
 
 def secret_values(settings: Settings) -> list[str]:
     """Every secret in ``settings``: ``API_KEY``, ``SERVICE_AUTH_TOKEN``, ``REDIS_PASSWORD`` and
-    the passwords in ``DATABASE_URL`` and ``REDIS_URL``."""
+    the password of every URL setting (``DATABASE_URL``, ``REDIS_URL``, the services' URLs)."""
     plain = [settings.api_key, settings.service_auth_token, settings.redis_password]
     values = [value for value in plain if value]
-    values += _url_secrets(settings.database_url) + _url_secrets(settings.redis_url)
+    for url in url_values(settings):
+        values += _url_secrets(url)
     return values
 
 
+def mask_url_passwords(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` in it as ``***``."""
+    if "://" not in text:
+        return text
+    return _URL_PASSWORD.sub(rf"\1{MASK}@", text)
+
+
 class RedactingFilter(logging.Filter):
-    """Replaces each secret it was given by ``***`` in a record's message, traceback and stack.
+    """Replaces each secret it was given, and the password of any URL, by ``***`` in a
+    record's message, traceback and stack.
 
     The message is formatted first (``msg % args``), so a secret inside an argument is caught
     too; a record that held one keeps the redacted text as its message and no arguments.
@@ -145,11 +165,9 @@ class RedactingFilter(logging.Filter):
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
-        return text
+        return mask_url_passwords(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
         try:
             message = record.getMessage()
         except Exception:  # msg and args do not fit: keep what can be shown, safely
@@ -259,3 +277,5 @@ def configure_logging(
     root.setLevel(level.upper())
     # Hypercorn's error log goes through ours (serve() is given these loggers).
     logging.getLogger("hypercorn.error").setLevel(level.upper())
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

@@ -12,18 +12,17 @@ import signal
 import sys
 from collections.abc import Sequence
 from functools import partial
-from typing import TypeVar
 
 import trio
 
 from saga_orchestrator import __version__
 from saga_orchestrator.config import Settings, load_settings
 from saga_orchestrator.coordinator.catalog import SagaCatalog
-from saga_orchestrator.errors import ConfigError, StoreError
+from saga_orchestrator.errors import ConfigError, StoreError, find_error
 from saga_orchestrator.logging_setup import configure_logging, secret_values
 from saga_orchestrator.service import build_catalog, run_service
 
-__all__ = ["find_error", "main", "serve", "serve_until_signalled"]
+__all__ = ["main", "serve", "serve_until_signalled"]
 
 log = logging.getLogger("saga_orchestrator")
 
@@ -32,8 +31,6 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-E = TypeVar("E", bound=BaseException)
 
 
 async def serve_until_signalled(settings: Settings, *, catalog: SagaCatalog | None = None) -> bool:
@@ -63,18 +60,6 @@ async def serve_until_signalled(settings: Settings, *, catalog: SagaCatalog | No
             await run_service(settings, shutdown=shutdown, catalog=catalog)
             nursery.cancel_scope.cancel()
     return not forced
-
-
-def find_error(error: BaseException, kind: type[E]) -> E | None:
-    """The first ``kind`` error in ``error``, alone or inside (nested) exception groups."""
-    if isinstance(error, kind):
-        return error
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            found = find_error(inner, kind)
-            if found is not None:
-                return found
-    return None
 
 
 def serve(environ: dict[str, str] | None = None) -> int:

@@ -31,9 +31,18 @@ _STEP_END = {StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.UNKNOWN}
 _ENDED = frozenset((*TERMINAL, *PARKED))
 
 
+Labels = str | tuple[str, ...]
+"""One label's name (or value), or several."""
 _Source = tuple[
-    type[GaugeMetricFamily] | type[CounterMetricFamily], str, str, Callable[[], Mapping[str, float]]
+    type[GaugeMetricFamily] | type[CounterMetricFamily],
+    str,
+    Labels,
+    Callable[[], Mapping[Any, float]],
 ]
+
+
+def _as_list(labels: Labels) -> list[str]:
+    return [labels] if isinstance(labels, str) else list(labels)
 
 
 class _ReadAtScrape(Collector):
@@ -44,9 +53,9 @@ class _ReadAtScrape(Collector):
 
     def collect(self) -> Iterator[Metric]:
         for name, (kind, help_text, label, read) in self.sources.items():
-            family = kind(name, help_text, labels=[label])
-            for value_label, value in read().items():
-                family.add_metric([value_label], value)
+            family = kind(name, help_text, labels=_as_list(label))
+            for value_labels, value in read().items():
+                family.add_metric(_as_list(value_labels), value)
             yield family
 
 
@@ -112,20 +121,21 @@ class ServiceMetrics(SagaObserver):
         self,
         name: str,
         help_text: str,
-        read: Callable[[], Mapping[str, float]],
+        read: Callable[[], Mapping[Any, float]],
         *,
-        label: str = "name",
+        label: Labels = "name",
     ) -> None:
-        """Export gauge ``name`` with one sample per ``read()`` entry (labelled ``label``)."""
+        """Export gauge ``name`` with one sample per ``read()`` entry, labelled ``label``
+        (a tuple of names: each entry's key is the tuple of their values)."""
         self._sources[name] = (GaugeMetricFamily, help_text, label, read)
 
     def counter(
         self,
         name: str,
         help_text: str,
-        read: Callable[[], Mapping[str, float]],
+        read: Callable[[], Mapping[Any, float]],
         *,
-        label: str = "outcome",
+        label: Labels = "outcome",
     ) -> None:
         """Export counter ``name`` (``name_total``) from counts someone else keeps."""
         self._sources[name] = (CounterMetricFamily, help_text, label, read)

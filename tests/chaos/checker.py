@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-from collections.abc import Iterable
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -37,6 +39,11 @@ REPLY_FAILURE = "airtable.sync.failed"
 """How the error of a step failed by its reply starts (its command's effect exists)."""
 API_SAMPLE = 300
 """Sagas whose API view is compared with the store."""
+ACTION_ENDS = ("StepCompleted", "StepAwaitingReply", "StepAttemptFailed", "StepFailed")
+"""Transitions that end an attempt of a step's action (the action returned, raised, or was
+interrupted)."""
+COMPENSATION_ENDS = ("CompensationCompleted", "CompensationAttemptFailed", "CompensationFailed")
+_STATUS = re.compile(r" (\d{3})$")
 
 
 @attrs.frozen
@@ -79,6 +86,9 @@ class Invariant:
     name: str
     promise: str
     checked: int = 0
+    planned: int = 0
+    """Cases the plan gave it (sagas cancelled, started by events, ...): one that checked none
+    of them is a violation, not a pass."""
     violations: list[str] = attrs.field(factory=list)
 
     @property
@@ -106,10 +116,14 @@ class Snapshot:
     pending: int
     effects: list[dict[str, Any]]
     calls: list[dict[str, Any]]
-    """Every call the stand-in answered."""
+    """Every call the stand-in received, before its de-duplication by key (``status`` is
+    ``None`` for one never answered)."""
     announcements: list[dict[str, Any]]
     api_status: dict[str, str]
     """A sample: saga id -> its status as ``GET /sagas/{id}`` shows it."""
+    restarts: list[float] = attrs.field(factory=list)
+    """Wall-clock times at which an orchestrator process was seen to have ended (killed, or
+    exited by itself): each may make the next one run again the steps that were in flight."""
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -267,6 +281,7 @@ async def take_snapshot(cluster: Cluster, api_sample: Iterable[str]) -> Snapshot
         calls=calls,
         announcements=announcements,
         api_status=api_status,
+        restarts=[exit.at for exit in cluster.orchestrator.exits],
     )
 
 
@@ -451,7 +466,8 @@ class _Checks:
         twice = self.inv(
             "effects_at_most_once",
             "no effect was applied twice at the stand-in: one per idempotency key and "
-            "operation, each key names a saga of the store and a step of its type",
+            "operation, each key names a saga of the store and a step of its type (the "
+            "stand-in's own de-duplication; calls_explained counts the calls before it)",
         )
         matched = self.inv(
             "effects_match_steps",
@@ -481,7 +497,7 @@ class _Checks:
         refused_repeats = {
             (c["idempotency_key"], c["operation"])
             for c in self.snap.calls
-            if c["fault"] and 400 <= c["status"] < 500
+            if c["fault"] and c["status"] is not None and 400 <= c["status"] < 500
         }
         contract_broken: list[str] = []
         for saga_id, saga in self.snap.sagas.items():
@@ -519,6 +535,62 @@ class _Checks:
             f"(the stand-in broke its idempotency contract on purpose): {len(contract_broken)} "
             f"{contract_broken[:5]}"
         )
+
+    def calls(self) -> None:
+        explained = self.inv(
+            "calls_explained",
+            "every call to the stand-in is explained by the saga's history: per idempotency "
+            "key and operation, no more calls than the attempts recorded for that step's action "
+            "(or compensation) plus the orchestrator restarts that struck while one of those "
+            "attempts was in flight; every call carries a key <saga id>:<step>[:<part>] of a "
+            "saga in the store",
+        )
+        explained.planned = len(self.snap.sagas)  # every saga's first step calls the stand-in
+        counts = collections.Counter(
+            (c["idempotency_key"], c["operation"]) for c in self.snap.calls
+        )
+        windows: dict[str, dict[tuple[int, str], list[tuple[float, float]]]] = {}
+        repeated = {"by retries": 0, "by restarts": 0}
+        for (key, operation), count in counts.items():
+            explained.checked += count
+            if key is None:
+                explained.fail(f"{count} call(s) of {operation} without an idempotency key")
+                continue
+            saga_id, step, part = _parse_key(key)
+            saga = self.snap.sagas.get(saga_id)
+            if saga is None or step not in _names(saga):
+                explained.fail(f"{operation} with key {key!r}: not a step of a saga in the store")
+                continue
+            if saga_id not in windows:
+                windows[saga_id] = _attempt_windows(self.snap.transitions.get(saga_id, []))
+            kind = "compensation" if part == "undo" else "action"
+            attempts = windows[saga_id].get((_names(saga).index(step), kind), [])
+            restarts = sum(
+                1 for start, end in attempts for at in self.snap.restarts if start < at < end
+            )
+            if count > 1:
+                repeated["by restarts" if count > len(attempts) else "by retries"] += 1
+            if count > len(attempts) + restarts:
+                explained.fail(
+                    f"saga {saga_id} ({saga['status']}): {operation} with key {key!r} called "
+                    f"{count} times; the {kind} of {step} has {len(attempts)} attempts recorded "
+                    f"and {restarts} orchestrator restarts struck during them"
+                )
+        self.notes.append(
+            f"keys called more than once (explained by recorded retries, or needing a restart): "
+            f"{repeated}"
+        )
+
+    def answers(self, answers: Mapping[str, int], unexpected: Sequence[str]) -> None:
+        documented = self.inv(
+            "no_unexpected_5xx",
+            "the API answered every request the driver sent with a status it documents: no "
+            "5xx other than 503 (overloaded, or a dependency unavailable)",
+        )
+        documented.planned = len(self.records)
+        documented.checked = sum(n for route, n in answers.items() if _STATUS.search(route))
+        for answer in unexpected:
+            documented.fail(answer)
 
     def starts(self) -> None:
         acknowledged = self.inv(
@@ -572,6 +644,7 @@ class _Checks:
             "trigger_events_start_one_saga",
             "every stored triggering event started exactly one saga (per event id and saga type)",
         )
+        triggered.planned = sum(r.planned.via == "event" for r in self.records)
         by_id = {e["event_id"]: e for e in self.snap.events}
         on_events = self.snap.on_bus.get(EVENT_STREAM, set())
         for record in self.records:
@@ -625,6 +698,7 @@ class _Checks:
 
     def api(self) -> None:
         agrees = self.inv("api_agrees_with_store", "GET /sagas/{id} shows the stored status")
+        agrees.planned = sum(r.planned.via == "api" and r.acknowledged for r in self.records)
         for saga_id, status in self.snap.api_status.items():
             agrees.checked += 1
             stored = self.snap.sagas.get(saga_id, {}).get("status")
@@ -638,6 +712,7 @@ class _Checks:
             "compensated when its deadline or a step's failure came first, or "
             "compensation_failed for an unknown outcome), never completed",
         )
+        honoured.planned = sum(r.planned.cancel_after is not None for r in self.records)
         outcomes: collections.Counter[str] = collections.Counter()
         for record in self.records:
             if record.cancel_status is None or len(record.saga_ids) != 1:
@@ -676,15 +751,57 @@ def _steps_text(steps: list[dict[str, Any]]) -> str:
     )
 
 
-def check(snap: Snapshot, records: list[DriverRecord]) -> tuple[list[Invariant], list[str]]:
-    """The invariants, and notes (figures that are not promises)."""
+def _attempt_windows(
+    history: list[tuple[int, str, dict[str, Any]]],
+) -> dict[tuple[int, str], list[tuple[float, float]]]:
+    """(step index, ``action`` or ``compensation``) -> the wall-clock window of each attempt
+    the history records: from its ``StepStarted`` (``CompensationStarted``) to the transition
+    that ended it, or without end when none did. A restart of the orchestrator inside a
+    window may have run that attempt again (it resumes from the history: nothing new is
+    recorded for the run again)."""
+    windows: dict[tuple[int, str], list[tuple[float, float]]] = collections.defaultdict(list)
+    running: dict[tuple[int, str], float] = {}
+    for _, kind, data in history:
+        if kind in ("StepStarted", "CompensationStarted"):
+            key = (data["step"], "action" if kind == "StepStarted" else "compensation")
+            if key in running:  # started again without an end: the last one ended here
+                windows[key].append((running[key], data["at"]))
+            running[key] = data["at"]
+        elif kind in ACTION_ENDS or kind in COMPENSATION_ENDS:
+            key = (data["step"], "action" if kind in ACTION_ENDS else "compensation")
+            if key in running:
+                windows[key].append((running.pop(key), data["at"]))
+    for key, start in running.items():
+        windows[key].append((start, math.inf))
+    return windows
+
+
+def check(
+    snap: Snapshot,
+    records: list[DriverRecord],
+    *,
+    answers: Mapping[str, int] | None = None,
+    unexpected: Sequence[str] = (),
+) -> tuple[list[Invariant], list[str]]:
+    """The invariants, and notes (figures that are not promises). ``answers``: the driver's
+    count of answers by ``"<method> <route> <status>"``; ``unexpected``: its 5xx answers other
+    than 503."""
     checks = _Checks(snap, records)
     checks.sagas()
     checks.compensations()
     checks.effects()
+    checks.calls()
     checks.starts()
     checks.events()
     checks.streams()
     checks.api()
     checks.cancels()
-    return list(checks.invariants.values()), checks.notes
+    if answers is not None:
+        checks.answers(answers, unexpected)
+    invariants = list(checks.invariants.values())
+    for invariant in invariants:
+        if invariant.planned and not invariant.checked:
+            invariant.fail(
+                f"the plan gave it {invariant.planned} cases and it checked none of them"
+            )
+    return invariants, checks.notes

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -62,6 +63,9 @@ class Exit:
     expected: bool
     log: str
     """The tail of the incarnation's log when the exit was not expected."""
+    at: float = 0.0
+    """Wall-clock time (``time.time()``) when it was seen to have ended: after everything the
+    incarnation did, before anything the next one does."""
 
 
 class Orchestrator:
@@ -100,9 +104,10 @@ class Orchestrator:
                     task_status.started()
                     first = False
                 code = await process.wait()
+            ended = time.time()
             expected = self._killing or self._stopping
             tail = "" if expected else log_tail(self.log_path(self.incarnation))
-            self.exits.append(Exit(self.incarnation, code, expected, tail))
+            self.exits.append(Exit(self.incarnation, code, expected, tail, ended))
             pause = self._downtime if self._killing else 1.0
             self._killing = False
             if not self._stopping:

@@ -201,7 +201,9 @@ async def run_chaos(
         records = list(driver.records.values())
         sample = [i for r in records if r.planned.via == "api" for i in sorted(r.saga_ids)]
         snapshot = await take_snapshot(cluster, sample)
-        invariants, notes = check(snapshot, records)
+        invariants, notes = check(
+            snapshot, records, answers=driver.answers, unexpected=driver.unexpected
+        )
         durations["checks"] = time.monotonic() - began
         began = time.monotonic()
     durations["teardown"] = time.monotonic() - began

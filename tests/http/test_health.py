@@ -124,6 +124,7 @@ async def test_health_lists_the_components() -> None:
         assert "ok" == components["store"]["status"]
         assert "memory" == components["store"]["kind"]
         assert components["store"]["latency_ms"] >= 0
+        assert 0 == components["store"]["failed_batches"]
         coordinator = components["coordinator"]
         assert 0 == coordinator["active_sagas"]
         assert 10_000 == coordinator["max_active_sagas"]

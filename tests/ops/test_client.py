@@ -214,11 +214,6 @@ def test_events_publish_and_tail(cli: Cli) -> None:
         '{"source": "ops"}',
         "--json",
     )
-    if published.code == EXIT_NOT_FOUND and "no event API" in published.err:
-        pytest.skip(
-            "the server has no event API yet (POST /events/publish answers 404 "
-            "not_found): it comes with the event bus (issue 4)"
-        )
     assert EXIT_OK == published.code, published
     cli("events", "publish", "ops.tested", "ops-stream-1", "--data", '{"n": 2}')
     tail = cli("events", "tail", "ops-stream-1")

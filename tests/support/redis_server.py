@@ -21,14 +21,20 @@ def redis_server_binary() -> str | None:
     return str(__redis_executable__)
 
 
-def start_redis(binary: str, port: int, directory: Path) -> subprocess.Popen[bytes]:
-    """A redis-server that writes every command to its append-only file before answering."""
+def start_redis(
+    binary: str, port: int, directory: Path, *, password: str | None = None
+) -> subprocess.Popen[bytes]:
+    """A redis-server that writes every command to its append-only file before answering;
+    with ``password``, clients must authenticate with it."""
+    auth = ["--requirepass", password] if password else []
     process = subprocess.Popen(
         [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory),
-         "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+         "--appendonly", "yes", "--appendfsync", "always", "--save", "", *auth],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    client = redis.Redis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    client = redis.Redis(
+        port=port, password=password, socket_timeout=0.5, socket_connect_timeout=0.5
+    )
     deadline = time.monotonic() + 10
     try:
         while True:

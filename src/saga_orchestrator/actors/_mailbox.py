@@ -88,8 +88,10 @@ class Envelope(Generic[M]):
             self.reply.fail(error)
 
 
-Handler = Callable[[Envelope[Any]], None]
-"""An actor's synchronous message handler: it must not block and should not raise."""
+Handler = Callable[[Envelope[Any]], bool]
+"""An actor's synchronous message handler: it must not block and should not raise. It returns
+whether it took the message; one it declines waits in the bounded mailbox, in order, until the
+actor asks for it again (:meth:`Mailbox.hand_waiting`)."""
 
 
 class _Box:
@@ -97,11 +99,13 @@ class _Box:
     handler, or the bounded channel, made when the first message has to wait in it (an actor
     with a handler may never need one)."""
 
-    __slots__ = ("capacity", "closed", "handler", "receive", "send")
+    __slots__ = ("capacity", "closed", "handler", "held", "receive", "send")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.handler: Handler | None = None
+        self.held: Envelope[Any] | None = None
+        """The first waiting message, taken off the channel and declined by the handler."""
         self.closed = False
         self.send: trio.MemorySendChannel[Envelope[Any]] | None = None
         self.receive: trio.MemoryReceiveChannel[Envelope[Any]] | None = None
@@ -113,17 +117,44 @@ class _Box:
                 self.send.close()
         return self.send, self.receive
 
-    def hand(self, envelope: Envelope[Any]) -> None:
-        """Give ``envelope`` to the handler; an error it raises answers the asker."""
+    def hand(self, envelope: Envelope[Any]) -> bool:
+        """Give ``envelope`` to the handler; whether it took it. An error it raises answers the
+        asker (the message counts as taken)."""
         assert self.handler is not None
         try:
-            self.handler(envelope)
+            return self.handler(envelope)
         except Exception as exc:
             log.exception("message handler %r failed on %r", self.handler, envelope.message)
             envelope.respond_error(exc)
+            return True
+
+    def hand_waiting(self) -> None:
+        handler = self.handler
+        if self.held is None and self.receive is None:
+            return  # nothing ever had to wait (the usual case for an actor with a handler)
+        while handler is not None and self.handler is handler:
+            try:
+                envelope = self.next_waiting()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return
+            if not self.hand(envelope):
+                self.held = envelope
+                return
+
+    def next_waiting(self) -> Envelope[Any]:
+        """The first waiting message; raises ``trio.WouldBlock`` or ``trio.EndOfChannel``."""
+        if self.held is not None:
+            envelope, self.held = self.held, None
+            return envelope
+        if self.receive is None:
+            if self.closed:
+                raise trio.EndOfChannel
+            raise trio.WouldBlock
+        return self.receive.receive_nowait()
 
     def depth(self) -> int:
-        return 0 if self.receive is None else self.receive.statistics().current_buffer_used
+        waiting = 0 if self.receive is None else self.receive.statistics().current_buffer_used
+        return waiting + (self.held is not None)
 
 
 class Mailbox(Generic[M]):
@@ -141,14 +172,13 @@ class Mailbox(Generic[M]):
 
     def attach(self, handler: Handler) -> None:
         """Handle messages with ``handler`` from now on: those waiting first, in order."""
-        box = self._box
-        box.handler = handler
-        while box.handler is handler and box.receive is not None:
-            try:
-                envelope = box.receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                return
-            box.hand(envelope)
+        self._box.handler = handler
+        self.hand_waiting()
+
+    def hand_waiting(self) -> None:
+        """Give the waiting messages to the attached handler, in order, until it declines one
+        (that one stays first in line)."""
+        self._box.hand_waiting()
 
     def detach(self) -> None:
         """Let messages wait in the channel again."""
@@ -156,15 +186,16 @@ class Mailbox(Generic[M]):
 
     async def receive(self) -> Envelope[M]:
         """Wait for the next envelope; raises ``trio.EndOfChannel`` once closed and drained."""
-        return await self._box.channel()[1].receive()
+        box = self._box
+        if box.held is not None:
+            envelope, box.held = box.held, None
+            await trio.lowlevel.checkpoint()
+            return envelope
+        return await box.channel()[1].receive()
 
     def receive_nowait(self) -> Envelope[M]:
         """Take the next envelope if one is waiting, else raise ``trio.WouldBlock``."""
-        if self._box.receive is None:
-            if self._box.closed:
-                raise trio.EndOfChannel
-            raise trio.WouldBlock
-        return self._box.receive.receive_nowait()
+        return self._box.next_waiting()
 
     def __aiter__(self) -> AsyncIterator[Envelope[M]]:
         return self._box.channel()[1].__aiter__()
@@ -212,11 +243,11 @@ class ActorRef(Generic[M]):
     def tell_nowait(self, message: M) -> None:
         """Send at once or raise ``MailboxFull``."""
         box = self._box
-        if box.handler is not None:
-            box.hand(Envelope(message))
+        envelope = Envelope(message)
+        if box.handler is not None and box.hand(envelope):
             return
         try:
-            box.channel()[0].send_nowait(Envelope(message))
+            box.channel()[0].send_nowait(envelope)
         except trio.WouldBlock:
             raise MailboxFull(self.name, int(self.capacity)) from None
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -255,10 +286,10 @@ class ActorRef(Generic[M]):
     async def _put(self, envelope: Envelope[M]) -> bool:
         """Deliver ``envelope``; whether that waited (was a checkpoint). Room in the mailbox
         (the usual case) or an attached handler takes it at once: the asker's wait for the
-        answer is its checkpoint, not this."""
+        answer is its checkpoint, not this. A message the handler declines waits in the channel
+        like any other."""
         box = self._box
-        if box.handler is not None:
-            box.hand(envelope)
+        if box.handler is not None and box.hand(envelope):
             return False
         send = box.channel()[0]
         try:
@@ -272,6 +303,8 @@ class ActorRef(Generic[M]):
             await send.send(envelope)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise ActorStopped(self.name) from None
+        if box.handler is not None:  # it waited for room: the handler may take it now
+            box.hand_waiting()
         return True
 
 

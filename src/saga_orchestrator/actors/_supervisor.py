@@ -59,6 +59,9 @@ class ChildSpec:
     """The window of ``max_restarts``, in seconds."""
     on_give_up: Callable[[str, BaseException], None] | None = None
     """Called when the child's own intensity is exceeded; the child then stays down."""
+    fatal: Callable[[BaseException], bool] | None = None
+    """A crash this says no restart can fix: the child is given up at once (``on_give_up`` is
+    called), whatever its intensity. Only for children with ``on_give_up``."""
 
 
 class _Child:
@@ -279,6 +282,11 @@ class Supervisor:
 
     def _may_restart(self, child: _Child, crash: BaseException | None) -> bool:
         spec = child.spec
+        if crash is not None and spec.fatal is not None and spec.fatal(crash):
+            if spec.on_give_up is not None:
+                spec.on_give_up(spec.name, crash)
+            log.error("giving up on child %r of %r: no restart can fix it", spec.name, self.name)
+            return False
         if spec.max_restarts is not None:
             period = spec.period if spec.period is not None else self.period
             if _too_many(child.restarts, spec.max_restarts, period):

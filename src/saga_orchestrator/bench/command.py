@@ -173,8 +173,7 @@ def _run_all(
     import trio
     import trio_asyncio
 
-    from saga_orchestrator.errors import SagaOrchestratorError
-    from saga_orchestrator.main import find_error
+    from saga_orchestrator.errors import SagaOrchestratorError, find_error
 
     from .common import Progress
 

@@ -9,9 +9,11 @@ import socket
 from .base import BusMessage as BusMessage
 from .base import Delivery as Delivery
 from .base import EventBus as EventBus
+from .base import GroupFigures as GroupFigures
 from .base import MalformedEntry as MalformedEntry
 from .base import RejectMessage as RejectMessage
 from .base import SettlementCallback as SettlementCallback
+from .base import StreamFigures as StreamFigures
 from .base import StreamInfo as StreamInfo
 from .base import bus_metadata as bus_metadata
 from .base import dead_letter_stream as dead_letter_stream
@@ -25,6 +27,8 @@ from .redis_streams import RedisStreamsBus as RedisStreamsBus
 from .relay import OutboxRelay as OutboxRelay
 from .relay import RelayStats as RelayStats
 from .relay import start_relay as start_relay
+from .watcher import BusWatcher as BusWatcher
+from .watcher import start_bus_watcher as start_bus_watcher
 
 READ_TIMEOUT_MARGIN = 5.0
 """Seconds a blocking read's socket waits beyond its ``BLOCK`` time before giving up."""

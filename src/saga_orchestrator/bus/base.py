@@ -5,7 +5,9 @@ data, metadata, time) under an entry id the bus assigns. Consumers read a stream
 consumer group: each entry goes to one consumer of the group, stays *pending* until that
 consumer acknowledges it, and can be claimed by another consumer once it has been pending longer
 than an idle time (its consumer died, or its handling failed). An entry that keeps failing is
-moved to the stream's dead-letter stream, ``<stream>:dead``.
+moved to the stream's dead-letter stream, ``<stream>:dead``, once per event and group: the bus
+remembers which events each group dead-lettered (bounded; see :meth:`EventBus.dead_letter`), so
+the same event failing again (replayed, or published twice) is acknowledged, not moved again.
 
 Two adapters: :class:`~.redis_streams.RedisStreamsBus` (Redis Streams) and
 :class:`~.in_process.InProcessBus` (memory, for the embedded default and tests). Both raise only
@@ -29,16 +31,23 @@ __all__ = [
     "BusMessage",
     "Delivery",
     "EventBus",
+    "GroupFigures",
     "MalformedEntry",
     "RejectMessage",
     "SettlementCallback",
+    "StreamFigures",
     "StreamInfo",
     "bus_metadata",
     "dead_letter_fields",
+    "dead_letter_memory_key",
     "dead_letter_stream",
+    "stream_info",
 ]
 
 DEAD_LETTER_SUFFIX = ":dead"
+DEAD_LETTER_MEMORY_SECONDS = 7 * 24 * 3600.0
+"""How long a bus remembers that a group dead-lettered an event (and at most as many events as
+a stream's maximum length)."""
 ENVELOPE_METADATA = ("stream_id", "version")
 """Metadata keys the service sets on the bus (see :func:`bus_metadata`)."""
 
@@ -46,6 +55,12 @@ ENVELOPE_METADATA = ("stream_id", "version")
 def dead_letter_stream(stream: str) -> str:
     """Where the entries of ``stream`` that kept failing go."""
     return stream + DEAD_LETTER_SUFFIX
+
+
+def dead_letter_memory_key(stream: str, group: str) -> str:
+    """Where the bus remembers the events ``group`` dead-lettered from ``stream`` (on Redis a
+    sorted set of event ids scored by when, beside ``<stream>:dead``)."""
+    return f"{dead_letter_stream(stream)}:ids:{group}"
 
 
 def dead_letter_fields(group: str, delivery: Delivery, reason: str) -> dict[str, str]:
@@ -110,7 +125,7 @@ class BusMessage:
             event_type=event.event_type,
             data=event.data,
             metadata=event.metadata,
-            occurred_at=record.created_at,
+            occurred_at=record.occurred_at,
         )
 
     @classmethod
@@ -181,8 +196,37 @@ class Delivery:
 
 
 @attrs.frozen(kw_only=True)
+class GroupFigures:
+    """One consumer group of a stream: how far behind it is."""
+
+    group: str
+    pending: int
+    """Entries delivered to the group and not acknowledged yet."""
+    oldest_pending_age: float | None
+    """Seconds since the oldest of those entries was added to the stream (``None``: none is
+    pending). On Redis: the server's time less the millisecond time of its entry id."""
+    lag: int | None
+    """Entries the group has not been given yet (``None`` when the bus cannot tell: Redis
+    before 7)."""
+    consumers: int
+
+
+@attrs.frozen(kw_only=True)
+class StreamFigures:
+    """A stream and every consumer group it has, as the metrics show them."""
+
+    stream: str
+    length: int
+    """Entries in the stream (after trimming)."""
+    dead_letters: int
+    """Entries in its dead-letter stream."""
+    groups: tuple[GroupFigures, ...] = ()
+    """By group name."""
+
+
+@attrs.frozen(kw_only=True)
 class StreamInfo:
-    """A stream as the health check shows it."""
+    """A stream as the health check shows it, for one consumer group."""
 
     stream: str
     length: int
@@ -194,6 +238,23 @@ class StreamInfo:
     dead_letters: int
     """Entries in the dead-letter stream."""
     consumers: int
+    oldest_pending_age: float | None = None
+    """See :attr:`GroupFigures.oldest_pending_age`."""
+
+
+def stream_info(figures: StreamFigures, group: str) -> StreamInfo:
+    """What ``figures`` say of ``group`` (a group that does not exist has nothing pending and
+    an unknown lag)."""
+    found = next((g for g in figures.groups if g.group == group), None)
+    return StreamInfo(
+        stream=figures.stream,
+        length=figures.length,
+        pending=found.pending if found is not None else 0,
+        lag=found.lag if found is not None else None,
+        dead_letters=figures.dead_letters,
+        consumers=found.consumers if found is not None else 0,
+        oldest_pending_age=found.oldest_pending_age if found is not None else None,
+    )
 
 
 SettlementCallback = Callable[[Sequence[str], Sequence[str]], None]
@@ -240,14 +301,30 @@ class EventBus(Protocol):
 
     async def ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> None: ...
 
-    async def dead_letter(self, group: str, delivery: Delivery, reason: str) -> None:
-        """Copy the entry to ``<stream>:dead`` with the reason, and acknowledge it, at once."""
+    async def dead_letter(
+        self, group: str, delivery: Delivery, reason: str, *, event_id: str | None = None
+    ) -> bool:
+        """Copy the entry to ``<stream>:dead`` with the reason, and acknowledge it, at once;
+        returns ``True``.
+
+        With ``event_id``: unless ``group`` dead-lettered that event before (remembered for
+        ``DEAD_LETTER_MEMORY_SECONDS``, at most the stream's maximum length of events per
+        group, surviving a restart of the consumer; on Redis of the process too): then the
+        entry is only acknowledged, and ``False`` returned."""
 
     async def entries(self, stream: str, *, count: int = 100) -> list[Delivery]:
         """The first ``count`` entries of ``stream`` (oldest first), without delivering them."""
         ...
 
-    async def info(self, stream: str, group: str) -> StreamInfo: ...
+    async def info(self, stream: str, group: str) -> StreamInfo:
+        """``stream`` as ``group`` sees it: :func:`stream_info` of :meth:`figures`."""
+        ...
+
+    async def figures(self, stream: str) -> StreamFigures:
+        """The length of ``stream``, its dead letters, and each of its consumer groups'
+        pending entries, the age of the oldest of them, and lag (a stream that does not exist
+        has none)."""
+        ...
 
     def watch_settlements(self, callback: SettlementCallback) -> None:
         """For a bus that is not :attr:`durable`: call ``callback(settled, dropped)`` with the

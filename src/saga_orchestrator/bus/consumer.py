@@ -22,6 +22,14 @@ The handler decides what an outcome means:
   moved to the dead-letter stream instead. An entry that cannot be decoded is dead-lettered
   at once.
 
+An event is dead-lettered once per group: the bus remembers the events the group dead-lettered
+(:meth:`~.base.EventBus.dead_letter`), and an event that fails for good again (a replay, a
+second publish) is acknowledged without a second dead-letter entry (counted in
+``ConsumerStats.repeated_dead_letters``). Its handler still runs each time, so a replay after
+the cause was fixed does handle it. Failures and dead letters are logged through a
+:class:`~saga_orchestrator.throttled_log.ThrottledLog`: one line per kind (the outcome, the
+event type, the error class) and minute, with the count of those left out.
+
 While the bus fails (it is unavailable, or answers with an error) the consumer backs off (up
 to ``retry_max`` seconds between attempts) and goes on where it was when it answers again.
 """
@@ -37,6 +45,7 @@ import attrs
 import trio
 
 from saga_orchestrator.errors import BusError, BusUnavailable, SagaOrchestratorError
+from saga_orchestrator.throttled_log import ThrottledLog
 
 from .base import BusMessage, Delivery, EventBus, MalformedEntry, RejectMessage
 
@@ -93,6 +102,9 @@ class ConsumerStats:
     """Failed deliveries (each is retried, then dead-lettered)."""
     rejected: int = 0
     dead_lettered: int = 0
+    repeated_dead_letters: int = 0
+    """Entries acknowledged without a dead-letter entry: their event had been dead-lettered by
+    this group before (replayed, or published twice, and failing again)."""
     claimed: int = 0
     busy_waits: int = 0
     """Times the handler was busy and the consumer waited (backpressure)."""
@@ -116,6 +128,7 @@ class _Consumer:
         self.stats = stats
         self.errors: collections.OrderedDict[str, str] = collections.OrderedDict()
         self.claim_every = max(0.05, min(options.claim_idle / 2, 5.0))
+        self.log = ThrottledLog(log)
 
     async def run(self, task_status: trio.TaskStatus[None]) -> None:
         options = self.options
@@ -123,6 +136,7 @@ class _Consumer:
         await self._retrying(lambda: self.bus.ensure_group(options.stream, options.group))
         next_claim = trio.current_time()
         while True:
+            self.log.flush()  # the counts of kinds of lines that went quiet
             if trio.current_time() >= next_claim:
                 claimed = await self._retrying(self._claim)
                 if claimed:
@@ -175,12 +189,12 @@ class _Consumer:
             try:
                 message = delivery.message
             except MalformedEntry as exc:
-                await self._dead_letter(delivery, f"malformed entry: {exc}")
+                await self._dead_letter(delivery, "malformed", f"malformed entry: {exc}")
                 continue
             if delivery.deliveries > self.options.max_deliveries:
                 last = self.errors.get(delivery.entry_id, "not known to this consumer")
                 reason = f"failed {delivery.deliveries - 1} deliveries; last error: {last}"
-                await self._dead_letter(delivery, reason)
+                await self._dead_letter(delivery, "failed", reason, message)
                 continue
             by_key.setdefault(self.handler.order_key(message), []).append((delivery, message))
         handled: list[str] = []
@@ -213,14 +227,14 @@ class _Consumer:
             except RejectMessage as exc:
                 self.stats.paused = False
                 self.stats.rejected += 1
-                await self._dead_letter(delivery, f"rejected: {exc}")
+                await self._dead_letter(delivery, "rejected", f"rejected: {exc}", message)
                 return False
             except Exception as exc:
                 self.stats.paused = False
                 self.stats.failed += 1
                 self.stats.last_error = _describe(exc)
                 self._remember(delivery.entry_id, _describe(exc))
-                log.warning(
+                self.log.warning(
                     "event %s (%s, entry %s, delivery %d of at most %d) failed: %s",
                     message.event_id,
                     message.event_type,
@@ -228,7 +242,8 @@ class _Consumer:
                     delivery.deliveries,
                     self.options.max_deliveries,
                     _describe(exc),
-                    exc_info=not isinstance(exc, SagaOrchestratorError),
+                    key=("failed", message.event_type, type(exc)),
+                    exc_info=None if isinstance(exc, SagaOrchestratorError) else exc,
                 )
                 return False
             self.stats.paused = False
@@ -242,21 +257,48 @@ class _Consumer:
         while len(self.errors) > MAX_REMEMBERED_ERRORS:
             self.errors.popitem(last=False)
 
-    async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
-        """Move an entry to the dead-letter stream; if the bus fails now, the entry stays
-        pending and comes back (and is dead-lettered) after the idle time."""
+    async def _dead_letter(
+        self, delivery: Delivery, outcome: str, reason: str, message: BusMessage | None = None
+    ) -> None:
+        """Move an entry to the dead-letter stream with ``reason``, unless its event was moved
+        there before (then only acknowledge it); if the bus fails now, the entry stays pending
+        and comes back (and is dead-lettered) after the idle time. ``outcome`` (``malformed``,
+        ``rejected``, ``failed``) makes the kind of the log line with the event type."""
+        event_id = None if message is None else message.event_id
+        event_type = None if message is None else message.event_type
         try:
-            await self.bus.dead_letter(self.options.group, delivery, reason)
+            written = await self.bus.dead_letter(
+                self.options.group, delivery, reason, event_id=event_id
+            )
         except BusError as exc:
-            log.warning("could not dead-letter entry %s: %s", delivery.entry_id, exc)
+            self.log.warning(
+                "could not dead-letter entry %s: %s",
+                delivery.entry_id,
+                exc,
+                key=("not dead-lettered", type(exc)),
+            )
+            return
+        self.errors.pop(delivery.entry_id, None)
+        if not written:
+            self.stats.repeated_dead_letters += 1
+            self.log.warning(
+                "event %s (%s, entry %s of %s) was dead-lettered before: acknowledged without "
+                "a second dead-letter entry: %s",
+                event_id,
+                event_type,
+                delivery.entry_id,
+                delivery.stream,
+                reason,
+                key=("dead-lettered before", event_type),
+            )
             return
         self.stats.dead_lettered += 1
-        self.errors.pop(delivery.entry_id, None)
-        log.error(
+        self.log.error(
             "entry %s of %s moved to the dead-letter stream: %s",
             delivery.entry_id,
             delivery.stream,
             reason,
+            key=("dead-lettered", event_type, outcome),
         )
 
 

@@ -2,8 +2,10 @@
 
 Same contract as the Redis adapter: consumer groups reading from the start of a stream, entries
 pending until acknowledged, claiming after an idle time with a delivery count, a dead-letter
-stream, and streams trimmed to ``max_length`` entries (oldest first, pending or not). Idle times
-use ``trio.current_time()``, so a test's ``MockClock`` drives them.
+stream with the memory of the events each group dead-lettered (as long as the bus lives: a
+restarted consumer keeps it, a restarted process does not), and streams trimmed to
+``max_length`` entries (oldest first, pending or not). Idle times use ``trio.current_time()``,
+so a test's ``MockClock`` drives them.
 
 Nothing here outlives the process (:attr:`InProcessBus.durable` is false). The relay therefore
 marks an outbox message sent only when every consumer group that existed when it was published
@@ -13,6 +15,7 @@ before a crash is still in the outbox after it, and is published again.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Sequence
 
 import attrs
@@ -21,12 +24,16 @@ import trio
 from saga_orchestrator.errors import BusError
 
 from .base import (
+    DEAD_LETTER_MEMORY_SECONDS,
     BusMessage,
     Delivery,
+    GroupFigures,
     SettlementCallback,
+    StreamFigures,
     StreamInfo,
     dead_letter_fields,
     dead_letter_stream,
+    stream_info,
 )
 
 __all__ = ["InProcessBus"]
@@ -37,12 +44,16 @@ class _Entry:
     fields: dict[str, str]
     waiting: set[str]
     """Groups that have neither acknowledged nor dead-lettered it yet."""
+    added_at: float
+    """``trio.current_time()`` when it was appended."""
 
 
 @attrs.define(eq=False)
 class _Pending:
     consumer: str
     delivered_at: float
+    added_at: float
+    """Its entry's (kept here: the entry may be trimmed while pending)."""
     deliveries: int = 1
 
 
@@ -80,12 +91,20 @@ class InProcessBus:
     kind = "in-process"
     durable = False
 
-    def __init__(self, *, max_length: int = 100_000) -> None:
+    def __init__(
+        self,
+        *,
+        max_length: int = 100_000,
+        dead_letter_memory: float = DEAD_LETTER_MEMORY_SECONDS,
+    ) -> None:
         if max_length < 1:
             raise ValueError(f"max_length must be at least 1, not {max_length}")
         self.max_length = max_length
+        self.dead_letter_memory = dead_letter_memory
         self._streams: dict[str, _Stream] = {}
         self._settlements: SettlementCallback | None = None
+        self._dead_ids: dict[tuple[str, str], collections.OrderedDict[str, float]] = {}
+        """(stream, group) -> event id -> when it was dead-lettered, oldest first."""
 
     async def open(self) -> None:
         return None
@@ -118,10 +137,13 @@ class InProcessBus:
     def _append(self, name: str, all_fields: Sequence[dict[str, str]]) -> list[str]:
         stream = self._stream(name)
         ids, settled, dropped = [], [], []
+        now = trio.current_time()
         for fields in all_fields:
             seq = stream.next_seq
             stream.next_seq += 1
-            stream.entries[seq] = _Entry(fields=dict(fields), waiting=set(stream.groups))
+            stream.entries[seq] = _Entry(
+                fields=dict(fields), waiting=set(stream.groups), added_at=now
+            )
             if not stream.groups:
                 settled.append(fields.get("event_id", ""))
             ids.append(_entry_id(seq))
@@ -153,7 +175,9 @@ class InProcessBus:
             if seqs:
                 now = trio.current_time()
                 for seq in seqs:
-                    state.pending[seq] = _Pending(consumer=consumer, delivered_at=now)
+                    state.pending[seq] = _Pending(
+                        consumer=consumer, delivered_at=now, added_at=found.entries[seq].added_at
+                    )
                 state.last_seq = seqs[-1]
                 return [
                     Delivery(stream=stream, entry_id=_entry_id(s), fields=found.entries[s].fields)
@@ -211,10 +235,31 @@ class InProcessBus:
                     settled.append(entry.fields.get("event_id", ""))
         self._report(settled, ())
 
-    async def dead_letter(self, group: str, delivery: Delivery, reason: str) -> None:
-        fields = dead_letter_fields(group, delivery, reason)
-        self._append(dead_letter_stream(delivery.stream), [fields])
+    async def dead_letter(
+        self, group: str, delivery: Delivery, reason: str, *, event_id: str | None = None
+    ) -> bool:
+        written = event_id is None or self._remember_dead(delivery.stream, group, event_id)
+        if written:
+            fields = dead_letter_fields(group, delivery, reason)
+            self._append(dead_letter_stream(delivery.stream), [fields])
         self._ack(delivery.stream, group, [delivery.entry_id])
+        return written
+
+    def _remember_dead(self, stream: str, group: str, event_id: str) -> bool:
+        """Remember that ``group`` dead-letters ``event_id`` now; ``False`` if it had."""
+        now = trio.current_time()
+        seen = self._dead_ids.setdefault((stream, group), collections.OrderedDict())
+        while seen:  # forget what is older than the memory
+            oldest, when = next(iter(seen.items()))
+            if now - when < self.dead_letter_memory:
+                break
+            del seen[oldest]
+        if event_id in seen:
+            return False
+        seen[event_id] = now
+        while len(seen) > self.max_length:
+            seen.popitem(last=False)
+        return True
 
     async def entries(self, stream: str, *, count: int = 100) -> list[Delivery]:
         found = self._streams.get(stream)
@@ -229,17 +274,30 @@ class InProcessBus:
         ]
 
     async def info(self, stream: str, group: str) -> StreamInfo:
+        return stream_info(await self.figures(stream), group)
+
+    async def figures(self, stream: str) -> StreamFigures:
         found = self._streams.get(stream)
         dead = self._streams.get(dead_letter_stream(stream))
-        state = found.groups.get(group) if found is not None else None
-        lag = None
-        if found is not None and state is not None:
-            lag = found.next_seq - max(state.last_seq + 1, found.first_seq)
-        return StreamInfo(
+        dead_letters = len(dead.entries) if dead is not None else 0
+        if found is None:
+            return StreamFigures(stream=stream, length=0, dead_letters=dead_letters)
+        now = trio.current_time()
+        groups = []
+        for name, state in sorted(found.groups.items()):
+            oldest = min((p.added_at for p in state.pending.values()), default=None)
+            groups.append(
+                GroupFigures(
+                    group=name,
+                    pending=len(state.pending),
+                    oldest_pending_age=None if oldest is None else now - oldest,
+                    lag=found.next_seq - max(state.last_seq + 1, found.first_seq),
+                    consumers=len(state.consumers),
+                )
+            )
+        return StreamFigures(
             stream=stream,
-            length=len(found.entries) if found is not None else 0,
-            pending=len(state.pending) if state is not None else 0,
-            lag=lag,
-            dead_letters=len(dead.entries) if dead is not None else 0,
-            consumers=len(state.consumers) if state is not None else 0,
+            length=len(found.entries),
+            dead_letters=dead_letters,
+            groups=tuple(groups),
         )

@@ -22,6 +22,7 @@ anything else -> ``BusError``.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
@@ -34,12 +35,17 @@ from redis.retry import Retry
 from saga_orchestrator.errors import BusError, BusUnavailable
 
 from .base import (
+    DEAD_LETTER_MEMORY_SECONDS,
     BusMessage,
     Delivery,
+    GroupFigures,
     SettlementCallback,
+    StreamFigures,
     StreamInfo,
     dead_letter_fields,
+    dead_letter_memory_key,
     dead_letter_stream,
+    stream_info,
 )
 
 __all__ = ["RedisStreamsBus"]
@@ -50,6 +56,33 @@ T = TypeVar("T")
 
 CLAIM_ROUNDS = 10
 """Most XAUTOCLAIM calls one :meth:`RedisStreamsBus.claim` makes to fill its count."""
+
+DEAD_LETTER_SCRIPT = """
+-- KEYS: the stream, its dead-letter stream, the group's memory of dead-lettered event ids (a
+-- sorted set scored by when). ARGV: group, entry id, event id ('' for none), now, memory
+-- seconds, max length, then the dead-letter entry's fields and values.
+local group, entry_id, event_id = ARGV[1], ARGV[2], ARGV[3]
+local now, memory, max_length = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+if event_id ~= '' then
+    local since = redis.call('ZSCORE', KEYS[3], event_id)
+    if since and tonumber(since) > now - memory then
+        redis.call('XACK', KEYS[1], group, entry_id)
+        return 0
+    end
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', max_length, '*', unpack(ARGV, 7))
+redis.call('XACK', KEYS[1], group, entry_id)
+if event_id ~= '' then
+    redis.call('ZADD', KEYS[3], now, event_id)
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - memory)
+    redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(max_length + 1))
+    redis.call('PEXPIRE', KEYS[3], math.ceil(memory * 1000))
+end
+return 1
+"""
+"""Dead-letter an entry once per event and group, atomically (a script runs alone): copy it to
+the dead-letter stream and acknowledge it, unless the group's memory holds its event id (then
+only acknowledge it). The memory keeps the last ``max_length`` ids for ``memory`` seconds."""
 
 
 def _translate(exc: redis.RedisError) -> BusError:
@@ -92,11 +125,13 @@ class RedisStreamsBus:
         command_timeout: float = 5.0,
         connect_timeout: float = 5.0,
         max_connections: int = 16,
+        dead_letter_memory: float = DEAD_LETTER_MEMORY_SECONDS,
     ) -> None:
         """``read_timeout`` must exceed the longest ``block_ms`` given to :meth:`read`."""
         self.url = url
         self.prefix = prefix
         self.max_length = max_length
+        self.dead_letter_memory = dead_letter_memory
         self._password = password
         self._read_timeout = read_timeout
         self._command_timeout = command_timeout
@@ -104,6 +139,7 @@ class RedisStreamsBus:
         self._max_connections = max_connections
         self._client: redis.Redis | None = None
         self._reader: redis.Redis | None = None
+        self._dead_letter_script: Any = None
         self._limiter = trio.CapacityLimiter(max_connections)
         self._read_limiter = trio.CapacityLimiter(max_connections)
 
@@ -130,6 +166,8 @@ class RedisStreamsBus:
         if self._client is None:
             self._client = self._make_client(self._command_timeout)
             self._reader = self._make_client(self._read_timeout)
+            # Sent by its digest (EVALSHA), loaded again when Redis lost it (a restart).
+            self._dead_letter_script = self._client.register_script(DEAD_LETTER_SCRIPT)
 
     async def close(self) -> None:
         clients = [c for c in (self._client, self._reader) if c is not None]
@@ -268,24 +306,32 @@ class RedisStreamsBus:
         if entry_ids:
             await self._run(self.client.xack, self._key(stream), group, *entry_ids)
 
-    async def dead_letter(self, group: str, delivery: Delivery, reason: str) -> None:
+    async def dead_letter(
+        self, group: str, delivery: Delivery, reason: str, *, event_id: str | None = None
+    ) -> bool:
         fields = dead_letter_fields(group, delivery, reason)
-        await self._run(
-            self._dead_letter,
+        keys = [
             self._key(delivery.stream),
             self._key(dead_letter_stream(delivery.stream)),
+            self._key(dead_letter_memory_key(delivery.stream, group)),
+        ]
+        args: list[str | float | int] = [
             group,
             delivery.entry_id,
-            fields,
-        )
+            event_id or "",
+            time.time(),
+            self.dead_letter_memory,
+            self.max_length,
+        ]
+        for name, value in fields.items():
+            args += [name, value]
+        written = await self._run(self._run_dead_letter_script, keys, args)
+        return bool(written)
 
-    def _dead_letter(
-        self, key: str, dead_key: str, group: str, entry_id: str, fields: dict[str, str]
-    ) -> None:
-        pipe = self.client.pipeline(transaction=True)  # MULTI/EXEC: both or neither
-        pipe.xadd(dead_key, fields, maxlen=self.max_length, approximate=True)
-        pipe.xack(key, group, entry_id)
-        pipe.execute()
+    def _run_dead_letter_script(self, keys: list[str], args: list[str | float | int]) -> Any:
+        if self._dead_letter_script is None:
+            raise BusUnavailable("the Redis bus is not open")
+        return self._dead_letter_script(keys=keys, args=args, client=self.client)
 
     async def entries(self, stream: str, *, count: int = 100) -> list[Delivery]:
         rows = await self._run(self.client.xrange, self._key(stream), "-", "+", count)
@@ -295,27 +341,62 @@ class RedisStreamsBus:
         ]
 
     async def info(self, stream: str, group: str) -> StreamInfo:
+        return stream_info(await self.figures(stream), group)
+
+    async def figures(self, stream: str) -> StreamFigures:
         key = self._key(stream)
         dead_key = self._key(dead_letter_stream(stream))
-        length, dead, groups = await self._run(self._info, key, dead_key)
-        found = next((g for g in groups if g.get("name") == group), None)
-        lag = found.get("lag") if found is not None else None
-        return StreamInfo(
-            stream=stream,
-            length=length,
-            pending=int(found.get("pending") or 0) if found is not None else 0,
-            lag=int(lag) if lag is not None else None,
-            dead_letters=dead,
-            consumers=int(found.get("consumers") or 0) if found is not None else 0,
-        )
+        return await self._run(self._figures, stream, key, dead_key)
 
-    def _info(self, key: str, dead_key: str) -> tuple[int, int, list[dict[str, Any]]]:
+    def _figures(self, stream: str, key: str, dead_key: str) -> StreamFigures:
+        """Two round trips: the lengths, the server's time and the groups (XINFO GROUPS), then
+        each group's pending summary (XPENDING: its count and oldest entry id)."""
         pipe = self.client.pipeline(transaction=False)
         pipe.xlen(key)
         pipe.xlen(dead_key)
-        length, dead = pipe.execute()
-        try:
-            groups = self.client.xinfo_groups(key)
-        except redis.ResponseError:  # no such key yet
+        pipe.time()
+        pipe.xinfo_groups(key)
+        length, dead, (seconds, micros), groups = pipe.execute(raise_on_error=False)
+        if isinstance(groups, redis.ResponseError):  # no such key (yet)
             groups = []
-        return int(length), int(dead), list(groups)
+        elif isinstance(groups, Exception):
+            raise groups
+        summaries: list[Any] = []
+        if groups:
+            pipe = self.client.pipeline(transaction=False)
+            for found in groups:
+                pipe.xpending(key, found["name"])
+            summaries = pipe.execute()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        return StreamFigures(
+            stream=stream,
+            length=int(length),
+            dead_letters=int(dead),
+            groups=tuple(
+                sorted(
+                    (
+                        _group_figures(found, summary, now_ms)
+                        for found, summary in zip(groups, summaries, strict=True)
+                    ),
+                    key=lambda g: g.group,
+                )
+            ),
+        )
+
+
+def _group_figures(found: dict[str, Any], summary: dict[str, Any], now_ms: int) -> GroupFigures:
+    """A group's figures from its XINFO GROUPS row and its XPENDING summary."""
+    pending = int(summary.get("pending") or 0)
+    oldest = summary.get("min") if pending else None
+    age = None
+    if oldest:
+        added_ms = int(str(oldest).partition("-")[0])
+        age = max(0, now_ms - added_ms) / 1000
+    lag = found.get("lag")
+    return GroupFigures(
+        group=str(found["name"]),
+        pending=pending,
+        oldest_pending_age=age,
+        lag=int(lag) if lag is not None else None,
+        consumers=int(found.get("consumers") or 0),
+    )

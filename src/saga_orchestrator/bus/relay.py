@@ -18,7 +18,7 @@ name in one pipelined call, then marks them sent.
   ``max_in_flight`` messages wait to be settled at a time.
 
 While the store or the bus is unavailable the relay backs off (up to ``retry_max`` seconds) and
-goes on where it stopped.
+goes on where it stopped, with one log line per minute and kind of error.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from saga_orchestrator.actors import ActorSystem, Mailbox, run_loop_actor
 from saga_orchestrator.errors import BusError, StoreError
 from saga_orchestrator.store.actor import Store
 from saga_orchestrator.store.records import OutboxRecord
+from saga_orchestrator.throttled_log import ThrottledLog
 
 from .base import BusMessage, EventBus
 
@@ -81,6 +82,7 @@ class OutboxRelay:
         """event id -> outbox id, published and not settled yet (bus not durable)."""
         self._settled: dict[str, int] = {}
         self._dropped: set[str] = set()
+        self._log = ThrottledLog(log)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Relay until cancelled. Restarted (by its supervisor) it starts from the outbox."""
@@ -96,11 +98,14 @@ class OutboxRelay:
             delay = 0.05
             while True:
                 self._wake = trio.Event()
+                self._log.flush()  # the count of lines left out, once their minute is over
                 try:
                     more = await self._step()
                 except (StoreError, BusError) as exc:
                     self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                    log.warning("the outbox relay waits %.2f s: %s", delay, exc)
+                    self._log.warning(
+                        "the outbox relay waits %.2f s: %s", delay, exc, key=type(exc)
+                    )
                     await trio.sleep(delay)
                     delay = min(delay * 2, self.retry_max)
                     continue

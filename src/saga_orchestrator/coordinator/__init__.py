@@ -1,5 +1,6 @@
 """The saga domain: the definition DSL, the pure state machine, the saga and coordinator
-actors, the event router, and the built-in sagas (:mod:`.catalog`).
+actors, the event router, the events service (publish, read, replay domain events) and the
+built-in sagas (:mod:`.catalog`).
 
 What other packages (the HTTP layer, the composition root, saga modules) use is exported here;
 the modules behind it are the implementation.
@@ -16,6 +17,7 @@ from .definition import RetryPolicy as RetryPolicy
 from .definition import SagaDefinition as SagaDefinition
 from .definition import Step as Step
 from .definition import StepContext as StepContext
+from .domain_events import DomainEvents as DomainEvents
 from .messages import CancelSaga as CancelSaga
 from .messages import CoordinatorStatus as CoordinatorStatus
 from .messages import DeliverEvent as DeliverEvent

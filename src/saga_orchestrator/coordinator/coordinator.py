@@ -30,22 +30,17 @@ from saga_orchestrator.errors import (
     SagaNotFound,
     SagaOrchestratorError,
     SagaStateConflict,
-    StoreError,
+    StoreRejected,
     UnknownSagaType,
+    find_error,
 )
-from saga_orchestrator.store.actor import Store
-from saga_orchestrator.store.records import (
-    ACTIVE_STATUSES,
-    AppendRequest,
-    NewEvent,
-    SagaRecord,
-    new_id,
-)
+from saga_orchestrator.store import ACTIVE_STATUSES, AppendRequest, SagaRecord, Store, new_id
+from saga_orchestrator.store.retry import retry_unavailable
 
+from . import decide as core
 from . import state as sm
 from .catalog import SagaCatalog
 from .clock import Clock, WallClock
-from .copying import replace
 from .definition import SagaDefinition
 from .messages import (
     CancelSaga,
@@ -58,10 +53,10 @@ from .messages import (
 )
 from .observer import SagaObserver, notify
 from .options import EngineOptions, shape_of
-from .projection import lifecycle_events, stream_id, to_record
-from .saga_actor import Creation, NewSaga, SagaActor, load_state
-from .transitions import SagaParked, SagaStarted, Transition, from_record
-from .transitions import to_record as transition_record
+from .projection import stream_id
+from .recording import append_request, commit, load_state
+from .saga_actor import Creation, SagaActor
+from .transitions import SagaParked, SagaStarted, from_record
 
 log = logging.getLogger(__name__)
 
@@ -184,10 +179,9 @@ class Coordinator:
             envelope.respond_error(exc)
             return
         try:
-            saga_id, state, creation = self._new_saga(envelope.message, definition, parsed)
-            self._spawn_soon(
-                saga_id, definition, state=state, creation=Creation(creation, envelope)
-            )
+            saga_id, append, request = self._new_saga(envelope.message, definition, parsed)
+            creation = Creation(append, request, request.saga, envelope)  # type: ignore[arg-type]
+            self._spawn_soon(saga_id, definition, state=append.after, creation=creation)
         except Exception as exc:
             if not isinstance(exc, SagaOrchestratorError):
                 log.exception("starting a %s saga failed", definition.name)
@@ -236,8 +230,9 @@ class Coordinator:
 
     def _new_saga(
         self, message: StartSaga, definition: SagaDefinition, parsed: Any
-    ) -> tuple[str, sm.SagaState, NewSaga]:
-        """A new saga's id, its state once created, and the append that creates it."""
+    ) -> tuple[str, core.Append, AppendRequest]:
+        """A new saga's id, the append that creates it (``SagaStarted`` and the first
+        ``StepStarted``: its actor then runs the first step at once), and its store request."""
         shape = self._shape(definition)
         saga_id = new_id()
         now = self.clock.now()
@@ -251,46 +246,25 @@ class Coordinator:
             correlation_id=message.correlation_id,
             at=now,
         )
-        # SagaStarted and the first StepStarted go in one append: the saga actor then runs the
-        # first step at once (write-ahead holds: the start is durable before the step runs).
-        empty = sm.initial_state(shape)
-        state = sm.evolve(empty, started)
-        transitions: list[Transition] = [started]
-        first = sm.plan(state, shape)
-        if isinstance(first, sm.Record):
-            transitions.append(replace(first.transition, at=now))
-            state = sm.evolve(state, transitions[-1])
-        events = [NewEvent(event_type=n, data=d) for n, d in map(transition_record, transitions)]
-        record = to_record(state, shape)  # a new saga: all its step rows
-        request = AppendRequest(
-            stream_id=stream_id(saga_id),
-            expected_version=0,
-            events=events,
-            saga=record,
-            outbox=lifecycle_events(
-                state,
-                shape,
-                transitions,
-                self.options.lifecycle_topic,
-                event_ids=[e.event_id for e in events],
-            ),
-        )
-        return saga_id, state, NewSaga(request, empty, transitions, record)
+        append = core.creation(shape, started, sm.initial_state(shape))
+        request = append_request(saga_id, append, shape, self.options.lifecycle_topic, new=True)
+        return saga_id, append, request
 
     async def _create(
         self, message: StartSaga, definition: SagaDefinition, parsed: Any
     ) -> StartResult:
-        saga_id, state, creation = self._new_saga(message, definition, parsed)
+        saga_id, append, request = self._new_saga(message, definition, parsed)
         try:
-            await self.store.append(creation.request)
+            await self.store.append(request)
         except DuplicateIdempotencyKey as duplicate:
             existing = await self.store.get_saga(duplicate.saga_id)
             if existing is None:
                 raise
             return self._repeat(existing, definition, duplicate.idempotency_key)
-        notify(self.observer, creation.before, state, creation.transitions)
-        await self._spawn(saga_id, definition, state=state)
-        return StartResult(saga=creation.record, created=True)
+        notify(self.observer, append.before, append.after, append.transitions)
+        await self._spawn(saga_id, definition, state=append.after)
+        assert request.saga is not None
+        return StartResult(saga=request.saga, created=True)
 
     # -- saga actors --------------------------------------------------------------------------
 
@@ -383,6 +357,7 @@ class Coordinator:
             "max_restarts": self.options.crash_restarts,
             "period": self.options.crash_period,
             "on_give_up": self._give_up,
+            "fatal": _rejected_by_the_store,
         }
 
     def _give_up(self, saga_id: str, error: BaseException) -> None:
@@ -391,26 +366,28 @@ class Coordinator:
         self._nursery.start_soon(self._park, saga_id, error)
 
     async def _park(self, saga_id: str, error: BaseException) -> None:
-        """Record that a saga crashed too often, so an operator sees it and can retry it."""
+        """Record that a saga's actor crashed too often (or hit an error no restart can fix),
+        so an operator sees it and can retry it."""
         record = await self.store.get_saga(saga_id)
         if record is None:
             return
         definition = self.catalog.get(record.saga_type)
         shape = self._shape(definition)
-        state = await load_state(self.store, shape, saga_id)
+        state = await retry_unavailable(
+            lambda: load_state(self.store, shape, saga_id),
+            doing=f"saga {saga_id} waits for the store to be parked",
+            max_delay=self.options.store_retry_max,
+            log=log,
+        )
         if state.is_terminal or state.is_parked:
             return
-        recorder = SagaActor(
-            saga_id=saga_id,
-            definition=definition,
-            shape=shape,
-            store=self.store,
-            options=self.options,
-            clock=self.clock,
-            state=state,
-        )
-        await recorder.record([SagaParked(error=f"the saga's actor kept crashing: {error!r}")])
-        log.error("saga %s parked as failed after repeated crashes: %r", saga_id, error)
+        reason = _crash_reason(error)
+        parked = SagaParked(error=reason, at=self.clock.now())
+        append = core.Append((parked,), state, sm.evolve(state, parked))
+        request = append_request(saga_id, append, shape, self.options.lifecycle_topic)
+        if await commit(self.store, request, max_delay=self.options.store_retry_max):
+            notify(self.observer, append.before, append.after, append.transitions)
+            log.error("saga %s parked as failed: %s", saga_id, reason)
 
     # -- cancel and retry ---------------------------------------------------------------------
 
@@ -453,12 +430,12 @@ class Coordinator:
         """Resume every saga that was active when the last process stopped: histories are read
         in bulk and replayed here, then every actor starts from its state (no read of its own).
         All are read before any is started, so the reads do not queue behind resumed sagas."""
-        records = await self._retrying("list the active sagas", self.store.active_sagas)
+        records = await self._read("list the active sagas", self.store.active_sagas)
         found: list[tuple[str, SagaDefinition, sm.SagaState]] = []
         for start in range(0, len(records), RECOVERY_BATCH):
             batch = records[start : start + RECOVERY_BATCH]
             ids = [stream_id(r.saga_id) for r in batch]
-            histories = await self._retrying(
+            histories = await self._read(
                 "read saga histories", lambda ids=ids: self.store.read_streams(ids)
             )
             for record in batch:
@@ -487,16 +464,27 @@ class Coordinator:
         log.info("recovery done: %d sagas resumed", resumed)
         self.ready.set()
 
-    async def _retrying(self, doing: str, read: Callable[[], Awaitable[T]]) -> T:
-        """``read()``, retried with backoff while the store is unavailable."""
-        delay = 0.1
-        while True:
-            try:
-                return await read()
-            except StoreError as exc:
-                log.warning("recovery waits for the store to %s: %s", doing, exc)
-                await trio.sleep(delay)
-                delay = min(delay * 2, self.options.store_retry_max)
+    async def _read(self, doing: str, read: Callable[[], Awaitable[T]]) -> T:
+        """``read()``, waiting while the store is unavailable."""
+        return await retry_unavailable(
+            read,
+            doing=f"recovery waits for the store to {doing}",
+            max_delay=self.options.store_retry_max,
+            log=log,
+        )
+
+
+def _rejected_by_the_store(crash: BaseException) -> bool:
+    """A crash no restart can fix: the store refuses the saga's next append for good."""
+    return find_error(crash, StoreRejected) is not None
+
+
+def _crash_reason(error: BaseException) -> str:
+    """What an operator reads on a parked saga: the store's refusal, or the crash."""
+    rejected = find_error(error, StoreRejected)
+    if rejected is not None:
+        return f"the store refused the saga's next transitions: {rejected}"
+    return f"the saga's actor kept crashing: {error!r}"
 
 
 async def start_coordinator(

@@ -26,6 +26,7 @@ class EngineOptions:
     crash_restarts: int = 3
     """Restarts of one saga actor within ``crash_period`` before it is parked as ``failed``."""
     crash_period: float = 60.0
+    """The sliding window, in seconds, of ``crash_restarts`` (``SUPERVISOR_PERIOD_SECONDS``)."""
     store_retry_max: float = 5.0
     """Longest pause between attempts to write to a store that is unavailable."""
     lifecycle_topic: str = "saga.lifecycle"
@@ -44,6 +45,7 @@ class EngineOptions:
             saga_mailbox_size=settings.saga_mailbox_size,
             coordinator_mailbox_size=settings.coordinator_mailbox_size,
             crash_restarts=settings.supervisor_max_restarts,
+            crash_period=settings.supervisor_period_seconds,
             lifecycle_topic=settings.lifecycle_stream,
         )
 
@@ -71,6 +73,7 @@ def shape_of(definition: SagaDefinition, options: EngineOptions) -> SagaShape:
             reply_success=tuple(step.reply.success) if step.reply else (),
             reply_failure=tuple(step.reply.failure) if step.reply else (),
             reply_timeout=options.step_timeout if step.timeout is None else step.timeout,
+            timeout=options.step_timeout if step.timeout is None else step.timeout,
         )
 
     return SagaShape(steps=tuple(step_shape(step) for step in definition.steps))

@@ -6,7 +6,7 @@ For each event of ``EVENT_STREAM`` (read with the consumer group, see
 * an event that names a saga (``saga_id`` in its metadata, else in its data) is a *reply*: it
   is delivered to that saga (:class:`~.messages.DeliverEvent`, answered once durable in the
   saga's history). A saga that does not exist, has ended or is parked cannot take it: the event
-  is dropped (acknowledged) with a log line;
+  is dropped (acknowledged) with a log line (one a minute per event type, with the count);
 * every saga type whose definition lists the event's type in ``triggers`` is started with the
   idempotency key ``event:<event id>:<saga type>``: an event delivered twice, claimed after a
   crash or replayed starts one saga per type, never two. The saga's input is the event's data,
@@ -57,6 +57,7 @@ from saga_orchestrator.errors import (
     StoreUnavailable,
     ValidationError,
 )
+from saga_orchestrator.throttled_log import ThrottledLog
 
 from .catalog import SagaCatalog
 from .definition import SagaDefinition
@@ -123,11 +124,13 @@ class EventRouter:
         self.ask_timeout = ask_timeout
         self.stats = RouterStats()
         self.consumer_stats = ConsumerStats()
+        self._log = ThrottledLog(log)
 
     def order_key(self, message: BusMessage) -> str:
         return target_saga(message) or message.event_id
 
     async def handle(self, message: BusMessage) -> None:
+        self._log.flush()  # the count of lines left out, once their minute is over
         saga_id = target_saga(message)
         if saga_id is not None:
             await self._deliver(message, saga_id)
@@ -153,12 +156,13 @@ class EventRouter:
             answer = await self._ask(command)
         except (SagaNotFound, SagaStateConflict) as exc:
             self.stats.dropped += 1
-            log.info(
+            self._log.info(  # a replay of old replies would log each: throttled
                 "event %s (%s) for saga %s dropped: %s",
                 message.event_id,
                 message.event_type,
                 saga_id,
                 exc,
+                key=("dropped", message.event_type, type(exc)),
             )
             return
         self.stats.delivered += 1

@@ -1,19 +1,17 @@
-"""The saga state machine, as pure functions: no I/O, no trio, no clock.
+"""A saga's state, and how each durable transition changes it: pure, no I/O, no clock.
 
-* :func:`evolve` folds one durable transition into the state (replaying a history is a fold);
-* :func:`plan` says what to do next in a state: record a transition, run a step or a
-  compensation, wait, or halt;
-* :func:`step_outcome` / :func:`compensation_outcome` turn what happened when the actor ran a
-  step into the transition to record (retry or give up, with a deterministic backoff);
-* :func:`decide` is ``evolve`` then ``plan``: (state, event) -> (state, command).
+* the statuses of a saga, its steps and their compensations;
+* :class:`SagaShape` / :class:`StepShape`: what the pure code needs to know of a definition;
+* :class:`SagaState`: everything the saga's transitions say, folded;
+* :func:`evolve` folds one transition into the state; :func:`replay` a whole history.
 
-The saga actor is the loop around these that does the I/O.
+What to do next in a state is :mod:`.plan`; the decisions around it (interruptions, deliveries,
+appends) are :mod:`.decide`.
 """
 
 from __future__ import annotations
 
 import enum
-import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,7 +86,7 @@ class CompensationStatus(enum.StrEnum):
     FAILED = "failed"
 
 
-_END_STATUS = {
+END_STATUS = {
     "failed": SagaStatus.COMPENSATED,
     Interruption.CANCELLED.value: SagaStatus.CANCELLED,
     Interruption.TIMED_OUT.value: SagaStatus.TIMED_OUT,
@@ -112,6 +110,8 @@ class StepShape:
     """Event types that complete a reply-driven step (empty: not reply-driven)."""
     reply_failure: tuple[str, ...] = ()
     reply_timeout: float = 300.0
+    timeout: float = 300.0
+    """Seconds one attempt of the action, or of the compensation, may take."""
 
     @property
     def awaits_reply(self) -> bool:
@@ -140,12 +140,16 @@ class StepState:
     result: Any = None
     error: str | None = None
     retry_in: float = 0.0
+    retry_at: float = 0.0
+    """Wall-clock time the next attempt may start (after a failed attempt's backoff)."""
     started_at: float | None = None
     finished_at: float | None = None
     compensation: CompensationStatus = CompensationStatus.NOT_RUN
     compensation_attempt: int = 0
     compensation_error: str | None = None
     compensation_retry_in: float = 0.0
+    compensation_retry_at: float = 0.0
+    """Wall-clock time the compensation's next attempt may start."""
     compensation_forced: bool = False
     """An operator retried the saga: run this compensation even though the outcome is unknown."""
     accepted: Any = None
@@ -185,81 +189,6 @@ class SagaState:
     @property
     def is_parked(self) -> bool:
         return self.status in PARKED
-
-
-# Commands: what the actor must do next.
-
-
-@attrs.frozen
-class Record:
-    """Make this transition durable, then decide again."""
-
-    transition: Transition
-
-
-@attrs.frozen
-class Execute:
-    """Run a step's action (its ``StepStarted`` is durable)."""
-
-    step: int
-    attempt: int
-
-
-@attrs.frozen
-class Compensate:
-    """Run a step's compensation (its ``CompensationStarted`` is durable)."""
-
-    step: int
-    attempt: int
-
-
-@attrs.frozen
-class Wait:
-    """Sleep ``delay`` seconds (a retry backoff), then record ``then``."""
-
-    delay: float
-    then: Transition
-
-
-@attrs.frozen
-class AwaitReply:
-    """Wait for a reply event until ``until`` (wall-clock), then decide again."""
-
-    step: int
-    attempt: int
-    until: float
-
-
-@attrs.frozen
-class Halt:
-    """Nothing to do: the saga has ended or waits for an operator."""
-
-
-Command = Record | Execute | Compensate | Wait | AwaitReply | Halt
-
-
-# What happened when the actor ran a step or a compensation.
-
-
-@attrs.frozen
-class Succeeded:
-    result: Any = None
-
-
-@attrs.frozen
-class Raised:
-    error: str
-    retryable: bool = True
-    retry_after: float | None = None
-    """The least delay before the next attempt that the failing service asked for."""
-
-
-@attrs.frozen
-class TimedOut:
-    after: float
-
-
-Attempt = Succeeded | Raised | TimedOut
 
 
 def initial_state(shape: SagaShape) -> SagaState:
@@ -346,7 +275,12 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
             return _replace(state, version=v, updated_at=at, replies=(*state.replies, reply))
         case StepAttemptFailed():
             steps = _set_step(
-                state, t.step, status=StepStatus.RETRY_WAIT, error=t.error, retry_in=t.retry_in
+                state,
+                t.step,
+                status=StepStatus.RETRY_WAIT,
+                error=t.error,
+                retry_in=t.retry_in,
+                retry_at=t.at + t.retry_in,
             )
             return _replace(state, version=v, updated_at=at, steps=steps)
         case StepFailed():
@@ -396,6 +330,7 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
                 compensation=CompensationStatus.RETRY_WAIT,
                 compensation_error=t.error,
                 compensation_retry_in=t.retry_in,
+                compensation_retry_at=t.at + t.retry_in,
             )
             return _replace(state, version=v, updated_at=at, steps=steps)
         case CompensationFailed():
@@ -459,203 +394,3 @@ def _operator_retried(state: SagaState) -> SagaState:
         for s in state.steps
     )
     return attrs.evolve(state, steps=steps, status=SagaStatus.COMPENSATING)
-
-
-def plan(state: SagaState, shape: SagaShape) -> Command:
-    """What to do next in ``state``."""
-    if state.status in TERMINAL or state.status in PARKED:
-        return Halt()
-    if state.status is SagaStatus.COMPENSATING:
-        return _plan_compensation(state, shape)
-    for index, step in enumerate(state.steps):
-        match step.status:
-            case StepStatus.COMPLETED:
-                continue
-            case StepStatus.PENDING:
-                return Record(StepStarted(step=index, attempt=1))
-            case StepStatus.RUNNING:
-                return Execute(index, step.attempt)
-            case StepStatus.RETRY_WAIT:
-                return Wait(step.retry_in, StepStarted(step=index, attempt=step.attempt + 1))
-            case StepStatus.WAITING:
-                return _plan_reply(state, shape, index)
-            case _:  # FAILED/UNKNOWN move the saga to COMPENSATING
-                raise AssertionError(f"step {index} is {step.status} while the saga runs")
-    results = {shape.steps[i].name: s.result for i, s in enumerate(state.steps)}
-    return Record(SagaCompleted(result=results))
-
-
-def _plan_reply(state: SagaState, shape: SagaShape, index: int) -> Command:
-    step, step_shape = state.steps[index], shape.steps[index]
-    for reply in state.replies:
-        if reply.consumed:
-            continue
-        if reply.event_type in step_shape.reply_success:
-            result = {"accepted": step.accepted, "reply": reply.data}
-            return Record(
-                StepCompleted(
-                    step=index, attempt=step.attempt, result=result, reply_event_id=reply.event_id
-                )
-            )
-        if reply.event_type in step_shape.reply_failure:
-            reason = reply.data.get("error") or reply.data.get("reason") or "no reason given"
-            return Record(
-                StepFailed(
-                    step=index,
-                    attempt=step.attempt,
-                    error=f"{reply.event_type}: {reason}",
-                    outcome=Outcome.FAILED,
-                    reply_event_id=reply.event_id,
-                )
-            )
-    assert step.waiting_until is not None
-    return AwaitReply(index, step.attempt, step.waiting_until)
-
-
-def no_reply(state: SagaState, shape: SagaShape, step: int) -> Transition:
-    """The transition when a reply-driven step's wait ran out: its outcome is unknown."""
-    return StepFailed(
-        step=step,
-        attempt=state.steps[step].attempt,
-        error=f"no reply within {shape.steps[step].reply_timeout:g} s",
-        outcome=Outcome.UNKNOWN,
-    )
-
-
-def _plan_compensation(state: SagaState, shape: SagaShape) -> Command:
-    for index, step in enumerate(state.steps):
-        if step.status in (StepStatus.RUNNING, StepStatus.WAITING):
-            return Record(
-                StepFailed(
-                    step=index,
-                    attempt=step.attempt,
-                    error=f"interrupted: {state.error or state.cause}",
-                    outcome=Outcome.UNKNOWN,
-                )
-            )
-        if step.status is StepStatus.RETRY_WAIT:
-            return Record(
-                StepFailed(
-                    step=index,
-                    attempt=step.attempt,
-                    error=step.error or "failed",
-                    outcome=Outcome.FAILED,
-                )
-            )
-    for index in reversed(range(len(state.steps))):
-        step, step_shape = state.steps[index], shape.steps[index]
-        if not step_shape.has_compensation:
-            continue
-        if step.status not in (StepStatus.COMPLETED, StepStatus.UNKNOWN):
-            continue
-        if (
-            step.status is StepStatus.UNKNOWN
-            and not step_shape.compensation_safe_if_unknown
-            and not step.compensation_forced
-        ):
-            return Record(
-                CompensationFailed(
-                    step=index,
-                    attempt=0,
-                    error=(
-                        f"the outcome of step {step_shape.name!r} is unknown and its compensation "
-                        "is not declared safe for that: check the downstream service, then retry "
-                        "the saga to run the compensation"
-                    ),
-                )
-            )
-        match step.compensation:
-            case CompensationStatus.COMPLETED:
-                continue
-            case CompensationStatus.NOT_RUN:
-                return Record(
-                    CompensationStarted(step=index, attempt=step.compensation_attempt + 1)
-                )
-            case CompensationStatus.RUNNING:
-                return Compensate(index, step.compensation_attempt)
-            case CompensationStatus.RETRY_WAIT:
-                return Wait(
-                    step.compensation_retry_in,
-                    CompensationStarted(step=index, attempt=step.compensation_attempt + 1),
-                )
-            case CompensationStatus.FAILED:
-                raise AssertionError("a failed compensation parks the saga")
-    return Record(SagaCompensated(status=_END_STATUS[state.cause or "failed"].value))
-
-
-def decide(state: SagaState, shape: SagaShape, t: Transition) -> tuple[SagaState, Command]:
-    """Fold ``t`` into ``state`` and say what to do next."""
-    new_state = evolve(state, t)
-    return new_state, plan(new_state, shape)
-
-
-def backoff(shape: StepShape, key: str, attempt: int, *, compensation: bool = False) -> float:
-    """Delay before attempt ``attempt + 1``: exponential, capped, with deterministic jitter."""
-    base = min(shape.max_backoff, shape.initial_backoff * shape.multiplier ** (attempt - 1))
-    spread = zlib.crc32(f"{key}:{attempt}:{compensation}".encode()) / 0xFFFFFFFF  # in [0, 1]
-    return max(0.0, base * (1 + shape.jitter * (2 * spread - 1)))
-
-
-def _at_least(delay: float, retry_after: float | None) -> float:
-    return delay if retry_after is None else max(delay, retry_after)
-
-
-def step_outcome(
-    state: SagaState, shape: SagaShape, step: int, attempt: int, outcome: Attempt
-) -> Transition:
-    """The transition that records how an attempt of a step's action ended."""
-    step_shape = shape.steps[step]
-    match outcome:
-        case Succeeded() if step_shape.awaits_reply:
-            return StepAwaitingReply(
-                step=step,
-                attempt=attempt,
-                accepted=outcome.result,
-                timeout=step_shape.reply_timeout,
-            )
-        case Succeeded():
-            return StepCompleted(step=step, attempt=attempt, result=outcome.result)
-        case TimedOut():
-            return StepFailed(
-                step=step,
-                attempt=attempt,
-                error=f"timed out after {outcome.after:g} s",
-                outcome=Outcome.UNKNOWN,
-            )
-        case Raised():
-            if outcome.retryable and attempt < step_shape.max_attempts:
-                delay = _at_least(
-                    backoff(step_shape, f"{state.saga_id}:{step}", attempt), outcome.retry_after
-                )
-                return StepAttemptFailed(
-                    step=step, attempt=attempt, error=outcome.error, retry_in=delay
-                )
-            return StepFailed(
-                step=step, attempt=attempt, error=outcome.error, outcome=Outcome.FAILED
-            )
-    raise TypeError(f"not an attempt outcome: {outcome!r}")
-
-
-def compensation_outcome(
-    state: SagaState, shape: SagaShape, step: int, attempt: int, outcome: Attempt
-) -> Transition:
-    """The transition that records how an attempt of a compensation ended (timeouts retry)."""
-    step_shape = shape.steps[step]
-    match outcome:
-        case Succeeded():
-            return CompensationCompleted(step=step, attempt=attempt)
-        case TimedOut() | Raised():
-            error = (
-                outcome.error
-                if isinstance(outcome, Raised)
-                else (f"timed out after {outcome.after:g} s")
-            )
-            if attempt < step_shape.compensation_max_attempts:
-                delay = backoff(step_shape, f"{state.saga_id}:{step}", attempt, compensation=True)
-                if isinstance(outcome, Raised):
-                    delay = _at_least(delay, outcome.retry_after)
-                return CompensationAttemptFailed(
-                    step=step, attempt=attempt, error=error, retry_in=delay
-                )
-            return CompensationFailed(step=step, attempt=attempt, error=error)
-    raise TypeError(f"not an attempt outcome: {outcome!r}")

@@ -2,7 +2,8 @@
 
 Every service route goes through :func:`_serve`: it checks the bearer token, applies the fault
 that strikes the request, requires ``Idempotency-Key``, answers a repeated key (same operation)
-with the first answer without applying anything again, and records the call.
+with the first answer without applying anything again, and records the call (also one never
+answered: its caller went away, or a fault made it hang).
 """
 
 from __future__ import annotations
@@ -77,23 +78,54 @@ async def _stall(fault: Fault | None) -> None:
 async def _serve(
     state: DevState, operation: str, handler: Callable[..., Answer], path_args: dict[str, str]
 ) -> Response:
+    """Answer the request, and record it once: answered, or not (``status`` ``None``) when it
+    was cancelled (the caller hung up) or failed."""
     headers = request.headers
-    key = headers.get("Idempotency-Key") or None
     expected = f"Bearer {state.token}" if state.token else None
-    authorized = expected is None or hmac.compare_digest(
-        headers.get("Authorization", "").encode(), expected.encode()
-    )
+    call: dict[str, Any] = {
+        "operation": operation,
+        "method": request.method,
+        "path": request.path,
+        "idempotency_key": headers.get("Idempotency-Key") or None,
+        "correlation_id": headers.get("X-Correlation-ID"),
+        "authorized": expected is None
+        or hmac.compare_digest(headers.get("Authorization", "").encode(), expected.encode()),
+    }
+    answered: list[tuple[Answer, bool, bool]] = []
     try:
-        fault = state.faults.take(operation, headers.get(FAULT_HEADER))
+        answer = await _answer(state, operation, handler, path_args, call, answered)
+    finally:
+        status, replayed, fault = (None, False, False)
+        if answered:
+            status, replayed, fault = answered[0][0].status, answered[0][1], answered[0][2]
+        state.record_call(**call, status=status, replayed=replayed, fault=fault)
+    return _json(answer)
+
+
+async def _answer(
+    state: DevState,
+    operation: str,
+    handler: Callable[..., Answer],
+    path_args: dict[str, str],
+    call: dict[str, Any],
+    answered: list[tuple[Answer, bool, bool]],
+) -> Answer:
+    """The answer; also appended to ``answered`` with whether it was replayed (nothing
+    applied) and whether it is an injected fault."""
+    key = call["idempotency_key"]
+    try:
+        fault = state.faults.take(operation, request.headers.get(FAULT_HEADER))
     except ValueError as exc:
-        return _json(Answer(400, {"error": f"{FAULT_HEADER}: {exc}"}))
+        answer = Answer(400, {"error": f"{FAULT_HEADER}: {exc}"})
+        answered.append((answer, False, False))
+        return answer
     body = await request.get_json(force=True, silent=True) if request.content_length else None
     before = fault is not None and fault.when == "before"
     if before:
         await _stall(fault)
     injected = _injected(fault)
     replayed = False
-    if not authorized:
+    if not call["authorized"]:
         answer = Answer(401, {"error": "a valid bearer token is required"})
     elif injected is not None and before:
         answer = injected
@@ -107,18 +139,8 @@ async def _serve(
             await _stall(fault)
         if injected is not None:  # applied and remembered, but the caller sees the fault
             answer = injected
-    state.record_call(
-        operation=operation,
-        method=request.method,
-        path=request.path,
-        idempotency_key=key,
-        correlation_id=headers.get("X-Correlation-ID"),
-        authorized=authorized,
-        status=answer.status,
-        replayed=replayed,
-        fault=answer is injected,
-    )
-    return _json(answer)
+    answered.append((answer, replayed, answer is injected))
+    return answer
 
 
 def _apply(

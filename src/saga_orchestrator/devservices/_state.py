@@ -55,7 +55,8 @@ class CallRecord:
     correlation_id: str | None
     authorized: bool
     """The bearer token was the expected one (or none is expected)."""
-    status: int
+    status: int | None
+    """``None``: never answered (the caller went away first, or a fault made it hang)."""
     replayed: bool = False
     """Answered from the idempotency record: nothing was applied."""
     fault: bool = False

@@ -183,7 +183,7 @@ async def _main(args: argparse.Namespace, state: DevState) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; 0 after SIGINT/SIGTERM, 2 on a bad option."""
-    from saga_orchestrator.main import find_error
+    from saga_orchestrator.errors import find_error
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:

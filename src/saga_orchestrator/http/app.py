@@ -20,11 +20,13 @@ from saga_orchestrator.coordinator.catalog import SagaCatalog
 from saga_orchestrator.metrics import ServiceMetrics
 from saga_orchestrator.store.actor import Store
 
+from .asgi_guard import guard_connections
 from .auth import install_auth
 from .boundary import install_boundary_check
 from .correlation import install_correlation
 from .draining import Draining
 from .errors import install_error_handlers
+from .limits import install_request_limits
 from .metrics import install_request_metrics, metrics_routes
 from .openapi import check_documented, docs_routes
 
@@ -53,7 +55,7 @@ class ApiDeps:
     health_timeout: float = 2.0
     """Seconds each health probe waits for the store or the coordinator."""
     bus: EventBus | None = None
-    """The event bus (replay publishes there; health shows it); ``None``: not configured."""
+    """The event bus, shown by the health check; ``None``: not configured."""
     metrics: ServiceMetrics | None = None
     """Prometheus metrics served at ``/metrics``; ``None``: an empty page."""
     draining: Draining = attrs.field(factory=Draining)
@@ -79,6 +81,7 @@ def create_app(app_deps: ApiDeps, *, max_body_bytes: int = MAX_BODY_BYTES) -> Qu
     app.extensions[_EXTENSION] = app_deps
     install_error_handlers(app)
     install_correlation(app)  # before auth: a rejected request has its id too
+    install_request_limits(app, max_header_bytes=app_deps.settings.http_max_header_bytes)
     install_auth(app, app_deps.settings.api_key)
     install_boundary_check(app)  # after auth: a caller without the key learns nothing
     install_request_metrics(app, app_deps.metrics)
@@ -88,6 +91,7 @@ def create_app(app_deps: ApiDeps, *, max_body_bytes: int = MAX_BODY_BYTES) -> Qu
     app.register_blueprint(events)
     app.register_blueprint(docs_routes)
     check_documented(app)
+    app.asgi_app = guard_connections(app.asgi_app)  # type: ignore[method-assign]
     return app
 
 

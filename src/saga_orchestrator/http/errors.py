@@ -49,8 +49,10 @@ __all__ = [
     "ERROR_TABLE",
     "FRAMEWORK_ERRORS",
     "IDEMPOTENCY_KEY",
+    "AmbiguousFraming",
     "ApiKeyRejected",
     "ErrorRule",
+    "HeaderTooLarge",
     "InvalidJson",
     "InvalidPath",
     "InvalidQuery",
@@ -99,6 +101,15 @@ class ApiKeyRejected(SagaOrchestratorError):
     """The API key (``X-API-Key`` or ``Authorization: Bearer``) is missing or wrong."""
 
 
+class HeaderTooLarge(SagaOrchestratorError):
+    """The request head (request line and headers) is larger than ``HTTP_MAX_HEADER_BYTES``."""
+
+
+class AmbiguousFraming(SagaOrchestratorError):
+    """The request has both ``Content-Length`` and ``Transfer-Encoding``: where its body ends
+    depends on which one a server believes (request smuggling)."""
+
+
 # --------------------------------------------------------------------------------------------
 # The table.
 
@@ -114,6 +125,9 @@ class ErrorRule:
     """Send ``Retry-After`` (the error's ``retry_after`` seconds, else 1)."""
     log_level: int | None = None
     """Log the error at this level (``ERROR`` logs the traceback too); ``None``: not logged."""
+    close: bool = False
+    """Close the connection after the answer (``Connection: close``): what follows the
+    request on the connection cannot be trusted to be a request."""
 
 
 _BUSY = "the service is busy; retry later"
@@ -125,6 +139,7 @@ ERROR_TABLE: dict[type[BaseException], ErrorRule] = {
     InvalidQuery: ErrorRule(400, "invalid_query"),
     InvalidPath: ErrorRule(400, "invalid_path"),
     InvalidJson: ErrorRule(400, "invalid_json"),
+    AmbiguousFraming: ErrorRule(400, "ambiguous_framing", close=True),
     ApiKeyRejected: ErrorRule(401, "unauthorized"),
     SagaNotFound: ErrorRule(404, "saga_not_found"),
     NotFoundError: ErrorRule(404, "not_found"),
@@ -133,6 +148,7 @@ ERROR_TABLE: dict[type[BaseException], ErrorRule] = {
     DuplicateIdempotencyKey: ErrorRule(409, "duplicate_idempotency_key"),
     ConflictError: ErrorRule(409, "conflict"),
     UnsupportedMediaType: ErrorRule(415, "unsupported_media_type"),
+    HeaderTooLarge: ErrorRule(431, "request_header_too_large", close=True),
     ValidationError: ErrorRule(422, "validation_error"),
     # A NotFoundError, but in a request body an unknown type is a validation problem.
     UnknownSagaType: ErrorRule(422, "unknown_saga_type"),
@@ -252,6 +268,8 @@ def error_response(error: BaseException, *, idempotency_key: str | None = None) 
     message = rule.message if rule.message is not None else (str(error) or rule.code)
     available = list(error.available) if isinstance(error, UnknownSagaType) else None
     headers = {"Retry-After": _retry_after(error)} if rule.retry_after else {}
+    if rule.close:
+        headers["Connection"] = "close"
     if idempotency_key is None or rule.status < 500:
         idempotency_key = None
     else:
@@ -285,8 +303,7 @@ def http_exception_response(error: HTTPException) -> Response:
     if valid_methods:
         headers["Allow"] = ", ".join(valid_methods)
     if status == 413:
-        # The rest of the body is still on the wire, unread: the connection cannot carry another
-        # request (a client that reused it would wait forever), so it is closed.
+        # The rest of the body is not worth reading: the connection is closed after the answer.
         headers["Connection"] = "close"
     message = error.description or error.name
     return json_response(error_body(_snake(error.name), message), status, headers)

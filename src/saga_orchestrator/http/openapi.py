@@ -53,6 +53,7 @@ __all__ = [
     "documented_routes",
     "operation",
     "operation_of",
+    "route_template",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -157,6 +158,12 @@ def public_paths(app: Quart) -> frozenset[str]:
     )
 
 
+def route_template(rule: Rule) -> str:
+    """The rule without its converters: ``/events/stream/<path:stream_id>`` ->
+    ``/events/stream/<stream_id>`` (how a segment is matched is not part of the route)."""
+    return _RULE_ARGUMENT.sub(r"<\1>", rule.rule)
+
+
 def openapi_path(rule: Rule) -> str:
     """``/sagas/<saga_id>`` -> ``/sagas/{saga_id}``; ``<path:stream_id>`` -> ``{stream_id}``."""
     return _RULE_ARGUMENT.sub(r"{\1}", rule.rule)
@@ -220,13 +227,16 @@ SECURITY_SCHEMES = {
 }
 
 _STATUS_TEXT = {
-    400: "The request is malformed (body not JSON, a bad query or path parameter).",
+    400: "The request is malformed (body not JSON, a bad query or path parameter, or both "
+    "`Content-Length` and `Transfer-Encoding`: the connection is then closed).",
     401: "The API key is missing or wrong (`X-API-Key: <key>` or `Authorization: Bearer <key>`).",
     404: "Not found.",
     409: "Conflicts with the current state.",
     413: "The body is larger than the limit (1 MiB).",
     415: "The body is not `application/json`.",
     422: "The body is not valid: `details` names each bad field.",
+    431: "The request line and headers are larger than the limit (`HTTP_MAX_HEADER_BYTES`, "
+    "16 KiB by default); the connection is closed.",
     500: "A fault of the service: a fixed message, the details are in its log.",
     503: "Busy, stopping, or a store is down: retry after `Retry-After` seconds.",
 }
@@ -240,7 +250,7 @@ def _codes(status: int) -> list[str]:
 
 
 def _error_statuses(rule: Rule, spec: Operation, *, auth: bool) -> list[int]:
-    statuses = set(spec.errors) | {500}
+    statuses = set(spec.errors) | {400, 431, 500}  # any request: see http/limits.py
     if auth and not spec.public:
         statuses.add(401)
     if spec.body is not None:

@@ -9,40 +9,25 @@ POST     /events/replay                    re-publish a stream or a position ran
 POST     /events/replay/<stream_id>        re-publish a stream (optionally from a version)
 =======  ================================  =================================================
 
-A published event is appended to its stream and to the outbox in ONE append (one transaction),
-then relayed to the bus (``EVENT_STREAM``) by the outbox relay, where the router reads it. A
-repeated ``event_id`` is idempotent: nothing is appended again and the stored event comes back
-with 200 (409 when that id holds a different event). Streams whose id starts with ``saga-``
-hold saga transitions: reading them is allowed, publishing to or replaying them is not.
-Replaying re-publishes stored events with their own ids; routing is idempotent on the event id,
-so a replay never starts a second saga for the same event. See ``docs/events.md``.
+The handlers parse and check requests and shape the answers; what happens to events is the
+events service's (:mod:`saga_orchestrator.coordinator.domain_events`): a publish appends the
+event and its outbox message in one transaction, a replay appends outbox messages for stored
+events in one transaction, and the outbox relay publishes both. See ``docs/events.md``.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from quart import Blueprint, Response, request
 
-from saga_orchestrator.bus import BusMessage, bus_metadata
-from saga_orchestrator.coordinator.projection import stream_id as saga_stream_id
-from saga_orchestrator.coordinator.transitions import TRANSITION_TYPES
-from saga_orchestrator.errors import (
-    BusUnavailable,
-    ConcurrencyError,
-    ConflictError,
-    DuplicateEventId,
-    StoreError,
+from saga_orchestrator.coordinator.domain_events import (
+    MAX_PAGE,
+    DomainEvents,
+    Replayed,
+    saga_stream_errors,
 )
-from saga_orchestrator.store.records import (
-    ANY_VERSION,
-    AppendRequest,
-    NewEvent,
-    OutboxMessage,
-    RecordedEvent,
-    new_id,
-)
+from saga_orchestrator.store.records import ANY_VERSION, NewEvent, RecordedEvent, new_id
 
 from .app import deps
 from .correlation import current_correlation_id
@@ -66,27 +51,19 @@ from .views.events import (
 
 __all__ = ["events", "parse_publish_body"]
 
-log = logging.getLogger(__name__)
-
 events = Blueprint("events", __name__, url_prefix="/events")
 
 TAG = "Events"
-MAX_LIMIT = 1000
-SAGA_STREAM_PREFIX = saga_stream_id("")
+
+
+def _events() -> DomainEvents:
+    """The events service over this app's store and catalog."""
+    svc = deps()
+    return DomainEvents(svc.store, svc.catalog, topic=svc.settings.event_stream)
 
 
 # --------------------------------------------------------------------------------------------
 # Request parsing.
-
-
-def _check_stream(errors: list[dict[str, str]], stream_id: str | None) -> None:
-    if stream_id is not None and stream_id.startswith(SAGA_STREAM_PREFIX):
-        errors.append(
-            {
-                "field": "stream_id",
-                "message": f"streams starting with {SAGA_STREAM_PREFIX!r} hold saga transitions",
-            }
-        )
 
 
 def parse_publish_body(body: Any) -> tuple[str, int, NewEvent, bool]:
@@ -96,7 +73,7 @@ def parse_publish_body(body: Any) -> tuple[str, int, NewEvent, bool]:
     and whether the caller chose the event id.
     """
     values, errors = body_fields(PublishRequest, body)
-    _check_stream(errors, values.get("stream_id"))
+    errors.extend(saga_stream_errors(values.get("stream_id")))
     given = finish(PublishRequest, values, errors)
     metadata = dict(given.metadata or {})
     correlation_id = current_correlation_id()
@@ -131,46 +108,11 @@ def parse_publish_body(body: Any) -> tuple[str, int, NewEvent, bool]:
     errors=(409, 503),
 )
 async def publish() -> Response:
-    svc = deps()
     stream_id, expected, event, chosen_id = parse_publish_body(await json_body())
-    request_ = AppendRequest(
-        stream_id=stream_id,
-        expected_version=expected,
-        events=[event],
-        outbox=[
-            OutboxMessage(
-                topic=svc.settings.event_stream,
-                event=NewEvent(
-                    event_type=event.event_type,
-                    data=event.data,
-                    metadata=bus_metadata(
-                        event.metadata,
-                        stream_id=stream_id,
-                        version=None if expected == ANY_VERSION else expected + 1,
-                    ),
-                    event_id=event.event_id,
-                ),
-            )
-        ],
+    published = await _events().publish(
+        stream_id, event, expected_version=expected, repeatable=chosen_id
     )
-    try:
-        result = await svc.store.append(request_)
-    except (ConcurrencyError, DuplicateEventId):
-        if not chosen_id:
-            raise
-        # A repeat of a publish that committed (its reply may have been lost): answer with it.
-        stored = await svc.store.find_event(event.event_id)
-        if stored is None or stored.stream_id != stream_id:
-            raise
-        if (stored.event_type, stored.data) != (event.event_type, event.data):
-            raise ConflictError(
-                f"event id {event.event_id!r} already names another event in stream {stream_id!r}"
-            ) from None
-        return _published(stored, created=False)
-    recorded = await svc.store.read_stream(stream_id, from_version=result.version, limit=1)
-    if not recorded:  # pragma: no cover  (the append is durable: it is there)
-        raise StoreError(f"event {event.event_id} is not in stream {stream_id!r} after its append")
-    return _published(recorded[0], created=True)
+    return _published(published.event, created=published.created)
 
 
 def _published(event: RecordedEvent, *, created: bool) -> Response:
@@ -196,14 +138,14 @@ def _published(event: RecordedEvent, *, created: bool) -> Response:
 )
 async def read_stream(stream_id: str) -> Response:
     query = check_query(StreamQuery, request.args.to_dict(flat=False))
-    found = await deps().store.read_stream(
+    page = await _events().read_stream(
         stream_id, from_version=query.from_version, limit=query.limit
     )
     return json_response(
         StreamPage(
             stream_id=stream_id,
-            items=[stored_event(event) for event in found],
-            next_from_version=found[-1].version + 1 if len(found) == query.limit else None,
+            items=[stored_event(event) for event in page.events],
+            next_from_version=page.next,
         )
     )
 
@@ -220,12 +162,12 @@ async def read_stream(stream_id: str) -> Response:
 )
 async def read_all() -> Response:
     query = check_query(AllEventsQuery, request.args.to_dict(flat=False))
-    found = await deps().store.read_all(after_position=query.after_position, limit=query.limit)
-    items = [e for e in found if query.event_type is None or e.event_type == query.event_type]
+    page = await _events().read_all(
+        after_position=query.after_position, limit=query.limit, event_type=query.event_type
+    )
     return json_response(
         EventsPage(
-            items=[stored_event(event) for event in items],
-            next_after_position=found[-1].position if len(found) == query.limit else None,
+            items=[stored_event(event) for event in page.events], next_after_position=page.next
         )
     )
 
@@ -238,19 +180,14 @@ async def read_all() -> Response:
     errors=(503,),
 )
 async def event_types() -> Response:
-    svc = deps()
-    triggers: dict[str, list[str]] = {}
-    for definition in svc.catalog:
-        for event_type in definition.triggers:
-            triggers.setdefault(event_type, []).append(definition.name)
-    seen = [t for t in await svc.store.event_types() if t not in TRANSITION_TYPES]
+    known = await _events().event_types()
     return json_response(
         EventTypes(
             triggers=[
-                Trigger(event_type=event_type, saga_types=sorted(names))
-                for event_type, names in sorted(triggers.items())
+                Trigger(event_type=event_type, saga_types=list(names))
+                for event_type, names in known.triggers.items()
             ],
-            seen=sorted(seen),
+            seen=list(known.seen),
         )
     )
 
@@ -259,9 +196,10 @@ async def event_types() -> Response:
 # Replay.
 
 _REPLAY_DOC = (
-    "Stored events are re-published to the bus with their own ids; routing is idempotent on "
-    "the event id, so a replay never starts a second saga for the same event. Saga transition "
-    "streams are never replayed."
+    "Stored events are re-published to the bus with their own ids, through the outbox: the "
+    "202 comes once they are committed to it, and the relay publishes them (also while the bus "
+    "cannot be reached). Routing is idempotent on the event id, so a replay never starts a "
+    "second saga for the same event. Saga transition streams are never replayed."
 )
 
 
@@ -296,27 +234,23 @@ async def replay() -> Response:
         for name in ("after_position", "to_position", "event_type"):
             if name in values:
                 errors.append({"field": name, "message": "not allowed with stream_id"})
-        _check_stream(errors, stream_id)
+        errors.extend(saga_stream_errors(stream_id))
     elif "from_version" in values:
         errors.append({"field": "from_version", "message": "allowed only with stream_id"})
     given = finish(ReplayRequest, values, errors)
     if given.stream_id is not None:
-        return await _replay_stream(given.stream_id, given.from_version, given.limit)
+        replayed = await _events().replay_stream(
+            given.stream_id, from_version=given.from_version or 1, limit=given.limit or MAX_PAGE
+        )
+        return _stream_replayed(given.stream_id, replayed)
     assert given.after_position is not None
-    limit = given.limit or MAX_LIMIT
-    found = await deps().store.read_all(after_position=given.after_position, limit=limit)
-    chosen = [
-        e
-        for e in found
-        if not e.stream_id.startswith(SAGA_STREAM_PREFIX)
-        and (given.to_position is None or e.position <= given.to_position)
-        and (given.event_type is None or e.event_type == given.event_type)
-    ]
-    reached_end = len(found) < limit or (
-        given.to_position is not None and found[-1].position >= given.to_position
+    replayed = await _events().replay_range(
+        after_position=given.after_position,
+        to_position=given.to_position,
+        event_type=given.event_type,
+        limit=given.limit or MAX_PAGE,
     )
-    next_after = None if reached_end else found[-1].position
-    return await _replayed(chosen, RangeReplayed, {"next_after_position": next_after})
+    return _replayed(replayed, RangeReplayed, {"next_after_position": replayed.next})
 
 
 @events.post("/replay/<path:stream_id>")
@@ -331,32 +265,27 @@ async def replay() -> Response:
 )
 async def replay_stream(stream_id: str) -> Response:
     values, errors = body_fields(ReplayStreamRequest, await json_body(required=False))
-    _check_stream(errors, stream_id)
+    errors.extend(saga_stream_errors(stream_id))
     given = finish(ReplayStreamRequest, values, errors)
-    return await _replay_stream(stream_id, given.from_version, given.limit)
+    replayed = await _events().replay_stream(
+        stream_id, from_version=given.from_version or 1, limit=given.limit or MAX_PAGE
+    )
+    return _stream_replayed(stream_id, replayed)
 
 
-async def _replay_stream(stream_id: str, from_version: int | None, limit: int | None) -> Response:
-    limit = limit or MAX_LIMIT
-    found = await deps().store.read_stream(stream_id, from_version=from_version or 1, limit=limit)
-    next_version = found[-1].version + 1 if len(found) == limit else None
-    return await _replayed(
-        found, StreamReplayed, {"stream_id": stream_id, "next_from_version": next_version}
+def _stream_replayed(stream_id: str, replayed: Replayed) -> Response:
+    return _replayed(
+        replayed, StreamReplayed, {"stream_id": stream_id, "next_from_version": replayed.next}
     )
 
 
-async def _replayed(
-    chosen: list[RecordedEvent], view: type[StreamReplayed | RangeReplayed], page: dict[str, Any]
+def _replayed(
+    replayed: Replayed, view: type[StreamReplayed | RangeReplayed], page: dict[str, Any]
 ) -> Response:
-    svc = deps()
-    if svc.bus is None:
-        raise BusUnavailable("the event bus is not configured")
-    messages = [BusMessage.from_recorded(event) for event in chosen]
-    await svc.bus.publish(svc.settings.event_stream, messages)
     body = view(
-        replayed=len(messages),
-        event_ids=[m.event_id for m in messages],
-        bus_stream=svc.settings.event_stream,
+        replayed=len(replayed.event_ids),
+        event_ids=list(replayed.event_ids),
+        bus_stream=replayed.topic,
         **page,
     )
     return json_response(body, 202)

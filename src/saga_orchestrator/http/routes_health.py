@@ -221,6 +221,7 @@ async def overall() -> Response:
         status="ok" if store.ok else "error",
         kind=svc.store_kind,
         latency_ms=store.latency_ms,
+        failed_batches=svc.store.stats.failed_batches,
         error=store.error,
     )
     if status is None:

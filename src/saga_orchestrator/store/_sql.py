@@ -16,6 +16,7 @@ from saga_orchestrator.errors import (
     DuplicateEventId,
     DuplicateIdempotencyKey,
     StoreError,
+    StoreRejected,
 )
 
 from .records import (
@@ -65,7 +66,10 @@ STEP_COLUMN_NAMES = (
     "compensation_attempts",
     "compensation_error",
 )
-OUTBOX_COLUMNS = "id, topic, event_id, event_type, data, metadata, created_at"
+OUTBOX_COLUMNS = (
+    "id, topic, event_id, event_type, data, metadata, created_at, coalesce(occurred_at, created_at)"
+)
+"""An outbox row as :func:`outbox_from_row` reads it (``occurred_at`` NULL: ``created_at``)."""
 
 EVENT_TYPES_SQL = """
 WITH RECURSIVE t(event_type) AS (
@@ -100,12 +104,12 @@ class EncodedRequest:
     """The sagas row, columns as :data:`SAGA_COLUMN_NAMES`."""
     steps: tuple[tuple[Any, ...], ...]
     """saga_steps rows, columns as :data:`STEP_COLUMN_NAMES`."""
-    outbox: tuple[tuple[str, str, str, str, str], ...]
-    """(topic, event_id, event_type, data, metadata) per message."""
+    outbox: tuple[tuple[str, str, str, str, str, float | None], ...]
+    """(topic, event_id, event_type, data, metadata, occurred_at) per message."""
 
 
 def encode_request(request: AppendRequest) -> EncodedRequest | StoreError:
-    """Encode ``request``; a value JSON cannot hold makes a ``StoreError`` for it alone."""
+    """Encode ``request``; a value JSON cannot hold makes a ``StoreRejected`` for it alone."""
     try:
         events = tuple(
             (e.event_id, e.event_type, dumps(e.data), dumps(e.metadata)) for e in request.events
@@ -154,6 +158,7 @@ def encode_request(request: AppendRequest) -> EncodedRequest | StoreError:
                 m.event.event_type,
                 dumps(m.event.data),
                 dumps(m.event.metadata),
+                None if m.occurred_at is None else float(m.occurred_at),
             )
             for m in request.outbox
         )
@@ -162,9 +167,9 @@ def encode_request(request: AppendRequest) -> EncodedRequest | StoreError:
     return EncodedRequest(request, events, saga_row, steps, outbox)
 
 
-def json_error(request: AppendRequest, exc: BaseException) -> StoreError:
+def json_error(request: AppendRequest, exc: BaseException) -> StoreRejected:
     """The error of a request whose values JSON cannot hold (``exc`` from ``json.dumps``)."""
-    return StoreError(
+    return StoreRejected(
         f"cannot store the append to stream {request.stream_id!r}: {exc}; event data and "
         "metadata, saga input and result, and step results must be JSON values "
         "(no NaN or infinity)"
@@ -205,7 +210,7 @@ class BatchPlan:
     steps: dict[tuple[str, int], tuple[Any, ...]] = attrs.Factory(dict)
     """The step rows to upsert, by (saga_id, step_index): the last accepted request's row of
     each (the saga's steps not in it are left as they are)."""
-    outbox: list[tuple[str, str, str, str, str]] = attrs.Factory(list)
+    outbox: list[tuple[str, str, str, str, str, float | None]] = attrs.Factory(list)
 
     def finish(self, positions: Sequence[int]) -> list[AppendResult | Exception]:
         """The results, given the global position of each row of :attr:`events`."""
@@ -355,6 +360,7 @@ def outbox_from_row(row: Sequence[Any]) -> OutboxRecord:
             event_id=row[2], event_type=row[3], data=loads(row[4]), metadata=loads(row[5])
         ),
         created_at=row[6],
+        occurred_at=row[7],
     )
 
 
@@ -410,7 +416,7 @@ def group_by_stream(events: Iterable[RecordedEvent]) -> dict[str, list[RecordedE
 
 def request_error(item: Any, exc: BaseException) -> StoreError:
     """The error of one append that the database refused: ``DuplicateEventId`` when an event id
-    is taken, else a ``StoreError`` that says what was refused. ``item`` is the
+    is taken, else a ``StoreRejected`` that says what was refused. ``item`` is the
     ``AppendRequest`` or what holds it as ``request``."""
     request = item if isinstance(item, AppendRequest) else getattr(item, "request", None)
     if (
@@ -420,4 +426,7 @@ def request_error(item: Any, exc: BaseException) -> StoreError:
     ):
         return DuplicateEventId([e.event_id for e in request.events])
     stream = request.stream_id if request is not None else "?"
-    return StoreError(f"cannot store the append to stream {stream!r}: {type(exc).__name__}: {exc}")
+    return StoreRejected(
+        f"cannot store the append to stream {stream!r}: {type(exc).__name__}: {exc}; the store "
+        "refuses these values, so the same append can never succeed"
+    )

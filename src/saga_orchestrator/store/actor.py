@@ -41,13 +41,15 @@ class Append:
 
 @attrs.define
 class StoreStats:
-    """Counters of the store actor, read by health and metrics."""
+    """Counters of the store actor: exported as metrics (``store_batches_total``,
+    ``store_outbox_messages_total``); ``GET /health`` shows ``failed_batches``."""
 
     batches: int = 0
     """Transactions committed (one per batch)."""
     appends: int = 0
     """Requests committed."""
     failed_batches: int = 0
+    """Transactions that failed (each of their appends was answered with the error)."""
     largest_batch: int = 0
     outbox_messages: int = 0
     """Outbox messages committed."""

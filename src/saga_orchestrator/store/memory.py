@@ -81,8 +81,9 @@ class MemoryBackend:
             self.events.append(recorded)
             self.event_ids[recorded.event_id] = recorded
             appended.append(recorded)
-        stream.extend(appended)  # readers get slices (copies) of it
-        self.streams[request.stream_id] = stream
+        if appended:  # an append without events leaves its stream as it is
+            stream.extend(appended)  # readers get slices (copies) of it
+            self.streams[request.stream_id] = stream
         if saga is not None:
             previous = self.sagas.get(saga.saga_id)
             # The given steps are upserted by index and the saga's other steps stay; kept
@@ -94,7 +95,11 @@ class MemoryBackend:
         for message in request.outbox:
             outbox_id = next(self._outbox_ids)
             self.outbox[outbox_id] = OutboxRecord(
-                id=outbox_id, topic=message.topic, event=message.event, created_at=now
+                id=outbox_id,
+                topic=message.topic,
+                event=message.event,
+                created_at=now,
+                occurred_at=now if message.occurred_at is None else message.occurred_at,
             )
         return AppendResult(
             stream_id=request.stream_id,

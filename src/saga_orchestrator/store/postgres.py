@@ -12,14 +12,14 @@ The rules of MEASUREMENTS.md ("Traps") hold here:
 Writes do not use the pool: batches are committed on one connection of their own (the writer),
 kept open between batches and reopened by the next batch when it is lost. A batch is ONE round
 trip whatever its size: ``SELECT ... FROM saga_commit_batch(...)`` (created by the migration
-``0002_commit_batch_function``, replaced by ``0003_commit_batch_upserts_steps``), sent outside
-an explicit transaction, so the statement is its own transaction and its answer comes after
-COMMIT. The function takes the write lock, reads the streams' versions (``FOR UPDATE``), the
-idempotency keys' owners and the event ids already stored, decides each request in batch order,
-writes the accepted ones (one set-based statement per table) and answers a code per request.
-The batch goes as ONE ``jsonb`` argument made by one ``json.dumps`` (not as arrays: asyncpg's
-array encoder costs ~1-2 us of CPU per element, an ``isinstance`` check against the
-``collections.abc`` classes each).
+``0002_commit_batch_function``, replaced by ``0003_commit_batch_upserts_steps`` and then by
+``0004_outbox_occurred_at``), sent outside an explicit transaction, so the statement is its own
+transaction and its answer comes after COMMIT. The function takes the write lock, reads the
+streams' versions (``FOR UPDATE``), the idempotency keys' owners and the event ids already
+stored, decides each request in batch order, writes the accepted ones (one set-based statement
+per table) and answers a code per request. The batch goes as ONE ``jsonb`` argument made by one
+``json.dumps`` (not as arrays: asyncpg's array encoder costs ~1-2 us of CPU per element, an
+``isinstance`` check against the ``collections.abc`` classes each).
 
 Writes take a transaction-level advisory lock (:data:`WRITE_LOCK_KEY`) first. Within one process
 the store actor commits one batch at a time anyway; the lock makes that true across processes
@@ -28,7 +28,8 @@ never misses an event committed later with a smaller position) and two processes
 a new stream or an idempotency key.
 
 Driver errors are translated where they come back into trio: the database cannot be reached ->
-``StoreUnavailable``; anything else -> ``StoreError``.
+``StoreUnavailable`` (retry); a value or constraint the database refuses -> ``StoreRejected``
+(the same request can never succeed); anything else -> ``StoreError``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from saga_orchestrator.errors import (
     DuplicateEventId,
     DuplicateIdempotencyKey,
     StoreError,
+    StoreRejected,
     StoreUnavailable,
 )
 
@@ -96,8 +98,7 @@ WRITE_LOCK_KEY = 0x5A6A_0D1F_0002
 # -- statements ---------------------------------------------------------------------------------
 
 _COMMIT_BATCH = "SELECT codes, versions, firsts, owners FROM saga_commit_batch($1, $2)"
-"""A whole batch, one statement (migration ``0003_commit_batch_upserts_steps`` says what it
-does)."""
+"""A whole batch, one statement (migration ``0004_outbox_occurred_at`` says what it does)."""
 
 _MARK_SENT = "UPDATE outbox SET sent_at = $2 WHERE id = ANY($1::bigint[]) AND sent_at IS NULL"
 
@@ -161,7 +162,14 @@ def _payload(request: AppendRequest, to_float: Callable[[Any], Any] = float) -> 
         saga_row,
         steps,
         [
-            [m.topic, m.event.event_id, m.event.event_type, m.event.data, m.event.metadata]
+            [
+                m.topic,
+                m.event.event_id,
+                m.event.event_type,
+                m.event.data,
+                m.event.metadata,
+                None if m.occurred_at is None else to_float(m.occurred_at),
+            ]
             for m in request.outbox
         ],
     ]
@@ -539,6 +547,16 @@ class PostgresBackend:
             return StoreUnavailable(
                 f"cannot {doing}: {self._where} is unreachable ({type(exc).__name__}: {exc}); "
                 "check that the server is running and DATABASE_URL is right, then retry"
+            )
+        if isinstance(
+            exc,
+            asyncpg.exceptions.DataError  # 22xxx: a value the database cannot hold (a NUL...)
+            | asyncpg.exceptions.IntegrityConstraintViolationError  # 23xxx
+            | asyncpg.exceptions.ProgramLimitExceededError,  # 54xxx: a value too large
+        ):
+            return StoreRejected(
+                f"cannot {doing} on {self._where}: the database refused a value "
+                f"({type(exc).__name__}: {exc}); the same request can never succeed"
             )
         if isinstance(exc, asyncpg.InvalidCatalogNameError):
             return StoreError(

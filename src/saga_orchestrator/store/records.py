@@ -117,6 +117,10 @@ class OutboxMessage:
     topic: str
     """The bus stream to publish on."""
     event: NewEvent
+    occurred_at: float | None = None
+    """When the event happened (the bus envelope's ``occurred_at``); ``None``: when this
+    message commits, which is when a new event is recorded. An event recorded earlier and
+    published again (a replay) carries its ``recorded_at``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -125,6 +129,9 @@ class OutboxRecord:
     topic: str
     event: NewEvent
     created_at: float
+    """When the message was committed."""
+    occurred_at: float
+    """The message's ``occurred_at``, else ``created_at``."""
 
 
 @attrs.frozen(kw_only=True)

@@ -22,7 +22,7 @@ from typing import TypeVar
 
 import trio
 
-from saga_orchestrator.errors import StoreError, StoreUnavailable
+from saga_orchestrator.errors import StoreError, StoreRejected, StoreUnavailable
 
 from ._sql import (
     ACTIVE_SAGAS_SQL_TAIL,
@@ -235,12 +235,17 @@ class SQLiteBackend:
                     "(DATA_DIR / DATABASE_URL), then retry"
                 )
             return StoreUnavailable(f"SQLite database {self.path} failed to {doing}: {exc}; {hint}")
+        if isinstance(exc, _REQUEST_ERRORS):
+            return StoreRejected(
+                f"SQLite database {self.path} refused to {doing}: {exc}; the same request can "
+                "never succeed"
+            )
         return StoreError(f"SQLite database {self.path} failed to {doing}: {exc}")
 
     async def _write(self, doing: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         writer = self._writer
         if writer is None or self._write_limiter is None:
-            raise StoreError(f"the SQLite store {self.path} is not open")
+            raise StoreUnavailable(f"the SQLite store {self.path} is not open (yet)")
         try:
             # Not abandoned on cancel: a transaction in progress finishes (or rolls back)
             # before the caller sees the cancellation.
@@ -250,7 +255,7 @@ class SQLiteBackend:
 
     async def _read(self, doing: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._writer is None or self._read_limiter is None:
-            raise StoreError(f"the SQLite store {self.path} is not open")
+            raise StoreUnavailable(f"the SQLite store {self.path} is not open (yet)")
         try:
             return await trio.to_thread.run_sync(self._read_sync, fn, limiter=self._read_limiter)
         except (sqlite3.Error, OSError) as exc:
@@ -477,8 +482,9 @@ def _commit_once(
             conn.executemany(_UPSERT_STEPS, list(plan.steps.values()))
         if plan.outbox:
             conn.executemany(
-                "INSERT INTO outbox (topic, event_id, event_type, data, metadata, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO outbox "
+                "(topic, event_id, event_type, data, metadata, occurred_at, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(*row, now) for row in plan.outbox],
             )
     return plan.finish(positions)

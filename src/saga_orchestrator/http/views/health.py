@@ -58,6 +58,10 @@ class StoreHealth:
     status: Literal["ok", "error"]
     kind: str = api_field(doc="`sqlite`, `postgresql` or `memory`.")
     latency_ms: float = api_field(doc="How long its ping took.")
+    failed_batches: int = api_field(
+        doc="Store transactions (batches of appends) that failed since the process started; "
+        "each of their appends was answered with the error."
+    )
     error: str | None = _omitted("Why it is not ok.")
 
 

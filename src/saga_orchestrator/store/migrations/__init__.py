@@ -4,8 +4,10 @@ Each migration is a file ``NNNN_name.sql`` in ``postgresql/`` and ``sqlite/``; a
 changes tables is in both dialects, so that it names the same logical schema everywhere.
 PostgreSQL also has versions that only create or replace server-side functions
 (``0002_commit_batch_function``, ``0003_commit_batch_upserts_steps``), which SQLite does not
-have. A migration is applied once, in a transaction, and recorded in ``schema_migrations`` (see
-:mod:`saga_orchestrator.store.migrate`). Never edit a migration that has shipped: add the next one.
+have; a version may do both (``0004_outbox_occurred_at``: a column in both, the function again
+in PostgreSQL). A migration is applied once, in a transaction, and recorded in
+``schema_migrations`` (see :mod:`saga_orchestrator.store.migrate`). Never edit a migration that
+has shipped: add the next one.
 """
 
 from __future__ import annotations

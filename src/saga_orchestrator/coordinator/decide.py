@@ -1,0 +1,457 @@
+"""The saga actor's decisions: no I/O, no trio, no clock (the time is an argument).
+
+A :class:`Machine` is a saga's durable state plus what its actor is doing about it: the append
+in flight, the attempt running, an interruption asked for, the requests waiting for an answer.
+Only the two functions here change it (the actor reads it, never writes it); they are
+deterministic, so a test drives them with any interleaving of inputs:
+
+* :func:`take` — something happened: a message (cancel, operator retry, an event delivered to
+  the saga), an attempt of a step or compensation ended, the append in flight became durable.
+  It answers at once what can be answered, cuts the running step short when an interruption
+  asks for it, or defers a delivery (it stays in the bounded mailbox until the append in flight
+  is durable);
+* :func:`advance` — what to do now: the next append (every transition that needs no I/O
+  between them, coalesced into one), the next attempt to run, when to be woken, or stop.
+
+Every rule that decides what happens to a saga lives here, where the property tests reach it:
+a cancel against a completion racing it, the saga deadline, a delivery that arrives after the
+end, which transitions share an append. The actor (:mod:`.saga_actor`) only executes commands.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from .copying import replace
+from .plan import (
+    Attempt,
+    AwaitReply,
+    Compensate,
+    Execute,
+    Halt,
+    Record,
+    Wait,
+    compensation_outcome,
+    no_reply,
+    plan,
+    step_outcome,
+)
+from .state import SagaShape, SagaState, SagaStatus, evolve
+from .transitions import (
+    Interruption,
+    OperatorRetried,
+    ReplyReceived,
+    SagaInterrupted,
+    SagaStarted,
+    Transition,
+)
+
+__all__ = [
+    "DEFERRED",
+    "DURABLE",
+    "FORWARD",
+    "Answer",
+    "Append",
+    "AttemptEnded",
+    "Cancel",
+    "Cut",
+    "Deliver",
+    "Delivery",
+    "Durable",
+    "Machine",
+    "Next",
+    "Refuse",
+    "Retry",
+    "Run",
+    "Running",
+    "Stop",
+    "advance",
+    "creation",
+    "take",
+]
+
+FORWARD = (SagaStatus.PENDING, SagaStatus.RUNNING)
+"""The statuses of a saga that still goes forward (an interruption can stop it)."""
+
+_CANCELLED = Interruption.CANCELLED.value
+_DELIVER = "deliver an event to"
+_DEADLINE = "the saga deadline passed"
+
+
+# -- the machine -------------------------------------------------------------------------------
+
+
+@attrs.define(slots=True)
+class Running:
+    """An attempt the actor runs: a step's action, or its compensation."""
+
+    step: int
+    attempt: int
+    compensation: bool
+    cut: bool = False
+    """An interruption cut it short (a :class:`Cut` was sent)."""
+    ended: bool = False
+    outcome: Attempt | None = None
+    """How it ended, once ``ended``; ``None`` when it was cut short before it ended."""
+
+
+@attrs.frozen
+class Delivery:
+    """An event delivered to the saga, accepted, waiting to be recorded."""
+
+    ref: Any
+    event_id: str
+    event_type: str
+    data: dict[str, Any]
+
+
+@attrs.define(slots=True, kw_only=True)
+class Machine:
+    """A saga's durable state and its actor's work in progress (changed only by :func:`take`
+    and :func:`advance`)."""
+
+    saga: SagaState
+    """What the store holds: only durable transitions are folded in."""
+    in_flight: Append | None = None
+    """The append being made durable (one at a time)."""
+    running: Running | None = None
+    interrupt: tuple[Interruption, str] | None = None
+    """An interruption asked for (cancel, the saga deadline), not recorded yet."""
+    cancels: list[Any] = attrs.field(factory=list)
+    """Cancel requests, answered once the cancellation is durable (or refused)."""
+    deliveries: list[Delivery] = attrs.field(factory=list)
+    """Deliveries accepted for the next append."""
+    retry: bool = False
+    """An operator asked to retry the parked saga; not recorded yet."""
+
+
+# -- inputs ------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Cancel:
+    ref: Any
+    reason: str
+
+
+@attrs.frozen
+class Retry:
+    ref: Any = None
+    """``None``: the retry was asked of the coordinator, which spawned the actor for it."""
+
+
+@attrs.frozen
+class Deliver:
+    ref: Any
+    event_id: str
+    event_type: str
+    data: dict[str, Any]
+
+
+@attrs.frozen
+class AttemptEnded:
+    outcome: Attempt | None
+    """``None``: it was cut short (by an interruption, or by the saga deadline)."""
+    deadline_passed: bool = False
+    """The saga deadline cut it short (the attempt's scope ends there too)."""
+
+
+@attrs.frozen
+class Durable:
+    """The append in flight is committed."""
+
+
+DURABLE = Durable()
+
+Input = Cancel | Retry | Deliver | AttemptEnded | Durable
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Append:
+    """Make ``transitions`` durable: the saga goes from ``before`` to ``after``."""
+
+    transitions: tuple[Transition, ...]
+    before: SagaState
+    after: SagaState
+    deliveries: tuple[Delivery, ...] = ()
+    """The deliveries it records, answered ``accepted`` once it is durable."""
+
+
+@attrs.frozen
+class Run:
+    """Run an attempt of a step's action (or compensation) within ``timeout`` seconds; a step's
+    action is also cut short at wall-clock ``cut_at`` (the saga deadline)."""
+
+    step: int
+    attempt: int
+    compensation: bool
+    timeout: float
+    cut_at: float | None = None
+
+
+@attrs.frozen
+class Cut:
+    """Cancel the running step's scope now (its outcome becomes unknown)."""
+
+
+@attrs.frozen
+class Answer:
+    ref: Any
+    value: Any
+
+
+@attrs.frozen
+class Refuse:
+    """Answer ``ref`` that the saga's status does not allow ``operation``."""
+
+    ref: Any
+    status: str
+    operation: str
+
+
+@attrs.frozen
+class Stop:
+    """The saga has ended or waits for an operator: the actor ends."""
+
+
+Command = Append | Run | Cut | Answer | Refuse | Stop
+
+DEFERRED = None
+"""What :func:`take` answers for a delivery that must wait in the mailbox (it is not taken)."""
+
+_NOTHING: tuple[Command, ...] = ()
+
+
+@attrs.frozen
+class Next:
+    """What :func:`advance` decided: answers first, then at most one of ``Append``, ``Run``
+    or ``Stop``; and the wall-clock time to call it again at if nothing happens before."""
+
+    commands: tuple[Command, ...]
+    wake_at: float | None = None
+
+
+# -- take --------------------------------------------------------------------------------------
+
+
+def take(m: Machine, event: Input, *, deliveries_limit: int) -> tuple[Command, ...] | None:
+    """Fold ``event`` into the machine; the commands to execute at once (cut, answer), or
+    :data:`DEFERRED` for a delivery that must wait in the mailbox."""
+    saga = m.saga
+    match event:
+        case Cancel(ref=ref, reason=reason):
+            if saga.status is SagaStatus.COMPENSATING and saga.cause == _CANCELLED:
+                return (Answer(ref, saga.status.value),)  # durable already
+            if saga.status not in FORWARD:
+                return (Refuse(ref, saga.status.value, "cancel"),)
+            if m.interrupt is None:
+                m.interrupt = (Interruption.CANCELLED, reason)
+                m.cancels.append(ref)
+                return _cut(m)
+            if m.interrupt[0] is Interruption.CANCELLED:  # asked already: answered together
+                m.cancels.append(ref)
+                return _NOTHING
+            return (Refuse(ref, saga.status.value, "cancel"),)  # it times out
+        case Retry(ref=ref):
+            if not saga.is_parked:
+                return (Refuse(ref, saga.status.value, "retry"),)
+            m.retry = True
+            return _NOTHING if ref is None else (Answer(ref, saga.status.value),)
+        case Deliver(ref=ref, event_id=event_id):
+            if saga.is_terminal or saga.is_parked:
+                return (Refuse(ref, saga.status.value, _DELIVER),)
+            if any(reply.event_id == event_id for reply in saga.replies):
+                return (Answer(ref, "duplicate"),)
+            if m.in_flight is not None or len(m.deliveries) >= deliveries_limit:
+                return DEFERRED
+            m.deliveries.append(Delivery(ref, event_id, event.event_type, event.data))
+            return _NOTHING
+        case AttemptEnded(outcome=outcome, deadline_passed=deadline_passed):
+            running = m.running
+            assert running is not None and not running.ended, "no attempt is running"
+            running.ended = True
+            running.outcome = outcome
+            if deadline_passed and m.interrupt is None and saga.status in FORWARD:
+                m.interrupt = (Interruption.TIMED_OUT, _DEADLINE)
+            return _NOTHING
+        case Durable():
+            return _durable(m)
+    raise TypeError(f"not an input of the saga machine: {event!r}")
+
+
+def _cut(m: Machine) -> tuple[Command, ...]:
+    """Cut the running step short if an interruption is asked for and it runs forward."""
+    running = m.running
+    if m.interrupt is None or running is None or running.compensation:
+        return _NOTHING
+    if running.cut or running.ended:
+        return _NOTHING
+    running.cut = True
+    return (Cut(),)
+
+
+def _durable(m: Machine) -> tuple[Command, ...]:
+    appended = m.in_flight
+    assert appended is not None, "no append is in flight"
+    saga = m.saga = appended.after
+    m.in_flight = None
+    if not appended.deliveries and not m.cancels:
+        return _NOTHING
+    answers: list[Command] = [Answer(d.ref, "accepted") for d in appended.deliveries]
+    if m.cancels and saga.cause == _CANCELLED:
+        answers += [Answer(ref, saga.status.value) for ref in m.cancels]
+        m.cancels = []
+    return tuple(answers)
+
+
+# -- advance -----------------------------------------------------------------------------------
+
+
+def advance(m: Machine, shape: SagaShape, now: float) -> Next:
+    """What to do at wall-clock ``now``."""
+    if m.in_flight is not None:
+        return _WAIT_FOR_DURABLE
+    saga = m.saga
+    answers: list[Command] = []
+    if m.cancels and saga.status not in FORWARD and saga.cause != _CANCELLED:
+        # It completed, or failed, or timed out before the cancel could be recorded.
+        answers += [Refuse(ref, saga.status.value, "cancel") for ref in m.cancels]
+        m.cancels = []
+    if m.deliveries and (saga.is_terminal or saga.is_parked):
+        # They waited behind the saga's last append: nothing is recorded after it.
+        answers += [Refuse(d.ref, saga.status.value, _DELIVER) for d in m.deliveries]
+        m.deliveries = []
+    running = m.running
+    if running is not None and not running.ended:
+        return _while_running(m, running, answers, now)
+    return _record_or_act(m, shape, now, answers)
+
+
+_WAIT_FOR_DURABLE = Next(_NOTHING)
+
+
+def _while_running(m: Machine, running: Running, answers: list[Command], now: float) -> Next:
+    """An attempt runs: an interruption cuts it short; deliveries are recorded beside it."""
+    saga = m.saga
+    if not running.compensation and m.interrupt is None and now >= saga.deadline_at:
+        m.interrupt = (Interruption.TIMED_OUT, _DEADLINE)
+    answers += _cut(m)
+    if m.deliveries:
+        transitions, after = _deliveries(saga, m.deliveries, now)
+        append = Append(tuple(transitions), saga, after, tuple(m.deliveries))
+        m.in_flight, m.deliveries = append, []
+        answers.append(append)
+    return Next(tuple(answers))
+
+
+def _deliveries(
+    saga: SagaState, deliveries: list[Delivery], now: float
+) -> tuple[list[Transition], SagaState]:
+    """The ``ReplyReceived`` of each delivered event (an event id once), folded."""
+    transitions: list[Transition] = []
+    seen: set[str] = set()
+    state = saga
+    for d in deliveries:
+        if d.event_id in seen:
+            continue
+        seen.add(d.event_id)
+        t = ReplyReceived(event_id=d.event_id, event_type=d.event_type, data=d.data, at=now)
+        transitions.append(t)
+        state = evolve(state, t)
+    return transitions, state
+
+
+def _record_or_act(m: Machine, shape: SagaShape, now: float, answers: list[Command]) -> Next:
+    saga = m.saga
+    if m.deliveries:
+        transitions, state = _deliveries(saga, m.deliveries, now)
+    else:
+        transitions, state = [], saga
+    interrupt = m.interrupt
+    running = m.running
+    if running is not None and running.outcome is not None:
+        outcome = compensation_outcome if running.compensation else step_outcome
+        t = replace(outcome(state, shape, running.step, running.attempt, running.outcome), at=now)
+        transitions.append(t)
+        state = evolve(state, t)
+    if m.retry and state.is_parked:
+        t = OperatorRetried(at=now)
+        transitions.append(t)
+        state = evolve(state, t)
+    while True:  # everything that follows without I/O, in one append
+        if state.status in FORWARD:
+            if interrupt is None and now >= state.deadline_at:
+                interrupt = (Interruption.TIMED_OUT, _DEADLINE)
+            if interrupt is not None:
+                t = SagaInterrupted(reason=interrupt[0], detail=interrupt[1], at=now)
+                interrupt = None
+                transitions.append(t)
+                state = evolve(state, t)
+                continue
+        command = plan(state, shape)
+        if type(command) is Record:
+            t = command.transition
+        elif type(command) is Wait and command.until <= now:
+            t = command.then
+        elif type(command) is AwaitReply and command.until <= now:
+            t = no_reply(state, shape, command.step)
+        else:
+            break
+        t = replace(t, at=now)
+        transitions.append(t)
+        state = evolve(state, t)
+    m.interrupt = interrupt if state.status in FORWARD else None
+    m.running = None
+    m.retry = False
+    if transitions:
+        append = Append(tuple(transitions), saga, state, tuple(m.deliveries))
+        m.in_flight = append
+        if m.deliveries:
+            m.deliveries = []
+        answers.append(append)
+        return Next(tuple(answers))
+    return _act(m, shape, state, command, answers)
+
+
+def _act(
+    m: Machine, shape: SagaShape, state: SagaState, command: Any, answers: list[Command]
+) -> Next:
+    """Nothing to record: run the next attempt, wait, or stop."""
+    deadline = state.deadline_at if state.status in FORWARD else None
+    match command:
+        case Execute(step=step, attempt=attempt):
+            m.running = Running(step, attempt, False)
+            answers.append(Run(step, attempt, False, shape.steps[step].timeout, deadline))
+            return Next(tuple(answers))
+        case Compensate(step=step, attempt=attempt):
+            m.running = Running(step, attempt, True)
+            answers.append(Run(step, attempt, True, shape.steps[step].timeout))
+            return Next(tuple(answers))
+        case Wait(until=until) | AwaitReply(until=until):
+            return Next(tuple(answers), until if deadline is None else min(until, deadline))
+        case Halt():
+            answers.append(Stop())
+            return Next(tuple(answers))
+    raise AssertionError(f"unexpected plan {command!r}")
+
+
+# -- a new saga --------------------------------------------------------------------------------
+
+
+def creation(shape: SagaShape, started: SagaStarted, empty: SagaState) -> Append:
+    """The append that creates a saga: ``SagaStarted`` and what follows it without I/O (the
+    first ``StepStarted``), so the saga's actor runs its first step as soon as it is durable."""
+    now = started.at
+    transitions: list[Transition] = [started]
+    state = evolve(empty, started)
+    command = plan(state, shape)
+    while isinstance(command, Record) and state.status in FORWARD and now < state.deadline_at:
+        transitions.append(replace(command.transition, at=now))
+        state = evolve(state, transitions[-1])
+        command = plan(state, shape)
+    return Append(tuple(transitions), empty, state)

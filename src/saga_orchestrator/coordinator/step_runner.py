@@ -1,0 +1,139 @@
+"""One attempt of a step's action or compensation, run for a saga actor.
+
+The attempt runs in a cancel scope whose deadline is the step's timeout or, for a step's action,
+the saga deadline if that comes first; the actor can cut it short at any time (a cancel). How it
+ended comes back as a pure outcome (:data:`~.plan.Attempt`), or ``None`` when it was cut short:
+what to record is the core's call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import trio
+
+from . import decide as core
+from .clock import Clock
+from .definition import NonRetryableError, SagaDefinition, StepContext
+from .plan import Attempt, Raised, Succeeded, TimedOut
+from .state import SagaState, StepStatus
+
+__all__ = ["StepRunner"]
+
+_JSON_SCALARS = frozenset((str, int, bool))
+
+
+class StepRunner:
+    """Runs one attempt at a time, and cuts the running one short on request."""
+
+    def __init__(
+        self,
+        *,
+        saga_id: str,
+        definition: SagaDefinition,
+        resources: Mapping[str, Any],
+        clock: Clock,
+    ) -> None:
+        self._saga_id = saga_id
+        self._definition = definition
+        self._resources = resources
+        self._clock = clock
+        self._scope: trio.CancelScope | None = None
+        self._cut = False
+        self._input: Any = None
+
+    @property
+    def running(self) -> bool:
+        """Whether an attempt runs now."""
+        return self._scope is not None
+
+    def cut(self) -> None:
+        """Cut the running attempt short (it ends at its next checkpoint)."""
+        if self._scope is not None:
+            self._cut = True
+            self._scope.cancel()
+
+    async def run(self, run: core.Run, state: SagaState) -> core.AttemptEnded:
+        """Run the attempt ``run`` names, with ``state`` the saga's state as it starts."""
+        limit = run.timeout
+        by_deadline = False
+        if run.cut_at is not None:
+            left = run.cut_at - self._clock.now()
+            by_deadline = left < limit
+            limit = max(0.0, min(limit, left))
+        scope = self._scope = trio.CancelScope(deadline=trio.current_time() + limit)
+        self._cut = False
+        step = self._definition.steps[run.step]
+        outcome: Attempt | None = None
+        try:
+            with scope:
+                try:
+                    if run.compensation:
+                        assert step.compensation is not None
+                        result = state.steps[run.step].result
+                        await step.compensation(self._context(state, run, result))
+                        outcome = Succeeded()
+                    else:
+                        outcome = _checked_result(await step.action(self._context(state, run)))
+                except NonRetryableError as exc:
+                    outcome = Raised(_describe(exc), retryable=False)
+                except Exception as exc:
+                    retryable = not isinstance(exc, step.retry.non_retryable)
+                    outcome = Raised(
+                        _describe(exc), retryable=retryable, retry_after=_retry_after(exc)
+                    )
+        finally:
+            self._scope = None
+        if outcome is not None or self._cut:
+            return core.AttemptEnded(outcome)
+        if by_deadline:
+            return core.AttemptEnded(None, deadline_passed=True)
+        return core.AttemptEnded(TimedOut(run.timeout))  # its own time limit
+
+    def _context(self, state: SagaState, run: core.Run, result: Any = None) -> StepContext:
+        steps = self._definition.steps
+        results = {
+            steps[i].name: s.result
+            for i, s in enumerate(state.steps)
+            if s.status is StepStatus.COMPLETED
+        }
+        name = steps[run.step].name
+        if self._input is None:
+            self._input = self._definition.parse_input(state.input)
+        return StepContext(
+            saga_id=self._saga_id,
+            saga_type=state.saga_type,
+            step=name,
+            attempt=run.attempt,
+            input=self._input,
+            results=results,
+            idempotency_key=f"{self._saga_id}:{name}",
+            correlation_id=state.correlation_id,
+            result=result,
+            resources=self._resources,
+        )
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """The delay an error asks for before a retry (its ``retry_after`` attribute, seconds)."""
+    value = getattr(exc, "retry_after", None)
+    return float(value) if isinstance(value, int | float) and value >= 0 else None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _checked_result(result: Any) -> Attempt:
+    """``Succeeded(result)`` if the store can keep ``result`` (JSON without NaN or infinity,
+    as the store encodes it), else a failure that is not retried."""
+    if result is None or type(result) in _JSON_SCALARS:
+        return Succeeded(result)
+    try:
+        json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return Raised(f"the step's result cannot be stored as JSON: {exc}", retryable=False)
+    return Succeeded(result)
