@@ -173,7 +173,7 @@ class Coordinator:
                 except Exception as exc:
                     envelope.respond_error(exc)
                     return
-                if message.idempotency_key is None:
+                if message.idempotency_key is None or message.key_is_new:
                     self._start_new(envelope, definition, parsed)
                     return
                 self._nursery.start_soon(self._start, envelope, definition, parsed)
@@ -214,9 +214,10 @@ class Coordinator:
     # -- start --------------------------------------------------------------------------------
 
     def _start_new(self, envelope: Envelope[Any], definition: SagaDefinition, parsed: Any) -> None:
-        """Start a saga without an idempotency key: its actor is spawned at once and makes
-        the saga durable itself (its first append), then answers the start and runs it. No
-        task of the coordinator's waits for that append."""
+        """Start a saga without an idempotency key, or with one made for this start
+        (``key_is_new``: no saga holds it, it is recorded with the saga): its actor is spawned
+        at once and makes the saga durable itself (its first append), then answers the start
+        and runs it. No task of the coordinator's waits for that append."""
         try:
             lease = self._admit()
         except OverloadedError as exc:

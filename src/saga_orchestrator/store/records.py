@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 from typing import Any
 
@@ -224,10 +225,14 @@ def encode_cursor(created_at: float, saga_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[float, str]:
-    """Inverse of :func:`encode_cursor`; raises ``ValueError`` for a cursor it did not make."""
+    """Inverse of :func:`encode_cursor`; raises ``ValueError`` for a cursor it did not make
+    (one that is not a finite time and a saga id)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, saga_id = json.loads(raw)
-        return float(created_at), str(saga_id)
+        created_at = float(created_at)
+        if not math.isfinite(created_at) or not isinstance(saga_id, str):
+            raise ValueError("not a time and a saga id")
+        return created_at, saga_id
     except Exception as exc:
         raise ValueError(f"invalid cursor {cursor!r}") from exc
