@@ -10,7 +10,7 @@ import trio
 from saga_orchestrator.errors import LeaseLost
 from saga_orchestrator.store import AppendRequest, AppendResult, SagaRecord
 from saga_orchestrator.store.backend import StoreBackend
-from saga_orchestrator.store.records import Lease
+from saga_orchestrator.store.records import Lease, SagaCommand
 
 from .conftest import POSTGRESQL, StoreTarget
 from .test_contract import T0, commit_ok, event, saga_record
@@ -194,3 +194,65 @@ async def test_an_instance_takes_back_its_own_sagas_only_when_it_asks(
     assert [] == await backend.claim_orphans("a", 10)
     (mine,) = await backend.claim_orphans("a", 10, mine=True)
     assert ("s1", 2, "a") == (mine.saga_id, mine.epoch, mine.previous_owner)
+
+
+# -- commands for a saga owned by another instance ----------------------------------------------
+
+
+async def test_a_command_waits_for_the_sagas_owner_until_it_is_applied(
+    backend: StoreBackend,
+) -> None:
+    await backend.register_instance("a", {}, LIVE)
+    await backend.register_instance("b", {}, LIVE)
+    await started(backend, "s1", "a")
+    command = SagaCommand(saga_id="s1", kind="cancel", payload={"reason": "stop"})
+    await backend.send_command(command, "a")
+    assert [] == await backend.pending_commands("b", 10)  # not b's saga
+    (pending,) = await backend.pending_commands("a", 10)
+    assert (command.command_id, "cancel", {"reason": "stop"}) == (
+        pending.command_id,
+        pending.kind,
+        pending.payload,
+    )
+    assert await backend.command_outcome(command.command_id) is None
+    await backend.finish_command(command.command_id, {"ok": True, "value": "compensating"})
+    assert {"ok": True, "value": "compensating"} == await backend.command_outcome(
+        command.command_id
+    )
+    assert [] == await backend.pending_commands("a", 10)
+
+
+async def test_a_pending_command_follows_its_saga_to_the_next_owner(
+    backend: StoreBackend,
+) -> None:
+    await backend.register_instance("a", {}, LIVE)
+    await started(backend, "s1", "a")
+    await backend.send_command(SagaCommand(saga_id="s1", kind="cancel"), "a")
+    await backend.renew_instance("a", DEAD)  # a died before applying it
+    await backend.register_instance("b", {}, LIVE)
+    assert 1 == len(await backend.claim_orphans("b", 10))
+    assert ["s1"] == [c.saga_id for c in await backend.pending_commands("b", 10)]
+
+
+async def test_old_commands_are_forgotten(backend: StoreBackend) -> None:
+    await backend.send_command(SagaCommand(saga_id="s1", kind="cancel"), None)
+    assert 0 == await backend.purge_commands(3600)
+    assert 1 == await backend.purge_commands(-1)
+
+
+async def test_a_command_wakes_its_owner_at_once(backend: StoreBackend) -> None:
+    await backend.register_instance("a", {}, LIVE)
+    await started(backend, "s1", "a")
+    await backend.wait_for_commands("a", 0.01)  # listening from now on
+    woke_after: list[float] = []
+
+    async def owner() -> None:
+        began = trio.current_time()
+        await backend.wait_for_commands("a", 30)
+        woke_after.append(trio.current_time() - began)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(owner)
+        await trio.sleep(0.05)
+        await backend.send_command(SagaCommand(saga_id="s1", kind="cancel"), "a")
+    assert woke_after[0] < 10  # not the 30 s the wait would last without a wake-up

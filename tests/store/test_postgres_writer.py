@@ -251,6 +251,7 @@ async def test_the_function_migration_upgrades_a_first_release_database(
             "0003_commit_batch_upserts_steps",
             "0004_outbox_occurred_at",
             "0005_instances_and_saga_owners",
+            "0006_saga_commands",
         ]
         taken = saga_record("new", key="old-key")
         moved = saga_record("old", key="old-key", version=3, steps=(step(0, "completed"),))
@@ -333,6 +334,7 @@ async def test_the_step_upsert_migration_upgrades_a_second_release_database(
             "0003_commit_batch_upserts_steps",
             "0004_outbox_occurred_at",
             "0005_instances_and_saga_owners",
+            "0006_saga_commands",
         ]
         assert_the_step_upserting_function(await trio_asyncio.aio_as_trio(_batch_function)(pg_dsn))
         before = await backend.get_saga("old")
@@ -350,7 +352,7 @@ async def test_the_migrations_of_an_empty_database_end_with_the_step_upsert(
 ) -> None:
     async with opened_postgres(pg_dsn) as backend:
         assert backend.migrations_applied == [m.name for m in load_migrations("postgresql")]
-        assert backend.migrations_applied[-1] == "0005_instances_and_saga_owners"
+        assert backend.migrations_applied[-1] == "0006_saga_commands"
         assert_the_step_upserting_function(await trio_asyncio.aio_as_trio(_batch_function)(pg_dsn))
         created = saga_record("new", steps=(step(0), step(1)))
         await create_sagas(backend, created)
@@ -377,6 +379,7 @@ async def test_the_outbox_migration_upgrades_a_third_release_database(
         assert backend.migrations_applied == [
             "0004_outbox_occurred_at",
             "0005_instances_and_saga_owners",
+            "0006_saga_commands",
         ]
         assert_the_step_upserting_function(await trio_asyncio.aio_as_trio(_batch_function)(pg_dsn))
         [old] = await backend.outbox_pending()
@@ -424,7 +427,10 @@ async def test_the_ownership_migration_leaves_existing_sagas_unowned_for_the_fir
 ) -> None:
     await trio_asyncio.aio_as_trio(_make_fourth_release_database)(pg_dsn)
     async with opened_postgres(pg_dsn) as backend:
-        assert backend.migrations_applied == ["0005_instances_and_saga_owners"]
+        assert backend.migrations_applied == [
+            "0005_instances_and_saga_owners",
+            "0006_saga_commands",
+        ]
         assert (None, 0, False) == await backend.saga_owner("old")
         await backend.register_instance("first", {}, 60.0)
         (claimed,) = await backend.claim_orphans("first", 10)

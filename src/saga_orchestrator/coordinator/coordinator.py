@@ -34,6 +34,7 @@ from . import state as sm
 from .catalog import SagaCatalog
 from .clock import Clock, WallClock
 from .definition import SagaDefinition
+from .forwarding import Forwarding, ForwardingStats
 from .lease import InstanceLease, LeaseStats
 from .messages import (
     CancelSaga,
@@ -78,6 +79,7 @@ class Coordinator:
     """This instance's membership; made from ``options`` when not given."""
     sagas: SagaSupervision | None = None
     ownership: Ownership | None = None
+    forwarding: Forwarding | None = None
     _starting: int = 0
     _keys_in_flight: dict[str, trio.Event] = attrs.field(factory=dict)
     _nursery: trio.Nursery | None = None
@@ -131,12 +133,20 @@ class Coordinator:
             capacity=lambda: self.options.max_active_sagas - self.active_sagas,
             claims=self.ownership.claims if self.ownership is not None else Counter(),
         )
+        forwarding = self.forwarding = Forwarding(
+            store=self.store,
+            lease=lease,
+            apply=lambda message: self._ask_saga(message, forward=False),
+            wait=SAGA_ASK_TIMEOUT,
+            stats=self.forwarding.stats if self.forwarding is not None else ForwardingStats(),
+        )
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(lease.run)
                 await sagas.open(nursery)
                 nursery.start_soon(self._recover_then_fail_over, ownership)
+                nursery.start_soon(forwarding.inbox)
                 task_status.started()
                 async for envelope in mailbox:
                     self._dispatch(envelope)
@@ -325,7 +335,11 @@ class Coordinator:
         except Exception as exc:
             envelope.respond_error(exc)
 
-    async def _ask_saga(self, message: CancelSaga | RetrySaga | DeliverEvent) -> str:
+    async def _ask_saga(
+        self, message: CancelSaga | RetrySaga | DeliverEvent, *, forward: bool = True
+    ) -> str:
+        """Ask the saga's actor, started here if this instance may drive it; a cancel or a
+        delivery for a saga another live instance drives goes to that instance (``forward``)."""
         operation = {CancelSaga: "cancel", RetrySaga: "retry"}.get(
             type(message), "deliver an event to"
         )
@@ -343,11 +357,13 @@ class Coordinator:
                     )
                 await self.sagas.spawn(message.saga_id, definition, lease, retry=True)
                 return (await self._load(message.saga_id)).status
-            if record.status not in ACTIVE_STATUSES:
+            if record.status not in ACTIVE_STATUSES or isinstance(message, RetrySaga):
                 raise SagaStateConflict(message.saga_id, record.status, operation)
             lease = await self.ownership.claim_one(message.saga_id, force=False)
             if lease is None:
-                owner, _, _ = await self.store.saga_owner(message.saga_id)
+                owner, _, live = await self.store.saga_owner(message.saga_id)
+                if forward and live and self.forwarding is not None:
+                    return await self.forwarding.send(message, owner)
                 raise SagaOwnedElsewhere(message.saga_id, owner)
             ref = await self.sagas.spawn(message.saga_id, definition, lease)
         try:

@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ._command_wakers import CommandWakers
 from ._sqlite_tx import transaction
-from .records import ACTIVE_STATUSES, ClaimedSaga, InstanceRecord
+from .records import ACTIVE_STATUSES, ClaimedSaga, InstanceRecord, SagaCommand
 
 T = TypeVar("T")
 
@@ -118,6 +119,52 @@ def owner_of(conn: sqlite3.Connection, saga_id: str) -> tuple[str | None, int, b
     return row[0], int(row[1]), bool(row[2])
 
 
+def send_command(conn: sqlite3.Connection, command: SagaCommand) -> None:
+    conn.execute(
+        "INSERT INTO saga_commands (command_id, saga_id, kind, payload, created_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (command.command_id, command.saga_id, command.kind, json.dumps(command.payload),
+         time.time()),
+    )  # fmt: skip
+
+
+def pending_commands(conn: sqlite3.Connection, instance_id: str, limit: int) -> list[SagaCommand]:
+    rows = conn.execute(
+        "SELECT c.command_id, c.saga_id, c.kind, c.payload, c.created_at FROM saga_commands c "
+        "JOIN sagas s ON s.saga_id = c.saga_id WHERE c.done_at IS NULL AND s.owner = ? "
+        "ORDER BY c.created_at, c.command_id LIMIT ?",
+        (instance_id, max(limit, 0)),
+    ).fetchall()
+    return [
+        SagaCommand(
+            command_id=r[0], saga_id=r[1], kind=r[2], payload=json.loads(r[3]), created_at=r[4]
+        )
+        for r in rows
+    ]
+
+
+def finish_command(conn: sqlite3.Connection, command_id: str, outcome: str) -> None:
+    conn.execute(
+        "UPDATE saga_commands SET done_at = ?, outcome = ? WHERE command_id = ?",
+        (time.time(), outcome, command_id),
+    )
+
+
+def command_outcome(conn: sqlite3.Connection, command_id: str) -> dict[str, object] | None:
+    row = conn.execute(
+        "SELECT outcome FROM saga_commands WHERE command_id = ? AND done_at IS NOT NULL",
+        (command_id,),
+    ).fetchone()
+    return None if row is None else json.loads(row[0])
+
+
+def purge_commands(conn: sqlite3.Connection, older_than: float) -> int:
+    cursor = conn.execute(
+        "DELETE FROM saga_commands WHERE created_at < ?", (time.time() - older_than,)
+    )
+    return cursor.rowcount
+
+
 def instance_from_row(row: tuple) -> InstanceRecord:  # type: ignore[type-arg]
     instance_id, started_at, heartbeat_at, expires_at, info = row
     return InstanceRecord(
@@ -176,6 +223,44 @@ class SQLiteLeases:
 
     async def saga_owner(self, saga_id: str) -> tuple[str | None, int, bool]:
         return await self._read("read a saga's owner", lambda c: owner_of(c, saga_id))
+
+    # -- commands (every instance SQLite serves is in this process: woken in memory) ---------
+
+    _command_wakers: CommandWakers | None = None
+
+    def _wakers(self) -> CommandWakers:
+        if self._command_wakers is None:
+            self._command_wakers = CommandWakers()
+        return self._command_wakers
+
+    async def send_command(self, command: SagaCommand, owner: str | None) -> None:
+        await self._write("keep a command", lambda c: _in_transaction(c, send_command, command))
+        self._wakers().wake(owner)
+
+    async def pending_commands(self, instance_id: str, limit: int) -> list[SagaCommand]:
+        return await self._read(
+            "read pending commands", lambda c: pending_commands(c, instance_id, limit)
+        )
+
+    async def finish_command(self, command_id: str, outcome: dict[str, object]) -> None:
+        text = json.dumps(outcome)
+        await self._write(
+            "record a command's outcome",
+            lambda c: _in_transaction(c, finish_command, command_id, text),
+        )
+
+    async def command_outcome(self, command_id: str) -> dict[str, object] | None:
+        return await self._read(
+            "read a command's outcome", lambda c: command_outcome(c, command_id)
+        )
+
+    async def wait_for_commands(self, instance_id: str, at_most: float) -> None:
+        await self._wakers().wait(instance_id, at_most)
+
+    async def purge_commands(self, older_than: float) -> int:
+        return await self._write(
+            "forget old commands", lambda c: _in_transaction(c, purge_commands, older_than)
+        )
 
 
 def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:

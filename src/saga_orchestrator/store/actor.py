@@ -26,6 +26,7 @@ from .records import (
     InstanceRecord,
     OutboxRecord,
     RecordedEvent,
+    SagaCommand,
     SagaPage,
     SagaQuery,
     SagaRecord,
@@ -219,6 +220,26 @@ class Store:
 
     async def saga_owner(self, saga_id: str) -> tuple[str | None, int, bool]:
         return await self.backend.saga_owner(saga_id)
+
+    # -- commands for a saga owned by another instance -------------------------------------------
+
+    async def send_command(self, command: SagaCommand, owner: str | None) -> None:
+        await self.backend.send_command(command, owner)
+
+    async def pending_commands(self, instance_id: str, limit: int) -> list[SagaCommand]:
+        return await self.backend.pending_commands(instance_id, limit)
+
+    async def finish_command(self, command_id: str, outcome: dict[str, object]) -> None:
+        await self.backend.finish_command(command_id, outcome)
+
+    async def command_outcome(self, command_id: str) -> dict[str, object] | None:
+        return await self.backend.command_outcome(command_id)
+
+    async def wait_for_commands(self, instance_id: str, at_most: float) -> None:
+        await self.backend.wait_for_commands(instance_id, at_most)
+
+    async def purge_commands(self, older_than: float) -> int:
+        return await self.backend.purge_commands(older_than)
 
 
 async def start_store(

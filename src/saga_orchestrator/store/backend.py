@@ -18,6 +18,7 @@ from .records import (
     InstanceRecord,
     OutboxRecord,
     RecordedEvent,
+    SagaCommand,
     SagaPage,
     SagaQuery,
     SagaRecord,
@@ -127,4 +128,32 @@ class StoreBackend(Protocol):
     async def saga_owner(self, saga_id: str) -> tuple[str | None, int, bool]:
         """(owner, epoch, whether the owner is live) of a saga; ``(None, 0, False)`` for an
         unknown or unowned one."""
+        ...
+
+    # -- commands for a saga owned by another instance ----------------------------------------
+
+    async def send_command(self, command: SagaCommand, owner: str | None) -> None:
+        """Keep ``command`` until the saga's owner applies it, and wake ``owner`` (the instance
+        that owns the saga now) if it is waiting in :meth:`wait_for_commands`."""
+        ...
+
+    async def pending_commands(self, instance_id: str, limit: int) -> list[SagaCommand]:
+        """Commands not applied yet for the sagas ``instance_id`` owns, oldest first."""
+        ...
+
+    async def finish_command(self, command_id: str, outcome: dict[str, object]) -> None:
+        """Record how a command ended (it is applied: no longer pending)."""
+        ...
+
+    async def command_outcome(self, command_id: str) -> dict[str, object] | None:
+        """How a command ended, or ``None`` while it is pending."""
+        ...
+
+    async def wait_for_commands(self, instance_id: str, at_most: float) -> None:
+        """Return when a command may have been sent to ``instance_id``, or after ``at_most``
+        seconds (backends without notifications just wait)."""
+        ...
+
+    async def purge_commands(self, older_than: float) -> int:
+        """Forget the commands created more than ``older_than`` seconds ago, applied or not."""
         ...

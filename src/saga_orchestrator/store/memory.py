@@ -15,6 +15,7 @@ from saga_orchestrator.errors import (
     LeaseLost,
 )
 
+from ._command_wakers import CommandWakers
 from .records import (
     ACTIVE_STATUSES,
     ANY_VERSION,
@@ -24,6 +25,7 @@ from .records import (
     InstanceRecord,
     OutboxRecord,
     RecordedEvent,
+    SagaCommand,
     SagaPage,
     SagaQuery,
     SagaRecord,
@@ -42,6 +44,9 @@ class MemoryBackend:
         self.instances: dict[str, InstanceRecord] = {}
         self.owners: dict[str, tuple[str | None, int]] = {}
         """saga id -> (owning instance, epoch)."""
+        self.commands: dict[str, tuple[SagaCommand, dict[str, object] | None, float | None]] = {}
+        """command id -> (command, outcome, done at)."""
+        self._command_wakers = CommandWakers()
         self.events: list[RecordedEvent] = []
         self.streams: dict[str, list[RecordedEvent]] = {}
         self.sagas: dict[str, SagaRecord] = {}
@@ -84,7 +89,7 @@ class MemoryBackend:
                 self.owners[saga.saga_id] = (lease.instance_id, lease.epoch)
             elif held != (lease.instance_id, lease.epoch):
                 return LeaseLost(saga.saga_id, lease.instance_id, held[0])
-        now = time.time()
+        now = self.clock()
         appended = []
         for offset, event in enumerate(request.events, start=1):
             recorded = RecordedEvent(
@@ -275,6 +280,43 @@ class MemoryBackend:
     async def saga_owner(self, saga_id: str) -> tuple[str | None, int, bool]:
         owner, epoch = self.owners.get(saga_id, (None, 0))
         return owner, epoch, self._live(owner)
+
+    # -- commands for a saga owned by another instance ----------------------------------------
+
+    async def send_command(self, command: SagaCommand, owner: str | None) -> None:
+        self.commands[command.command_id] = (
+            attrs.evolve(command, created_at=self.clock()),
+            None,
+            None,
+        )
+        self._command_wakers.wake(owner)
+
+    async def pending_commands(self, instance_id: str, limit: int) -> list[SagaCommand]:
+        pending = [
+            command
+            for command, _, done_at in self.commands.values()
+            if done_at is None and self.owners.get(command.saga_id, (None, 0))[0] == instance_id
+        ]
+        return sorted(pending, key=lambda c: (c.created_at, c.command_id))[: max(limit, 0)]
+
+    async def finish_command(self, command_id: str, outcome: dict[str, object]) -> None:
+        found = self.commands.get(command_id)
+        if found is not None:
+            self.commands[command_id] = (found[0], dict(outcome), self.clock())
+
+    async def command_outcome(self, command_id: str) -> dict[str, object] | None:
+        found = self.commands.get(command_id)
+        return None if found is None else found[1]
+
+    async def wait_for_commands(self, instance_id: str, at_most: float) -> None:
+        await self._command_wakers.wait(instance_id, at_most)
+
+    async def purge_commands(self, older_than: float) -> int:
+        cutoff = self.clock() - older_than
+        old = [i for i, (c, _, _) in self.commands.items() if c.created_at < cutoff]
+        for command_id in old:
+            del self.commands[command_id]
+        return len(old)
 
 
 def _merged_steps(

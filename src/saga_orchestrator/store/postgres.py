@@ -58,6 +58,7 @@ from saga_orchestrator.errors import (
     StoreUnavailable,
 )
 
+from ._postgres_commands import PostgresCommands
 from ._postgres_leases import WRITE_LOCK_KEY as WRITE_LOCK_KEY
 from ._postgres_leases import PostgresLeases
 from ._sql import (
@@ -462,7 +463,7 @@ def _terminate(pool: asyncpg.Pool, writers: Sequence[_Writer]) -> None:
 # -- the backend --------------------------------------------------------------------------------
 
 
-class PostgresBackend(PostgresLeases):
+class PostgresBackend(PostgresLeases, PostgresCommands):
     """The store in the PostgreSQL database ``dsn``; use it inside ``trio_asyncio.open_loop()``.
 
     ``commits`` counts the write transactions committed (a batch is one, unless a value error
@@ -529,6 +530,7 @@ class PostgresBackend(PostgresLeases):
         self.migrations_applied = applied
 
     async def close(self) -> None:
+        await self._close_commands()
         pool, self._pool = self._pool, None
         writers, self._writers, self._idle_writers = self._writers, [], []
         if pool is None or not writers or self._loop is None:

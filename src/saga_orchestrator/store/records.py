@@ -169,6 +169,18 @@ class ClaimedSaga:
 
 
 @attrs.frozen(kw_only=True)
+class SagaCommand:
+    """A command for a saga owned by another instance, kept until its owner applies it."""
+
+    command_id: str = attrs.field(factory=lambda: new_id())
+    saga_id: str
+    kind: str
+    """``cancel`` or ``deliver``."""
+    payload: dict[str, Any] = attrs.field(factory=dict)
+    created_at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
 class AppendRequest:
     """One unit of a group commit: events for one stream, with what must commit alongside them."""
 
