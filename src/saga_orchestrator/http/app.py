@@ -14,7 +14,7 @@ from quart import Quart, current_app
 from quart_trio import QuartTrio
 
 from saga_orchestrator.actors import ActorRef
-from saga_orchestrator.bus import EventBus
+from saga_orchestrator.bus import EventBus, OutboxRelay
 from saga_orchestrator.config import Settings
 from saga_orchestrator.coordinator.catalog import SagaCatalog
 from saga_orchestrator.metrics import ServiceMetrics
@@ -56,6 +56,8 @@ class ApiDeps:
     """The event bus, shown by the health check; ``None``: not configured."""
     metrics: ServiceMetrics | None = None
     """Prometheus metrics served at ``/metrics``; ``None``: an empty page."""
+    relay: OutboxRelay | None = None
+    """The outbox relay: ``/health`` shows whether it leads; ``None``: not running."""
 
 
 def create_app(app_deps: ApiDeps, *, max_body_bytes: int = MAX_BODY_BYTES) -> QuartTrio:

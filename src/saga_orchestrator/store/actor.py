@@ -19,6 +19,7 @@ from saga_orchestrator.actors import ActorRef, ActorSystem, Envelope, Mailbox
 from saga_orchestrator.errors import StoreError
 
 from .backend import StoreBackend
+from .leadership import RelayLeadership
 from .records import (
     AppendRequest,
     AppendResult,
@@ -190,6 +191,10 @@ class Store:
 
     async def ping(self) -> None:
         await self.backend.ping()
+
+    def relay_leadership(self) -> RelayLeadership:
+        """A new claim to lead the outbox relay of the database (see ``store/leadership.py``)."""
+        return self.backend.relay_leadership()
 
 
 async def start_store(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from .leadership import RelayLeadership
 from .records import (
     AppendRequest,
     AppendResult,
@@ -80,4 +81,9 @@ class StoreBackend(Protocol):
 
     async def ping(self) -> None:
         """Round trip to the database; raises ``StoreUnavailable`` if it does not answer."""
+        ...
+
+    def relay_leadership(self) -> RelayLeadership:
+        """A new claim to lead the outbox relay of this database (one leader per database
+        publishes its outbox; see :mod:`.leadership`)."""
         ...

@@ -10,6 +10,7 @@ import attrs
 
 from saga_orchestrator.errors import ConcurrencyError, DuplicateEventId, DuplicateIdempotencyKey
 
+from .leadership import RelayLeadership, SingleProcessLeadership
 from .records import (
     ACTIVE_STATUSES,
     ANY_VERSION,
@@ -166,6 +167,10 @@ class MemoryBackend:
     async def outbox_mark_sent(self, ids: Sequence[int]) -> None:
         for outbox_id in ids:
             self.outbox.pop(outbox_id, None)
+
+    def relay_leadership(self) -> RelayLeadership:
+        """Always the leader: the memory of one process."""
+        return SingleProcessLeadership(self.outbox_pending)
 
 
 def _merged_steps(

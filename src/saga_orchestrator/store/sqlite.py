@@ -47,6 +47,7 @@ from ._sql import (
     saga_list_sql,
     saga_page,
 )
+from .leadership import RelayLeadership, SingleProcessLeadership
 from .migrate import apply_sqlite_migrations
 from .records import (
     ACTIVE_STATUSES,
@@ -389,6 +390,13 @@ class SQLiteBackend:
             "read the outbox", lambda c: c.execute(sql, (max(limit, 0),)).fetchall()
         )
         return [outbox_from_row(row) for row in rows]
+
+    # -- relay leadership ----------------------------------------------------------------------
+
+    def relay_leadership(self) -> RelayLeadership:
+        """Always the leader: a SQLite file serves one process (the service holds
+        ``<file>.lock``, :mod:`.sqlite_lock`)."""
+        return SingleProcessLeadership(self.outbox_pending)
 
 
 class _transaction:
