@@ -104,6 +104,7 @@ class OutboxRelay:
         self._wake = trio.Event()
         self._next_try = -math.inf
         """When a standby tries to lead next (``trio.current_time()``)."""
+        self._said_standby = False
         self._unmarked: list[int] = []
         self._in_flight: dict[str, int] = {}
         """event id -> outbox id, published and not settled yet (bus not durable)."""
@@ -165,7 +166,14 @@ class OutboxRelay:
                 self.stats.leader = True
                 self.stats.leader_changes["acquired"] += 1
                 self._say(logging.INFO, "this process leads the outbox relay: it publishes it")
+                self._said_standby = False
                 return
+            if not self._said_standby:
+                self._said_standby = True
+                log.info(
+                    "the outbox relay stands by: another process leads it; trying every %g s",
+                    self.leader_retry,
+                )
 
     def _lost(self) -> None:
         """Count and log a leadership that turned out lost; the next try is ``leader_retry``
