@@ -10,6 +10,7 @@ the killed leader had published and not marked sent: at most one relay batch.
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -152,7 +153,7 @@ async def send(
 
 async def settled(alive: list[Replica], traffic: Traffic, pg_dsn: str) -> list[Any]:
     """Wait until the sagas of ``alive`` replicas have completed and the outbox is all sent;
-    the outbox rows (event id, topic)."""
+    the outbox rows (event id, topic, sent at)."""
     names = {r.name for r in alive}
     with trio.fail_after(SETTLE_WITHIN):
         for saga_id, started_by in traffic.sagas.items():
@@ -165,7 +166,7 @@ async def settled(alive: list[Replica], traffic: Traffic, pg_dsn: str) -> list[A
                 await trio.sleep(0.1)
         while (await pg_fetch(pg_dsn, "SELECT count(*) FROM outbox WHERE sent_at IS NULL"))[0][0]:
             await trio.sleep(0.1)
-    return await pg_fetch(pg_dsn, "SELECT event_id, topic FROM outbox ORDER BY id")
+    return await pg_fetch(pg_dsn, "SELECT event_id, topic, sent_at FROM outbox ORDER BY id")
 
 
 async def stream_counts(redis_url: str, streams: dict[str, str]) -> dict[str, collections.Counter]:
@@ -191,7 +192,7 @@ async def test_three_replicas_publish_every_message_exactly_once(
     assert SAGAS == len(traffic.sagas)
     assert EVENTS + LIFECYCLE_PER_SAGA * SAGAS == len(outbox)
     by_topic = collections.defaultdict(set)
-    for event_id, topic in outbox:
+    for event_id, topic, _ in outbox:
         by_topic[topic].add(event_id)
     assert traffic.events == by_topic[streams["events"]]
     for topic, ids in by_topic.items():  # every message exactly once, nothing else
@@ -201,6 +202,11 @@ async def test_three_replicas_publish_every_message_exactly_once(
     assert 1 == len(leaders), leaders
 
 
+# A request cut off by the kill while sending its body leaves httpx's body iterator unfinished.
+@pytest.mark.filterwarnings(
+    r"ignore:Async generator 'httpx\._content\.ByteStream\.__aiter__' was garbage collected"
+    ":ResourceWarning"
+)
 async def test_a_standby_takes_over_from_a_killed_leader_and_nothing_is_lost(
     tmp_path: Path, pg_dsn: str, redis_url: str, redis_prefix: str
 ) -> None:
@@ -213,6 +219,7 @@ async def test_a_standby_takes_over_from_a_killed_leader_and_nothing_is_lost(
             nursery.start_soon(lambda: send(running, traffic, "during", EVENTS // 2, dying=leader))
             await trio.sleep(0.3)
             leader.process.kill()  # SIGKILL
+            killed_at = time.time()
         await leader.process.wait()
         await send(survivors, traffic, "after", EVENTS // 2, dying=None)
         outbox = await settled(survivors, traffic, pg_dsn)
@@ -224,7 +231,7 @@ async def test_a_standby_takes_over_from_a_killed_leader_and_nothing_is_lost(
     assert 'outbox_relay_leader{name="relay"} 1.0' in metrics
     assert 'outbox_relay_leader_changes_total{change="acquired"} 1.0' in metrics
     by_topic = collections.defaultdict(set)
-    for event_id, topic in outbox:
+    for event_id, topic, _ in outbox:
         by_topic[topic].add(event_id)
     # every accepted event, and every committed message, is on its stream; nothing else is
     assert traffic.events <= by_topic[streams["events"]]
@@ -244,3 +251,6 @@ async def test_a_standby_takes_over_from_a_killed_leader_and_nothing_is_lost(
     )
     assert all(2 == times for times in duplicates.values()), duplicates
     assert len(duplicates) <= BATCH, duplicates
+    sent_at = {event_id: at for event_id, _, at in outbox}
+    assert all(sent_at[event_id] > killed_at for event_id in duplicates)  # the killed leader
+    # had published them and not marked them sent: the new leader did
