@@ -570,6 +570,37 @@ class Settings:
         ),
     )
 
+    # --- Several instances on one store (docs/operations.md, "Several replicas") -------------
+    instance_id: str | None = _setting(
+        None,
+        _Rule(
+            "This process's name among the instances sharing the store (a pod name); each "
+            "registration adds a random suffix. Unset: <hostname>-<pid>.",
+            "a string without spaces or control characters",
+            _is_token,
+        ),
+    )
+    instance_heartbeat_seconds: float = _setting(
+        1.0, _number_above(0, "Seconds between renewals of this instance's leases on its sagas.")
+    )
+    instance_expiry_seconds: float = _setting(
+        5.0,
+        _number_above(
+            0,
+            "Seconds an instance's leases last without a renewal; then the other instances "
+            "take over its sagas. Longer than INSTANCE_HEARTBEAT_SECONDS (at least twice).",
+        ),
+    )
+    failover_scan_seconds: float = _setting(
+        1.0,
+        _number_above(
+            0, "Seconds between looks for sagas no live instance owns (a dead one's, released)."
+        ),
+    )
+    claim_batch_size: int = _setting(
+        500, _int_at_least(1, "Most sagas one claim takes (a look claims batches until done).")
+    )
+
     # --- Downstream services ------------------------------------------------------------------
     auth_service_url: str = _setting(
         "http://localhost:8001", _http_url("Base URL of the auth service.")
@@ -736,6 +767,13 @@ def _cross_problems(values: Mapping[str, Any], failed: set[str]) -> list[str]:
         problems.append(
             f"SAGA_RETRY_BACKOFF_MAX_SECONDS={high!r} is not valid: expected a number >= "
             f"SAGA_RETRY_BACKOFF_SECONDS ({low!r})"
+        )
+    beat, expiry = values["instance_heartbeat_seconds"], values["instance_expiry_seconds"]
+    if not failed & {"instance_heartbeat_seconds", "instance_expiry_seconds"} and expiry < 2 * beat:
+        problems.append(
+            f"INSTANCE_EXPIRY_SECONDS={expiry!r} is not valid: expected a number >= twice "
+            f"INSTANCE_HEARTBEAT_SECONDS ({beat!r}), so that one late heartbeat does not "
+            "hand this instance's sagas to another"
         )
     return problems
 

@@ -13,8 +13,10 @@ status of each error is decided in one place: ``saga_orchestrator.http.errors``.
     ├── ConflictError
     │   ├── ConcurrencyError           an append expected another stream version
     │   ├── DuplicateEventId           an event id is taken
+    │   ├── LeaseLost                  another instance owns the saga now: stop driving it
     │   └── SagaStateConflict          e.g. cancelling a saga that has ended
     ├── OverloadedError                admission limit reached, retry later
+    ├── SagaOwnedElsewhere             another instance drives the saga: retry later
     ├── StoreError                     the store failed
     │   ├── StoreUnavailable           the database cannot be reached now: retry with backoff
     │   └── StoreRejected              this request can never succeed: do not retry it
@@ -94,6 +96,32 @@ class ConcurrencyError(ConflictError):
         self.stream_id = stream_id
         self.expected = expected
         self.actual = actual
+
+
+class SagaOwnedElsewhere(SagaOrchestratorError):
+    """The saga is driven by another live instance, and the command could not reach it."""
+
+    def __init__(self, saga_id: str, owner: str | None) -> None:
+        super().__init__(
+            f"saga {saga_id!r} is driven by instance {owner!r}, which did not answer: retry later"
+        )
+        self.saga_id = saga_id
+        self.owner = owner
+        self.retry_after = 1.0
+
+
+class LeaseLost(ConflictError):
+    """An append was fenced: the saga is owned by another instance (or at another epoch) now,
+    so this one must stop driving it."""
+
+    def __init__(self, saga_id: str, instance_id: str, owner: str | None) -> None:
+        super().__init__(
+            f"saga {saga_id!r} is no longer owned by instance {instance_id!r} "
+            f"(its owner is {owner!r}): this instance stops driving it"
+        )
+        self.saga_id = saga_id
+        self.instance_id = instance_id
+        self.owner = owner
 
 
 class SagaStateConflict(ConflictError):

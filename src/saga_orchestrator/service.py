@@ -11,9 +11,10 @@ handling) and what tests run in-process::
         stop.set()   # Hypercorn stops, then the actors (in order), then the store
 
 Shutdown order: Hypercorn stops accepting and gives requests in flight
-:data:`HTTP_GRACEFUL_TIMEOUT` seconds; then the actor system stops its actors in reverse start
-order (the router, the relay, the coordinator, the store: sagas in flight stay durable and
-resume on the next start); then the bus and the backend close.
+:data:`HTTP_GRACEFUL_TIMEOUT` seconds (starts still waiting for the coordinator are answered
+within a part of it: see ``http/draining.py``); then the actor system stops its actors in
+reverse start order (the router, the relay, the coordinator, the store: sagas in flight stay
+durable and resume on the next start); then the bus and the backend close.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from saga_orchestrator.coordinator.router import EventRouter, start_router
 from saga_orchestrator.errors import ConfigError, StoreUnavailable
 from saga_orchestrator.http.app import ApiDeps, create_app
 from saga_orchestrator.http.auth import log_auth_mode
+from saga_orchestrator.http.draining import ANSWER_SHARE, Draining
 from saga_orchestrator.metrics import ServiceMetrics
 from saga_orchestrator.store.actor import Store, start_store
 
@@ -337,6 +339,7 @@ async def _run_open(
         _export_bus_figures(metrics, relay, router)
         _export_bus_lag(metrics, watcher)
         await _log_bus(settings, bus)
+        draining = Draining()
         app = create_app(
             ApiDeps(
                 coordinator=coordinator_ref,
@@ -346,14 +349,15 @@ async def _run_open(
                 store_kind=store_kind,
                 bus=bus,
                 metrics=metrics,
+                draining=draining,
                 relay=relay,
             )
         )
         log_auth_mode(settings)
+        config = hypercorn_config(settings)
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(
-                partial(serve, app, hypercorn_config(settings), shutdown_trigger=shutdown.wait)
-            )
+            nursery.start_soon(_drain_when_stopping, shutdown, draining, config.graceful_timeout)
+            binds = await nursery.start(partial(serve, app, config, shutdown_trigger=shutdown.wait))
             port = _port_of(binds)
             log.info(
                 "saga orchestrator listening on %s (store: %s; %d saga types; environment: %s)",
@@ -364,6 +368,15 @@ async def _run_open(
             )
             task_status.started(port)
         log.info("HTTP server stopped; stopping the actors")
+
+
+async def _drain_when_stopping(
+    shutdown: trio.Event, draining: Draining, graceful_timeout: float
+) -> None:
+    """When shutdown begins, bound the starts in flight so that each is answered before
+    Hypercorn's graceful timeout cuts its connection."""
+    await shutdown.wait()
+    draining.begin(graceful_timeout * ANSWER_SHARE)
 
 
 def _export_gauges(metrics: ServiceMetrics, coordinator: Coordinator, store: Store) -> None:

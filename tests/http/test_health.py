@@ -9,7 +9,7 @@ from saga_orchestrator.config import Settings
 from saga_orchestrator.errors import StoreUnavailable
 from saga_orchestrator.http.app import ApiDeps, create_app
 from saga_orchestrator.store.memory import MemoryBackend
-from saga_orchestrator.store.records import SagaRecord
+from saga_orchestrator.store.records import ClaimedSaga
 from tests.support import open_api
 
 
@@ -20,9 +20,11 @@ class SlowRecoveryBackend(MemoryBackend):
         super().__init__()
         self.release = trio.Event()
 
-    async def active_sagas(self) -> list[SagaRecord]:
+    async def claim_orphans(
+        self, instance_id: str, limit: int, *, mine: bool = False
+    ) -> list[ClaimedSaga]:
         await self.release.wait()
-        return await super().active_sagas()
+        return await super().claim_orphans(instance_id, limit, mine=mine)
 
 
 class DownBackend(MemoryBackend):

@@ -248,3 +248,80 @@ async def test_hostile_headers(client: httpx.AsyncClient) -> None:
             "/sagas/start", content=b'{"saga_type": "x"}', headers={"Content-Type": content_type}
         )
         assert response.status_code in (415, 422), response.text
+
+
+# --- methods, encodings, control characters, numbers ----------------------------------------
+
+
+async def test_the_start_route_is_not_a_saga_id(client: httpx.AsyncClient) -> None:
+    """``GET /sagas/start`` is a wrong method (405), not a search for a saga named ``start``."""
+    response = await client.get("/sagas/start")
+    assert "method_not_allowed" == assert_4xx(response, 405)["code"]
+    assert {"POST", "OPTIONS"} == set(response.headers["Allow"].replace(" ", "").split(","))
+    options = await client.options("/sagas/start")
+    assert "GET" not in options.headers["Allow"]
+    assert "POST" in options.headers["Allow"]
+    assert "saga_not_found" == assert_4xx(await client.get(f"/sagas/{SAGA}"), 404)["code"]
+
+
+START = {"saga_type": "test_two_steps", "data": {"name": "encoded"}}
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (json.dumps(START).encode("utf-16"), "UTF-8"),  # with its byte-order mark
+        (json.dumps(START).encode("utf-16-le"), "UTF-8"),
+        (json.dumps(START).encode("utf-32"), "UTF-8"),
+        (b"\xef\xbb\xbf" + json.dumps(START).encode(), "byte-order mark"),
+        (json.dumps(START).replace("encoded", "\u00e9").encode("latin-1"), "UTF-8"),
+    ],
+)
+async def test_bodies_not_in_utf8_are_400_saying_what_to_send(
+    client: httpx.AsyncClient, body: bytes, says: str
+) -> None:
+    response = await client.post("/sagas/start", content=body, headers=JSON)
+    error = assert_4xx(response, 400)
+    assert "invalid_json" == error["code"]
+    assert says in error["message"]
+
+
+@pytest.mark.parametrize("char", ["\u0080", "\u0085", "\u009b", "\u009f", "\x1b", "\x7f"])
+async def test_control_characters_c0_and_c1_are_refused_in_names_keys_and_ids(
+    client: httpx.AsyncClient, char: str
+) -> None:
+    text = f"key{char}1"
+    start = {**START, "idempotency_key": text, "correlation_id": text}
+    error = assert_4xx(await client.post("/sagas/start", json=start), 422)
+    assert ["correlation_id", "idempotency_key"] == sorted(d["field"] for d in error["details"])
+    event = {"event_type": text, "stream_id": text, "data": {}, "event_id": text}
+    error = assert_4xx(await client.post("/events/publish", json=event), 422)
+    assert ["event_id", "event_type", "stream_id"] == sorted(d["field"] for d in error["details"])
+    reason = assert_4xx(await client.post(f"/sagas/{SAGA}/cancel", json={"reason": text}), 422)
+    assert ["reason"] == [d["field"] for d in reason["details"]]
+
+
+async def test_a_number_with_a_zero_fraction_is_an_integer(client: httpx.AsyncClient) -> None:
+    """JSON Schema counts ``3.0`` as an integer: accepted where the schema says integer."""
+    stream = f"floats-{uuid.uuid4()}"
+    event = {"event_type": "t.happened", "stream_id": stream, "data": {}, "expected_version": 0.0}
+    published = await client.post("/events/publish", json=event)
+    assert 202 == published.status_code, published.text
+    replayed = await client.post(
+        "/events/replay", json={"stream_id": stream, "from_version": 1.0, "limit": 1e3}
+    )
+    assert (202, 1) == (replayed.status_code, replayed.json().get("replayed")), replayed.text
+    started = await client.post("/sagas/start", json={**START, "data": {"name": "f", "count": 2.0}})
+    assert 202 == started.status_code, started.text
+    assert {"name": "f", "count": 2} == started.json()["input"]
+    assert isinstance(started.json()["input"]["count"], int)
+    for body, field in [
+        ({"stream_id": stream, "from_version": 1.5}, "from_version"),
+        ({"stream_id": stream, "limit": 1e300}, "limit"),
+    ]:
+        error = assert_4xx(await client.post("/events/replay", json=body), 422)
+        assert [field] == [d["field"] for d in error["details"]]
+    error = assert_4xx(
+        await client.post("/sagas/start", json={**START, "data": {"name": "f", "count": 2.5}}), 422
+    )
+    assert ["data.count"] == [d["field"] for d in error["details"]]

@@ -110,7 +110,7 @@ async def test_request_and_response_schemas_come_from_the_view_classes() -> None
     assert start["additionalProperties"] is False
     assert {("minLength", 1), ("maxLength", 255)} <= start["properties"]["saga_type"].items()
     publish = schemas["PublishRequest"]["properties"]
-    assert "^[^\\s\\x00-\\x1f\\x7f]+$" == publish["stream_id"]["pattern"]
+    assert "^[^\\s\\x00-\\x1f\\x7f-\\x9f]+$" == publish["stream_id"]["pattern"]
     assert 0 == publish["expected_version"]["minimum"]
     # Fields left out when unset are not required, and never null.
     detail = schemas["ErrorDetail"]

@@ -10,8 +10,10 @@ import io
 import json
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 import httpx
@@ -27,6 +29,8 @@ from saga_orchestrator.client import (
     EXIT_USAGE,
     EXIT_WAIT_TIMEOUT,
     ApiClient,
+    ClientError,
+    start_saga,
     wait_for_end,
 )
 
@@ -272,3 +276,68 @@ def test_wait_rewrites_one_progress_line_on_a_terminal() -> None:
     assert text.startswith("\rsaga s1: pending")
     assert "\rsaga s1: running, step two (2/2)" in text
     assert text.endswith("\n") and 1 == text.count("\n")
+
+
+def test_start_retries_a_503_with_the_same_key_then_gives_the_key() -> None:
+    """A 503 (the saga may have been created) is retried with the same idempotency key, after
+    its Retry-After; when the retries run out, the error says which key to start again with."""
+    sent: list[dict[str, Any]] = []
+    answers = iter([503, 503, 202])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        sent.append(body)
+        status = next(answers, 503)
+        if status == 503:
+            error = {"code": "timeout", "message": "busy", "details": [],
+                     "idempotency_key": body["idempotency_key"]}  # fmt: skip
+            return httpx.Response(503, json={"error": error}, headers={"Retry-After": "2"})
+        return httpx.Response(202, json={"saga_id": "s1", "status": "running"})
+
+    pauses: list[float] = []
+    progress = io.StringIO()
+    body = {"saga_type": "t", "data": {}, "idempotency_key": "k-1"}
+    with ApiClient("http://test", transport=httpx.MockTransport(handler)) as api:
+        saga = start_saga(api, body, retries=3, pause=pauses.append, progress=progress)
+        assert "s1" == saga["saga_id"]
+        assert ["k-1"] * 3 == [b["idempotency_key"] for b in sent]
+        assert [2.0, 2.0] == pauses
+        assert 2 == progress.getvalue().count("retrying in 2 s with the same key")
+
+        sent.clear()
+        with pytest.raises(ClientError) as failed:
+            start_saga(api, body, retries=1, pause=pauses.append)
+    assert ["k-1", "k-1"] == [b["idempotency_key"] for b in sent]
+    assert "--idempotency-key k-1" in str(failed.value)
+    assert EXIT_ERROR == failed.value.exit_code
+
+
+def test_start_retries_a_lost_answer_but_not_a_refusal() -> None:
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(json.loads(request.content)["idempotency_key"])
+        if len(calls) == 1:
+            raise httpx.ReadTimeout("no answer", request=request)
+        return httpx.Response(422, json={"error": {"code": "validation_error",
+                                                   "message": "bad", "details": []}})  # fmt: skip
+
+    body = {"saga_type": "t", "data": {}, "idempotency_key": "k-2"}
+    with (
+        ApiClient("http://test", transport=httpx.MockTransport(handler)) as api,
+        pytest.raises(ClientError) as failed,
+    ):
+        start_saga(api, body, retries=5, pause=lambda seconds: None)
+    assert ["k-2", "k-2"] == calls  # the timeout retried; the 422 not
+    assert EXIT_USAGE == failed.value.exit_code
+
+
+def test_start_sends_its_own_key_and_prints_it(cli: Cli) -> None:
+    start = ("sagas", "start", "test_two_steps", "--data", '{"name": "own-key"}')
+    run = cli(*start)
+    assert EXIT_OK == run.code, run
+    [key] = [line.split()[-1] for line in run.out.splitlines() if "idempotency key" in line]
+    [saga_id] = [line.split()[-1] for line in run.out.splitlines() if line.startswith("saga ")]
+    assert str(uuid.UUID(key)) == key  # made by the CLI (a UUID)
+    again = json.loads(cli(*start, "--idempotency-key", key, "--json").out)
+    assert (saga_id, False, key) == (again["saga_id"], again["created"], again["idempotency_key"])

@@ -250,6 +250,7 @@ async def test_the_function_migration_upgrades_a_first_release_database(
             "0002_commit_batch_function",
             "0003_commit_batch_upserts_steps",
             "0004_outbox_occurred_at",
+            "0005_instances_and_saga_owners",
         ]
         taken = saga_record("new", key="old-key")
         moved = saga_record("old", key="old-key", version=3, steps=(step(0, "completed"),))
@@ -331,6 +332,7 @@ async def test_the_step_upsert_migration_upgrades_a_second_release_database(
         assert backend.migrations_applied == [
             "0003_commit_batch_upserts_steps",
             "0004_outbox_occurred_at",
+            "0005_instances_and_saga_owners",
         ]
         assert_the_step_upserting_function(await trio_asyncio.aio_as_trio(_batch_function)(pg_dsn))
         before = await backend.get_saga("old")
@@ -348,7 +350,7 @@ async def test_the_migrations_of_an_empty_database_end_with_the_step_upsert(
 ) -> None:
     async with opened_postgres(pg_dsn) as backend:
         assert backend.migrations_applied == [m.name for m in load_migrations("postgresql")]
-        assert backend.migrations_applied[-1] == "0004_outbox_occurred_at"
+        assert backend.migrations_applied[-1] == "0005_instances_and_saga_owners"
         assert_the_step_upserting_function(await trio_asyncio.aio_as_trio(_batch_function)(pg_dsn))
         created = saga_record("new", steps=(step(0), step(1)))
         await create_sagas(backend, created)
@@ -372,7 +374,10 @@ async def test_the_outbox_migration_upgrades_a_third_release_database(
 ) -> None:
     await trio_asyncio.aio_as_trio(_make_third_release_database)(pg_dsn)
     async with opened_postgres(pg_dsn) as backend:
-        assert backend.migrations_applied == ["0004_outbox_occurred_at"]
+        assert backend.migrations_applied == [
+            "0004_outbox_occurred_at",
+            "0005_instances_and_saga_owners",
+        ]
         assert_the_step_upserting_function(await trio_asyncio.aio_as_trio(_batch_function)(pg_dsn))
         [old] = await backend.outbox_pending()
         assert (1.5, 1.5) == (old.created_at, old.occurred_at)  # occurred when it committed
@@ -403,3 +408,27 @@ async def test_two_writers_take_turns_so_positions_follow_commit_order(
     ranges = sorted((min(b), max(b)) for b in batches)
     assert all(b == list(range(b[0], b[0] + 10)) for b in batches)
     assert all(earlier[1] < later[0] for earlier, later in itertools.pairwise(ranges))
+
+
+async def _make_fourth_release_database(dsn: str) -> None:
+    """Migrations 0001 to 0004 only, with a running saga written by 0004's function (no
+    owner: the release before instances)."""
+    created = saga_record("old", steps=(step(0, "running"),))
+    await _make_release_database(
+        dsn, 4, _payload(request("saga-old", 0, event(), saga=created)), 2.0
+    )
+
+
+async def test_the_ownership_migration_leaves_existing_sagas_unowned_for_the_first_claim(
+    pg_dsn: str, aio_loop: object
+) -> None:
+    await trio_asyncio.aio_as_trio(_make_fourth_release_database)(pg_dsn)
+    async with opened_postgres(pg_dsn) as backend:
+        assert backend.migrations_applied == ["0005_instances_and_saga_owners"]
+        assert (None, 0, False) == await backend.saga_owner("old")
+        await backend.register_instance("first", {}, 60.0)
+        (claimed,) = await backend.claim_orphans("first", 10)
+        assert ("old", 1, None) == (claimed.saga_id, claimed.epoch, claimed.previous_owner)
+        # appends without a lease (events, the old engine) are not fenced
+        moved = saga_record("old", version=2, steps=(step(0, "completed"),))
+        await commit_ok(backend, request("saga-old", 1, event(), saga=moved))

@@ -26,6 +26,7 @@ from ._api import ClientError as ClientError
 from ._command import DEFAULT_URL as DEFAULT_URL
 from ._command import URL_ENV as URL_ENV
 from ._command import connection_options
+from ._sagas import start_saga as start_saga
 from ._sagas import wait_for_end as wait_for_end
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "ApiClient",
     "ClientError",
     "register",
+    "start_saga",
     "wait_for_end",
 ]
 

@@ -68,6 +68,21 @@ class ClientError(SagaOrchestratorError):
 class ServiceError(ClientError):
     """The service answered 5xx, or could not be reached."""
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retryable = retryable
+        """A 503, or no answer: the same request may succeed later (send it again with the
+        same idempotency key, if it creates something)."""
+        self.retry_after = retry_after
+        """The answer's ``Retry-After`` seconds, if it gave one."""
+
 
 class UsageError(ClientError, ValueError):
     """The request was wrong: arguments, body, or the API key."""
@@ -117,6 +132,9 @@ def _describe(response: httpx.Response) -> str:
     available = error.get("available_types")
     if available:
         lines.append(f"  available saga types: {', '.join(map(str, available))}")
+    key = error.get("idempotency_key")
+    if key:
+        lines.append(f"  idempotency key: {key}")
     retry_after = response.headers.get("Retry-After")
     if retry_after:
         lines.append(f"  retry after {retry_after} s")
@@ -137,7 +155,21 @@ def error_for(response: httpx.Response) -> ClientError:
         return UsageError(f"{text}\n  (the API key comes from API_KEY or --api-key)", code=code)
     if 400 <= status < 500:
         return UsageError(text, code=code)
-    return ServiceError(text, code=code)
+    return ServiceError(
+        text,
+        code=code,
+        retryable=status == 503,
+        retry_after=_seconds(response.headers.get("Retry-After")),
+    )
+
+
+def _seconds(text: str | None) -> float | None:
+    """A ``Retry-After`` in seconds (an HTTP date is not used here), else ``None``."""
+    try:
+        seconds = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds < 3600 else None
 
 
 class ApiClient:
@@ -184,11 +216,14 @@ class ApiClient:
         try:
             response = self._http.request(method, path, params=query, json=body)
         except httpx.TimeoutException:
-            raise ServiceError(f"{self.base_url} did not answer {method} {path} in time") from None
+            raise ServiceError(
+                f"{self.base_url} did not answer {method} {path} in time", retryable=True
+            ) from None
         except httpx.TransportError as exc:
             raise ServiceError(
                 f"cannot reach {self.base_url} ({type(exc).__name__}: {exc}); is the service "
-                "running? (--url or SAGA_ORCHESTRATOR_URL)"
+                "running? (--url or SAGA_ORCHESTRATOR_URL)",
+                retryable=True,
             ) from None
         if not response.is_success:
             raise error_for(response)

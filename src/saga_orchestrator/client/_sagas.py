@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 from urllib.parse import quote
 
-from ._api import EXIT_OK, ApiClient, SagaNotCompleted, UsageError, WaitTimedOut
+from ._api import EXIT_OK, ApiClient, SagaNotCompleted, ServiceError, UsageError, WaitTimedOut
 from ._command import Handler, json_argument, runner
 from ._output import Column, emit, json_text, key_values, short_time, table
 
-__all__ = ["ENDED", "register"]
+__all__ = ["ENDED", "START_RETRIES", "register", "start_saga"]
 
 TERMINAL = ("completed", "compensated", "cancelled", "timed_out")
 PARKED = ("compensation_failed", "failed")
@@ -21,6 +22,10 @@ PARKED = ("compensation_failed", "failed")
 ENDED = TERMINAL + PARKED
 """Statuses ``start --wait`` stops at."""
 STATUSES = ("pending", "running", "compensating", *ENDED)
+START_RETRIES = 3
+"""Times ``sagas start`` sends a start again after a 503 or a lost answer (same key)."""
+MAX_START_PAUSE = 10.0
+"""Longest pause before such a retry, in seconds."""
 
 _LIST_COLUMNS: Sequence[Column] = (
     ("saga id", lambda s: s.get("saga_id")),
@@ -132,17 +137,51 @@ def _types(api: ApiClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def start_saga(
+    api: ApiClient,
+    body: Mapping[str, Any],
+    *,
+    retries: int = START_RETRIES,
+    pause: Callable[[float], None] = time.sleep,
+    progress: TextIO | None = None,
+) -> dict[str, Any]:
+    """``POST /sagas/start`` with ``body``, which must hold an ``idempotency_key``; a 503 or a
+    lost answer is retried ``retries`` times with that same key (the saga may have been
+    created: the key finds it, and never starts a second one), after the answer's
+    ``Retry-After`` or a growing pause. Each retry is said on ``progress``.
+
+    Raises:
+        ServiceError: still no saga after the retries; the message gives the key to retry with.
+    """
+    key = body["idempotency_key"]
+    for attempt in range(retries + 1):
+        try:
+            return api.post("/sagas/start", dict(body))
+        except ServiceError as exc:
+            if not exc.retryable or attempt == retries:
+                raise ServiceError(
+                    f"{exc}\n  the saga may have been created: start it again with "
+                    f"--idempotency-key {key} (that never makes a second one)",
+                    code=exc.code,
+                ) from None
+            wait = min(MAX_START_PAUSE, exc.retry_after or 2.0**attempt)
+            if progress is not None:
+                first_line = str(exc).splitlines()[0]
+                progress.write(f"{first_line}; retrying in {wait:g} s with the same key\n")
+            pause(wait)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _start(api: ApiClient, args: argparse.Namespace) -> int:
     data = json_argument(args.data, "--data")
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise UsageError("--data: expected a JSON object")
-    body: dict[str, Any] = {"saga_type": args.saga_type, "data": data}
-    if args.idempotency_key:
-        body["idempotency_key"] = args.idempotency_key
+    key = args.idempotency_key or str(uuid.uuid4())  # our own: a retry can always find the saga
+    body: dict[str, Any] = {"saga_type": args.saga_type, "data": data, "idempotency_key": key}
     if args.correlation_id:
         body["correlation_id"] = args.correlation_id
-    saga = api.post("/sagas/start", body)
+    saga = start_saga(api, body, retries=args.retries, progress=sys.stderr)
     if args.wait:
         saga = wait_for_end(
             api, saga, interval=args.interval, timeout=args.wait_timeout, progress=sys.stderr
@@ -155,7 +194,16 @@ def _start(api: ApiClient, args: argparse.Namespace) -> int:
         emit(_saga_text(saga))
     else:
         created = "yes" if saga.get("created", True) else "no: the saga of this idempotency key"
-        emit(key_values([("saga", saga["saga_id"]), ("status", saga["status"]), ("new", created)]))
+        emit(
+            key_values(
+                [
+                    ("saga", saga["saga_id"]),
+                    ("status", saga["status"]),
+                    ("new", created),
+                    ("idempotency key", saga.get("idempotency_key", key)),
+                ]
+            )
+        )
     if args.wait and saga["status"] != "completed":
         raise SagaNotCompleted(
             f"saga {saga['saga_id']} ended {saga['status']}: {saga.get('error') or 'no error'}"
@@ -238,6 +286,16 @@ def wait_for_end(
 # The parser.
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text}")
+    return value
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -276,7 +334,19 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     start.add_argument(
         "--data", metavar="JSON", help="its input: JSON, @file or - for stdin (default: {})"
     )
-    start.add_argument("--idempotency-key", metavar="KEY", help="start at most once per key")
+    start.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="start at most once per key (default: a new key, printed; give it again to "
+        "retry a start whose outcome you did not see)",
+    )
+    start.add_argument(
+        "--retries",
+        type=_count,
+        default=START_RETRIES,
+        metavar="N",
+        help="retry a 503 or a lost answer N times with the same key (default: %(default)s)",
+    )
     start.add_argument("--correlation-id", metavar="ID")
     start.add_argument(
         "--wait", action="store_true", help="wait until it ends (progress on stderr)"

@@ -1,47 +1,40 @@
-"""The coordinator actor: starts sagas, routes cancel and retry, admits, recovers, supervises.
+"""The coordinator actor: starts sagas, routes cancel, retry and deliveries to their actors,
+admits, and owns this instance's sagas (claimed at start-up and from dead instances, released on
+shutdown).
 
-Each running saga is a :class:`~.saga_actor.SagaActor` under the coordinator's ``sagas``
-supervisor (one-for-one, transient). A saga actor that crashes is restarted from its durable
-history; one that crashes more than ``crash_restarts`` times within ``crash_period`` is parked
-with status ``failed`` and the error recorded.
+The saga actors run under :class:`~.saga_supervision.SagaSupervision`; which sagas this
+instance drives is :class:`~.ownership.Ownership`'s business, on the instance's lease
+(:class:`~.lease.InstanceLease`, whose heartbeat runs in the coordinator's nursery).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import trio
 
-from saga_orchestrator.actors import (
-    ActorRef,
-    ActorStopped,
-    ActorSystem,
-    Envelope,
-    Mailbox,
-    Restart,
-    Supervisor,
-)
+from saga_orchestrator.actors import ActorRef, ActorStopped, ActorSystem, Envelope, Mailbox
 from saga_orchestrator.errors import (
     DuplicateIdempotencyKey,
     OverloadedError,
     SagaNotFound,
     SagaOrchestratorError,
+    SagaOwnedElsewhere,
     SagaStateConflict,
-    StoreRejected,
-    UnknownSagaType,
-    find_error,
 )
 from saga_orchestrator.store import ACTIVE_STATUSES, AppendRequest, SagaRecord, Store, new_id
-from saga_orchestrator.store.retry import retry_unavailable
+from saga_orchestrator.store.records import Lease
 
 from . import decide as core
 from . import state as sm
 from .catalog import SagaCatalog
 from .clock import Clock, WallClock
 from .definition import SagaDefinition
+from .lease import InstanceLease, LeaseStats
 from .messages import (
     CancelSaga,
     CoordinatorStatus,
@@ -52,21 +45,21 @@ from .messages import (
     StartSaga,
 )
 from .observer import SagaObserver, notify
-from .options import EngineOptions, shape_of
-from .projection import stream_id
-from .recording import append_request, commit, load_state
-from .saga_actor import Creation, SagaActor
-from .transitions import SagaParked, SagaStarted, from_record
+from .options import EngineOptions
+from .ownership import Ownership
+from .recording import append_request
+from .saga_actor import Creation
+from .saga_supervision import SagaSupervision
+from .transitions import SagaStarted
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 PARKED_STATUSES = tuple(status.value for status in sm.PARKED)
-RECOVERY_BATCH = 500
-"""Sagas whose histories recovery reads in one query."""
 SAGA_ASK_TIMEOUT = 5.0
 """Seconds the coordinator waits for a saga actor to answer cancel or retry."""
+RELEASE_TIMEOUT = 5.0
+"""Most seconds releasing this instance's sagas may take on shutdown."""
 
 
 @attrs.define(eq=False)
@@ -80,25 +73,30 @@ class Coordinator:
     resources: Mapping[str, Any] = attrs.field(factory=dict)
     observer: SagaObserver = attrs.field(factory=SagaObserver)
     ready: trio.Event = attrs.field(factory=trio.Event)
-    """Set once the sagas found in the store at start-up have been resumed."""
-    _actors: dict[str, ActorRef[Any]] = attrs.field(factory=dict)
+    """Set once the sagas this instance drives have been claimed and resumed at start-up."""
+    lease: InstanceLease | None = None
+    """This instance's membership; made from ``options`` when not given."""
+    sagas: SagaSupervision | None = None
+    ownership: Ownership | None = None
     _starting: int = 0
     _keys_in_flight: dict[str, trio.Event] = attrs.field(factory=dict)
-    _spawning: dict[str, trio.Event] = attrs.field(factory=dict)
-    _recovered_sagas: int = 0
-    _shapes: dict[str, sm.SagaShape] = attrs.field(factory=dict)
     _nursery: trio.Nursery | None = None
-    _sagas: Supervisor | None = None
     _mailbox: Mailbox[Any] | None = None
 
     @property
     def active_sagas(self) -> int:
-        return len(self._actors) + self._starting
+        running = 0 if self.sagas is None else len(self.sagas.actors)
+        return running + self._starting
 
     @property
     def mailbox_depth(self) -> int:
         """Messages waiting in the coordinator's mailbox."""
         return self._mailbox.depth if self._mailbox is not None else 0
+
+    @property
+    def instance_id(self) -> str:
+        """This instance's id in the store (it changes when the lease is lost)."""
+        return "" if self.lease is None else self.lease.instance_id
 
     async def run(
         self,
@@ -106,24 +104,64 @@ class Coordinator:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        self._actors.clear()
         self._starting = 0
         self._mailbox = mailbox
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            self._sagas = Supervisor("sagas", shutdown_grace=0)
-            await nursery.start(self._sagas.run)
-            nursery.start_soon(self._recover)
-            task_status.started()
-            async for envelope in mailbox:
-                self._dispatch(envelope)
-            nursery.cancel_scope.cancel()
+        self.ready = trio.Event()
+        lease = self.lease = InstanceLease(
+            store=self.store,
+            name=self.options.instance_name,
+            interval=self.options.heartbeat_interval,
+            ttl=self.options.instance_ttl,
+            on_lost=self._lease_lost,
+            stats=self.lease.stats if self.lease is not None else LeaseStats(),
+        )
+        sagas = self.sagas = SagaSupervision(
+            catalog=self.catalog,
+            store=self.store,
+            options=self.options,
+            clock=self.clock,
+            resources=self.resources,
+            observer=self.observer,
+        )
+        ownership = self.ownership = Ownership(
+            store=self.store,
+            lease=lease,
+            sagas=sagas,
+            options=self.options,
+            capacity=lambda: self.options.max_active_sagas - self.active_sagas,
+            claims=self.ownership.claims if self.ownership is not None else Counter(),
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(lease.run)
+                await sagas.open(nursery)
+                nursery.start_soon(self._recover_then_fail_over, ownership)
+                task_status.started()
+                async for envelope in mailbox:
+                    self._dispatch(envelope)
+                nursery.cancel_scope.cancel()  # the saga actors stop here (shutdown)
+        finally:
+            # Hand-over: the sagas are stopped; free them for the other instances at once.
+            with trio.CancelScope(shield=True), trio.move_on_after(RELEASE_TIMEOUT):
+                try:
+                    await lease.release()
+                except Exception as exc:
+                    log.warning("could not release this instance's sagas: %s", exc)
 
-    def _shape(self, definition: SagaDefinition) -> sm.SagaShape:
-        shape = self._shapes.get(definition.name)
-        if shape is None:
-            shape = self._shapes[definition.name] = shape_of(definition, self.options)
-        return shape
+    async def _recover_then_fail_over(self, ownership: Ownership) -> None:
+        await ownership.recover()
+        self.ready.set()
+        await ownership.failover()
+
+    def _lease_lost(self, instance_id: str) -> None:
+        """This instance's lease is lost: stop every saga actor now (their steps are cut)
+        before another instance may claim their sagas; they are claimed again (by anyone)
+        once the old registration has expired."""
+        assert self._nursery is not None and self.sagas is not None
+        log.error("instance %s lost its lease: stopping its %d sagas", instance_id,
+                  len(self.sagas.actors))  # fmt: skip
+        self._nursery.start_soon(self.sagas.stop_all)
 
     def _dispatch(self, envelope: Envelope[Any]) -> None:
         assert self._nursery is not None
@@ -135,7 +173,7 @@ class Coordinator:
                 except Exception as exc:
                     envelope.respond_error(exc)
                     return
-                if message.idempotency_key is None:
+                if message.idempotency_key is None or message.key_is_new:
                     self._start_new(envelope, definition, parsed)
                     return
                 self._nursery.start_soon(self._start, envelope, definition, parsed)
@@ -146,8 +184,14 @@ class Coordinator:
             case other:
                 envelope.respond_error(TypeError(f"coordinator cannot handle {other!r}"))
 
-    def _admit(self) -> None:
-        """Count one more starting saga, or raise ``OverloadedError`` at the limit."""
+    def _admit(self) -> Lease:
+        """Count one more starting saga, and the lease it is created with; raises
+        ``OverloadedError`` at the limit, or while this instance holds no lease."""
+        if self.lease is None or not self.lease.holds:
+            raise OverloadedError(
+                "this instance is not registered in the store (yet): retry later",
+                retry_after=1.0,
+            )
         if self.active_sagas >= self.options.max_active_sagas:
             raise OverloadedError(
                 f"{self.active_sagas} sagas are active, the limit is "
@@ -155,13 +199,14 @@ class Coordinator:
                 retry_after=1.0,
             )
         self._starting += 1
+        return Lease(self.lease.instance_id, 1)
 
     def _status(self) -> CoordinatorStatus:
         return CoordinatorStatus(
             active_sagas=self.active_sagas,
             max_active_sagas=self.options.max_active_sagas,
             recovered=self.ready.is_set(),
-            recovered_sagas=self._recovered_sagas,
+            recovered_sagas=0 if self.ownership is None else self.ownership.recovered,
             mailbox_depth=self.mailbox_depth,
             saga_types=tuple(self.catalog.names()),
         )
@@ -169,24 +214,26 @@ class Coordinator:
     # -- start --------------------------------------------------------------------------------
 
     def _start_new(self, envelope: Envelope[Any], definition: SagaDefinition, parsed: Any) -> None:
-        """Start a saga without an idempotency key: its actor is spawned at once and makes
-        the saga durable itself (its first append), then answers the start and runs it. No
-        task of the coordinator's waits for that append."""
+        """Start a saga without an idempotency key, or with one made for this start
+        (``key_is_new``: no saga holds it, it is recorded with the saga): its actor is spawned
+        at once and makes the saga durable itself (its first append), then answers the start
+        and runs it. No task of the coordinator's waits for that append."""
         try:
-            self._admit()
+            lease = self._admit()
         except OverloadedError as exc:
             envelope.respond_error(exc)
             return
         try:
-            saga_id, append, request = self._new_saga(envelope.message, definition, parsed)
+            saga_id, append, request = self._new_saga(envelope.message, definition, parsed, lease)
             creation = Creation(append, request, request.saga, envelope)  # type: ignore[arg-type]
-            self._spawn_soon(saga_id, definition, state=append.after, creation=creation)
+            assert self.sagas is not None
+            self.sagas.spawn_soon(saga_id, definition, lease, state=append.after, creation=creation)
         except Exception as exc:
             if not isinstance(exc, SagaOrchestratorError):
                 log.exception("starting a %s saga failed", definition.name)
             envelope.respond_error(exc)
         finally:
-            self._starting -= 1  # counted in self._actors from now on
+            self._starting -= 1  # counted in self.sagas.actors from now on
 
     async def _start(
         self, envelope: Envelope[Any], definition: SagaDefinition, parsed: Any
@@ -206,9 +253,9 @@ class Coordinator:
                 if existing is not None:
                     envelope.respond(self._repeat(existing, definition, key))
                 else:
-                    self._admit()
+                    lease = self._admit()
                     admitted = True
-                    envelope.respond(await self._create(message, definition, parsed))
+                    envelope.respond(await self._create(message, definition, parsed, lease))
             finally:
                 del self._keys_in_flight[key]
                 done.set()
@@ -228,11 +275,12 @@ class Coordinator:
         return StartResult(saga=existing, created=False)
 
     def _new_saga(
-        self, message: StartSaga, definition: SagaDefinition, parsed: Any
+        self, message: StartSaga, definition: SagaDefinition, parsed: Any, lease: Lease
     ) -> tuple[str, core.Append, AppendRequest]:
         """A new saga's id, the append that creates it (``SagaStarted`` and the first
         ``StepStarted``: its actor then runs the first step at once), and its store request."""
-        shape = self._shape(definition)
+        assert self.sagas is not None
+        shape = self.sagas.shape(definition)
         saga_id = new_id()
         now = self.clock.now()
         started = SagaStarted(
@@ -246,13 +294,15 @@ class Coordinator:
             at=now,
         )
         append = core.creation(shape, started, sm.initial_state(shape))
-        request = append_request(saga_id, append, shape, self.options.lifecycle_topic, new=True)
+        request = append_request(
+            saga_id, append, shape, self.options.lifecycle_topic, lease=lease, new=True
+        )
         return saga_id, append, request
 
     async def _create(
-        self, message: StartSaga, definition: SagaDefinition, parsed: Any
+        self, message: StartSaga, definition: SagaDefinition, parsed: Any, lease: Lease
     ) -> StartResult:
-        saga_id, append, request = self._new_saga(message, definition, parsed)
+        saga_id, append, request = self._new_saga(message, definition, parsed, lease)
         try:
             await self.store.append(request)
         except DuplicateIdempotencyKey as duplicate:
@@ -261,134 +311,12 @@ class Coordinator:
                 raise
             return self._repeat(existing, definition, duplicate.idempotency_key)
         notify(self.observer, append.before, append.after, append.transitions)
-        await self._spawn(saga_id, definition, state=append.after)
+        assert self.sagas is not None
+        await self.sagas.spawn(saga_id, definition, lease, state=append.after)
         assert request.saga is not None
         return StartResult(saga=request.saga, created=True)
 
-    # -- saga actors --------------------------------------------------------------------------
-
-    async def _spawn(
-        self,
-        saga_id: str,
-        definition: SagaDefinition,
-        *,
-        state: sm.SagaState | None = None,
-        retry: bool = False,
-    ) -> ActorRef[Any]:
-        """The saga's actor: started now, or the one already running or being started."""
-        while saga_id in self._spawning:
-            await self._spawning[saga_id].wait()
-        ref = self._actors.get(saga_id)
-        if ref is not None:
-            return ref
-        spawned = self._spawning[saga_id] = trio.Event()
-        try:
-            return await self._spawn_actor(saga_id, definition, state=state, retry=retry)
-        finally:
-            del self._spawning[saga_id]
-            spawned.set()
-
-    async def _spawn_actor(
-        self,
-        saga_id: str,
-        definition: SagaDefinition,
-        *,
-        state: sm.SagaState | None,
-        retry: bool,
-    ) -> ActorRef[Any]:
-        if state is not None and not retry:
-            # A saga whose state is known: nothing to load, nothing to fail on its way up.
-            ref = self._spawn_soon(saga_id, definition, state=state)
-            await trio.lowlevel.checkpoint()
-            return ref
-        assert self._sagas is not None
-        actor = self._actor(saga_id, definition, state=state, retry=retry)
-        ref = await self._sagas.spawn(saga_id, actor.run, **self._child_options())
-        self._actors[saga_id] = ref
-        return ref
-
-    def _spawn_soon(
-        self,
-        saga_id: str,
-        definition: SagaDefinition,
-        *,
-        state: sm.SagaState,
-        creation: Creation | None = None,
-    ) -> ActorRef[Any]:
-        """Spawn the actor of a saga whose state is known, without waiting for it to run."""
-        assert self._sagas is not None
-        actor = self._actor(saga_id, definition, state=state, creation=creation)
-        ref = self._sagas.spawn_soon(saga_id, actor.run, **self._child_options())
-        self._actors[saga_id] = ref
-        return ref
-
-    def _actor(
-        self,
-        saga_id: str,
-        definition: SagaDefinition,
-        *,
-        state: sm.SagaState | None,
-        retry: bool = False,
-        creation: Creation | None = None,
-    ) -> SagaActor:
-        return SagaActor(
-            saga_id=saga_id,
-            definition=definition,
-            shape=self._shape(definition),
-            store=self.store,
-            options=self.options,
-            clock=self.clock,
-            resources=self.resources,
-            observer=self.observer,
-            state=state,
-            retry_requested=retry,
-            creation=creation,
-            on_end=self._actor_ended,
-        )
-
-    def _actor_ended(self, saga_id: str) -> None:
-        self._actors.pop(saga_id, None)
-
-    def _child_options(self) -> dict[str, Any]:
-        return {
-            "capacity": self.options.saga_mailbox_size,
-            "restart": Restart.TRANSIENT,
-            "max_restarts": self.options.crash_restarts,
-            "period": self.options.crash_period,
-            "on_give_up": self._give_up,
-            "fatal": _rejected_by_the_store,
-        }
-
-    def _give_up(self, saga_id: str, error: BaseException) -> None:
-        self._actors.pop(saga_id, None)
-        assert self._nursery is not None
-        self._nursery.start_soon(self._park, saga_id, error)
-
-    async def _park(self, saga_id: str, error: BaseException) -> None:
-        """Record that a saga's actor crashed too often (or hit an error no restart can fix),
-        so an operator sees it and can retry it."""
-        record = await self.store.get_saga(saga_id)
-        if record is None:
-            return
-        definition = self.catalog.get(record.saga_type)
-        shape = self._shape(definition)
-        state = await retry_unavailable(
-            lambda: load_state(self.store, shape, saga_id),
-            doing=f"saga {saga_id} waits for the store to be parked",
-            max_delay=self.options.store_retry_max,
-            log=log,
-        )
-        if state.is_terminal or state.is_parked:
-            return
-        reason = _crash_reason(error)
-        parked = SagaParked(error=reason, at=self.clock.now())
-        append = core.Append((parked,), state, sm.evolve(state, parked))
-        request = append_request(saga_id, append, shape, self.options.lifecycle_topic)
-        if await commit(self.store, request, max_delay=self.options.store_retry_max):
-            notify(self.observer, append.before, append.after, append.transitions)
-            log.error("saga %s parked as failed: %s", saga_id, reason)
-
-    # -- cancel and retry ---------------------------------------------------------------------
+    # -- cancel, retry, deliver ---------------------------------------------------------------
 
     async def _forward(self, envelope: Envelope[Any]) -> None:
         message = envelope.message
@@ -401,16 +329,27 @@ class Coordinator:
         operation = {CancelSaga: "cancel", RetrySaga: "retry"}.get(
             type(message), "deliver an event to"
         )
-        ref = self._actors.get(message.saga_id)
+        assert self.sagas is not None and self.ownership is not None
+        ref = self.sagas.actors.get(message.saga_id)
         if ref is None:
             record = await self._load(message.saga_id)
-            parked = record.status in PARKED_STATUSES
-            if operation == "retry" and parked:
-                await self._spawn(message.saga_id, self.catalog.get(record.saga_type), retry=True)
+            definition = self.catalog.get(record.saga_type)
+            if operation == "retry" and record.status in PARKED_STATUSES:
+                lease = await self.ownership.claim_one(message.saga_id, force=True)
+                if lease is None:
+                    raise OverloadedError(
+                        "this instance is not registered in the store (yet): retry later",
+                        retry_after=1.0,
+                    )
+                await self.sagas.spawn(message.saga_id, definition, lease, retry=True)
                 return (await self._load(message.saga_id)).status
             if record.status not in ACTIVE_STATUSES:
                 raise SagaStateConflict(message.saga_id, record.status, operation)
-            ref = await self._spawn(message.saga_id, self.catalog.get(record.saga_type))
+            lease = await self.ownership.claim_one(message.saga_id, force=False)
+            if lease is None:
+                owner, _, _ = await self.store.saga_owner(message.saga_id)
+                raise SagaOwnedElsewhere(message.saga_id, owner)
+            ref = await self.sagas.spawn(message.saga_id, definition, lease)
         try:
             return await ref.ask(message, timeout=SAGA_ASK_TIMEOUT)
         except ActorStopped:
@@ -422,68 +361,6 @@ class Coordinator:
         if record is None:
             raise SagaNotFound(saga_id)
         return record
-
-    # -- recovery -----------------------------------------------------------------------------
-
-    async def _recover(self) -> None:
-        """Resume every saga that was active when the last process stopped: histories are read
-        in bulk and replayed here, then every actor starts from its state (no read of its own).
-        All are read before any is started, so the reads do not queue behind resumed sagas."""
-        records = await self._read("list the active sagas", self.store.active_sagas)
-        found: list[tuple[str, SagaDefinition, sm.SagaState]] = []
-        for start in range(0, len(records), RECOVERY_BATCH):
-            batch = records[start : start + RECOVERY_BATCH]
-            ids = [stream_id(r.saga_id) for r in batch]
-            histories = await self._read(
-                "read saga histories", lambda ids=ids: self.store.read_streams(ids)
-            )
-            for record in batch:
-                try:
-                    definition = self.catalog.get(record.saga_type)
-                except UnknownSagaType:
-                    log.error(
-                        "saga %s has unknown type %r: not resumed",
-                        record.saga_id,
-                        record.saga_type,
-                    )
-                    continue
-                history = histories.get(stream_id(record.saga_id), [])
-                state = sm.replay(
-                    self._shape(definition), [from_record(e.event_type, e.data) for e in history]
-                )
-                found.append((record.saga_id, definition, state))
-        resumed = 0
-        for saga_id, definition, state in found:
-            if saga_id in self._actors or saga_id in self._spawning:
-                continue  # a cancel or a retry got there first and started it
-            # Started without waiting for each to run: the service is ready sooner.
-            self._spawn_soon(saga_id, definition, state=state)
-            resumed += 1
-        self._recovered_sagas = resumed
-        log.info("recovery done: %d sagas resumed", resumed)
-        self.ready.set()
-
-    async def _read(self, doing: str, read: Callable[[], Awaitable[T]]) -> T:
-        """``read()``, waiting while the store is unavailable."""
-        return await retry_unavailable(
-            read,
-            doing=f"recovery waits for the store to {doing}",
-            max_delay=self.options.store_retry_max,
-            log=log,
-        )
-
-
-def _rejected_by_the_store(crash: BaseException) -> bool:
-    """A crash no restart can fix: the store refuses the saga's next append for good."""
-    return find_error(crash, StoreRejected) is not None
-
-
-def _crash_reason(error: BaseException) -> str:
-    """What an operator reads on a parked saga: the store's refusal, or the crash."""
-    rejected = find_error(error, StoreRejected)
-    if rejected is not None:
-        return f"the store refused the saga's next transitions: {rejected}"
-    return f"the saga's actor kept crashing: {error!r}"
 
 
 async def start_coordinator(

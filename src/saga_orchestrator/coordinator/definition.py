@@ -174,10 +174,23 @@ def _strict_str(value: Any, _type: type) -> str:
     return value
 
 
+def json_integer(value: Any) -> int | None:
+    """A JSON value as an integer the way JSON Schema counts one (``3`` and ``3.0``; not
+    ``true``, ``3.5`` or ``"3"``), else ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def _strict_int(value: Any, _type: type) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    number = json_integer(value)
+    if number is None:
         raise TypeError(f"expected an integer, got {type(value).__name__}")
-    return value
+    return number
 
 
 def _strict_bool(value: Any, _type: type) -> bool:

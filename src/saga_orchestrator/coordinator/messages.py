@@ -20,6 +20,10 @@ class StartSaga:
     data: Any
     idempotency_key: str | None = None
     correlation_id: str | None = None
+    key_is_new: bool = False
+    """The ``idempotency_key`` was made for this start (the HTTP layer's, when the client sent
+    none): no saga can hold it yet, so the coordinator starts the saga without looking the key
+    up (as it does a start without a key) and records the key with it."""
 
 
 @attrs.frozen(kw_only=True)

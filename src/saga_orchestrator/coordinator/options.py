@@ -7,6 +7,7 @@ from typing import Any
 import attrs
 
 from .definition import SagaDefinition
+from .lease import default_instance_name
 from .state import SagaShape, StepShape
 
 
@@ -31,6 +32,16 @@ class EngineOptions:
     """Longest pause between attempts to write to a store that is unavailable."""
     lifecycle_topic: str = "saga.lifecycle"
     """Bus stream the saga lifecycle events are relayed to."""
+    instance_name: str = "local"
+    """This process's name among the instances sharing the store (``INSTANCE_ID``)."""
+    heartbeat_interval: float = 1.0
+    """Seconds between renewals of the instance's leases."""
+    instance_ttl: float = 5.0
+    """Seconds an instance's leases last without a renewal: then others take its sagas."""
+    scan_interval: float = 1.0
+    """Seconds between looks for sagas no live instance owns (failover)."""
+    claim_batch: int = 500
+    """Most sagas one claim takes."""
 
     @classmethod
     def from_settings(cls, settings: Any) -> EngineOptions:
@@ -45,6 +56,11 @@ class EngineOptions:
             saga_mailbox_size=settings.saga_mailbox_size,
             coordinator_mailbox_size=settings.coordinator_mailbox_size,
             crash_restarts=settings.supervisor_max_restarts,
+            instance_name=settings.instance_id or default_instance_name(),
+            heartbeat_interval=settings.instance_heartbeat_seconds,
+            instance_ttl=settings.instance_expiry_seconds,
+            scan_interval=settings.failover_scan_seconds,
+            claim_batch=settings.claim_batch_size,
             crash_period=settings.supervisor_period_seconds,
             lifecycle_topic=settings.lifecycle_stream,
         )

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 
-from saga_orchestrator.errors import ConcurrencyError, StoreUnavailable
+from saga_orchestrator.errors import ConcurrencyError, LeaseLost, StoreUnavailable
 from saga_orchestrator.store import AppendRequest, NewEvent, Store
+from saga_orchestrator.store.records import Lease
 from saga_orchestrator.store.retry import retry_unavailable
 
 from .decide import Append
@@ -27,11 +28,18 @@ _PAGE = 1000
 
 
 def append_request(
-    saga_id: str, append: Append, shape: SagaShape, topic: str, *, new: bool = False
+    saga_id: str,
+    append: Append,
+    shape: SagaShape,
+    topic: str,
+    *,
+    lease: Lease | None,
+    new: bool = False,
 ) -> AppendRequest:
     """The store's request for ``append``: its transitions as events, the saga's projection row
     (all step rows when ``new``, else only the steps that changed) and its lifecycle events for
-    the outbox (``topic``), expecting the stream at ``append.before``'s version."""
+    the outbox (``topic``), expecting the stream at ``append.before``'s version, fenced by
+    ``lease`` (a new saga is created owned by it)."""
     events = [NewEvent(event_type=n, data=d) for n, d in map(transition_record, append.transitions)]
     before: SagaState = append.before
     return AppendRequest(
@@ -46,11 +54,13 @@ def append_request(
             topic,
             event_ids=[e.event_id for e in events],
         ),
+        lease=lease,
     )
 
 
 async def commit(store: Store, request: AppendRequest, *, max_delay: float) -> bool:
-    """Make ``request`` durable; False when another process appended to the saga first.
+    """Make ``request`` durable; False when another instance drives the saga now (its lease
+    was fenced, or another process appended to the stream first).
 
     The store being unavailable is waited out (with backoff). An append whose answer was lost
     (the store went away after the commit) is found in the stream on the retry and counts as
@@ -66,6 +76,9 @@ async def commit(store: Store, request: AppendRequest, *, max_delay: float) -> b
             await store.append(request)
         except ConcurrencyError:
             return await _already_recorded(store, request)
+        except LeaseLost as lost:
+            log.warning("%s", lost)
+            return False
         return True
 
     try:  # the usual case, without the retry loop's frames

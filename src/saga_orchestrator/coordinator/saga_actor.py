@@ -23,6 +23,7 @@ from saga_orchestrator.actors import Envelope, Mailbox
 from saga_orchestrator.errors import SagaOrchestratorError, SagaStateConflict
 from saga_orchestrator.logging_setup import bind_log_context
 from saga_orchestrator.store import AppendRequest, SagaRecord, Store
+from saga_orchestrator.store.records import Lease
 from saga_orchestrator.store.retry import retry_unavailable
 
 from . import decide as core
@@ -61,6 +62,8 @@ class SagaActor:
     store: Store
     options: EngineOptions
     clock: Clock
+    lease: Lease
+    """This instance's lease on the saga: every append is fenced by it."""
     resources: Mapping[str, Any] = attrs.field(factory=dict)
     observer: SagaObserver = attrs.field(factory=SagaObserver)
     state: SagaState | None = None
@@ -272,7 +275,9 @@ class SagaActor:
     async def _append(self, append: core.Append) -> bool:
         """Make ``append`` durable and tell the core; False (and nothing more) when another
         process appended to the saga first."""
-        request = append_request(self.saga_id, append, self.shape, self.options.lifecycle_topic)
+        request = append_request(
+            self.saga_id, append, self.shape, self.options.lifecycle_topic, lease=self.lease
+        )
         if not await commit(self.store, request, max_delay=self.options.store_retry_max):
             self._taken_over = True
             return False

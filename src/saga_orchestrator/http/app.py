@@ -22,7 +22,9 @@ from saga_orchestrator.store.actor import Store
 
 from .asgi_guard import guard_connections
 from .auth import install_auth
+from .boundary import install_boundary_check
 from .correlation import install_correlation
+from .draining import Draining
 from .errors import install_error_handlers
 from .limits import install_request_limits
 from .metrics import install_request_metrics, metrics_routes
@@ -56,6 +58,9 @@ class ApiDeps:
     """The event bus, shown by the health check; ``None``: not configured."""
     metrics: ServiceMetrics | None = None
     """Prometheus metrics served at ``/metrics``; ``None``: an empty page."""
+    draining: Draining = attrs.field(factory=Draining)
+    """Starts in flight are answered before shutdown cuts them (the composition root calls
+    ``draining.begin`` when the service begins to stop)."""
     relay: OutboxRelay | None = None
     """The outbox relay: ``/health`` shows whether it leads; ``None``: not running."""
 
@@ -80,6 +85,7 @@ def create_app(app_deps: ApiDeps, *, max_body_bytes: int = MAX_BODY_BYTES) -> Qu
     install_correlation(app)  # before auth: a rejected request has its id too
     install_request_limits(app, max_header_bytes=app_deps.settings.http_max_header_bytes)
     install_auth(app, app_deps.settings.api_key)
+    install_boundary_check(app)  # after auth: a caller without the key learns nothing
     install_request_metrics(app, app_deps.metrics)
     app.register_blueprint(health)
     app.register_blueprint(metrics_routes)

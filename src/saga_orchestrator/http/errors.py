@@ -34,8 +34,10 @@ from saga_orchestrator.errors import (
     OverloadedError,
     SagaNotFound,
     SagaOrchestratorError,
+    SagaOwnedElsewhere,
     SagaStateConflict,
     StoreError,
+    StoreRejected,
     StoreUnavailable,
     UnknownSagaType,
     ValidationError,
@@ -48,12 +50,16 @@ from .views.errors import ErrorBody, ErrorDetail, FieldError
 __all__ = [
     "ERROR_TABLE",
     "FRAMEWORK_ERRORS",
+    "IDEMPOTENCY_KEY",
     "AmbiguousFraming",
     "ApiKeyRejected",
     "ErrorRule",
     "HeaderTooLarge",
     "InvalidJson",
+    "InvalidPath",
     "InvalidQuery",
+    "ServiceStopping",
+    "StartInterrupted",
     "UnsupportedMediaType",
     "error_body",
     "error_response",
@@ -72,12 +78,25 @@ class InvalidQuery(ValidationError):
     """A query parameter has a bad value (400, not 422: the URL is wrong, not the body)."""
 
 
+class InvalidPath(ValidationError):
+    """A path parameter has a value no route can take (400, like a bad query parameter)."""
+
+
 class InvalidJson(SagaOrchestratorError):
     """The request body is not valid JSON."""
 
 
 class UnsupportedMediaType(SagaOrchestratorError):
     """The request body is not ``application/json``."""
+
+
+class ServiceStopping(SagaOrchestratorError):
+    """The service is stopping: the request was refused before it reached the coordinator."""
+
+
+class StartInterrupted(SagaOrchestratorError):
+    """The service began to stop while a start waited for the coordinator: its outcome is not
+    known yet (the saga may have been created)."""
 
 
 class ApiKeyRejected(SagaOrchestratorError):
@@ -115,10 +134,12 @@ class ErrorRule:
 
 _BUSY = "the service is busy; retry later"
 _INTERNAL = "internal server error"
+_STOPPING = "the service is stopping or restarting; retry later"
 
 ERROR_TABLE: dict[type[BaseException], ErrorRule] = {
     # 4xx: the caller can fix it; its own message is shown.
     InvalidQuery: ErrorRule(400, "invalid_query"),
+    InvalidPath: ErrorRule(400, "invalid_path"),
     InvalidJson: ErrorRule(400, "invalid_json"),
     AmbiguousFraming: ErrorRule(400, "ambiguous_framing", close=True),
     ApiKeyRejected: ErrorRule(401, "unauthorized"),
@@ -135,21 +156,36 @@ ERROR_TABLE: dict[type[BaseException], ErrorRule] = {
     UnknownSagaType: ErrorRule(422, "unknown_saga_type"),
     # 5xx: a fixed message; the details go to the log.
     OverloadedError: ErrorRule(503, "overloaded", retry_after=True),
+    SagaOwnedElsewhere: ErrorRule(
+        503,
+        "owner_unavailable",
+        "another instance drives this saga and did not answer; retry later",
+        retry_after=True,
+        log_level=logging.WARNING,
+    ),
     MailboxFull: ErrorRule(503, "overloaded", _BUSY, retry_after=True),
     AskTimeout: ErrorRule(503, "timeout", _BUSY, retry_after=True, log_level=logging.WARNING),
     ActorStopped: ErrorRule(
         503,
         "unavailable",
-        "the service is stopping or restarting; retry later",
+        _STOPPING,
         retry_after=True,
         log_level=logging.WARNING,
     ),
     NoReply: ErrorRule(503, "unavailable", _BUSY, retry_after=True, log_level=logging.WARNING),
+    ServiceStopping: ErrorRule(503, "unavailable", _STOPPING, retry_after=True),
+    StartInterrupted: ErrorRule(503, "unavailable", _STOPPING, retry_after=True),
     StoreUnavailable: ErrorRule(
         503,
         "store_unavailable",
         "the store is unavailable; retry later",
         retry_after=True,
+        log_level=logging.WARNING,
+    ),
+    StoreRejected: ErrorRule(
+        422,
+        "rejected_by_store",
+        "the store refused a value of the request (for example a NUL character); change it",
         log_level=logging.WARNING,
     ),
     StoreError: ErrorRule(500, "store_error", "the store failed", log_level=logging.ERROR),
@@ -165,6 +201,11 @@ ERROR_TABLE: dict[type[BaseException], ErrorRule] = {
     BaseException: ErrorRule(500, "internal_error", _INTERNAL, log_level=logging.ERROR),
 }
 """Error class -> status and code; the nearest class in an error's MRO wins."""
+
+_NOT_STARTED = (OverloadedError, MailboxFull, ServiceStopping)
+"""Errors a start gets before anything is created: refused at admission or before asking."""
+IDEMPOTENCY_KEY = "Idempotency-Key"
+"""The header that carries a start's idempotency key in its answer."""
 
 
 def rule_for(error: BaseException) -> ErrorRule:
@@ -195,13 +236,15 @@ def error_body(
     details: Sequence[Mapping[str, Any]] = (),
     *,
     available_types: Sequence[str] | None = None,
+    idempotency_key: str | None = None,
 ) -> dict[str, Any]:
-    """``{"error": {"code", "message", "details"[, "available_types"]}}``."""
+    """``{"error": {"code", "message", "details"[, "available_types"][, "idempotency_key"]}}``."""
     detail = ErrorDetail(
         code=code,
         message=message,
         details=[FieldError(field=str(d["field"]), message=str(d["message"])) for d in details],
         available_types=None if available_types is None else list(available_types),
+        idempotency_key=idempotency_key,
     )
     return to_json(ErrorBody(error=detail))
 
@@ -224,8 +267,13 @@ def _retry_after(error: BaseException) -> str:
     return str(max(1, math.ceil(seconds)))
 
 
-def error_response(error: BaseException) -> Response:
-    """The response for ``error``, after :data:`ERROR_TABLE` (logging it when the rule says)."""
+def error_response(error: BaseException, *, idempotency_key: str | None = None) -> Response:
+    """The response for ``error``, after :data:`ERROR_TABLE` (logging it when the rule says).
+
+    ``idempotency_key``: the key of the start that failed. A server error then carries it (the
+    ``Idempotency-Key`` header and ``error.idempotency_key``) and says whether the saga may
+    have been created: retrying with the key returns it if it was, and never starts a second.
+    """
     rule = rule_for(error)
     if rule.log_level is not None:
         if rule.log_level >= logging.ERROR:
@@ -237,7 +285,19 @@ def error_response(error: BaseException) -> Response:
     headers = {"Retry-After": _retry_after(error)} if rule.retry_after else {}
     if rule.close:
         headers["Connection"] = "close"
-    body = error_body(rule.code, message, _details(error), available_types=available)
+    if idempotency_key is None or rule.status < 500:
+        idempotency_key = None
+    else:
+        headers[IDEMPOTENCY_KEY] = idempotency_key
+        outcome = "was not" if isinstance(error, _NOT_STARTED) else "may have been"
+        message = f"{message}; the saga {outcome} created: retry with this idempotency key"
+    body = error_body(
+        rule.code,
+        message,
+        _details(error),
+        available_types=available,
+        idempotency_key=idempotency_key,
+    )
     return json_response(body, rule.status, headers)
 
 

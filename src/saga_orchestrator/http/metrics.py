@@ -1,7 +1,8 @@
 """``GET /metrics`` and the HTTP request metrics.
 
 Every label value of the request metrics comes from a fixed set, so that no client can grow
-``/metrics``: the route is the matched route's template (never the raw path), or
+``/metrics``: the route is the matched route's template without its converters (never the
+raw path: ``/sagas/<saga_id>``, ``/events/stream/<stream_id>``), or
 :data:`UNMATCHED_ROUTE` when no route matched; the method is one of :data:`METHODS`, or
 :data:`OTHER_METHOD` for any other token a client sent; the status is one the app answers.
 """
@@ -16,7 +17,7 @@ from quart_trio import QuartTrio
 from saga_orchestrator.errors import NotFoundError
 from saga_orchestrator.metrics import CONTENT_TYPE, ServiceMetrics
 
-from .openapi import Reply, operation
+from .openapi import Reply, operation, route_template
 
 __all__ = [
     "METHODS",
@@ -84,7 +85,7 @@ def install_request_metrics(app: QuartTrio, metrics: ServiceMetrics | None) -> N
     @app.after_request
     async def observe(response: Response) -> Response:
         rule = request.url_rule
-        route = rule.rule if rule is not None else UNMATCHED_ROUTE
+        route = route_template(rule) if rule is not None else UNMATCHED_ROUTE
         method = method_label(request.method)
         started = getattr(g, "request_started", None)
         metrics.http_requests.labels(method, route, str(response.status_code)).inc()

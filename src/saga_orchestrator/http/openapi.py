@@ -11,11 +11,12 @@ decorator::
 :func:`build_document` walks the app's URL map: each route is one operation, its path
 parameters come from the rule, its request body and query from the classes of :mod:`.views`
 that the handler checks requests against (:mod:`.validate`), and its responses from the classes
-the handler answers with. The errors a route can give follow from what it takes (a body: 400,
-413, 415, 422; a query: 400; a path parameter: 404; not public: 401; always 500) plus the ones
-it names, each described with its codes from :data:`~.errors.ERROR_TABLE`. A route without an
-:func:`operation` is refused when the app is made (:func:`check_documented`), so nothing is
-served undocumented.
+the handler answers with. Every text parameter (path or query) carries the pattern of
+:mod:`.boundary`, which checks them all. The errors a route can give follow from what it takes
+(a body: 400, 413, 415, 422; a query: 400; a path parameter: 400, 404; not public: 401; always
+500) plus the ones it names, each described with its codes from :data:`~.errors.ERROR_TABLE`.
+A route without an :func:`operation` is refused when the app is made
+(:func:`check_documented`), so nothing is served undocumented.
 
 ``GET /openapi.json`` serves the document and ``GET /docs`` a self-contained HTML page listing
 the operations (no script, nothing fetched from elsewhere). Both are public like the health
@@ -36,7 +37,7 @@ from werkzeug.routing import Rule
 from saga_orchestrator import __version__
 
 from .errors import ERROR_TABLE, FRAMEWORK_ERRORS
-from .schema import SchemaBuilder, constraints, strip_none
+from .schema import STORABLE_TEXT, SchemaBuilder, constraints, strip_none
 from .serialize import json_response
 from .views.errors import ErrorBody
 
@@ -52,6 +53,7 @@ __all__ = [
     "documented_routes",
     "operation",
     "operation_of",
+    "route_template",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -96,14 +98,18 @@ class Operation:
     """The query's class: each field is a parameter."""
     errors: tuple[int, ...] = ()
     """Error statuses beyond the ones that follow from the above."""
+    busy_headers: tuple[str, ...] = ()
+    """Header names of :data:`HEADERS` its 503 answers carry (beside ``Retry-After``)."""
 
 
-def created_or_found(body: Any, *, created: str, found: str) -> list[Reply]:
+def created_or_found(
+    body: Any, *, created: str, found: str, headers: tuple[str, ...] = ()
+) -> list[Reply]:
     """The replies of a create that is idempotent: 202 made now, 200 made by an earlier request
-    with the same key; both with the ``Location`` of what was made."""
+    with the same key; both with the ``Location`` of what was made (and ``headers``)."""
     return [
-        Reply(status=202, description=created, body=body, headers=("Location",)),
-        Reply(status=200, description=found, body=body, headers=("Location",)),
+        Reply(status=202, description=created, body=body, headers=("Location", *headers)),
+        Reply(status=200, description=found, body=body, headers=("Location", *headers)),
     ]
 
 
@@ -152,6 +158,12 @@ def public_paths(app: Quart) -> frozenset[str]:
     )
 
 
+def route_template(rule: Rule) -> str:
+    """The rule without its converters: ``/events/stream/<path:stream_id>`` ->
+    ``/events/stream/<stream_id>`` (how a segment is matched is not part of the route)."""
+    return _RULE_ARGUMENT.sub(r"<\1>", rule.rule)
+
+
 def openapi_path(rule: Rule) -> str:
     """``/sagas/<saga_id>`` -> ``/sagas/{saga_id}``; ``<path:stream_id>`` -> ``{stream_id}``."""
     return _RULE_ARGUMENT.sub(r"{\1}", rule.rule)
@@ -173,6 +185,12 @@ HEADERS: dict[str, dict[str, Any]] = {
         "description": "Where the resource can be read.",
         "required": True,
         "schema": {"type": "string"},
+    },
+    "Idempotency-Key": {
+        "description": "The start's idempotency key: the one it sent, else the one made for it. "
+        "Retrying the start with it returns the same saga and never starts a second one.",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1},
     },
     "Retry-After": {
         "description": "Seconds to wait before trying again.",
@@ -209,7 +227,7 @@ SECURITY_SCHEMES = {
 }
 
 _STATUS_TEXT = {
-    400: "The request is malformed (body not JSON, a bad query parameter, or both "
+    400: "The request is malformed (body not JSON, a bad query or path parameter, or both "
     "`Content-Length` and `Transfer-Encoding`: the connection is then closed).",
     401: "The API key is missing or wrong (`X-API-Key: <key>` or `Authorization: Bearer <key>`).",
     404: "Not found.",
@@ -240,8 +258,16 @@ def _error_statuses(rule: Rule, spec: Operation, *, auth: bool) -> list[int]:
     if spec.query is not None:
         statuses.add(400)
     if rule.arguments:
+        statuses.add(400)  # a path parameter no store can keep (.boundary)
         statuses.add(404)  # an unknown saga; or a path that, decoded, matches no route
     return sorted(statuses)
+
+
+def _storable(schema: dict[str, Any]) -> dict[str, Any]:
+    """A parameter's schema with the boundary's pattern when it is free text."""
+    if schema.get("type") != "string" or {"enum", "pattern", "format"} & set(schema):
+        return schema
+    return {**schema, "pattern": STORABLE_TEXT}
 
 
 class _Document:
@@ -276,7 +302,7 @@ class _Document:
         for reply in spec.replies:
             responses[str(reply.status)] = self._reply(reply)
         for status in _error_statuses(rule, spec, auth=self.auth):
-            responses.setdefault(str(status), self._error(status))
+            responses.setdefault(str(status), self._error(status, spec))
         body["responses"] = responses
         if self.auth:
             body["security"] = [] if spec.public else [{"ApiKey": []}, {"Bearer": []}]
@@ -286,7 +312,14 @@ class _Document:
         for name in _RULE_ARGUMENT.findall(rule.rule):
             if name not in PATH_PARAMETERS:
                 raise LookupError(f"path parameter {name!r} of {rule.rule} is not described")
-            yield {"name": name, "in": "path", "required": True, **PATH_PARAMETERS[name]}
+            described = PATH_PARAMETERS[name]
+            yield {
+                "name": name,
+                "in": "path",
+                "required": True,
+                **described,
+                "schema": _storable(described["schema"]),
+            }
 
     def _query(self, spec: Operation) -> Iterable[dict[str, Any]]:
         if spec.query is None:
@@ -302,7 +335,12 @@ class _Document:
                 )
             if "default" in schema and schema["default"] is None:
                 del schema["default"]  # absent, not null
-            parameter = {"name": field.name, "in": "query", "required": False, "schema": schema}
+            parameter = {
+                "name": field.name,
+                "in": "query",
+                "required": False,
+                "schema": _storable(schema),
+            }
             if description:
                 parameter["description"] = description
             yield parameter
@@ -322,9 +360,9 @@ class _Document:
             "content": {reply.media_type: {"schema": schema}},
         }
 
-    def _error(self, status: int) -> dict[str, Any]:
+    def _error(self, status: int, spec: Operation) -> dict[str, Any]:
         codes = ", ".join(f"`{code}`" for code in _codes(status))
-        headers = ("Retry-After",) if status == 503 else ()
+        headers = ("Retry-After", *spec.busy_headers) if status == 503 else ()
         return {
             "description": f"{_STATUS_TEXT.get(status, 'Error.')} Codes: {codes}.",
             "headers": self._headers(headers),

@@ -11,8 +11,9 @@ POST     /sagas/<saga_id>/cancel          202; 409 when it has ended or is parke
 POST     /sagas/<saga_id>/retry           202; 409 when it is not parked
 =======  ===============================  ==================================================
 
-A saga id that is not a UUID is a 404 like any unknown saga. Errors become responses in
-:mod:`.errors`.
+A saga id that is not a UUID is a 404 like any unknown saga. ``/sagas/start`` is not a saga
+id: ``GET /sagas/start`` is a 405 (``Allow: POST``), not a search for a saga named ``start``.
+Errors become responses in :mod:`.errors`.
 """
 
 from __future__ import annotations
@@ -23,15 +24,22 @@ import uuid
 from typing import Any
 
 from quart import Blueprint, Response, request
+from werkzeug.routing import BaseConverter
 
 from saga_orchestrator.coordinator.messages import CancelSaga, RetrySaga, StartResult, StartSaga
 from saga_orchestrator.coordinator.projection import stream_id
 from saga_orchestrator.errors import SagaNotFound
-from saga_orchestrator.store.records import SagaQuery, SagaRecord, decode_cursor
+from saga_orchestrator.store.records import SagaQuery, SagaRecord, decode_cursor, new_id
 
 from .app import deps
 from .correlation import current_correlation_id
-from .errors import InvalidQuery
+from .errors import (
+    IDEMPOTENCY_KEY,
+    InvalidQuery,
+    ServiceStopping,
+    StartInterrupted,
+    error_response,
+)
 from .openapi import Reply, created_or_found, operation
 from .serialize import event_view, json_response, saga_summary, saga_type_view, saga_view, step_view
 from .validate import check_body, check_query, json_body
@@ -53,6 +61,16 @@ __all__ = ["parse_list_query", "parse_start_body", "sagas"]
 
 sagas = Blueprint("sagas", __name__, url_prefix="/sagas")
 
+
+class SagaIdConverter(BaseConverter):
+    """A path segment that may be a saga id: anything but ``start``, the one route beside
+    ``/sagas/<saga_id>`` (a ``GET /sagas/start`` then finds only ``POST /sagas/start``: 405)."""
+
+    regex = r"(?!start$)[^/]+"
+
+
+sagas.record_once(lambda state: state.app.url_map.converters.setdefault("saga_id", SagaIdConverter))
+
 TAG = "Sagas"
 
 
@@ -63,14 +81,16 @@ TAG = "Sagas"
 def parse_start_body(body: Any) -> StartSaga:
     """Check a ``POST /sagas/start`` body strictly; raises ``ValidationError`` naming each field.
 
-    The saga's ``data`` is checked against its type's input by the coordinator.
+    The saga's ``data`` is checked against its type's input by the coordinator. Every start has
+    an idempotency key: without one in the body, a new one is made (``key_is_new``).
     """
     start = check_body(StartSagaRequest, body)
     return StartSaga(
         saga_type=start.saga_type,
         data=start.data,
-        idempotency_key=start.idempotency_key,
+        idempotency_key=start.idempotency_key or new_id(),
         correlation_id=start.correlation_id or current_correlation_id(),
+        key_is_new=start.idempotency_key is None,
     )
 
 
@@ -108,11 +128,8 @@ def parse_list_query(args: dict[str, list[str]]) -> SagaQuery:
                 errors.append(
                     {"field": name, "message": "expected an ISO-8601 time or epoch seconds"}
                 )
-    if given.cursor is not None:
-        try:
-            decode_cursor(given.cursor)
-        except ValueError:
-            errors.append({"field": "cursor", "message": "not a cursor this service gave out"})
+    if given.cursor is not None and not _cursor_is_ours(given.cursor):
+        errors.append({"field": "cursor", "message": "not a cursor this service gave out"})
     if errors:
         raise InvalidQuery("the query is not valid", errors)
     return SagaQuery(
@@ -123,6 +140,16 @@ def parse_list_query(args: dict[str, list[str]]) -> SagaQuery:
         cursor=given.cursor,
         limit=given.limit,
     )
+
+
+def _cursor_is_ours(cursor: str) -> bool:
+    """Whether ``cursor`` can be one of ours: a time and a saga id (a UUID), so that nothing
+    else it may carry (a NUL character...) reaches the store."""
+    try:
+        _, saga_id = decode_cursor(cursor)
+        return str(uuid.UUID(saga_id)) == saga_id
+    except ValueError:
+        return False
 
 
 def _saga_id(raw: str) -> str:
@@ -150,21 +177,50 @@ async def _load(saga_id: str) -> SagaRecord:
 @operation(
     summary="Start a saga",
     description="Its steps run in the background. With an `idempotency_key` already used for "
-    "this saga type, the saga it started is returned instead (200); used for another type: 409.",
+    "this saga type, the saga it started is returned instead (200); used for another type: 409. "
+    "Every start has a key: without one, one is made, kept with the saga and returned (the "
+    "body's `idempotency_key` and the `Idempotency-Key` header). A 503 carries the key too: the "
+    "saga may have been created, so retry with that key (send your own key to be able to retry "
+    "even when no answer comes).",
     tag=TAG,
     body=StartSagaRequest,
     replies=created_or_found(
-        StartedSaga, created="Started.", found="The saga an earlier start with the same key made."
+        StartedSaga,
+        created="Started.",
+        found="The saga an earlier start with the same key made.",
+        headers=(IDEMPOTENCY_KEY,),
     ),
     errors=(409, 503),
+    busy_headers=(IDEMPOTENCY_KEY,),
 )
 async def start_saga() -> Response:
-    svc = deps()
     message = parse_start_body(await json_body())
-    result: StartResult = await svc.coordinator.ask(message, timeout=svc.command_timeout)
+    key = message.idempotency_key
+    assert key is not None
+    try:
+        result = await _ask_start(message)
+    except Exception as exc:
+        return error_response(exc, idempotency_key=key)  # a 5xx carries the key
     body = saga_view(result.saga, created=result.created)
-    headers = {"Location": f"/sagas/{result.saga.saga_id}"}
+    headers = {"Location": f"/sagas/{result.saga.saga_id}", IDEMPOTENCY_KEY: key}
     return json_response(body, 202 if result.created else 200, headers)
+
+
+async def _ask_start(message: StartSaga) -> StartResult:
+    """Ask the coordinator to start; once the service begins to stop the wait is cut short
+    in time to answer (see :mod:`.draining`).
+
+    Raises:
+        ServiceStopping: the service stops: the start was not asked.
+        StartInterrupted: the service began to stop while the start was asked.
+    """
+    svc = deps()
+    if svc.draining.stopping:
+        raise ServiceStopping("the service is stopping")
+    with svc.draining.bounded():
+        result: StartResult = await svc.coordinator.ask(message, timeout=svc.command_timeout)
+        return result
+    raise StartInterrupted("the service began to stop while the start was in flight")
 
 
 @sagas.get("/")
@@ -197,7 +253,7 @@ def _name(definition: Any) -> str:
     return definition.name
 
 
-@sagas.get("/<saga_id>")
+@sagas.get("/<saga_id:saga_id>")
 @operation(
     summary="A saga with its steps",
     tag=TAG,

@@ -7,7 +7,9 @@ do. Saga input classes are described the same way, inline (``input_schema``).
 
 Supported: attrs classes, ``X | None`` and other unions, ``Literal``, enums, ``list``/``tuple``/
 ``set``, ``dict``/``Mapping``, ``str``/``int``/``float``/``bool``, ``datetime``/``date`` and
-``Any``. Anything else becomes ``{}`` (any JSON value).
+``Any``. Anything else becomes ``{}`` (any JSON value). In the OpenAPI document (``refs=True``)
+``Any`` is a :data:`JSON_VALUE` and a ``dict`` of ``Any`` a :data:`JSON_OBJECT`: JSON whose
+strings (keys too) are :data:`STORABLE_TEXT`, as the request checks want them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ import attrs
 
 __all__ = [
     "API_FIELD",
+    "JSON_OBJECT",
+    "JSON_VALUE",
+    "STORABLE_TEXT",
     "Constraints",
     "SchemaBuilder",
     "api_field",
@@ -37,6 +42,13 @@ API_FIELD = "saga_orchestrator.http.api_field"
 
 MAX_DEPTH = 8
 """A self-referencing input class is described this deep, then as ``{}``."""
+
+STORABLE_TEXT = r"^[^\x00]*$"
+"""Text every store can keep: no NUL character (PostgreSQL refuses it in text and ``jsonb``)."""
+JSON_VALUE = "JsonValue"
+"""The component of any JSON value whose strings are :data:`STORABLE_TEXT`."""
+JSON_OBJECT = "JsonObject"
+"""The component of a JSON object whose keys and strings are :data:`STORABLE_TEXT`."""
 
 
 @attrs.frozen(kw_only=True)
@@ -126,6 +138,8 @@ class SchemaBuilder:
         return self._schema(tp, depth=0)
 
     def _schema(self, tp: Any, *, depth: int) -> dict[str, Any]:
+        if self.refs and tp is Any:
+            return self._json(JSON_VALUE)
         if depth > MAX_DEPTH or tp is Any:
             return {}
         if tp in _SCALARS:
@@ -147,11 +161,34 @@ class SchemaBuilder:
         if tp in _ARRAYS or origin in _ARRAYS:
             return self._array(origin, args, depth=depth)
         if tp in _OBJECTS or origin in _OBJECTS:
+            if self.refs and (len(args) != 2 or args[1] is Any):
+                return self._json(JSON_OBJECT)
             schema = {"type": "object"}
             if len(args) == 2 and args[1] is not Any:
                 schema["additionalProperties"] = self._schema(args[1], depth=depth + 1)
             return schema
         return {}
+
+    def _json(self, name: str) -> dict[str, Any]:
+        """A reference to :data:`JSON_VALUE` or :data:`JSON_OBJECT`, both described once."""
+        if JSON_VALUE not in self.components:
+            text = {"type": "string", "pattern": STORABLE_TEXT}
+            self.components[JSON_OBJECT] = {
+                "type": "object",
+                "description": "A JSON object; no string in it (keys included) holds a NUL.",
+                "propertyNames": {"pattern": STORABLE_TEXT},
+                "additionalProperties": {"$ref": self.prefix + JSON_VALUE},
+            }
+            self.components[JSON_VALUE] = {
+                "description": "Any JSON value; no string in it holds a NUL character.",
+                "anyOf": [
+                    text,
+                    {"type": ["number", "boolean", "null"]},
+                    {"type": "array", "items": {"$ref": self.prefix + JSON_VALUE}},
+                    {"$ref": self.prefix + JSON_OBJECT},
+                ],
+            }
+        return {"$ref": self.prefix + name}
 
     def _array(self, origin: Any, args: tuple[Any, ...], *, depth: int) -> dict[str, Any]:
         schema: dict[str, Any] = {"type": "array"}

@@ -4,9 +4,11 @@ The checks read the same field types and :class:`~.schema.Constraints` that the 
 document is made from. Every bad field is reported at once, one ``{"field", "message"}`` each:
 a body as a ``ValidationError`` (422), a query as an ``InvalidQuery`` (400).
 
-Hostile bodies get a 4xx too: JSON that is not valid, nested deeper than
-:data:`MAX_JSON_DEPTH`, with a number that is not finite, or with a string no store can keep
-(a NUL character, an unpaired surrogate) is ``InvalidJson`` (400).
+Hostile bodies get a 4xx too: bytes that are not UTF-8 (or start with a byte-order mark),
+JSON that is not valid, nested deeper than :data:`MAX_JSON_DEPTH`, with a number that is not
+finite, or with a string no store can keep (:func:`unstorable_text`) is ``InvalidJson`` (400).
+Where the schema says integer, a number with a zero fraction (``2.0``) is that integer, as
+JSON Schema counts it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, TypeVar
 import attrs
 from quart import request
 
+from saga_orchestrator.coordinator.definition import json_integer
 from saga_orchestrator.errors import ValidationError
 
 from .errors import InvalidJson, InvalidQuery, UnsupportedMediaType
@@ -36,6 +39,7 @@ __all__ = [
     "json_body",
     "parse_int",
     "parse_json",
+    "unstorable_text",
 ]
 
 T = TypeVar("T")
@@ -44,6 +48,7 @@ MAX_JSON_DEPTH = 64
 """Most levels of nested arrays and objects in a request body."""
 
 _INT = re.compile(r"[+-]?[0-9]{1,19}")
+_UTF8_BOM = b"\xef\xbb\xbf"
 _BODY = "the request body is not valid"
 _QUERY = "the query is not valid"
 
@@ -69,14 +74,27 @@ async def json_body(*, required: bool = True) -> Any:
 
 
 def parse_json(data: bytes) -> Any:
-    """``data`` as JSON; raises ``InvalidJson`` (never ``RecursionError`` or a 500)."""
+    """``data`` (UTF-8, no byte-order mark) as JSON; raises ``InvalidJson`` (never
+    ``RecursionError`` or a 500)."""
+    if data.startswith(_UTF8_BOM):
+        raise InvalidJson(
+            "the request body starts with a byte-order mark: send UTF-8 JSON without one"
+        )
+    if b"\x00" in data:  # never in UTF-8 JSON; UTF-16 and UTF-32 text is full of them
+        raise InvalidJson("the request body holds NUL bytes (UTF-16?): send JSON encoded as UTF-8")
     try:
-        value = json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidJson(
+            f"the request body is not UTF-8 (byte {exc.start}): send JSON encoded as UTF-8"
+        ) from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         raise InvalidJson(
             f"the request body is nested deeper than {MAX_JSON_DEPTH} levels"
         ) from None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise InvalidJson(f"the request body is not valid JSON: {exc}") from None
     problem = _unstorable(value)
     if problem is not None:
@@ -106,12 +124,21 @@ def _unstorable(value: Any) -> str | None:
             children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
         elif isinstance(item, str):
-            if "\x00" in item:
-                return "a string holds a NUL character"
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return "a string holds an unpaired surrogate (not UTF-8)"
+            problem = unstorable_text(item)
+            if problem is not None:
+                return f"a string {problem}"
+    return None
+
+
+def unstorable_text(text: str) -> str | None:
+    """Why no store can keep ``text`` (PostgreSQL refuses a NUL character in text and in
+    ``jsonb``; no store keeps an unpaired surrogate), or ``None``."""
+    if "\x00" in text:
+        return "holds a NUL character (U+0000)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "holds an unpaired surrogate (not UTF-8)"
     return None
 
 
@@ -155,16 +182,19 @@ def _int_problem(value: int, rules: Constraints) -> str | None:
     return None
 
 
-def _value_problem(tp: Any, value: Any, rules: Constraints) -> str | None:
-    """Why a JSON ``value`` is not a ``tp`` within ``rules``; ``None`` when it is."""
+def _value_problem(tp: Any, value: Any, rules: Constraints) -> tuple[Any, str | None]:
+    """A JSON ``value`` as a ``tp``, and why it is not one within ``rules`` (``None``: it is)."""
     if tp is str:
-        return "expected a string" if not isinstance(value, str) else _text_problem(value, rules)
+        if not isinstance(value, str):
+            return value, "expected a string"
+        return value, _text_problem(value, rules)
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            return "expected an integer"
-        return _int_problem(value, rules)
+        number = json_integer(value)
+        if number is None:
+            return value, "expected an integer"
+        return number, _int_problem(number, rules)
     if typing.get_origin(tp) is dict or tp is dict:
-        return None if isinstance(value, dict) else "expected an object"
+        return value, None if isinstance(value, dict) else "expected an object"
     raise TypeError(f"no check for fields of type {tp!r}")  # pragma: no cover  (a new view)
 
 
@@ -197,7 +227,7 @@ def body_fields(cls: type[Any], body: Any) -> tuple[dict[str, Any], list[dict[st
                 errors.append({"field": name, "message": "is required"})
             continue
         tp, _ = strip_none(hints[name])
-        problem = _value_problem(tp, value, constraints(field))
+        value, problem = _value_problem(tp, value, constraints(field))
         if problem is None:
             values[name] = value
         else:

@@ -15,6 +15,7 @@ from saga_orchestrator.errors import (
     ConcurrencyError,
     DuplicateEventId,
     DuplicateIdempotencyKey,
+    LeaseLost,
     StoreError,
     StoreRejected,
 )
@@ -106,6 +107,8 @@ class EncodedRequest:
     """saga_steps rows, columns as :data:`STEP_COLUMN_NAMES`."""
     outbox: tuple[tuple[str, str, str, str, str, float | None], ...]
     """(topic, event_id, event_type, data, metadata, occurred_at) per message."""
+    lease: tuple[str, int] | None = None
+    """The appender's (instance id, epoch) on the saga, when the append is fenced."""
 
 
 def encode_request(request: AppendRequest) -> EncodedRequest | StoreError:
@@ -164,7 +167,15 @@ def encode_request(request: AppendRequest) -> EncodedRequest | StoreError:
         )
     except (TypeError, ValueError) as exc:
         return json_error(request, exc)
-    return EncodedRequest(request, events, saga_row, steps, outbox)
+    lease = request.lease
+    return EncodedRequest(
+        request,
+        events,
+        saga_row,
+        steps,
+        outbox,
+        None if lease is None or saga is None else (lease.instance_id, lease.epoch),
+    )
 
 
 def json_error(request: AppendRequest, exc: BaseException) -> StoreRejected:
@@ -179,6 +190,19 @@ def json_error(request: AppendRequest, exc: BaseException) -> StoreRejected:
 def batch_stream_ids(encoded: Iterable[EncodedRequest | Exception]) -> list[str]:
     """The distinct streams of the requests still to try, sorted (a stable lock order)."""
     return sorted({e.request.stream_id for e in encoded if isinstance(e, EncodedRequest)})
+
+
+def batch_leased_sagas(encoded: Iterable[EncodedRequest | Exception]) -> list[str]:
+    """The distinct sagas of the fenced requests still to try, sorted."""
+    return sorted(
+        {
+            item.request.saga.saga_id
+            for item in encoded
+            if isinstance(item, EncodedRequest)
+            and item.lease is not None
+            and item.request.saga is not None
+        }
+    )
 
 
 def batch_idempotency_keys(encoded: Iterable[EncodedRequest | Exception]) -> list[str]:
@@ -206,7 +230,8 @@ class BatchPlan:
     streams: dict[str, int] = attrs.Factory(dict)
     """New version of each stream that grew."""
     sagas: dict[str, tuple[Any, ...]] = attrs.Factory(dict)
-    """The last row written for each saga in the batch."""
+    """The last row written for each saga in the batch, with the (owner, owner_epoch) a new
+    saga is created with at its end (an existing saga's owner is left as it is)."""
     steps: dict[tuple[str, int], tuple[Any, ...]] = attrs.Factory(dict)
     """The step rows to upsert, by (saga_id, step_index): the last accepted request's row of
     each (the saga's steps not in it are left as they are)."""
@@ -234,11 +259,15 @@ def plan_batch(
     encoded: Sequence[EncodedRequest | Exception],
     versions: Mapping[str, int],
     owners: Mapping[str, str],
+    leases: Mapping[str, tuple[str | None, int]] | None = None,
 ) -> BatchPlan:
-    """Check each request in order against ``versions`` (stream -> current version) and
-    ``owners`` (idempotency key -> saga id), as the earlier requests of the batch left them."""
+    """Check each request in order against ``versions`` (stream -> current version),
+    ``owners`` (idempotency key -> saga id) and ``leases`` (saga id -> its stored (owner,
+    epoch), for the sagas of fenced requests that exist), as the earlier requests of the batch
+    left them."""
     versions = dict(versions)
     owners = dict(owners)
+    leases = dict(leases or {})
     plan = BatchPlan()
     for index, item in enumerate(encoded):
         if not isinstance(item, EncodedRequest):
@@ -258,6 +287,13 @@ def plan_batch(
             if owner is not None and owner != saga.saga_id:
                 plan.results.append(DuplicateIdempotencyKey(key, owner))
                 continue
+        lease = item.lease
+        if lease is not None and saga is not None:
+            held = leases.get(saga.saga_id)
+            if held is not None and held != lease:
+                plan.results.append(LeaseLost(saga.saga_id, lease[0], held[0]))
+                continue
+            leases[saga.saga_id] = lease
         for offset, (event_id, event_type, data, metadata) in enumerate(item.events, start=1):
             plan.events.append(
                 (request.stream_id, current + offset, event_id, event_type, data, metadata)
@@ -268,7 +304,7 @@ def plan_batch(
             versions[request.stream_id] = version
             plan.streams[request.stream_id] = version
         if saga is not None and item.saga is not None:
-            plan.sagas[saga.saga_id] = item.saga
+            plan.sagas[saga.saga_id] = (*item.saga, *(lease or (None, 0)))
             for row in item.steps:
                 plan.steps[row[0], row[1]] = row
             if key is not None:

@@ -23,6 +23,8 @@ from .leadership import RelayLeadership
 from .records import (
     AppendRequest,
     AppendResult,
+    ClaimedSaga,
+    InstanceRecord,
     OutboxRecord,
     RecordedEvent,
     SagaPage,
@@ -191,6 +193,33 @@ class Store:
 
     async def ping(self) -> None:
         await self.backend.ping()
+
+    # -- instances and saga ownership (straight to the backend, like reads) --------------------
+
+    async def register_instance(
+        self, instance_id: str, info: dict[str, object], ttl: float
+    ) -> InstanceRecord:
+        return await self.backend.register_instance(instance_id, info, ttl)
+
+    async def renew_instance(self, instance_id: str, ttl: float) -> bool:
+        return await self.backend.renew_instance(instance_id, ttl)
+
+    async def deregister_instance(self, instance_id: str) -> int:
+        return await self.backend.deregister_instance(instance_id)
+
+    async def live_instances(self) -> list[InstanceRecord]:
+        return await self.backend.live_instances()
+
+    async def claim_orphans(
+        self, instance_id: str, limit: int, *, mine: bool = False
+    ) -> list[ClaimedSaga]:
+        return await self.backend.claim_orphans(instance_id, limit, mine=mine)
+
+    async def claim_saga(self, instance_id: str, saga_id: str, *, force: bool) -> int | None:
+        return await self.backend.claim_saga(instance_id, saga_id, force=force)
+
+    async def saga_owner(self, saga_id: str) -> tuple[str | None, int, bool]:
+        return await self.backend.saga_owner(saga_id)
 
     def relay_leadership(self) -> RelayLeadership:
         """A new claim to lead the outbox relay of the database (see ``store/leadership.py``)."""

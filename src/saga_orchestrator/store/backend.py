@@ -15,6 +15,8 @@ from .leadership import RelayLeadership
 from .records import (
     AppendRequest,
     AppendResult,
+    ClaimedSaga,
+    InstanceRecord,
     OutboxRecord,
     RecordedEvent,
     SagaPage,
@@ -35,7 +37,8 @@ class StoreBackend(Protocol):
 
         A request whose ``expected_version`` does not match fails alone with
         ``ConcurrencyError``; one whose saga idempotency key is taken fails alone with
-        ``DuplicateIdempotencyKey``. Requests for the same stream apply in batch order. Raises
+        ``DuplicateIdempotencyKey``; one whose ``lease`` the stored saga no longer matches
+        fails alone with ``LeaseLost``. Requests for the same stream apply in batch order. Raises
         ``StoreUnavailable``/``StoreError`` when nothing of the batch could be committed.
         """
         ...
@@ -81,6 +84,50 @@ class StoreBackend(Protocol):
 
     async def ping(self) -> None:
         """Round trip to the database; raises ``StoreUnavailable`` if it does not answer."""
+        ...
+
+    # -- instances and saga ownership (docs/operations.md, "Several replicas") ---------------
+
+    async def register_instance(
+        self, instance_id: str, info: dict[str, object], ttl: float
+    ) -> InstanceRecord:
+        """Register (or re-register) a live instance whose leases end ``ttl`` seconds from now
+        (the database's clock)."""
+        ...
+
+    async def renew_instance(self, instance_id: str, ttl: float) -> bool:
+        """Extend the instance's leases to ``ttl`` seconds from now; False when its row is gone
+        (it was taken for dead: its sagas may be another's now, so it must stop)."""
+        ...
+
+    async def deregister_instance(self, instance_id: str) -> int:
+        """Release the instance's sagas (owner cleared, for others to claim at once) and remove
+        it; how many sagas it released."""
+        ...
+
+    async def live_instances(self) -> list[InstanceRecord]:
+        """The instances whose leases have not ended, oldest first."""
+        ...
+
+    async def claim_orphans(
+        self, instance_id: str, limit: int, *, mine: bool = False
+    ) -> list[ClaimedSaga]:
+        """Claim up to ``limit`` active sagas that no live instance owns (unowned, or owned by
+        an instance whose lease ended), oldest first, and with ``mine`` the active sagas the
+        instance owns already (its coordinator restarted: no actor drives them); each claim
+        bumps the saga's epoch. Instances that are dead and own nothing any more are removed.
+        Concurrent claimers never get the same saga."""
+        ...
+
+    async def claim_saga(self, instance_id: str, saga_id: str, *, force: bool) -> int | None:
+        """Claim one saga: when it is unowned or its owner is not live, or whatever its owner
+        when ``force`` (a parked saga an operator retries: no instance drives it); the new
+        epoch, or ``None`` when it is not claimed."""
+        ...
+
+    async def saga_owner(self, saga_id: str) -> tuple[str | None, int, bool]:
+        """(owner, epoch, whether the owner is live) of a saga; ``(None, 0, False)`` for an
+        unknown or unowned one."""
         ...
 
     def relay_leadership(self) -> RelayLeadership:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 
-from saga_orchestrator.errors import ConcurrencyError, DuplicateEventId, DuplicateIdempotencyKey
+from saga_orchestrator.errors import (
+    ConcurrencyError,
+    DuplicateEventId,
+    DuplicateIdempotencyKey,
+    LeaseLost,
+)
 
 from .leadership import RelayLeadership, SingleProcessLeadership
 from .records import (
@@ -16,6 +21,8 @@ from .records import (
     ANY_VERSION,
     AppendRequest,
     AppendResult,
+    ClaimedSaga,
+    InstanceRecord,
     OutboxRecord,
     RecordedEvent,
     SagaPage,
@@ -30,7 +37,12 @@ from .records import (
 class MemoryBackend:
     """Keeps everything in dictionaries; ``commits`` counts batches committed."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        """The database's clock: lease expiry (tests pass a virtual one)."""
+        self.instances: dict[str, InstanceRecord] = {}
+        self.owners: dict[str, tuple[str | None, int]] = {}
+        """saga id -> (owning instance, epoch)."""
         self.events: list[RecordedEvent] = []
         self.streams: dict[str, list[RecordedEvent]] = {}
         self.sagas: dict[str, SagaRecord] = {}
@@ -66,6 +78,13 @@ class MemoryBackend:
             owner = self.keys.get(saga.idempotency_key)
             if owner is not None and owner != saga.saga_id:
                 return DuplicateIdempotencyKey(saga.idempotency_key, owner)
+        lease = request.lease
+        if lease is not None and saga is not None:
+            held = self.owners.get(saga.saga_id)
+            if held is None:
+                self.owners[saga.saga_id] = (lease.instance_id, lease.epoch)
+            elif held != (lease.instance_id, lease.epoch):
+                return LeaseLost(saga.saga_id, lease.instance_id, held[0])
         now = time.time()
         appended = []
         for offset, event in enumerate(request.events, start=1):
@@ -167,6 +186,96 @@ class MemoryBackend:
     async def outbox_mark_sent(self, ids: Sequence[int]) -> None:
         for outbox_id in ids:
             self.outbox.pop(outbox_id, None)
+
+    # -- instances and saga ownership -----------------------------------------------------------
+
+    async def register_instance(
+        self, instance_id: str, info: dict[str, object], ttl: float
+    ) -> InstanceRecord:
+        now = self.clock()
+        record = InstanceRecord(
+            instance_id=instance_id,
+            started_at=now,
+            heartbeat_at=now,
+            expires_at=now + ttl,
+            info=dict(info),
+        )
+        self.instances[instance_id] = record
+        return record
+
+    async def renew_instance(self, instance_id: str, ttl: float) -> bool:
+        record = self.instances.get(instance_id)
+        if record is None:
+            return False
+        now = self.clock()
+        self.instances[instance_id] = attrs.evolve(record, heartbeat_at=now, expires_at=now + ttl)
+        return True
+
+    async def deregister_instance(self, instance_id: str) -> int:
+        released = 0
+        for saga_id, (owner, epoch) in self.owners.items():
+            if owner == instance_id:
+                self.owners[saga_id] = (None, epoch)
+                released += 1
+        self.instances.pop(instance_id, None)
+        return released
+
+    async def live_instances(self) -> list[InstanceRecord]:
+        now = self.clock()
+        live = [r for r in self.instances.values() if r.expires_at > now]
+        return sorted(live, key=lambda r: (r.started_at, r.instance_id))
+
+    def _live(self, instance_id: str | None) -> bool:
+        record = None if instance_id is None else self.instances.get(instance_id)
+        return record is not None and record.expires_at > self.clock()
+
+    async def claim_orphans(
+        self, instance_id: str, limit: int, *, mine: bool = False
+    ) -> list[ClaimedSaga]:
+        def orphan(owner: str | None) -> bool:
+            return (mine and owner == instance_id) or not self._live(owner)
+
+        orphans = sorted(
+            (
+                saga
+                for saga in self.sagas.values()
+                if saga.status in ACTIVE_STATUSES
+                and orphan(self.owners.get(saga.saga_id, (None, 0))[0])
+            ),
+            key=lambda saga: (saga.created_at, saga.saga_id),
+        )[: max(limit, 0)]
+        claimed = []
+        for saga in orphans:
+            previous, epoch = self.owners.get(saga.saga_id, (None, 0))
+            self.owners[saga.saga_id] = (instance_id, epoch + 1)
+            claimed.append(
+                ClaimedSaga(
+                    saga_id=saga.saga_id,
+                    saga_type=saga.saga_type,
+                    epoch=epoch + 1,
+                    previous_owner=previous,
+                )
+            )
+        if len(claimed) < limit:  # no orphan left: forget the dead that own nothing
+            owning = {owner for owner, _ in self.owners.values()}
+            for dead in [i for i in self.instances if not self._live(i) and i not in owning]:
+                del self.instances[dead]
+        return claimed
+
+    async def claim_saga(self, instance_id: str, saga_id: str, *, force: bool) -> int | None:
+        if saga_id not in self.sagas:
+            return None
+        owner, epoch = self.owners.get(saga_id, (None, 0))
+        if owner == instance_id:
+            return epoch
+        if not force and self._live(owner):
+            return None
+        self.owners[saga_id] = (instance_id, epoch + 1)
+        return epoch + 1
+
+    async def saga_owner(self, saga_id: str) -> tuple[str | None, int, bool]:
+        owner, epoch = self.owners.get(saga_id, (None, 0))
+        return owner, epoch, self._live(owner)
 
     def relay_leadership(self) -> RelayLeadership:
         """Always the leader: the memory of one process."""

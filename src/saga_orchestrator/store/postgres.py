@@ -52,11 +52,14 @@ from saga_orchestrator.errors import (
     ConcurrencyError,
     DuplicateEventId,
     DuplicateIdempotencyKey,
+    LeaseLost,
     StoreError,
     StoreRejected,
     StoreUnavailable,
 )
 
+from ._postgres_leases import WRITE_LOCK_KEY as WRITE_LOCK_KEY
+from ._postgres_leases import PostgresLeases
 from ._sql import (
     ACTIVE_SAGAS_SQL_TAIL,
     EVENT_COLUMNS,
@@ -92,18 +95,18 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-WRITE_LOCK_KEY = 0x5A6A_0D1F_0002
-"""``pg_advisory_xact_lock`` key every write transaction takes first (see the module doc);
-``saga_commit_batch`` spells it in decimal, 99411533168642."""
+# ``pg_advisory_xact_lock`` key every write transaction takes first (see the module doc);
+# ``saga_commit_batch`` spells it in decimal, 99411533168642.
 
 # -- statements ---------------------------------------------------------------------------------
 
 _COMMIT_BATCH = "SELECT codes, versions, firsts, owners FROM saga_commit_batch($1, $2)"
-"""A whole batch, one statement (migration ``0004_outbox_occurred_at`` says what it does)."""
+"""A whole batch, one statement (migration ``0005_instances_and_saga_owners`` says what it
+does)."""
 
 _MARK_SENT = "UPDATE outbox SET sent_at = $2 WHERE id = ANY($1::bigint[]) AND sent_at IS NULL"
 
-_ACCEPTED, _CONFLICT, _KEY_TAKEN, _EVENT_ID_TAKEN = 0, 1, 2, 3
+_ACCEPTED, _CONFLICT, _KEY_TAKEN, _EVENT_ID_TAKEN, _LEASE_LOST = 0, 1, 2, 3, 4
 """The codes ``saga_commit_batch`` answers per request."""
 
 
@@ -119,7 +122,7 @@ def _exact_float(value: Any) -> float | str:
 
 def _payload(request: AppendRequest, to_float: Callable[[Any], Any] = float) -> list[Any]:
     """``request`` as ``saga_commit_batch`` reads it:
-    ``[stream_id, expected_version, events, saga, steps, outbox]``."""
+    ``[stream_id, expected_version, events, saga, steps, outbox, lease]``."""
     saga = request.saga
     saga_row = None
     steps: list[list[Any]] = []
@@ -173,6 +176,7 @@ def _payload(request: AppendRequest, to_float: Callable[[Any], Any] = float) -> 
             ]
             for m in request.outbox
         ],
+        None if request.lease is None else [request.lease.instance_id, request.lease.epoch],
     ]
 
 
@@ -234,6 +238,9 @@ def _results(
         elif code == _KEY_TAKEN:
             assert request.saga is not None and request.saga.idempotency_key is not None
             results.append(DuplicateIdempotencyKey(request.saga.idempotency_key, owner))
+        elif code == _LEASE_LOST:
+            assert request.saga is not None and request.lease is not None
+            results.append(LeaseLost(request.saga.saga_id, request.lease.instance_id, owner))
         else:
             assert code == _EVENT_ID_TAKEN, code
             results.append(DuplicateEventId([event.event_id for event in request.events]))
@@ -456,7 +463,7 @@ def _terminate(pool: asyncpg.Pool, writers: Sequence[_Writer]) -> None:
 # -- the backend --------------------------------------------------------------------------------
 
 
-class PostgresBackend:
+class PostgresBackend(PostgresLeases):
     """The store in the PostgreSQL database ``dsn``; use it inside ``trio_asyncio.open_loop()``.
 
     ``commits`` counts the write transactions committed (a batch is one, unless a value error

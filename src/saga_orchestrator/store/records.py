@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 from typing import Any
 
@@ -133,6 +134,40 @@ class OutboxRecord:
     """The message's ``occurred_at``, else ``created_at``."""
 
 
+@attrs.frozen
+class Lease:
+    """An instance's claim on a saga: the saga row names ``instance_id`` as its owner at
+    ``epoch``, which grows by one with every claim (the fencing token)."""
+
+    instance_id: str
+    epoch: int
+
+
+@attrs.frozen(kw_only=True)
+class InstanceRecord:
+    """A process registered in the store, live while ``expires_at`` is ahead."""
+
+    instance_id: str
+    started_at: float
+    heartbeat_at: float
+    expires_at: float
+    """Database time the instance's leases end unless it renews them."""
+    info: dict[str, Any] = attrs.field(factory=dict)
+    """What it says of itself: host, pid, version, address."""
+
+
+@attrs.frozen(kw_only=True)
+class ClaimedSaga:
+    """A saga an instance has just claimed."""
+
+    saga_id: str
+    saga_type: str
+    epoch: int
+    """The new lease's fencing token."""
+    previous_owner: str | None
+    """The instance that owned it (gone, expired or released), or ``None``."""
+
+
 @attrs.frozen(kw_only=True)
 class AppendRequest:
     """One unit of a group commit: events for one stream, with what must commit alongside them."""
@@ -150,6 +185,10 @@ class AppendRequest:
     same saga and step index, the last one's row is stored; a refused request writes nothing.
     ``get_saga`` returns all the saga's stored steps, sorted by index."""
     outbox: tuple[OutboxMessage, ...] = attrs.field(default=(), converter=tuple)
+    lease: Lease | None = None
+    """The appender's lease on ``saga``: the append fails with ``LeaseLost`` unless the stored
+    saga is owned by this instance at this epoch; a new saga is created owned by it. ``None``:
+    not fenced (events that are not a saga's)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -186,10 +225,14 @@ def encode_cursor(created_at: float, saga_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[float, str]:
-    """Inverse of :func:`encode_cursor`; raises ``ValueError`` for a cursor it did not make."""
+    """Inverse of :func:`encode_cursor`; raises ``ValueError`` for a cursor it did not make
+    (one that is not a finite time and a saga id)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, saga_id = json.loads(raw)
-        return float(created_at), str(saga_id)
+        created_at = float(created_at)
+        if not math.isfinite(created_at) or not isinstance(saga_id, str):
+            raise ValueError("not a time and a saga id")
+        return created_at, saga_id
     except Exception as exc:
         raise ValueError(f"invalid cursor {cursor!r}") from exc

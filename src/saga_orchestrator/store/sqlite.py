@@ -35,6 +35,7 @@ from ._sql import (
     STEP_COLUMN_NAMES,
     EncodedRequest,
     batch_idempotency_keys,
+    batch_leased_sagas,
     batch_stream_ids,
     encode_request,
     event_from_row,
@@ -47,6 +48,8 @@ from ._sql import (
     saga_list_sql,
     saga_page,
 )
+from ._sqlite_leases import SQLiteLeases
+from ._sqlite_tx import transaction as _transaction
 from .leadership import RelayLeadership, SingleProcessLeadership
 from .migrate import apply_sqlite_migrations
 from .records import (
@@ -99,14 +102,20 @@ def _upsert(table: str, columns: Sequence[str], keys: int) -> str:
     )
 
 
-_UPSERT_SAGAS = _upsert("sagas", SAGA_COLUMN_NAMES, 1)
+_UPSERT_SAGAS = (
+    f"INSERT INTO sagas ({SAGA_COLUMNS}, owner, owner_epoch) "
+    f"VALUES ({_marks(len(SAGA_COLUMN_NAMES) + 2)}) "
+    "ON CONFLICT (saga_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in SAGA_COLUMN_NAMES[1:])
+)
+"""A saga row: a new saga gets its owner and epoch; an existing one keeps them."""
 _UPSERT_STEPS = _upsert("saga_steps", STEP_COLUMN_NAMES, 2)
 
 READ_STREAMS_CHUNK = 500
 """Stream ids per query of ``read_streams`` (SQLite limits the parameters of a statement)."""
 
 
-class SQLiteBackend:
+class SQLiteBackend(SQLiteLeases):
     """The store in the SQLite file ``path`` (created with its directory if missing).
 
     ``commits`` counts the write transactions committed (a batch is one, unless a value error
@@ -399,23 +408,6 @@ class SQLiteBackend:
         return SingleProcessLeadership(self.outbox_pending)
 
 
-class _transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any error."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.conn.execute("COMMIT")
-        elif self.conn.in_transaction:
-            self.conn.execute("ROLLBACK")
-
-
 def _commit(
     conn: sqlite3.Connection, encoded: list[EncodedRequest | StoreError]
 ) -> tuple[list[AppendResult | Exception], int]:
@@ -465,7 +457,17 @@ def _commit_once(
                     chunk,
                 ).fetchall()
             )
-        plan = plan_batch(encoded, versions, owners)
+        leases: dict[str, tuple[str | None, int]] = {}
+        for chunk in _chunks(batch_leased_sagas(encoded)):
+            leases.update(
+                (row[0], (row[1], row[2]))
+                for row in conn.execute(
+                    "SELECT saga_id, owner, owner_epoch FROM sagas "
+                    f"WHERE saga_id IN ({_marks(len(chunk))})",
+                    chunk,
+                )
+            )
+        plan = plan_batch(encoded, versions, owners, leases)
         now = time.time()
         positions: list[int] = []
         if plan.events:

@@ -12,9 +12,10 @@ MAX_TEXT = 255
 """Most characters of a name, key or id in a request."""
 MAX_INT64 = 2**63 - 1
 """Largest version or position (the stores keep them as 64-bit integers)."""
-NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]*$"
+"""No control character: C0 (U+0000-U+001F), DEL and C1 (U+0080-U+009F)."""
 NO_CONTROL_MESSAGE = "must not contain control characters"
-TOKEN = r"^[^\s\x00-\x1f\x7f]+$"
+TOKEN = r"^[^\s\x00-\x1f\x7f-\x9f]+$"
 TOKEN_MESSAGE = "must not contain spaces or control characters"
 _TIME = "ISO-8601 time in UTC (`2024-05-01T12:00:00.123456Z`)"
 

@@ -27,6 +27,13 @@ class ErrorDetail:
     available_types: list[str] | None = api_field(
         default=None, omit_if_none=True, doc="With `unknown_saga_type`: the saga types there are."
     )
+    idempotency_key: str | None = api_field(
+        default=None,
+        omit_if_none=True,
+        doc="With a 5xx answer to a start: its idempotency key (also in the `Idempotency-Key` "
+        "header). The saga may have been created: retry the start with this key, which returns "
+        "the saga if it was and never starts a second one.",
+    )
 
 
 @attrs.frozen(kw_only=True)

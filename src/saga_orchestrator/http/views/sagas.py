@@ -24,12 +24,12 @@ from ._base import (
 class StartSagaRequest:
     """Start a saga."""
 
-    saga_type: str = api_field(
-        doc="A type of `GET /sagas/types/available`.", min_length=1, max_length=MAX_TEXT
-    )
+    saga_type: str = text_field("A type of `GET /sagas/types/available`.")
     data: dict[str, Any] = api_field(doc="The saga's input, checked against its type's schema.")
     idempotency_key: str | None = text_field(
-        "A start with a key already used for this saga type returns that saga (200).",
+        "A start with a key already used for this saga type returns that saga (200). Default: "
+        "a new key, returned in the answer. Send your own to be able to retry a start that got "
+        "no answer.",
         default=None,
     )
     correlation_id: str | None = text_field(

@@ -1,0 +1,152 @@
+"""This process's membership: its instance id, registered in the store with a heartbeat.
+
+The sagas an instance drives are its own while its registration lives (``expires_at`` ahead, in
+the database's time): :class:`InstanceLease` renews it every ``interval`` seconds. It keeps, in
+this process's monotonic time, when its leases surely still hold (the start of the last renewal
+that succeeded, plus ``ttl``, less one ``interval`` of margin). Past that without a renewal, or
+when the store says the registration is gone (another instance took it for dead and may own its
+sagas now), the lease is *lost*: :attr:`on_lost` is called at once, so that the coordinator stops
+every saga actor (their running steps are cut) before anyone else can claim their sagas, and the
+instance registers again under a new id (its old sagas are then orphans like any dead
+instance's, for whoever claims them first). See docs/operations.md, "Several replicas".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+
+from saga_orchestrator import __version__
+from saga_orchestrator.actors import ActorRef, ActorSystem, Mailbox, run_loop_actor
+from saga_orchestrator.errors import StoreError
+from saga_orchestrator.store import Store, new_id
+from saga_orchestrator.store.retry import retry_unavailable
+
+__all__ = ["InstanceLease", "LeaseStats", "default_instance_name", "start_lease"]
+
+log = logging.getLogger(__name__)
+
+
+def default_instance_name() -> str:
+    """``<hostname>-<pid>``: a pod's name under Kubernetes."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@attrs.define
+class LeaseStats:
+    """Counters read by metrics and health."""
+
+    renewals: int = 0
+    failed_renewals: int = 0
+    lost: int = 0
+    """Times the lease was lost (the instance stopped its sagas and registered again)."""
+
+
+@attrs.define(eq=False)
+class InstanceLease:
+    """The lease keeper's state; :meth:`run` is its loop."""
+
+    store: Store
+    name: str
+    """The instance's name (``INSTANCE_ID``, else host and pid); each registration appends a
+    short random suffix, so a process that lost its lease comes back as a new instance."""
+    interval: float = 1.0
+    ttl: float = 5.0
+    info: dict[str, Any] = attrs.field(factory=dict)
+    on_lost: Callable[[str], None] = attrs.field(default=lambda instance_id: None)
+    """Called with the lost instance id, before the new registration."""
+    stats: LeaseStats = attrs.field(factory=LeaseStats)
+    instance_id: str = ""
+    registered: trio.Event = attrs.field(factory=trio.Event)
+    """Set while a registration holds: claims and new sagas wait for it."""
+    _holds_until: float = 0.0
+    """``trio.current_time()`` up to which the leases surely hold."""
+    _released: bool = False
+
+    @property
+    def holds(self) -> bool:
+        """Whether this instance's leases surely hold now."""
+        return self.registered.is_set() and trio.current_time() < self._holds_until
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()  # the service starts; claims wait for ``registered``
+        await self._register()
+        while not self._released:
+            started = trio.current_time()
+            next_at = started + self.interval
+            try:
+                with trio.fail_after(max(self.interval, 0.1)):
+                    alive = await self.store.renew_instance(self.instance_id, self.ttl)
+            except (StoreError, trio.TooSlowError) as exc:
+                self.stats.failed_renewals += 1
+                if trio.current_time() >= self._holds_until:
+                    log.error(
+                        "instance %s could not renew its leases in time (%s): stopping its sagas",
+                        self.instance_id,
+                        exc,
+                    )
+                    await self._lost()
+                    continue
+                log.warning("instance %s could not renew its leases: %s", self.instance_id, exc)
+            else:
+                if not alive:
+                    log.error(
+                        "instance %s was taken for dead (its registration is gone): stopping "
+                        "its sagas",
+                        self.instance_id,
+                    )
+                    await self._lost()
+                    continue
+                self.stats.renewals += 1
+                self._holds_until = started + self.ttl - self.interval
+            await trio.sleep_until(next_at)
+
+    async def release(self) -> int:
+        """Deregister (graceful shutdown): the instance's sagas are free for others at once;
+        how many it released."""
+        self._released = True  # the heartbeat stops for good
+        if not self.registered.is_set():
+            return 0
+        self.registered = trio.Event()
+        released = await self.store.deregister_instance(self.instance_id)
+        log.info("instance %s released %d sagas and deregistered", self.instance_id, released)
+        return released
+
+    async def _register(self) -> None:
+        self.instance_id = f"{self.name}-{new_id()[:8]}"
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "version": __version__}
+        info.update(self.info)
+        started = trio.current_time()
+        await retry_unavailable(
+            lambda: self.store.register_instance(self.instance_id, info, self.ttl),
+            doing=f"instance {self.instance_id} waits for the store to register",
+            max_delay=min(self.ttl, 5.0),
+            log=log,
+        )
+        self._holds_until = started + self.ttl - self.interval
+        log.info("instance %s registered (leases of %g s)", self.instance_id, self.ttl)
+        self.registered.set()
+
+    async def _lost(self) -> None:
+        lost = self.instance_id
+        self.stats.lost += 1
+        self.registered = trio.Event()
+        self.on_lost(lost)
+        await self._register()
+
+
+async def start_lease(system: ActorSystem, lease: InstanceLease) -> ActorRef[Any]:
+    """Spawn the lease keeper (a permanent child of the root supervisor)."""
+
+    async def behaviour(
+        mailbox: Mailbox[Any], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await run_loop_actor(mailbox, lease.run, task_status=task_status)
+
+    return await system.spawn("lease", behaviour, capacity=1)

@@ -1,0 +1,170 @@
+"""Which sagas this instance drives: it claims them from the store, and resumes each claimed one
+from its history.
+
+* *Recovery* (start-up, and after the lease was lost): claim the active sagas no live instance
+  owns, and this instance's own (its coordinator restarted), in bounded batches.
+* *Failover*: every ``scan_interval`` seconds, claim the sagas of instances whose lease ended
+  (and those released by an instance that shut down), as many as this instance admits.
+  Concurrent claimers never take the same saga, so the orphans spread across the live instances.
+* *One saga* for a command that arrives here when no live instance drives it.
+
+A claim is one atomic statement in the store that takes a saga only from no live owner, and
+bumps its epoch: the old owner's appends are fenced from then on (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import attrs
+import trio
+
+from saga_orchestrator.errors import UnknownSagaType
+from saga_orchestrator.store import Store
+from saga_orchestrator.store.records import ClaimedSaga, Lease
+from saga_orchestrator.store.retry import retry_unavailable
+
+from . import state as sm
+from .lease import InstanceLease
+from .options import EngineOptions
+from .projection import stream_id
+from .saga_supervision import SagaSupervision
+from .transitions import from_record
+
+__all__ = ["CLAIM_CAUSES", "Ownership"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CLAIM_CAUSES = ("recovery", "failover", "hand-over", "command")
+"""Why sagas were claimed, as the ``saga_claims`` metric counts them: at start-up (or after a
+lost lease), from a dead instance, released by one that shut down, for a command."""
+
+
+@attrs.define(eq=False)
+class Ownership:
+    """Claims sagas for this instance and hands them to :class:`SagaSupervision`."""
+
+    store: Store
+    lease: InstanceLease
+    sagas: SagaSupervision
+    options: EngineOptions
+    capacity: Callable[[], int]
+    """How many more sagas this instance admits now."""
+    claims: Counter[str] = attrs.field(factory=Counter)
+    """Sagas claimed, by cause (:data:`CLAIM_CAUSES`)."""
+    recovered: int = 0
+    """Sagas the last recovery resumed."""
+
+    async def recover(self) -> int:
+        """Claim and resume every saga that is this instance's to drive now; how many."""
+        await self.lease.registered.wait()
+        self.recovered = await self._claim_all(mine=True, limit=None)
+        log.info("recovery done: %d sagas resumed", self.recovered)
+        return self.recovered
+
+    async def failover(self) -> None:
+        """Look for sagas no live instance owns every ``scan_interval`` seconds, forever."""
+        while True:
+            await trio.sleep(self.options.scan_interval)
+            if not self.lease.holds:
+                continue
+            try:
+                await self._claim_all(mine=False, limit=self.capacity())
+            except Exception:  # one bad look must not stop the next ones
+                log.exception("looking for sagas to take over failed")
+
+    async def claim_one(self, saga_id: str, *, force: bool) -> Lease | None:
+        """This instance's lease on ``saga_id`` when it is (now) its own: claimed when no live
+        instance owns it, or whatever its owner when ``force`` (a parked saga)."""
+        if not self.lease.holds:
+            return None
+        instance_id = self.lease.instance_id
+        epoch = await self._read(
+            "claim a saga", lambda: self.store.claim_saga(instance_id, saga_id, force=force)
+        )
+        if epoch is None:
+            return None
+        self.claims["command"] += 1
+        return Lease(instance_id, epoch)
+
+    async def _claim_all(self, *, mine: bool, limit: int | None) -> int:
+        """Claim in batches until no orphan is left (or ``limit`` is reached); resume each
+        claimed saga. Histories are read in bulk and replayed here, so an actor starts from
+        its state without a read of its own."""
+        resumed = 0
+        instance_id = self.lease.instance_id
+        while limit is None or resumed < limit:
+            size = (
+                self.options.claim_batch
+                if limit is None
+                else min(self.options.claim_batch, limit - resumed)
+            )
+            if size <= 0:
+                break
+            batch = await self._read(
+                "claim sagas",
+                lambda size=size: self.store.claim_orphans(instance_id, size, mine=mine),
+            )
+            resumed += await self._resume(batch, instance_id, mine=mine)
+            if len(batch) < size:
+                break
+        return resumed
+
+    async def _resume(self, batch: list[ClaimedSaga], instance_id: str, *, mine: bool) -> int:
+        ids = [stream_id(c.saga_id) for c in batch]
+        histories = await self._read("read saga histories", lambda: self.store.read_streams(ids))
+        resumed = 0
+        for claimed in batch:
+            cause = _cause(claimed, instance_id, mine=mine)
+            self.claims[cause] += 1
+            if self.sagas.busy(claimed.saga_id):
+                continue  # a command got there first and started it
+            try:
+                definition = self.sagas.catalog.get(claimed.saga_type)
+            except UnknownSagaType:
+                log.error(
+                    "saga %s has unknown type %r: not resumed",
+                    claimed.saga_id,
+                    claimed.saga_type,
+                )
+                continue
+            history = histories.get(stream_id(claimed.saga_id), [])
+            state = sm.replay(
+                self.sagas.shape(definition), [from_record(e.event_type, e.data) for e in history]
+            )
+            lease = Lease(instance_id, claimed.epoch)
+            # Started without waiting for each to run: the service is ready sooner.
+            self.sagas.spawn_soon(claimed.saga_id, definition, lease, state=state)
+            resumed += 1
+        if batch:
+            log.info(
+                "instance %s claimed %d sagas (%s)",
+                instance_id,
+                len(batch),
+                ", ".join(f"{k}: {v}" for k, v in Counter(
+                    _cause(c, instance_id, mine=mine) for c in batch
+                ).items()),
+            )  # fmt: skip
+        return resumed
+
+    async def _read(self, doing: str, read: Callable[[], Awaitable[T]]) -> T:
+        """``read()``, waiting while the store is unavailable."""
+        return await retry_unavailable(
+            read,
+            doing=f"instance {self.lease.instance_id} waits for the store to {doing}",
+            max_delay=self.options.store_retry_max,
+            log=log,
+        )
+
+
+def _cause(claimed: ClaimedSaga, instance_id: str, *, mine: bool) -> str:
+    if mine:
+        return "recovery"
+    if claimed.previous_owner is None:
+        return "hand-over"  # released by an instance that shut down (or never owned)
+    return "failover"

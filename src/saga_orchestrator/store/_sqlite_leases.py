@@ -1,0 +1,183 @@
+"""Instances and saga ownership on SQLite: the statements behind the lease methods of
+:class:`~.sqlite.SQLiteBackend`, each run in one transaction of its writer (or a reader).
+
+SQLite serves one process, so one instance owns everything; these keep the contract of every
+backend the same (and a restarted process takes back the sagas of the one before it).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ._sqlite_tx import transaction
+from .records import ACTIVE_STATUSES, ClaimedSaga, InstanceRecord
+
+T = TypeVar("T")
+
+_ACTIVE = ", ".join(f"'{status}'" for status in ACTIVE_STATUSES)
+_LIVE = "SELECT instance_id FROM instances WHERE expires_at > ?"
+
+
+def register(conn: sqlite3.Connection, instance_id: str, info: str, ttl: float) -> InstanceRecord:
+    now = time.time()
+    conn.execute(
+        "INSERT INTO instances (instance_id, started_at, heartbeat_at, expires_at, info) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (instance_id) DO UPDATE SET "
+        "heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at, "
+        "info = excluded.info",
+        (instance_id, now, now, now + ttl, info),
+    )
+    row = conn.execute(
+        "SELECT instance_id, started_at, heartbeat_at, expires_at, info FROM instances "
+        "WHERE instance_id = ?",
+        (instance_id,),
+    ).fetchone()
+    return instance_from_row(row)
+
+
+def renew(conn: sqlite3.Connection, instance_id: str, ttl: float) -> bool:
+    now = time.time()
+    cursor = conn.execute(
+        "UPDATE instances SET heartbeat_at = ?, expires_at = ? WHERE instance_id = ?",
+        (now, now + ttl, instance_id),
+    )
+    return cursor.rowcount == 1
+
+
+def deregister(conn: sqlite3.Connection, instance_id: str) -> int:
+    cursor = conn.execute("UPDATE sagas SET owner = NULL WHERE owner = ?", (instance_id,))
+    conn.execute("DELETE FROM instances WHERE instance_id = ?", (instance_id,))
+    return cursor.rowcount
+
+
+def live(conn: sqlite3.Connection) -> list[InstanceRecord]:
+    rows = conn.execute(
+        "SELECT instance_id, started_at, heartbeat_at, expires_at, info FROM instances "
+        "WHERE expires_at > ? ORDER BY started_at, instance_id",
+        (time.time(),),
+    ).fetchall()
+    return [instance_from_row(row) for row in rows]
+
+
+def claim_orphans(
+    conn: sqlite3.Connection, instance_id: str, limit: int, mine: bool
+) -> list[ClaimedSaga]:
+    now = time.time()
+    rows = conn.execute(
+        f"SELECT saga_id, saga_type, owner, owner_epoch FROM sagas WHERE status IN ({_ACTIVE}) "
+        f"AND (owner IS NULL OR owner NOT IN ({_LIVE}) OR (? AND owner = ?)) "
+        "ORDER BY created_at, saga_id LIMIT ?",
+        (now, mine, instance_id, max(limit, 0)),
+    ).fetchall()
+    conn.executemany(
+        "UPDATE sagas SET owner = ?, owner_epoch = ? WHERE saga_id = ?",
+        [(instance_id, epoch + 1, saga_id) for saga_id, _, _, epoch in rows],
+    )
+    if len(rows) < limit:  # no orphan left: forget the dead that own nothing
+        conn.execute(
+            "DELETE FROM instances WHERE expires_at <= ? AND instance_id NOT IN "
+            f"(SELECT owner FROM sagas WHERE owner IS NOT NULL AND status IN ({_ACTIVE}))",
+            (now,),
+        )
+    return [
+        ClaimedSaga(saga_id=saga_id, saga_type=saga_type, epoch=epoch + 1, previous_owner=owner)
+        for saga_id, saga_type, owner, epoch in rows
+    ]
+
+
+def claim_one(conn: sqlite3.Connection, instance_id: str, saga_id: str, force: bool) -> int | None:
+    row = conn.execute(
+        f"SELECT owner, owner_epoch, owner IN ({_LIVE}) FROM sagas WHERE saga_id = ?",
+        (time.time(), saga_id),
+    ).fetchone()
+    if row is None:
+        return None
+    owner, epoch, owner_live = row
+    if owner == instance_id:
+        return int(epoch)
+    if owner_live and not force:
+        return None
+    conn.execute(
+        "UPDATE sagas SET owner = ?, owner_epoch = ? WHERE saga_id = ?",
+        (instance_id, epoch + 1, saga_id),
+    )
+    return int(epoch) + 1
+
+
+def owner_of(conn: sqlite3.Connection, saga_id: str) -> tuple[str | None, int, bool]:
+    row = conn.execute(
+        f"SELECT owner, owner_epoch, owner IN ({_LIVE}) FROM sagas WHERE saga_id = ?",
+        (time.time(), saga_id),
+    ).fetchone()
+    if row is None:
+        return None, 0, False
+    return row[0], int(row[1]), bool(row[2])
+
+
+def instance_from_row(row: tuple) -> InstanceRecord:  # type: ignore[type-arg]
+    instance_id, started_at, heartbeat_at, expires_at, info = row
+    return InstanceRecord(
+        instance_id=instance_id,
+        started_at=started_at,
+        heartbeat_at=heartbeat_at,
+        expires_at=expires_at,
+        info=json.loads(info) if isinstance(info, str) else dict(info),
+    )
+
+
+class SQLiteLeases:
+    """The instance and ownership methods of :class:`~.sqlite.SQLiteBackend` (a mixin over its
+    ``_write`` and ``_read``)."""
+
+    _write: Callable[..., Any]
+    _read: Callable[..., Any]
+
+    async def register_instance(
+        self, instance_id: str, info: dict[str, object], ttl: float
+    ) -> InstanceRecord:
+        text = json.dumps(info)
+        return await self._write(
+            "register the instance",
+            lambda c: _in_transaction(c, register, instance_id, text, ttl),
+        )
+
+    async def renew_instance(self, instance_id: str, ttl: float) -> bool:
+        return await self._write(
+            "renew the instance's leases",
+            lambda c: _in_transaction(c, renew, instance_id, ttl),
+        )
+
+    async def deregister_instance(self, instance_id: str) -> int:
+        return await self._write(
+            "release the instance's sagas",
+            lambda c: _in_transaction(c, deregister, instance_id),
+        )
+
+    async def live_instances(self) -> list[InstanceRecord]:
+        return await self._read("list the live instances", live)
+
+    async def claim_orphans(
+        self, instance_id: str, limit: int, *, mine: bool = False
+    ) -> list[ClaimedSaga]:
+        return await self._write(
+            "claim sagas",
+            lambda c: _in_transaction(c, claim_orphans, instance_id, limit, mine),
+        )
+
+    async def claim_saga(self, instance_id: str, saga_id: str, *, force: bool) -> int | None:
+        return await self._write(
+            "claim a saga",
+            lambda c: _in_transaction(c, claim_one, instance_id, saga_id, force),
+        )
+
+    async def saga_owner(self, saga_id: str) -> tuple[str | None, int, bool]:
+        return await self._read("read a saga's owner", lambda c: owner_of(c, saga_id))
+
+
+def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    with transaction(conn):
+        return fn(conn, *args)
