@@ -481,8 +481,18 @@ class Settings:
         1.0,
         _number_above(
             0,
-            "How often the outbox relay looks for messages committed by other processes, in "
-            "seconds; commits of this process wake it at once.",
+            "How often the outbox relay leader looks for messages committed by other "
+            "processes, in seconds; commits of its own process wake it at once.",
+        ),
+    )
+    relay_leader_retry_seconds: float = _setting(
+        2.0,
+        _number_above(
+            0,
+            "How often a standby outbox relay tries to become the leader, in seconds. One relay "
+            "per database (the leader) publishes the outbox; with several processes on one "
+            "PostgreSQL database the others stand by, and one of them takes over within about "
+            "this long when the leader stops or dies. SQLite: always the leader.",
         ),
     )
 

@@ -21,6 +21,7 @@ from saga_orchestrator.coordinator.catalog import SagaCatalog
 from saga_orchestrator.errors import ConfigError, StoreError, find_error
 from saga_orchestrator.logging_setup import configure_logging, secret_values
 from saga_orchestrator.service import build_catalog, run_service
+from saga_orchestrator.store.sqlite_lock import hold_sqlite_file
 
 __all__ = ["main", "serve", "serve_until_signalled"]
 
@@ -74,7 +75,8 @@ def serve(environ: dict[str, str] | None = None) -> int:
         settings.log_level, json_lines=settings.is_production, secrets=secret_values(settings)
     )
     try:
-        clean = trio.run(partial(serve_until_signalled, settings, catalog=catalog))
+        with hold_sqlite_file(settings.sqlite_path):  # one process per SQLite file
+            clean = trio.run(partial(serve_until_signalled, settings, catalog=catalog))
     except BaseException as exc:
         problem = find_error(exc, ConfigError)
         if problem is not None:

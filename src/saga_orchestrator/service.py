@@ -330,6 +330,7 @@ async def _run_open(
             bus,
             batch_size=settings.relay_batch_size,
             poll_interval=settings.relay_poll_seconds,
+            leader_retry=settings.relay_leader_retry_seconds,
         )
         router = await start_router(system, bus, coordinator_ref, catalog, router_options(settings))
         watcher = await start_bus_watcher(
@@ -349,6 +350,7 @@ async def _run_open(
                 bus=bus,
                 metrics=metrics,
                 draining=draining,
+                relay=relay,
             )
         )
         log_auth_mode(settings)
@@ -412,6 +414,18 @@ def _export_bus_figures(metrics: ServiceMetrics, relay: OutboxRelay, router: Eve
         "outbox_in_flight",
         "Outbox events published, not yet marked sent.",
         lambda: {"relay": relay.stats.in_flight},
+    )
+    metrics.gauge(
+        "outbox_relay_leader",
+        "1 while this process's outbox relay leads (publishes the database's outbox), else 0.",
+        lambda: {"relay": 1.0 if relay.is_leader else 0.0},
+    )
+    metrics.counter(
+        "outbox_relay_leader_changes",
+        "Times this process's outbox relay became the leader, lost the leadership, or released "
+        "it (stopping).",
+        lambda: relay.stats.leader_changes,
+        label="change",
     )
     metrics.counter(
         "router_events",

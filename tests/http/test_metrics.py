@@ -141,6 +141,12 @@ async def test_sagas_store_batches_and_requests_are_counted_as_they_happened(
     assert 0 == found[sample("saga_active", name="all")]
     assert 3 * LIFECYCLE_EVENTS == found[sample("store_outbox_messages_total", outcome="committed")]
     assert 0 == found[sample("store_batches_total", outcome="failed")]
+    # SQLite serves this process alone: its relay leads from the start, and only it
+    assert 1 == found[sample("outbox_relay_leader", name="relay")]
+    assert {"acquired": 1, "lost": 0, "released": 0} == {
+        change: found[sample("outbox_relay_leader_changes_total", change=change)]
+        for change in ("acquired", "lost", "released")
+    }
     committed = found[sample("store_batches_total", outcome="committed")]
     assert 1 <= committed == found[sample("store_batch_size_count")]  # one per transaction
     assert (

@@ -14,7 +14,7 @@ from quart import Quart, current_app
 from quart_trio import QuartTrio
 
 from saga_orchestrator.actors import ActorRef
-from saga_orchestrator.bus import EventBus
+from saga_orchestrator.bus import EventBus, OutboxRelay
 from saga_orchestrator.config import Settings
 from saga_orchestrator.coordinator.catalog import SagaCatalog
 from saga_orchestrator.metrics import ServiceMetrics
@@ -61,6 +61,8 @@ class ApiDeps:
     draining: Draining = attrs.field(factory=Draining)
     """Starts in flight are answered before shutdown cuts them (the composition root calls
     ``draining.begin`` when the service begins to stop)."""
+    relay: OutboxRelay | None = None
+    """The outbox relay: ``/health`` shows whether it leads; ``None``: not running."""
 
 
 def create_app(app_deps: ApiDeps, *, max_body_bytes: int = MAX_BODY_BYTES) -> QuartTrio:

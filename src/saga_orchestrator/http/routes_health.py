@@ -123,6 +123,7 @@ def _bus_view(svc: ApiDeps, bus: BusCheck | None) -> BusHealth:
         status="ok" if bus.ok else "error",
         kind=svc.bus.kind,
         latency_ms=bus.latency_ms,
+        relay_leader=None if svc.relay is None else svc.relay.is_leader,
         error=bus.error,
         **figures,
     )

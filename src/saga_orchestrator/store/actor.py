@@ -19,6 +19,7 @@ from saga_orchestrator.actors import ActorRef, ActorSystem, Envelope, Mailbox
 from saga_orchestrator.errors import StoreError
 
 from .backend import StoreBackend
+from .leadership import RelayLeadership
 from .records import (
     AppendRequest,
     AppendResult,
@@ -240,6 +241,10 @@ class Store:
 
     async def purge_commands(self, older_than: float) -> int:
         return await self.backend.purge_commands(older_than)
+
+    def relay_leadership(self) -> RelayLeadership:
+        """A new claim to lead the outbox relay of the database (see ``store/leadership.py``)."""
+        return self.backend.relay_leadership()
 
 
 async def start_store(

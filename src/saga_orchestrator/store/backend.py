@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from .leadership import RelayLeadership
 from .records import (
     AppendRequest,
     AppendResult,
@@ -156,4 +157,8 @@ class StoreBackend(Protocol):
 
     async def purge_commands(self, older_than: float) -> int:
         """Forget the commands created more than ``older_than`` seconds ago, applied or not."""
+
+    def relay_leadership(self) -> RelayLeadership:
+        """A new claim to lead the outbox relay of this database (one leader per database
+        publishes its outbox; see :mod:`.leadership`)."""
         ...

@@ -16,6 +16,7 @@ from saga_orchestrator.errors import (
 )
 
 from ._command_wakers import CommandWakers
+from .leadership import RelayLeadership, SingleProcessLeadership
 from .records import (
     ACTIVE_STATUSES,
     ANY_VERSION,
@@ -317,6 +318,10 @@ class MemoryBackend:
         for command_id in old:
             del self.commands[command_id]
         return len(old)
+
+    def relay_leadership(self) -> RelayLeadership:
+        """Always the leader: the memory of one process."""
+        return SingleProcessLeadership(self.outbox_pending)
 
 
 def _merged_steps(

@@ -79,6 +79,7 @@ from ._sql import (
     saga_list_sql,
     saga_page,
 )
+from .leadership import RelayLeadership
 from .migrate import apply_postgres_migrations
 from .records import (
     ACTIVE_STATUSES,
@@ -733,3 +734,12 @@ class PostgresBackend(PostgresLeases, PostgresCommands):
             max(limit, 0),
         )
         return [outbox_from_row(row) for row in rows]
+
+    # -- relay leadership ----------------------------------------------------------------------
+
+    def relay_leadership(self) -> RelayLeadership:
+        """A new claim to lead the outbox relay of this database: a session-level advisory lock
+        on a connection of its own (:mod:`.pg_leadership`)."""
+        from .pg_leadership import PostgresRelayLeadership
+
+        return PostgresRelayLeadership(self)

@@ -50,6 +50,7 @@ from ._sql import (
 )
 from ._sqlite_leases import SQLiteLeases
 from ._sqlite_tx import transaction as _transaction
+from .leadership import RelayLeadership, SingleProcessLeadership
 from .migrate import apply_sqlite_migrations
 from .records import (
     ACTIVE_STATUSES,
@@ -398,6 +399,13 @@ class SQLiteBackend(SQLiteLeases):
             "read the outbox", lambda c: c.execute(sql, (max(limit, 0),)).fetchall()
         )
         return [outbox_from_row(row) for row in rows]
+
+    # -- relay leadership ----------------------------------------------------------------------
+
+    def relay_leadership(self) -> RelayLeadership:
+        """Always the leader: a SQLite file serves one process (the service holds
+        ``<file>.lock``, :mod:`.sqlite_lock`)."""
+        return SingleProcessLeadership(self.outbox_pending)
 
 
 def _commit(

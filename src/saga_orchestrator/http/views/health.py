@@ -92,6 +92,10 @@ class BusHealth:
     lag: int | None = _omitted("Not delivered yet (left out when the bus cannot tell).")
     dead_letters: int | None = _omitted()
     consumers: int | None = _omitted()
+    relay_leader: bool | None = _omitted(
+        "Whether this instance's outbox relay leads, i.e. publishes the store's outbox (one "
+        "instance per database does; always true on SQLite)."
+    )
     error: str | None = _omitted("Why it is not ok.")
 
 
