@@ -390,6 +390,7 @@ def _export_gauges(metrics: ServiceMetrics, coordinator: Coordinator, store: Sto
         "Messages waiting in an actor's mailbox.",
         lambda: {"coordinator": coordinator.mailbox_depth, "store": store.ref.depth},
     )
+    _export_ownership(metrics, coordinator)
     stats = store.stats
     metrics.counter(
         "store_batches",
@@ -401,6 +402,46 @@ def _export_gauges(metrics: ServiceMetrics, coordinator: Coordinator, store: Sto
         "Outbox messages committed (published events and saga lifecycle events).",
         lambda: {"committed": stats.outbox_messages},
     )
+
+
+def _export_ownership(metrics: ServiceMetrics, coordinator: Coordinator) -> None:
+    """This instance among those sharing the store: what it owns, claims, forwards."""
+    metrics.gauge(
+        "instances_live",
+        "Instances sharing the store whose leases hold (as read at the last heartbeat).",
+        lambda: {"all": len(coordinator.lease.live) if coordinator.lease is not None else 0},
+    )
+    metrics.gauge(
+        "saga_owned",
+        "Sagas this instance drives (an actor runs for each).",
+        lambda: {"this_instance": len(coordinator.sagas.actors) if coordinator.sagas else 0},
+    )
+    metrics.counter(
+        "saga_claims",
+        "Sagas this instance claimed, by cause: recovery (start-up, a lost lease), failover "
+        "(a dead instance's), hand-over (released by an instance that shut down), command.",
+        lambda: dict(coordinator.ownership.claims) if coordinator.ownership else {},
+        label="cause",
+    )
+    metrics.counter(
+        "instance_lease_renewals",
+        "Heartbeats of this instance: renewed, failed (retried), lost (its sagas stopped).",
+        lambda: {} if coordinator.lease is None else {
+            "renewed": coordinator.lease.stats.renewals,
+            "failed": coordinator.lease.stats.failed_renewals,
+            "lost": coordinator.lease.stats.lost,
+        },
+    )  # fmt: skip
+    metrics.counter(
+        "saga_commands_forwarded",
+        "Commands for sagas another instance drives: sent from here, applied here for "
+        "another, unanswered in time (they stay pending).",
+        lambda: {} if coordinator.forwarding is None else {
+            "sent": coordinator.forwarding.stats.sent,
+            "applied": coordinator.forwarding.stats.applied,
+            "unanswered": coordinator.forwarding.stats.unanswered,
+        },
+    )  # fmt: skip
 
 
 def _export_bus_figures(metrics: ServiceMetrics, relay: OutboxRelay, router: EventRouter) -> None:

@@ -122,7 +122,7 @@ async def test_health_lists_the_components() -> None:
         body = await response.get_json()
         assert "ok" == body["status"]
         components = body["components"]
-        assert {"store", "coordinator", "bus"} == set(components)
+        assert {"store", "coordinator", "bus", "instances"} == set(components)
         assert "ok" == components["store"]["status"]
         assert "memory" == components["store"]["kind"]
         assert components["store"]["latency_ms"] >= 0
@@ -133,6 +133,13 @@ async def test_health_lists_the_components() -> None:
         assert coordinator["recovered"] is True
         assert 0 == coordinator["mailbox_depth"]
         assert {"status": "not configured"} == components["bus"]
+        assert coordinator["lease_holds"] is True
+        (this,) = components["instances"]["live"]
+        assert (1, coordinator["instance_id"]) == (
+            components["instances"]["count"],
+            this["instance_id"],
+        )
+        assert this["expires_at"] > this["heartbeat_at"] >= this["started_at"]
 
 
 async def test_health_needs_no_api_key() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import string
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -131,7 +132,7 @@ async def test_sagas_store_batches_and_requests_are_counted_as_they_happened(
         body = {"saga_type": "test_two_steps", "data": {"name": "m"}}
         ids = [(await client.post("/sagas/start", json=body)).json()["saga_id"] for _ in range(3)]
         await wait_terminal(client, ids)
-        assert 404 == (await client.get(f"/sagas/{ids[0][:-1]}0")).status_code
+        assert 404 == (await client.get(f"/sagas/{uuid.uuid4()}")).status_code
         relayed = sample("outbox_relayed_total", outcome="published")
         # the relay publishes the lifecycle events soon after they are committed
         found = await wait_for(client, lambda f: f.get(relayed) == 3 * LIFECYCLE_EVENTS)
@@ -356,3 +357,18 @@ async def test_metrics_is_404_when_the_app_has_no_metrics() -> None:
         body = await response.get_json()
     assert "not_found" == body["error"]["code"]
     assert body["error"]["message"]
+
+
+async def test_this_instance_is_live_and_counts_its_heartbeats_and_the_sagas_it_drives(
+    tmp_path: Path,
+) -> None:
+    renewed = sample("instance_lease_renewals_total", outcome="renewed")
+    async with serving(tmp_path) as client:
+        body = {"saga_type": "test_two_steps", "data": {"name": "m"}}
+        ids = [(await client.post("/sagas/start", json=body)).json()["saga_id"] for _ in range(2)]
+        await wait_terminal(client, ids)
+        found = await wait_for(client, lambda f: f.get(renewed, 0) >= 1)
+    assert 1 == found[sample("instances_live", name="all")]
+    assert 0 == found[sample("saga_owned", name="this_instance")]  # both have ended
+    assert 0 == found[sample("instance_lease_renewals_total", outcome="lost")]
+    assert 0 == found[sample("saga_commands_forwarded_total", outcome="sent")]

@@ -219,6 +219,9 @@ class Coordinator:
             recovered_sagas=0 if self.ownership is None else self.ownership.recovered,
             mailbox_depth=self.mailbox_depth,
             saga_types=tuple(self.catalog.names()),
+            instance_id=self.instance_id,
+            lease_holds=self.lease is not None and self.lease.holds,
+            live_instances=() if self.lease is None else self.lease.live,
         )
 
     # -- start --------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from saga_orchestrator import __version__
 from saga_orchestrator.actors import ActorRef, ActorSystem, Mailbox, run_loop_actor
 from saga_orchestrator.errors import StoreError
 from saga_orchestrator.store import Store, new_id
+from saga_orchestrator.store.records import InstanceRecord
 from saga_orchestrator.store.retry import retry_unavailable
 
 __all__ = ["InstanceLease", "LeaseStats", "default_instance_name", "start_lease"]
@@ -63,6 +64,8 @@ class InstanceLease:
     """Called with the lost instance id, before the new registration."""
     stats: LeaseStats = attrs.field(factory=LeaseStats)
     instance_id: str = ""
+    live: tuple[InstanceRecord, ...] = ()
+    """The live instances (this one included), as read at the last renewal."""
     registered: trio.Event = attrs.field(factory=trio.Event)
     """Set while a registration holds: claims and new sagas wait for it."""
     _holds_until: float = 0.0
@@ -105,6 +108,7 @@ class InstanceLease:
                     continue
                 self.stats.renewals += 1
                 self._holds_until = started + self.ttl - self.interval
+                await self._read_live()
             await trio.sleep_until(next_at)
 
     async def release(self) -> int:
@@ -132,6 +136,15 @@ class InstanceLease:
         self._holds_until = started + self.ttl - self.interval
         log.info("instance %s registered (leases of %g s)", self.instance_id, self.ttl)
         self.registered.set()
+        await self._read_live()
+
+    async def _read_live(self) -> None:
+        """Note the live instances (for health and metrics), if the store answers quickly."""
+        with trio.move_on_after(self.interval):
+            try:
+                self.live = tuple(await self.store.live_instances())
+            except StoreError as exc:
+                log.debug("could not list the live instances: %s", exc)
 
     async def _lost(self) -> None:
         lost = self.instance_id

@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 
-from saga_orchestrator.store.records import SagaRecord
+from saga_orchestrator.store.records import InstanceRecord, SagaRecord
 
 
 @attrs.frozen(kw_only=True)
@@ -68,6 +68,12 @@ class CoordinatorStatus:
     recovered_sagas: int
     mailbox_depth: int
     saga_types: tuple[str, ...]
+    instance_id: str = ""
+    """This instance's id in the store (empty until it registered)."""
+    lease_holds: bool = True
+    """Whether this instance's leases surely hold (it may start and drive sagas)."""
+    live_instances: tuple[InstanceRecord, ...] = ()
+    """The instances sharing the store, as read at the last heartbeat."""
 
 
 @attrs.frozen(kw_only=True)

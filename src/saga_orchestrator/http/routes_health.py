@@ -32,6 +32,8 @@ from .views.health import (
     CoordinatorHealth,
     Health,
     HealthComponents,
+    InstancesHealth,
+    InstanceView,
     NotAlive,
     NotReady,
     NotReadyComponent,
@@ -208,6 +210,13 @@ async def ready() -> Response:
                 component="coordinator", reason="recovery of the sagas in flight is not done"
             )
         )
+    elif not status.lease_holds:
+        not_ready.append(
+            NotReadyComponent(
+                component="coordinator",
+                reason="this instance's leases do not hold (it cannot renew them in the store)",
+            )
+        )
     if not_ready:
         return json_response(NotReady(status="not_ready", not_ready=not_ready), 503)
     return json_response(Ready(status="ready"))
@@ -236,13 +245,41 @@ async def overall() -> Response:
             recovered_sagas=status.recovered_sagas,
             mailbox_depth=status.mailbox_depth,
             saga_types=len(status.saga_types),
+            instance_id=status.instance_id or None,
+            lease_holds=status.lease_holds,
         )
     healthy = store.ok and status is not None and status.recovered and (bus is None or bus.ok)
     body = Health(
         status="ok" if healthy else "unavailable",
         version=__version__,
         components=HealthComponents(
-            store=store_view, coordinator=coordinator, bus=_bus_view(svc, bus)
+            store=store_view,
+            coordinator=coordinator,
+            bus=_bus_view(svc, bus),
+            instances=_instances_view(status),
         ),
     )
     return json_response(body, 200 if healthy else 503)
+
+
+def _instances_view(status: CoordinatorStatus | None) -> InstancesHealth:
+    live = [] if status is None else list(status.live_instances)
+    return InstancesHealth(
+        count=len(live),
+        live=[
+            InstanceView(
+                instance_id=i.instance_id,
+                host=_text_or_none(i.info.get("host")),
+                pid=i.info.get("pid") if isinstance(i.info.get("pid"), int) else None,
+                version=_text_or_none(i.info.get("version")),
+                started_at=i.started_at,
+                heartbeat_at=i.heartbeat_at,
+                expires_at=i.expires_at,
+            )
+            for i in live
+        ],
+    )
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None

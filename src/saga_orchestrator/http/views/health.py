@@ -76,7 +76,32 @@ class CoordinatorHealth:
     recovered_sagas: int | None = _omitted()
     mailbox_depth: int | None = _omitted()
     saga_types: int | None = _omitted("How many saga types it runs.")
+    instance_id: str | None = _omitted("This instance's id among those sharing the store.")
+    lease_holds: bool | None = _omitted(
+        "Whether this instance's leases hold (it may start and drive sagas)."
+    )
     error: str | None = _omitted("Why it is not ok.")
+
+
+@attrs.frozen(kw_only=True)
+class InstanceView:
+    """A live instance sharing the store."""
+
+    instance_id: str
+    host: str | None = _omitted()
+    pid: int | None = _omitted()
+    version: str | None = _omitted()
+    started_at: float = api_field(doc="Database time it registered (epoch seconds).")
+    heartbeat_at: float = api_field(doc="Database time of its last heartbeat.")
+    expires_at: float = api_field(doc="Database time its leases end unless it renews them.")
+
+
+@attrs.frozen(kw_only=True)
+class InstancesHealth:
+    """The instances sharing the store (read at this instance's last heartbeat)."""
+
+    count: int
+    live: list[InstanceView]
 
 
 @attrs.frozen(kw_only=True)
@@ -104,6 +129,7 @@ class HealthComponents:
     store: StoreHealth
     coordinator: CoordinatorHealth
     bus: BusHealth
+    instances: InstancesHealth
 
 
 @attrs.frozen(kw_only=True)
