@@ -63,7 +63,7 @@ class Ownership:
     async def recover(self) -> int:
         """Claim and resume every saga that is this instance's to drive now; how many."""
         await self.lease.registered.wait()
-        self.recovered = await self._claim_all(mine=True, limit=None)
+        self.recovered = await self._claim_all(mine=True, limit=self.capacity())
         log.info("recovery done: %d sagas resumed", self.recovered)
         return self.recovered
 
