@@ -1,5 +1,8 @@
 """Settings of the service, read from the environment.
 
+(Over 400 lines on purpose: one table of every setting, each with its rule and its text, from
+which docs/configuration.md and .env.example are checked.)
+
 Every setting is one environment variable; its attribute on :class:`Settings` is the same name
 in lower case (``SAGA_TIMEOUT_SECONDS`` -> ``settings.saga_timeout_seconds``).
 

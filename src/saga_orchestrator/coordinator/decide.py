@@ -1,5 +1,8 @@
 """The saga actor's decisions: no I/O, no trio, no clock (the time is an argument).
 
+(Over 400 lines on purpose: every rule that decides a saga's fate reads in one place, and the
+property tests drive this one module.)
+
 A :class:`Machine` is a saga's durable state plus what its actor is doing about it: the append
 in flight, the attempt running, an interruption asked for, the requests waiting for an answer.
 Only the two functions here change it (the actor reads it, never writes it); they are

@@ -1,5 +1,7 @@
 """The OpenAPI 3.1 document, made from the routes themselves.
 
+(Over 400 lines: the document's builder and the declarations the routes use are one unit.)
+
 Every route declares what it takes and answers with :func:`operation`, next to its Quart
 decorator::
 

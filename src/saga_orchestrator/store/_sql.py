@@ -1,6 +1,9 @@
 """The code both SQL backends share (sqlite.py and postgres.py): JSON encoding, the planning of
 a batch (version and idempotency-key checks in batch order), row decoders, column lists and the
 ``list_sagas`` statement builder. Both schemas have the same tables and columns.
+
+(Over 400 lines on purpose: the batch rules both SQL backends must apply alike stay in one
+place, beside the encoders they need.)
 """
 
 from __future__ import annotations

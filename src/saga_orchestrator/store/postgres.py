@@ -1,5 +1,9 @@
 """The PostgreSQL store: asyncpg, reached from trio through trio-asyncio.
 
+(Over 400 lines: the batch writer, its error translation and the backend are one unit; leases,
+commands and relay leadership live in ``_postgres_leases.py``, ``_postgres_commands.py`` and
+``pg_leadership.py``.)
+
 The rules of MEASUREMENTS.md ("Traps") hold here:
 
 * each unit of database work (acquire, statements, release) is ONE plain asyncio coroutine (the

@@ -1,5 +1,8 @@
 """The embedded store: one SQLite file (stdlib ``sqlite3``), the default when no database is set.
 
+(Over 400 lines: the store contract is one class; the lease and command statements live in
+``_sqlite_leases.py``.)
+
 Writes run on ONE dedicated connection in a worker thread, one at a time
 (``trio.CapacityLimiter(1)``); a batch is one ``BEGIN IMMEDIATE`` transaction and a handful of
 ``executemany`` statements. The file is in WAL mode with ``synchronous=FULL``: a commit is on
