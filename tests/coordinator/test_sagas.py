@@ -16,6 +16,7 @@ from saga_orchestrator.errors import (
     OverloadedError,
     SagaNotFound,
     SagaStateConflict,
+    StoreRejected,
     StoreUnavailable,
     UnknownSagaType,
     ValidationError,
@@ -480,3 +481,64 @@ async def test_a_start_the_store_cannot_record_fails_and_leaves_no_saga(autojump
         final = await h.wait_terminal((await h.start("t", key=key)).saga.saga_id)
     assert final.status == "completed"
     assert rec.names("action") == ["a"]
+
+
+class RefusingBackend(MemoryBackend):
+    """Refuses for good (``StoreRejected``) any append that completes step 1; counts them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused = 0
+
+    async def commit(self, batch):  # type: ignore[no-untyped-def]
+        results = []
+        for request in batch:
+            if any(e.event_type == "StepCompleted" and e.data["step"] == 1 for e in request.events):
+                self.refused += 1
+                results.append(StoreRejected("a value the database cannot hold"))
+            else:
+                results.extend(await super().commit([request]))
+        return results
+
+
+async def test_an_append_the_store_refuses_for_good_parks_the_saga_at_once(autojump_clock):
+    rec = Recorder()
+    steps = [step(rec, "s1"), step(rec, "s2"), step(rec, "s3")]
+    backend = RefusingBackend()
+    async with running([saga("refused", steps)], backend=backend) as h:
+        saga_id = (await h.start("refused")).saga.saga_id
+        parked = await h.wait_terminal(saga_id)
+    assert "failed" == parked.status
+    assert "the store refused" in parked.error and "cannot hold" in parked.error
+    # no restart: s2 ran once, the refused append was tried once, nothing was compensated
+    assert (["s1", "s2"], 1, []) == (
+        rec.names("action"),
+        backend.refused,
+        rec.names("compensation"),
+    )
+
+
+class FlakyBackend(MemoryBackend):
+    """Unavailable for its first ``failures`` commits."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def commit(self, batch):  # type: ignore[no-untyped-def]
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("the database is restarting")
+        return await super().commit(batch)
+
+
+async def test_an_unavailable_store_is_waited_for_not_compensated(autojump_clock):
+    rec = Recorder()
+    steps = [step(rec, "s1"), step(rec, "s2")]
+    backend = FlakyBackend(failures=0)
+    async with running([saga("waits", steps)], backend=backend) as h:
+        saga_id = (await h.start("waits")).saga.saga_id
+        backend.failures = 6  # every append fails for a while, then the store is back
+        final = await h.wait_terminal(saga_id)
+    assert "completed" == final.status
+    assert (["s1", "s2"], []) == (rec.names("action"), rec.names("compensation"))
