@@ -125,13 +125,16 @@ class LeaseLost(ConflictError):
 
 
 class SagaStateConflict(ConflictError):
-    """The saga's status does not allow the operation."""
+    """The saga's status does not allow the operation (``detail`` says why, when more than the
+    status stands in the way)."""
 
-    def __init__(self, saga_id: str, status: str, operation: str) -> None:
-        super().__init__(f"cannot {operation} saga {saga_id!r}: its status is {status!r}")
+    def __init__(self, saga_id: str, status: str, operation: str, *, detail: str = "") -> None:
+        text = f"cannot {operation} saga {saga_id!r}: its status is {status!r}"
+        super().__init__(f"{text}; {detail}" if detail else text)
         self.saga_id = saga_id
         self.status = status
         self.operation = operation
+        self.detail = detail
 
 
 class OverloadedError(SagaOrchestratorError):

@@ -14,6 +14,7 @@ from saga_orchestrator.coordinator import plan as pl
 from saga_orchestrator.coordinator import state as sm
 from saga_orchestrator.coordinator.transitions import (
     Interruption,
+    OperatorRetried,
     ReplyReceived,
     SagaCompensated,
     SagaCompleted,
@@ -315,7 +316,7 @@ def drive(shape: sm.SagaShape, data: st.DataObject) -> World:
                 world.attempt = None
                 world.stopped = False
             case "retry":
-                world.take(core.Retry(world.new_ref("retry")))
+                world.take(core.Operate(world.new_ref("retry"), OperatorRetried()))
     return world
 
 

@@ -9,6 +9,7 @@ from saga_orchestrator.coordinator import plan as pl
 from saga_orchestrator.coordinator import state as sm
 from saga_orchestrator.coordinator.transitions import (
     CompensationCompleted,
+    CompensationFailed,
     CompensationStarted,
     Interruption,
     OperatorRetried,
@@ -97,9 +98,13 @@ def test_compensations_run_exactly_for_completed_steps_in_reverse_order(shape, d
     started_compensations = {t.step for t in history if isinstance(t, CompensationStarted)}
     with_compensation = {i for i, s in enumerate(shape.steps) if s.has_compensation}
 
-    # each compensation completes at most once, in reverse step order
+    # each compensation completes at most once, in reverse step order; a step in doubt (outcome
+    # unknown, compensation not declared safe) only after every other, once an operator let it
     assert len(compensated) == len(set(compensated))
-    assert compensated == sorted(compensated, reverse=True)
+    in_doubt = {i for i in unknown if not shape.steps[i].compensation_safe_if_unknown}
+    known = [i for i in compensated if i not in in_doubt]
+    assert known == sorted(known, reverse=True)
+    assert compensated == known + [i for i in compensated if i in in_doubt]
     # never for a step that failed cleanly or never ran
     assert started_compensations <= (completed | unknown) & with_compensation
     assert not started_compensations & failed
@@ -141,3 +146,24 @@ def test_backoff_is_deterministic_capped_and_jittered_within_bounds():
     for attempt, delay in enumerate(delays, start=1):
         base = min(5, 2 ** (attempt - 1))
         assert base * 0.8 <= delay <= base * 1.2
+
+
+@settings(max_examples=400, deadline=None)
+@given(shape=shapes, data=st.data())
+def test_a_saga_never_parks_on_a_step_in_doubt_before_the_known_ones_are_undone(shape, data):
+    """Whenever a saga parks because a step's outcome is unknown, every step known to have
+    completed has been compensated already (a compensation that fails parks it too: then the
+    steps before that one wait, in order, for the operator)."""
+    _, history = run(shape, data)
+    state = sm.initial_state(shape)
+    for t in history:
+        state = sm.evolve(state, t)
+        if isinstance(t, CompensationFailed) and t.attempt == 0:  # parked on a step in doubt
+            for index, step_state in enumerate(state.steps):
+                if step_state.status is sm.StepStatus.COMPLETED and (
+                    shape.steps[index].has_compensation
+                ):
+                    assert step_state.compensation in (
+                        sm.CompensationStatus.COMPLETED,
+                        sm.CompensationStatus.SKIPPED,
+                    ), (index, history)

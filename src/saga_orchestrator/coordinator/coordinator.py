@@ -41,14 +41,17 @@ from .messages import (
     CoordinatorStatus,
     DeliverEvent,
     GetStatus,
+    OperateSaga,
+    OperatorOutcome,
     RetrySaga,
     StartResult,
     StartSaga,
 )
 from .observer import SagaObserver, notify
+from .operator import ACTIONS, Resume, Retry, merge_patch, transition_for
 from .options import EngineOptions
 from .ownership import Ownership
-from .recording import append_request
+from .recording import append_request, load_state
 from .saga_actor import Creation
 from .saga_supervision import SagaSupervision
 from .transitions import SagaStarted
@@ -189,6 +192,8 @@ class Coordinator:
                 self._nursery.start_soon(self._start, envelope, definition, parsed)
             case CancelSaga() | RetrySaga() | DeliverEvent():
                 self._nursery.start_soon(self._forward, envelope)
+            case OperateSaga():
+                self._nursery.start_soon(self._answer_operate, envelope)
             case GetStatus():
                 envelope.respond(self._status())
             case other:
@@ -351,15 +356,11 @@ class Coordinator:
         if ref is None:
             record = await self._load(message.saga_id)
             definition = self.catalog.get(record.saga_type)
-            if operation == "retry" and record.status in PARKED_STATUSES:
-                lease = await self.ownership.claim_one(message.saga_id, force=True)
-                if lease is None:
-                    raise OverloadedError(
-                        "this instance is not registered in the store (yet): retry later",
-                        retry_after=1.0,
-                    )
-                await self.sagas.spawn(message.saga_id, definition, lease, retry=True)
-                return (await self._load(message.saga_id)).status
+            if isinstance(message, RetrySaga) and record.status in PARKED_STATUSES:
+                retried = OperateSaga(
+                    saga_id=message.saga_id, action=Retry(), by=message.by, reason=message.reason
+                )
+                return (await self._operate(retried)).status
             if record.status not in ACTIVE_STATUSES or isinstance(message, RetrySaga):
                 raise SagaStateConflict(message.saga_id, record.status, operation)
             lease = await self.ownership.claim_one(message.saga_id, force=False)
@@ -374,6 +375,74 @@ class Coordinator:
         except ActorStopped:
             record = await self._load(message.saga_id)
             raise SagaStateConflict(message.saga_id, record.status, operation) from None
+
+    # -- operator actions ---------------------------------------------------------------------
+
+    async def _answer_operate(self, envelope: Envelope[Any]) -> None:
+        try:
+            envelope.respond(await self._operate(envelope.message))
+        except Exception as exc:
+            if not isinstance(exc, SagaOrchestratorError):
+                log.exception("an operator action on saga %s failed", envelope.message.saga_id)
+            envelope.respond_error(exc)
+
+    async def _operate(self, message: OperateSaga) -> OperatorOutcome:
+        """Check the action against the saga as it is, then (unless a dry run) claim the
+        parked saga and start its actor with the action as its first append."""
+        assert self.sagas is not None and self.ownership is not None
+        saga_id = message.saga_id
+        record = await self._load(saga_id)
+        definition = self.catalog.get(record.saga_type)
+        shape = self.sagas.shape(definition)
+        operation = ACTIONS[type(message.action)]
+        if self.sagas.busy(saga_id) or record.status not in PARKED_STATUSES:
+            raise SagaStateConflict(
+                saga_id,
+                record.status,
+                operation,
+                detail="only a parked saga (failed or compensation_failed) takes operator actions",
+            )
+        state = await load_state(self.store, shape, saga_id)
+        action = message.action
+        if isinstance(action, Resume):  # the patch, applied and checked like a start's input
+            patched = merge_patch(state.input, action.input)
+            action = Resume(
+                action.from_step, definition.dump_input(definition.parse_input(patched))
+            )
+        now = self.clock.now()
+        transition = transition_for(
+            state,
+            shape,
+            action,
+            by=message.by,
+            reason=message.reason,
+            now=now,
+            saga_timeout=self.options.saga_timeout,
+        )
+        machine = core.Machine(saga=state, operator=(None, transition))
+        (append,) = core.advance(machine, shape, now).commands
+        assert isinstance(append, core.Append)
+        names = tuple(type(t).__name__ for t in append.transitions)
+        if message.dry_run:
+            return OperatorOutcome(
+                saga_id=saga_id, status=append.after.status.value, dry_run=True, transitions=names
+            )
+        lease = await self.ownership.claim_one(saga_id, force=True)
+        if lease is None:
+            raise OverloadedError(
+                "this instance is not registered in the store (yet): retry later",
+                retry_after=1.0,
+            )
+        await self.sagas.spawn(saga_id, definition, lease, operator=transition)
+        owner, epoch, _ = await self.store.saga_owner(saga_id)
+        after = await self._load(saga_id)
+        if (owner, epoch) != (lease.instance_id, lease.epoch) and after.status in PARKED_STATUSES:
+            raise SagaStateConflict(
+                saga_id, after.status, operation, detail="another operator action came first"
+            )
+        return OperatorOutcome(
+            saga_id=saga_id, status=after.status, dry_run=False, transitions=names
+        )
 
     async def _load(self, saga_id: str) -> SagaRecord:
         record = await self.store.get_saga(saga_id)

@@ -8,7 +8,7 @@ in flight, the attempt running, an interruption asked for, the requests waiting 
 Only the two functions here change it (the actor reads it, never writes it); they are
 deterministic, so a test drives them with any interleaving of inputs:
 
-* :func:`take` — something happened: a message (cancel, operator retry, an event delivered to
+* :func:`take` — something happened: a message (cancel, an operator's action, an event delivered to
   the saga), an attempt of a step or compensation ended, the append in flight became durable.
   It answers at once what can be answered, cuts the running step short when an interruption
   asks for it, or defers a delivery (it stays in the bounded mailbox until the append in flight
@@ -43,11 +43,14 @@ from .plan import (
 )
 from .state import SagaShape, SagaState, SagaStatus, evolve
 from .transitions import (
+    CompensationSkipped,
     Interruption,
     OperatorRetried,
     ReplyReceived,
     SagaInterrupted,
+    SagaResumed,
     SagaStarted,
+    StepResolved,
     Transition,
 )
 
@@ -65,8 +68,8 @@ __all__ = [
     "Durable",
     "Machine",
     "Next",
+    "Operate",
     "Refuse",
-    "Retry",
     "Run",
     "Running",
     "Stop",
@@ -126,8 +129,9 @@ class Machine:
     """Cancel requests, answered once the cancellation is durable (or refused)."""
     deliveries: list[Delivery] = attrs.field(factory=list)
     """Deliveries accepted for the next append."""
-    retry: bool = False
-    """An operator asked to retry the parked saga; not recorded yet."""
+    operator: tuple[Any, Transition] | None = None
+    """An operator's action on the parked saga (who asked, and the transition it records), not
+    recorded yet; answered with the saga's status once it is durable."""
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -140,9 +144,13 @@ class Cancel:
 
 
 @attrs.frozen
-class Retry:
-    ref: Any = None
-    """``None``: the retry was asked of the coordinator, which spawned the actor for it."""
+class Operate:
+    """An operator's action (``transition``: one of ``transitions.OPERATOR_TRANSITIONS``, made
+    by :func:`~.operator.transition_for` against the saga as it is)."""
+
+    ref: Any
+    """``None``: asked of the coordinator, which spawned the actor for it."""
+    transition: Transition
 
 
 @attrs.frozen
@@ -168,7 +176,7 @@ class Durable:
 
 DURABLE = Durable()
 
-Input = Cancel | Retry | Deliver | AttemptEnded | Durable
+Input = Cancel | Operate | Deliver | AttemptEnded | Durable
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -183,6 +191,9 @@ class Append:
     after: SagaState
     deliveries: tuple[Delivery, ...] = ()
     """The deliveries it records, answered ``accepted`` once it is durable."""
+    operator: Any = None
+    """Who asked for the operator's action it records: answered with the saga's status once it
+    is durable."""
 
 
 @attrs.frozen
@@ -260,11 +271,11 @@ def take(m: Machine, event: Input, *, deliveries_limit: int) -> tuple[Command, .
                 m.cancels.append(ref)
                 return _NOTHING
             return (Refuse(ref, saga.status.value, "cancel"),)  # it times out
-        case Retry(ref=ref):
-            if not saga.is_parked:
-                return (Refuse(ref, saga.status.value, "retry"),)
-            m.retry = True
-            return _NOTHING if ref is None else (Answer(ref, saga.status.value),)
+        case Operate(ref=ref, transition=transition):
+            if not saga.is_parked or m.operator is not None:  # another action came first
+                return (Refuse(ref, saga.status.value, _operation(transition)),)
+            m.operator = (ref, transition)
+            return _NOTHING
         case Deliver(ref=ref, event_id=event_id):
             if saga.is_terminal or saga.is_parked:
                 return (Refuse(ref, saga.status.value, _DELIVER),)
@@ -287,6 +298,18 @@ def take(m: Machine, event: Input, *, deliveries_limit: int) -> tuple[Command, .
     raise TypeError(f"not an input of the saga machine: {event!r}")
 
 
+_OPERATIONS = {
+    OperatorRetried: "retry",
+    StepResolved: "resolve",
+    CompensationSkipped: "skip-compensation",
+    SagaResumed: "resume",
+}
+
+
+def _operation(transition: Transition) -> str:
+    return _OPERATIONS.get(type(transition), "act on")
+
+
 def _cut(m: Machine) -> tuple[Command, ...]:
     """Cut the running step short if an interruption is asked for and it runs forward."""
     running = m.running
@@ -303,9 +326,11 @@ def _durable(m: Machine) -> tuple[Command, ...]:
     assert appended is not None, "no append is in flight"
     saga = m.saga = appended.after
     m.in_flight = None
-    if not appended.deliveries and not m.cancels:
+    if not appended.deliveries and not m.cancels and appended.operator is None:
         return _NOTHING
     answers: list[Command] = [Answer(d.ref, "accepted") for d in appended.deliveries]
+    if appended.operator is not None:
+        answers.append(Answer(appended.operator, saga.status.value))
     if m.cancels and saga.cause == _CANCELLED:
         answers += [Answer(ref, saga.status.value) for ref in m.cancels]
         m.cancels = []
@@ -382,10 +407,17 @@ def _record_or_act(m: Machine, shape: SagaShape, now: float, answers: list[Comma
         t = replace(outcome(state, shape, running.step, running.attempt, running.outcome), at=now)
         transitions.append(t)
         state = evolve(state, t)
-    if m.retry and state.is_parked:
-        t = OperatorRetried(at=now)
-        transitions.append(t)
-        state = evolve(state, t)
+    operator_ref = None
+    if m.operator is not None:
+        operator_ref, t = m.operator
+        m.operator = None
+        if state.is_parked:
+            t = replace(t, at=now)
+            transitions.append(t)
+            state = evolve(state, t)
+        else:  # the saga moved on since (a cancel, another action): nothing is recorded
+            answers.append(Refuse(operator_ref, state.status.value, _operation(t)))
+            operator_ref = None
     while True:  # everything that follows without I/O, in one append
         if state.status in FORWARD:
             if interrupt is None and now >= state.deadline_at:
@@ -410,9 +442,8 @@ def _record_or_act(m: Machine, shape: SagaShape, now: float, answers: list[Comma
         state = evolve(state, t)
     m.interrupt = interrupt if state.status in FORWARD else None
     m.running = None
-    m.retry = False
     if transitions:
-        append = Append(tuple(transitions), saga, state, tuple(m.deliveries))
+        append = Append(tuple(transitions), saga, state, tuple(m.deliveries), operator_ref)
         m.in_flight = append
         if m.deliveries:
             m.deliveries = []

@@ -52,6 +52,37 @@ class RetrySaga:
     """
 
     saga_id: str
+    by: str | None = None
+    """Who asks (the name of the API key used), recorded with the retry."""
+    reason: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class OperateSaga:
+    """Ask: an operator's action on a parked saga (``coordinator.operator``: retry, resolve a
+    step in doubt, skip a compensation, resume from a step); answers :class:`OperatorOutcome`.
+    With ``dry_run`` nothing is recorded: the answer says what would be.
+
+    Raises ``SagaNotFound``, ``SagaStateConflict`` (the action does not apply: why is said),
+    ``ValidationError`` (a resume's patched input does not fit the saga's input type).
+    """
+
+    saga_id: str
+    action: Any
+    """A ``coordinator.operator.Action``; a ``Resume`` carries its input *patch*, applied here."""
+    by: str | None = None
+    reason: str | None = None
+    dry_run: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class OperatorOutcome:
+    saga_id: str
+    status: str
+    """The saga's status after the action (would be, with ``dry_run``)."""
+    dry_run: bool
+    transitions: tuple[str, ...]
+    """The transitions the action records (would record) at once, in order."""
 
 
 @attrs.frozen

@@ -199,31 +199,26 @@ def _plan_compensation(state: SagaState, shape: SagaShape) -> Command:
                     outcome=Outcome.FAILED,
                 )
             )
+    in_doubt: int | None = None
     for index in reversed(range(len(state.steps))):
         step, step_shape = state.steps[index], shape.steps[index]
         if not step_shape.has_compensation:
             continue
         if step.status not in (StepStatus.COMPLETED, StepStatus.UNKNOWN):
             continue
+        if step.compensation in (CompensationStatus.COMPLETED, CompensationStatus.SKIPPED):
+            continue
         if (
             step.status is StepStatus.UNKNOWN
             and not step_shape.compensation_safe_if_unknown
             and not step.compensation_forced
         ):
-            return Record(
-                CompensationFailed(
-                    step=index,
-                    attempt=0,
-                    error=(
-                        f"the outcome of step {step_shape.name!r} is unknown and its compensation "
-                        "is not declared safe for that: check the downstream service, then retry "
-                        "the saga to run the compensation"
-                    ),
-                )
-            )
+            # In doubt: the steps whose outcome is known are compensated first (the loop goes
+            # on); the saga parks on this one only when they are done.
+            if in_doubt is None:
+                in_doubt = index
+            continue
         match step.compensation:
-            case CompensationStatus.COMPLETED:
-                continue
             case CompensationStatus.NOT_RUN:
                 return Record(
                     CompensationStarted(step=index, attempt=step.compensation_attempt + 1)
@@ -237,6 +232,21 @@ def _plan_compensation(state: SagaState, shape: SagaShape) -> Command:
                 )
             case CompensationStatus.FAILED:
                 raise AssertionError("a failed compensation parks the saga")
+    if in_doubt is not None:
+        name = shape.steps[in_doubt].name
+        return Record(
+            CompensationFailed(
+                step=in_doubt,
+                attempt=0,
+                error=(
+                    f"the outcome of step {name!r} is unknown and its compensation is not "
+                    "declared safe for that; every other step is compensated. Check the "
+                    f"downstream service, then resolve step {name!r} (applied: its "
+                    "compensation runs; not_applied: nothing to undo), or skip its "
+                    "compensation if you undid it by hand"
+                ),
+            )
+        )
     return Record(SagaCompensated(status=END_STATUS[state.cause or "failed"].value))
 
 

@@ -35,6 +35,7 @@ from .options import EngineOptions
 from .recording import append_request, commit, load_state
 from .state import SagaShape, SagaState
 from .step_runner import StepRunner
+from .transitions import OperatorRetried, Transition
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,9 @@ class SagaActor:
     creation: Creation | None = None
     """A saga that is not durable yet: the actor appends its creation first, then answers the
     start (with an error, and ends, if the append fails)."""
-    retry_requested: bool = False
-    """An operator retried the parked saga: ``OperatorRetried`` is durable before ``run``
-    signals that it started."""
+    operator: Transition | None = None
+    """An operator's action on the parked saga (``OperatorRetried``, ``StepResolved``...): it
+    is durable before ``run`` signals that it started."""
     _machine: core.Machine | None = None
     _incarnations: int = 0
     _wake: trio.Event | None = None
@@ -120,9 +121,9 @@ class SagaActor:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                if self.retry_requested:  # durable before the retry is answered
-                    self.retry_requested = False
-                    await self._record_retry()
+                if self.operator is not None:  # durable before the action is answered
+                    await self._record_operator(self.operator)
+                    self.operator = None
                 task_status.started()
                 if not self._taken_over:
                     mailbox.attach(self._on_message)
@@ -206,14 +207,14 @@ class SagaActor:
             if self._wake is not None:
                 self._wake.set()
 
-    async def _record_retry(self) -> None:
-        """Record the operator's retry of a parked saga (its first append). A saga that is not
-        parked (any more) is left to the loop."""
-        self._take(core.Retry())
-        if not self.machine.retry:
+    async def _record_operator(self, transition: Transition) -> None:
+        """Record an operator's action on the parked saga (its first append). A saga that is
+        not parked (any more) records nothing; the loop goes on."""
+        self._take(core.Operate(None, transition))
+        if self.machine.operator is None:
             return
         decided = core.advance(self.machine, self.shape, self.clock.now())
-        (append,) = decided.commands  # OperatorRetried and what follows it without I/O
+        (append,) = decided.commands  # the action and what follows it without I/O
         assert isinstance(append, core.Append)
         await self._append(append)
 
@@ -262,8 +263,9 @@ class SagaActor:
         match envelope.message:
             case CancelSaga(reason=reason):
                 return self._take(core.Cancel(envelope, reason))
-            case RetrySaga():
-                return self._take(core.Retry(envelope))
+            case RetrySaga(by=by, reason=reason):
+                retried = OperatorRetried(by=by, reason=reason)
+                return self._take(core.Operate(envelope, retried))
             case DeliverEvent(event_id=event_id, event_type=event_type, data=data):
                 return self._take(core.Deliver(envelope, event_id, event_type, data))
             case other:

@@ -31,7 +31,7 @@ from .observer import SagaObserver, notify
 from .options import EngineOptions, shape_of
 from .recording import append_request, commit, load_state
 from .saga_actor import Creation, SagaActor
-from .transitions import SagaParked
+from .transitions import SagaParked, Transition
 
 __all__ = ["SagaSupervision"]
 
@@ -98,9 +98,11 @@ class SagaSupervision:
         lease: Lease,
         *,
         state: sm.SagaState | None = None,
-        retry: bool = False,
+        operator: Transition | None = None,
     ) -> ActorRef[Any]:
-        """The saga's actor: started now, or the one already running or being started."""
+        """The saga's actor: started now, or the one already running or being started. With
+        ``operator`` (an operator's action on the parked saga) it returns once that action is
+        durable."""
         while saga_id in self._spawning:
             await self._spawning[saga_id].wait()
         ref = self.actors.get(saga_id)
@@ -108,13 +110,13 @@ class SagaSupervision:
             return ref
         spawned = self._spawning[saga_id] = trio.Event()
         try:
-            if state is not None and not retry:
+            if state is not None and operator is None:
                 # A saga whose state is known: nothing to load, nothing to fail on its way up.
                 ref = self.spawn_soon(saga_id, definition, lease, state=state)
                 await trio.lowlevel.checkpoint()
                 return ref
             assert self._supervisor is not None
-            actor = self._actor(saga_id, definition, lease, state=state, retry=retry)
+            actor = self._actor(saga_id, definition, lease, state=state, operator=operator)
             ref = await self._supervisor.spawn(saga_id, actor.run, **self._child_options())
             self.actors[saga_id], self.leases[saga_id] = ref, lease
             return ref
@@ -145,7 +147,7 @@ class SagaSupervision:
         lease: Lease,
         *,
         state: sm.SagaState | None,
-        retry: bool = False,
+        operator: Transition | None = None,
         creation: Creation | None = None,
     ) -> SagaActor:
         return SagaActor(
@@ -159,7 +161,7 @@ class SagaSupervision:
             resources=self.resources,
             observer=self.observer,
             state=state,
-            retry_requested=retry,
+            operator=operator,
             creation=creation,
             on_end=self._ended,
         )

@@ -22,20 +22,24 @@ from .transitions import (
     CompensationAttemptFailed,
     CompensationCompleted,
     CompensationFailed,
+    CompensationSkipped,
     CompensationStarted,
     Interruption,
     OperatorRetried,
     Outcome,
     ReplyReceived,
+    Resolution,
     SagaCompensated,
     SagaCompleted,
     SagaInterrupted,
     SagaParked,
+    SagaResumed,
     SagaStarted,
     StepAttemptFailed,
     StepAwaitingReply,
     StepCompleted,
     StepFailed,
+    StepResolved,
     StepStarted,
     Transition,
 )
@@ -84,6 +88,8 @@ class CompensationStatus(enum.StrEnum):
     RETRY_WAIT = "retry_wait"
     COMPLETED = "completed"
     FAILED = "failed"
+    SKIPPED = "skipped"
+    """An operator undid the step by hand, or found it had no effect: nothing to run."""
 
 
 END_STATUS = {
@@ -151,7 +157,10 @@ class StepState:
     compensation_retry_at: float = 0.0
     """Wall-clock time the compensation's next attempt may start."""
     compensation_forced: bool = False
-    """An operator retried the saga: run this compensation even though the outcome is unknown."""
+    """An operator retried the saga, or resolved the step as applied: run this compensation
+    even though the outcome is unknown."""
+    resolution: str | None = None
+    """What an operator stated of the step's unknown outcome (``applied``, ``not_applied``)."""
     accepted: Any = None
     """What a reply-driven step's action returned."""
     waiting_until: float | None = None
@@ -366,6 +375,44 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
             )
         case OperatorRetried():
             return _operator_retried(_replace(state, version=v, updated_at=at))
+        case StepResolved():
+            applied = t.resolution is Resolution.APPLIED
+            steps = _set_step(
+                state,
+                t.step,
+                resolution=t.resolution.value,
+                compensation=(
+                    CompensationStatus.NOT_RUN if applied else CompensationStatus.SKIPPED
+                ),
+                compensation_attempt=0,
+                compensation_error=None,
+                compensation_forced=applied,
+            )
+            return _go_on_compensating(_replace(state, version=v, updated_at=at, steps=steps))
+        case CompensationSkipped():
+            steps = _set_step(
+                state,
+                t.step,
+                compensation=CompensationStatus.SKIPPED,
+                compensation_error=t.reason,
+            )
+            return _go_on_compensating(_replace(state, version=v, updated_at=at, steps=steps))
+        case SagaResumed():
+            steps = state.steps[: t.from_step] + (_NOT_STARTED,) * (len(state.steps) - t.from_step)
+            return _replace(
+                state,
+                version=v,
+                updated_at=at,
+                steps=steps,
+                input=t.input,
+                deadline_at=t.deadline_at,
+                status=SagaStatus.RUNNING,
+                cause=None,
+                error=None,
+                failed_step=None,
+                parked_from=None,
+                result=None,
+            )
     raise TypeError(f"not a saga transition: {t!r}")
 
 
@@ -373,6 +420,13 @@ def _consume(state: SagaState, event_id: str | None) -> tuple[Reply, ...]:
     if event_id is None:
         return state.replies
     return tuple(_replace(r, consumed=True) if r.event_id == event_id else r for r in state.replies)
+
+
+def _go_on_compensating(state: SagaState) -> SagaState:
+    """A parked compensation an operator unblocked goes on (other blocks park it again)."""
+    if state.status is SagaStatus.COMPENSATION_FAILED:
+        return _replace(state, status=SagaStatus.COMPENSATING, error=None)
+    return state
 
 
 def _operator_retried(state: SagaState) -> SagaState:

@@ -177,8 +177,57 @@ class SagaParked:
 
 @attrs.frozen(kw_only=True)
 class OperatorRetried:
-    """An operator asked a parked saga to go on."""
+    """An operator asked a parked saga to go on: its failed compensations run again (and those
+    in doubt, as if safe), or a saga that crashed resumes where it was."""
 
+    by: str | None = None
+    """The name of the API key the operator used (``None``: recorded before names existed)."""
+    reason: str | None = None
+    at: float = 0.0
+
+
+class Resolution(enum.Enum):
+    """What an operator found out about a step whose outcome was unknown."""
+
+    APPLIED = "applied"
+    """Its effect exists: its compensation runs."""
+    NOT_APPLIED = "not_applied"
+    """It had no effect: nothing to undo."""
+
+
+@attrs.frozen(kw_only=True)
+class StepResolved:
+    """An operator stated the outcome of a step in doubt; the saga's compensation goes on."""
+
+    step: int
+    resolution: Resolution
+    by: str | None = None
+    reason: str | None = None
+    at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class CompensationSkipped:
+    """An operator undid a step by hand (or found nothing to undo): its compensation counts as
+    done; the saga's compensation goes on."""
+
+    step: int
+    by: str | None = None
+    reason: str | None = None
+    at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class SagaResumed:
+    """An operator sent a parked saga forward again from step ``from_step``: that step and the
+    ones after it start afresh, with ``input`` (the saga's input, patched or not) and a new
+    deadline."""
+
+    from_step: int
+    input: dict[str, Any]
+    deadline_at: float
+    by: str | None = None
+    reason: str | None = None
     at: float = 0.0
 
 
@@ -199,7 +248,13 @@ Transition = (
     | SagaCompensated
     | SagaParked
     | OperatorRetried
+    | StepResolved
+    | CompensationSkipped
+    | SagaResumed
 )
+
+OPERATOR_TRANSITIONS = (OperatorRetried, StepResolved, CompensationSkipped, SagaResumed)
+"""The transitions an operator's action records (each names who and why)."""
 
 TRANSITION_TYPES: dict[str, type[Any]] = {
     cls.__name__: cls
@@ -220,6 +275,9 @@ TRANSITION_TYPES: dict[str, type[Any]] = {
         SagaCompensated,
         SagaParked,
         OperatorRetried,
+        StepResolved,
+        CompensationSkipped,
+        SagaResumed,
     )
 }
 
