@@ -544,3 +544,39 @@ async def test_an_unavailable_store_is_waited_for_not_compensated(autojump_clock
         final = await h.wait_terminal(saga_id)
     assert "completed" == final.status
     assert (["s1", "s2"], []) == (rec.names("action"), rec.names("compensation"))
+
+
+async def test_a_bug_in_step_code_is_logged_with_its_traceback_and_kept_with_the_saga(
+    autojump_clock, caplog
+):
+    async def buggy(ctx):
+        return {}["missing"]  # a bug: KeyError
+
+    steps = [Step(name="buggy", action=buggy)]
+    with caplog.at_level("WARNING", logger="saga_orchestrator"):
+        async with running([saga("bug", steps)]) as h:
+            saga_id = (await h.start("bug")).saga.saga_id
+            final = await h.wait_terminal(saga_id)
+    lines = [r for r in caplog.records if saga_id in r.getMessage()]
+    assert ["WARNING", "WARNING", "ERROR"] == [r.levelname for r in lines]
+    for attempt, record in enumerate(lines, start=1):
+        text = record.getMessage()
+        assert f"'buggy' attempt {attempt} failed" in text and "[KeyError]" in text
+        assert "(bug)" in text  # the saga type
+        assert record.exc_info is not None and record.exc_info[0] is KeyError
+    (buggy_step,) = final.steps
+    assert ("KeyError", "KeyError: 'missing'") == (buggy_step.error_type, buggy_step.error)
+    assert 'in buggy: return {}["missing"]' in buggy_step.error_frames[-1]
+
+
+async def test_a_downstream_error_is_logged_without_a_traceback(autojump_clock, caplog):
+    async def refused(ctx):
+        raise NonRetryableError("the user service refused: 409")
+
+    with caplog.at_level("WARNING", logger="saga_orchestrator"):
+        async with running([saga("no", [Step(name="call", action=refused)])]) as h:
+            saga_id = (await h.start("no")).saga.saga_id
+            await h.wait_terminal(saga_id)
+    (line,) = [r for r in caplog.records if saga_id in r.getMessage()]
+    assert ("ERROR", None) == (line.levelname, line.exc_info)
+    assert "[NonRetryableError]" in line.getMessage()

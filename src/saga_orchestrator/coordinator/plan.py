@@ -108,6 +108,9 @@ class Raised:
     retryable: bool = True
     retry_after: float | None = None
     """The least delay before the next attempt that the failing service asked for."""
+    error_type: str | None = None
+    frames: tuple[str, ...] = ()
+    """The last frames of the error's traceback, newest last."""
 
 
 @attrs.frozen
@@ -289,10 +292,20 @@ def step_outcome(
                     backoff(step_shape, f"{state.saga_id}:{step}", attempt), outcome.retry_after
                 )
                 return StepAttemptFailed(
-                    step=step, attempt=attempt, error=outcome.error, retry_in=delay
+                    step=step,
+                    attempt=attempt,
+                    error=outcome.error,
+                    retry_in=delay,
+                    error_type=outcome.error_type,
+                    frames=outcome.frames,
                 )
             return StepFailed(
-                step=step, attempt=attempt, error=outcome.error, outcome=Outcome.FAILED
+                step=step,
+                attempt=attempt,
+                error=outcome.error,
+                outcome=Outcome.FAILED,
+                error_type=outcome.error_type,
+                frames=outcome.frames,
             )
     raise TypeError(f"not an attempt outcome: {outcome!r}")
 
@@ -311,12 +324,16 @@ def compensation_outcome(
                 if isinstance(outcome, Raised)
                 else (f"timed out after {outcome.after:g} s")
             )
+            raised = outcome if isinstance(outcome, Raised) else None
+            details: dict[str, Any] = (
+                {} if raised is None else {"error_type": raised.error_type, "frames": raised.frames}
+            )
             if attempt < step_shape.compensation_max_attempts:
                 delay = backoff(step_shape, f"{state.saga_id}:{step}", attempt, compensation=True)
-                if isinstance(outcome, Raised):
-                    delay = _at_least(delay, outcome.retry_after)
+                if raised is not None:
+                    delay = _at_least(delay, raised.retry_after)
                 return CompensationAttemptFailed(
-                    step=step, attempt=attempt, error=error, retry_in=delay
+                    step=step, attempt=attempt, error=error, retry_in=delay, **details
                 )
-            return CompensationFailed(step=step, attempt=attempt, error=error)
+            return CompensationFailed(step=step, attempt=attempt, error=error, **details)
     raise TypeError(f"not an attempt outcome: {outcome!r}")

@@ -55,6 +55,8 @@ def to_record(
             finished_at=step.finished_at,
             result=step.result,
             error=step.error,
+            error_type=step.error_type,
+            error_frames=step.error_frames,
             compensation_status=step.compensation.value,
             compensation_attempts=step.compensation_attempt,
             compensation_error=step.compensation_error,

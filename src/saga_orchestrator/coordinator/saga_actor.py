@@ -35,7 +35,14 @@ from .options import EngineOptions
 from .recording import append_request, commit, load_state
 from .state import SagaShape, SagaState
 from .step_runner import StepRunner
-from .transitions import OperatorRetried, Transition
+from .transitions import (
+    CompensationAttemptFailed,
+    CompensationFailed,
+    OperatorRetried,
+    StepAttemptFailed,
+    StepFailed,
+    Transition,
+)
 
 log = logging.getLogger(__name__)
 
@@ -284,11 +291,43 @@ class SagaActor:
             self._taken_over = True
             return False
         notify(self.observer, append.before, append.after, append.transitions)
+        self._log_failures(append)
         self._take(core.DURABLE)
         if self._deferred and self._mailbox is not None:
             self._deferred = False
             self._mailbox.hand_waiting()  # deliveries that waited for this append
         return True
+
+    def _log_failures(self, append: core.Append) -> None:
+        """One line per failed attempt: WARNING while retries remain, ERROR when the step (or
+        its compensation) gives up; a bug in the step's own code (an error that is not one of
+        ours, e.g. ``KeyError``) with its traceback."""
+        for t in append.transitions:
+            match t:
+                case StepAttemptFailed() | CompensationAttemptFailed():
+                    level, what = logging.WARNING, f"retrying in {t.retry_in:.1f} s"
+                case StepFailed():
+                    level, what = logging.ERROR, f"the step gives up (outcome {t.outcome.value})"
+                case CompensationFailed() if t.attempt > 0:
+                    level, what = logging.ERROR, "the compensation gives up: the saga parks"
+                case _:
+                    continue
+            kind = "compensation of step" if "Compensation" in type(t).__name__ else "step"
+            error = self._runner.last_error if self._runner is not None else None
+            bug = error is not None and not isinstance(error, SagaOrchestratorError)
+            log.log(
+                level,
+                "saga %s (%s) %s %r attempt %d failed: %s [%s]; %s",
+                self.saga_id,
+                append.after.saga_type,
+                kind,
+                self.shape.steps[t.step].name,
+                t.attempt,
+                t.error,
+                t.error_type or "no error type",
+                what,
+                exc_info=error if bug and t.error_type == type(error).__name__ else None,
+            )
 
     async def _create(self, creation: Creation) -> bool:
         """Make the new saga durable, then answer its start; False when that failed (the

@@ -145,6 +145,10 @@ class StepState:
     attempt: int = 0
     result: Any = None
     error: str | None = None
+    error_type: str | None = None
+    """The last error's class (of the action, or of the compensation once it runs)."""
+    error_frames: tuple[str, ...] = ()
+    """The last frames of the last error's traceback, newest last."""
     retry_in: float = 0.0
     retry_at: float = 0.0
     """Wall-clock time the next attempt may start (after a failed attempt's backoff)."""
@@ -260,6 +264,8 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
                 result=t.result,
                 finished_at=t.at,
                 error=None,
+                error_type=None,
+                error_frames=(),
             )
             return _replace(
                 state,
@@ -288,13 +294,23 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
                 t.step,
                 status=StepStatus.RETRY_WAIT,
                 error=t.error,
+                error_type=t.error_type,
+                error_frames=t.frames,
                 retry_in=t.retry_in,
                 retry_at=t.at + t.retry_in,
             )
             return _replace(state, version=v, updated_at=at, steps=steps)
         case StepFailed():
             status = StepStatus.UNKNOWN if t.outcome is Outcome.UNKNOWN else StepStatus.FAILED
-            steps = _set_step(state, t.step, status=status, error=t.error, finished_at=t.at)
+            steps = _set_step(
+                state,
+                t.step,
+                status=status,
+                error=t.error,
+                error_type=t.error_type,
+                error_frames=t.frames,
+                finished_at=t.at,
+            )
             replies = _consume(state, t.reply_event_id)
             if state.status is SagaStatus.COMPENSATING:
                 return _replace(state, version=v, updated_at=at, steps=steps, replies=replies)
@@ -338,6 +354,8 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
                 t.step,
                 compensation=CompensationStatus.RETRY_WAIT,
                 compensation_error=t.error,
+                error_type=t.error_type or state.steps[t.step].error_type,
+                error_frames=t.frames or state.steps[t.step].error_frames,
                 compensation_retry_in=t.retry_in,
                 compensation_retry_at=t.at + t.retry_in,
             )
@@ -348,6 +366,8 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
                 t.step,
                 compensation=CompensationStatus.FAILED,
                 compensation_error=t.error,
+                error_type=t.error_type or state.steps[t.step].error_type,
+                error_frames=t.frames or state.steps[t.step].error_frames,
                 compensation_attempt=t.attempt,
             )
             return _replace(

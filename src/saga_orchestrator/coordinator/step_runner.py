@@ -9,6 +9,7 @@ what to record is the core's call.
 from __future__ import annotations
 
 import json
+import traceback
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,6 +44,8 @@ class StepRunner:
         self._scope: trio.CancelScope | None = None
         self._cut = False
         self._input: Any = None
+        self.last_error: BaseException | None = None
+        """The error the last attempt raised (for the log line with its traceback)."""
 
     @property
     def running(self) -> bool:
@@ -65,6 +68,7 @@ class StepRunner:
             limit = max(0.0, min(limit, left))
         scope = self._scope = trio.CancelScope(deadline=trio.current_time() + limit)
         self._cut = False
+        self.last_error = None
         step = self._definition.steps[run.step]
         outcome: Attempt | None = None
         try:
@@ -77,12 +81,17 @@ class StepRunner:
                         outcome = Succeeded()
                     else:
                         outcome = _checked_result(await step.action(self._context(state, run)))
-                except NonRetryableError as exc:
-                    outcome = Raised(_describe(exc), retryable=False)
                 except Exception as exc:
-                    retryable = not isinstance(exc, step.retry.non_retryable)
+                    self.last_error = exc
+                    retryable = not isinstance(exc, NonRetryableError) and not isinstance(
+                        exc, step.retry.non_retryable
+                    )
                     outcome = Raised(
-                        _describe(exc), retryable=retryable, retry_after=_retry_after(exc)
+                        _describe(exc),
+                        retryable=retryable,
+                        retry_after=_retry_after(exc),
+                        error_type=type(exc).__name__,
+                        frames=frames_of(exc),
                     )
         finally:
             self._scope = None
@@ -114,6 +123,25 @@ class StepRunner:
             result=result,
             resources=self._resources,
         )
+
+
+FRAMES_KEPT = 5
+"""Frames of a step's error kept with the saga (the innermost, where it was raised)."""
+FRAME_TEXT = 240
+"""Most characters of one kept frame."""
+
+
+def frames_of(exc: BaseException) -> tuple[str, ...]:
+    """The last frames of ``exc``'s traceback as ``dir/file.py:line in function: code``, newest
+    last, each bounded (``FRAMES_KEPT`` of ``FRAME_TEXT`` characters)."""
+    kept = []
+    for frame in traceback.extract_tb(exc.__traceback__)[-FRAMES_KEPT:]:
+        where = "/".join(frame.filename.replace("\\", "/").split("/")[-2:])
+        text = f"{where}:{frame.lineno} in {frame.name}"
+        if frame.line:
+            text += f": {frame.line.strip()}"
+        kept.append(text[:FRAME_TEXT])
+    return tuple(kept)
 
 
 def _retry_after(exc: BaseException) -> float | None:

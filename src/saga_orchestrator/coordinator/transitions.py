@@ -94,6 +94,10 @@ class StepAttemptFailed:
     attempt: int
     error: str
     retry_in: float
+    error_type: str | None = None
+    """The error's class (``KeyError``, ``ServiceUnavailable``...), when it was an error."""
+    frames: tuple[str, ...] = ()
+    """The last frames of its traceback (``file:line in function``), newest last."""
     at: float = 0.0
 
 
@@ -107,6 +111,10 @@ class StepFailed:
     outcome: Outcome
     reply_event_id: str | None = None
     """For a reply-driven step failed by a reply: that reply."""
+    error_type: str | None = None
+    """The error's class (``KeyError``, ``ServiceUnavailable``...), when it was an error."""
+    frames: tuple[str, ...] = ()
+    """The last frames of its traceback (``file:line in function``), newest last."""
     at: float = 0.0
 
 
@@ -139,6 +147,10 @@ class CompensationAttemptFailed:
     attempt: int
     error: str
     retry_in: float
+    error_type: str | None = None
+    """The error's class (``KeyError``, ``ServiceUnavailable``...), when it was an error."""
+    frames: tuple[str, ...] = ()
+    """The last frames of its traceback (``file:line in function``), newest last."""
     at: float = 0.0
 
 
@@ -149,6 +161,10 @@ class CompensationFailed:
     step: int
     attempt: int
     error: str
+    error_type: str | None = None
+    """The error's class (``KeyError``, ``ServiceUnavailable``...), when it was an error."""
+    frames: tuple[str, ...] = ()
+    """The last frames of its traceback (``file:line in function``), newest last."""
     at: float = 0.0
 
 

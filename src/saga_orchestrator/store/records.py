@@ -84,6 +84,10 @@ class StepRecord:
     finished_at: float | None = None
     result: Any = None
     error: str | None = None
+    error_type: str | None = None
+    """The class of the step's last error (``KeyError``, ``ServiceUnavailable``...)."""
+    error_frames: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    """The last frames of its traceback, newest last (bounded)."""
     compensation_status: str = "not_run"
     compensation_attempts: int = 0
     compensation_error: str | None = None
