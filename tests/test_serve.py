@@ -158,6 +158,10 @@ async def test_the_server_runs_a_saga_and_stops_cleanly_on_a_signal(
     [
         ({"PORT": "abc", "MAX_ACTIVE_SAGAS": "many"}, ["PORT='abc'", "MAX_ACTIVE_SAGAS='many'"]),
         ({"SAGA_MODULES": "no_such_module"}, ["SAGA_MODULES: cannot import 'no_such_module'"]),
+        (  # server_env sets API_KEY (named default) too
+            {"API_KEYS": "ops:ops-secret-0123456789,default:def-secret-0123456789,x:short-secret"},
+            ["API_KEYS entry 3 of 3 is not valid", "API_KEYS names 'default' twice"],
+        ),
     ],
 )
 async def test_bad_configuration_exits_2_with_one_line_per_problem(
@@ -171,6 +175,7 @@ async def test_bad_configuration_exits_2_with_one_line_per_problem(
     assert len(expected) == len(lines)
     for line, start in zip(lines, expected, strict=True):
         assert line.startswith(start)
+    assert "secret" not in "\n".join(lines)
 
 
 # --- the command line -----------------------------------------------------------------------
