@@ -397,7 +397,7 @@ def test_mask_url(url: str, masked: str) -> None:
 @pytest.mark.parametrize("environment", ["production", "staging"])
 def test_production_and_staging_without_api_key_are_refused(environment: str) -> None:
     message = config_error(ENVIRONMENT=environment)
-    assert message.startswith("REQUIRE_API_KEY is true but API_KEY is not set")
+    assert message.startswith("REQUIRE_API_KEY is true but neither API_KEY nor API_KEYS is set")
     assert f"ENVIRONMENT={environment} needs an API key" in message
     assert "\n" not in message
 
@@ -406,6 +406,13 @@ def test_production_and_staging_without_api_key_are_refused(environment: str) ->
 def test_production_with_api_key_or_without_the_requirement_is_allowed(environment: str) -> None:
     assert load(ENVIRONMENT=environment, API_KEY="k").api_key == "k"
     assert load(ENVIRONMENT=environment, REQUIRE_API_KEY="false").api_key is None
+    named = load(ENVIRONMENT=environment, API_KEYS=f"ops:{KEY_A}")
+    assert [("ops", KEY_A, False)] == [(k.name, k.key, k.read_only) for k in named.named_api_keys]
+
+
+def test_named_keys_serve_on_host_like_api_key() -> None:
+    assert "0.0.0.0" == load(API_KEYS=f"ops:{KEY_A}").bind_host
+    assert "0.0.0.0" == load(API_KEYS=f"auditor:{KEY_A}:read").bind_host
 
 
 @pytest.mark.parametrize("environment", ["development", "test"])
@@ -463,3 +470,82 @@ def test_docs_table_lists_every_variable_with_its_default() -> None:
     for doc in SETTINGS_DOC:
         expected = f"`{doc.default}`" if doc.default else "*(unset)*"
         assert rows[doc.name] == expected, doc.name
+
+
+# --- named keys (API_KEYS) ------------------------------------------------------------------
+
+KEY_A = "a-0123456789abcdef-hunter2"
+KEY_B = "b-0123456789abcdef-hunter2"
+KEY_C = "c-0123456789abcdef-hunter2"
+
+
+def test_api_keys_name_each_key_and_api_key_is_default() -> None:
+    settings = load(API_KEY="single-key", API_KEYS=f" ops:{KEY_A} , ci:{KEY_B}:read ,")
+    keys = [(key.name, key.key, key.read_only) for key in settings.named_api_keys]
+    assert [
+        ("default", "single-key", False),
+        ("ops", KEY_A, False),
+        ("ci", KEY_B, True),
+    ] == keys
+    assert "hunter2" not in repr(settings.named_api_keys)
+    only_named = load(API_KEYS=f"ops:{KEY_A}")
+    assert ["ops"] == [key.name for key in only_named.named_api_keys]
+    assert () == load().named_api_keys
+
+
+def test_config_shows_key_names_never_keys() -> None:
+    settings = load(API_KEY="single-key", API_KEYS=f"ops:{KEY_A},ci:{KEY_B}:read")
+    described = describe_settings(settings)
+    assert "ops:***,ci:***:read" == described["API_KEYS"]
+    assert "***" == described["API_KEY"]
+    assert "hunter2" not in repr(described) + repr(settings)
+    assert "api_keys='ops:***,ci:***:read'" in repr(settings)
+
+
+def test_each_problem_of_api_keys_is_one_line_without_any_key() -> None:
+    message = config_error(
+        API_KEY=KEY_C,
+        API_KEYS=",".join(
+            [
+                f"ops:{KEY_A}",
+                "ops2:short-hunter2",  # too short
+                f"bad name:{KEY_B}hunter2",  # a space in the name
+                f"x:{KEY_B}:write",  # only :read may follow
+                "hunter2-without-a-name",
+                f"ops:{KEY_B}",  # ops twice
+                f"default:{KEY_B}x",  # API_KEY's name
+                f"twin:{KEY_A}",  # ops's key again
+                f"again:{KEY_C}",  # API_KEY's key again
+            ]
+        ),
+    )
+    lines = message.splitlines()
+    assert [
+        "API_KEYS entry 2 of 9 is not valid: the key must be 16 to 256 letters, digits, "
+        "'.', '_', '~', '+', '/', '=' or '-'",
+        "API_KEYS entry 3 of 9 is not valid: the name must be 1 to 64 letters, digits, "
+        "'.', '_' or '-'",
+        "API_KEYS entry 4 of 9 is not valid: expected NAME:KEY or NAME:KEY:read "
+        "(only ':read' may follow the key)",
+        "API_KEYS entry 5 of 9 is not valid: expected NAME:KEY or NAME:KEY:read",
+        "API_KEYS names 'ops' twice: give each key a name of its own",
+        "API_KEYS names 'default' twice (the name of API_KEY's key): give each key a name of "
+        "its own",
+        "API_KEYS gives 'ops' and 'twin' the same key: give each caller a key of its own",
+        "API_KEYS gives 'default' and 'again' the same key: give each caller a key of its own",
+    ] == lines
+    assert "hunter2" not in message
+
+
+def test_settings_made_in_code_check_api_keys_too() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings(api_keys=f"a:{KEY_A},b:{KEY_A}")
+    assert "'a' and 'b' the same key" in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+def test_invalid_api_keys_alone_do_not_also_say_no_key_is_set() -> None:
+    message = config_error(ENVIRONMENT="production", API_KEYS="ops:short")
+    assert ["API_KEYS entry 1 of 1 is not valid"] == [
+        line.split(":")[0] for line in message.splitlines()
+    ]

@@ -6,6 +6,8 @@ Real clock and real sockets; every wait is bounded.
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from saga_orchestrator.config import Settings
 from saga_orchestrator.errors import ConfigError
 from saga_orchestrator.service import build_catalog, run_service
 
-from .support.server import API_KEY, free_port, server_log, server_process
+from .support.server import API_KEY, free_port, server_env, server_log, server_process
 
 TERMINAL = ("completed", "compensated", "cancelled", "timed_out")
 
@@ -156,6 +158,10 @@ async def test_the_server_runs_a_saga_and_stops_cleanly_on_a_signal(
     [
         ({"PORT": "abc", "MAX_ACTIVE_SAGAS": "many"}, ["PORT='abc'", "MAX_ACTIVE_SAGAS='many'"]),
         ({"SAGA_MODULES": "no_such_module"}, ["SAGA_MODULES: cannot import 'no_such_module'"]),
+        (  # server_env sets API_KEY (named default) too
+            {"API_KEYS": "ops:ops-secret-0123456789,default:def-secret-0123456789,x:short-secret"},
+            ["API_KEYS entry 3 of 3 is not valid", "API_KEYS names 'default' twice"],
+        ),
     ],
 )
 async def test_bad_configuration_exits_2_with_one_line_per_problem(
@@ -169,6 +175,7 @@ async def test_bad_configuration_exits_2_with_one_line_per_problem(
     assert len(expected) == len(lines)
     for line, start in zip(lines, expected, strict=True):
         assert line.startswith(start)
+    assert "secret" not in "\n".join(lines)
 
 
 # --- the command line -----------------------------------------------------------------------
@@ -182,13 +189,58 @@ def test_cli_config_prints_settings_with_secrets_masked(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("API_KEY", "hunter2-key")
     monkeypatch.setenv("DATABASE_URL", "postgresql://app:hunter2@db/sagas")
+    monkeypatch.setenv("API_KEYS", "ops:hunter2-0123456789abc,audit:hunter2-0123456789abd:read")
     assert 0 == main(["config"])
     lines = capsys.readouterr().out.splitlines()
     assert "API_KEY=***" in lines
+    assert "API_KEYS=ops:***,audit:***:read" in lines
     assert "DATABASE_URL=postgresql://app:***@db/sagas" in lines
     assert "SAGA_MODULES=" in lines
     assert "USE_REDIS_EVENT_BUS=false" in lines
     assert "hunter2" not in "\n".join(lines)
+
+
+def test_serve_help_documents_host_port_and_the_settings_that_matter(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from saga_orchestrator.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--help"])
+    assert 0 == info.value.code
+    text = capsys.readouterr().out
+    for said in ("--host", "--port", "docs/configuration.md", "API_KEY, API_KEYS", "DATABASE_URL"):
+        assert said in text, said
+
+
+async def test_serve_listens_where_host_and_port_options_say(tmp_path: Path) -> None:
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log_file:
+        process = await trio.lowlevel.open_process(
+            [
+                sys.executable,
+                "-m",
+                "saga_orchestrator",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=tmp_path,
+            env=server_env(tmp_path, HOST="10.255.255.1", PORT=str(free_port())),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+                await wait_until(client, "/health/ready")
+        finally:
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(15):
+                assert 0 == await process.wait(), log_path.read_text()
 
 
 def test_cli_without_a_command_prints_help_and_exits_2(

@@ -1,10 +1,15 @@
 """The ``saga-orchestrator`` command.
 
-    saga-orchestrator serve      run the service (as ``python -m saga_orchestrator.main``)
+    saga-orchestrator serve [--host H] [--port P]   run the service (as ``python -m
+                                 saga_orchestrator.main``); the options win over HOST and PORT
     saga-orchestrator migrate    apply pending schema migrations to the store and say which
     saga-orchestrator config     print the effective settings as NAME=value, secrets masked
-    saga-orchestrator sagas ...  list|show|types|start|cancel|retry sagas of a running service
-    saga-orchestrator events ... publish|tail events (the event bus API)
+    saga-orchestrator sagas ...  list|show|steps|events|types|start|cancel|retry sagas of a
+                                 running service
+    saga-orchestrator events ... publish|stream|all|types|replay events
+    saga-orchestrator health     a running service's health, by component
+    saga-orchestrator wait-ready [URL] [--timeout S]  wait until a service (or devservices)
+                                 is ready
     saga-orchestrator devservices  an in-memory stand-in of the downstream services
 
 Exit codes: 0 success, 1 failure, 2 bad usage or bad configuration; the client commands add
@@ -17,6 +22,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from saga_orchestrator import __version__, bench, client, devservices
 from saga_orchestrator.config import describe_settings, load_settings
@@ -33,13 +39,57 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("serve", help="run the service until SIGTERM or SIGINT")
+    _register_serve(commands)
     commands.add_parser("migrate", help="apply pending schema migrations to the store")
     commands.add_parser("config", help="print the effective settings (secrets masked)")
     bench.register(commands)
     client.register(commands)  # sagas ..., events ...: each leaf sets `handler`
     devservices.register(commands)
     return parser
+
+
+_SERVE_SETTINGS = """\
+settings that matter (environment variables, also read from ./.env; every one is in
+docs/configuration.md, and `saga-orchestrator config` prints them as they are):
+  HOST, PORT            where to listen (default 0.0.0.0:8008; --host and --port win)
+  ENVIRONMENT           development (default), test, staging or production
+  API_KEY, API_KEYS     the keys callers must send; without one, development and test
+                        listen on 127.0.0.1 only and staging and production refuse to start
+  DATABASE_URL          unset: SQLite in DATA_DIR (./data); or postgresql://...
+  USE_REDIS_EVENT_BUS   true: the event bus is Redis at REDIS_URL; false: in-process
+  SAGA_MODULES          modules with saga types of your own (docs/sagas.md)
+  *_SERVICE_URL, AIRTABLE_CONNECTOR_URL   the downstream services (docs/services.md)
+  LOG_LEVEL             INFO (default); DEBUG adds one access log line per request
+
+Stop it with SIGTERM or Ctrl-C: HTTP first, then the sagas (durable: they resume at the next
+start), then the store. Exit codes: 0 clean stop, 1 failure, 2 bad configuration."""
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port between 0 and 65535, got {text}")
+    return value
+
+
+def _register_serve(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the service until SIGTERM or SIGINT",
+        description="Run the saga orchestrator: the HTTP API, the sagas and the event bus, "
+        "until SIGTERM or SIGINT.",
+        epilog=_SERVE_SETTINGS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "--host", help="address to listen on (default: HOST, else 0.0.0.0; see API_KEY below)"
+    )
+    serve.add_argument(
+        "--port", type=_port, help="port to listen on (default: PORT, else 8008; 0: any free)"
+    )
 
 
 def _format(value: object) -> str:
@@ -96,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from saga_orchestrator.main import serve
 
-        return serve()
+        return serve(host=args.host, port=args.port)
     if args.command == "migrate":
         return _migrate()
     if args.command == "config":

@@ -13,9 +13,9 @@ converter, and checks each value. Every bad variable is reported at once in a
 
     PORT='abc' is not valid: expected an integer between 0 and 65535 (0 picks a free port)
 
-Secrets (``API_KEY``, ``REDIS_PASSWORD``, ``SERVICE_AUTH_TOKEN`` and the password part of
-``DATABASE_URL`` / ``REDIS_URL``) are masked as ``***`` in error messages, in
-``repr(settings)`` and in :func:`describe_settings`.
+Secrets (``API_KEY``, the keys of ``API_KEYS``, ``REDIS_PASSWORD``, ``SERVICE_AUTH_TOKEN`` and
+the password part of ``DATABASE_URL`` / ``REDIS_URL``) are masked as ``***`` in error messages,
+in ``repr(settings)`` and in :func:`describe_settings` (``API_KEYS`` as ``ops:***,ci:***:read``).
 
 The table of variables in ``docs/configuration.md`` and the file ``.env.example`` mirror
 :data:`SETTINGS_DOC`; a test keeps them in step with this module.
@@ -35,6 +35,16 @@ import attrs
 import cattrs
 from dotenv import dotenv_values
 
+from saga_orchestrator.api_keys import (
+    DEFAULT_KEY_NAME,
+    FORMAT,
+    KEY_ALLOWED,
+    NAME_ALLOWED,
+    ApiKey,
+    api_key_problems,
+    mask_api_keys,
+    named_api_keys,
+)
 from saga_orchestrator.errors import ConfigError
 
 __all__ = [
@@ -48,6 +58,7 @@ __all__ = [
     "describe_settings",
     "load_settings",
     "mask_url",
+    "read_environment",
     "url_values",
 ]
 
@@ -56,7 +67,8 @@ MASK = "***"
 
 ENVIRONMENTS = ("development", "staging", "production", "test")
 _KEY_REQUIRED_IN = ("staging", "production")
-"""Environments that refuse to start without ``API_KEY`` while ``REQUIRE_API_KEY`` is true."""
+"""Environments that refuse to start without ``API_KEY`` or ``API_KEYS`` while
+``REQUIRE_API_KEY`` is true."""
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SQLITE_FILENAME = "saga_orchestrator.db"
 """Name of the embedded SQLite file inside ``DATA_DIR`` when ``DATABASE_URL`` is unset."""
@@ -90,6 +102,8 @@ class _Rule:
     """The whole value is a secret: shown as ``***``."""
     url: bool = False
     """The value is a URL that may hold a password: the password is shown as ``***``."""
+    mask: Callable[[Any], Any] | None = None
+    """How a value holding secrets is shown (instead of ``***`` whole)."""
 
 
 _META = "saga_orchestrator.config"
@@ -272,7 +286,8 @@ class Settings:
         "development",
         _Rule(
             "Deployment environment. In production and staging, REQUIRE_API_KEY=true makes "
-            "API_KEY mandatory; in development and test the service then listens on loopback only.",
+            "an API key (API_KEY or API_KEYS) mandatory; in development and test the service then "
+            "listens on loopback only.",
             "one of " + ", ".join(ENVIRONMENTS) + " (any case)",
             lambda v: v in ENVIRONMENTS,
         ),
@@ -326,20 +341,34 @@ class Settings:
     api_key: str | None = _setting(
         None,
         _Rule(
-            "Key clients must send in the X-API-Key header (or as Authorization: Bearer). "
-            "Unset while REQUIRE_API_KEY is true: refused at start-up in production and staging; "
-            "in development and test requests are not authenticated and the API listens on "
-            "127.0.0.1 only, whatever HOST says.",
+            "Key clients must send in the X-API-Key header (or as Authorization: Bearer); "
+            f"named {DEFAULT_KEY_NAME!r}, with full access. API_KEYS gives more keys. "
+            "With neither set while REQUIRE_API_KEY is true: refused at start-up in production "
+            "and staging; in development and test requests are not authenticated and the API "
+            "listens on 127.0.0.1 only, whatever HOST says.",
             "a string without spaces or control characters",
             _is_token,
             secret=True,
         ),
     )
+    api_keys: str | None = _setting(
+        None,
+        _Rule(
+            "More keys, each with a name (shown in the access log and recorded with operator "
+            "actions): comma-separated NAME:KEY entries, NAME:KEY:read for a read-only key "
+            "(GET, HEAD and OPTIONS; other methods get 403). Names and keys must be unique, "
+            "API_KEY's name default included.",
+            f"comma-separated {FORMAT} entries; a name is {NAME_ALLOWED}, a key {KEY_ALLOWED}",
+            lambda v: v is None or isinstance(v, str),  # each entry: _cross_problems
+            secret=True,
+            mask=mask_api_keys,
+        ),
+    )
     require_api_key: bool = _setting(
         True,
         _flag(
-            "Refuse to start in production or staging without an API_KEY (development and test: "
-            "listen on loopback only). "
+            "Refuse to start in production or staging without API_KEY or API_KEYS "
+            "(development and test: listen on loopback only). "
             "Set to false only when something in front of the service authenticates callers."
         ),
     )
@@ -664,11 +693,17 @@ class Settings:
         return self.environment == "production"
 
     @property
+    def named_api_keys(self) -> tuple[ApiKey, ...]:
+        """Every key callers may send: ``API_KEY`` (named ``default``), then ``API_KEYS``'s.
+        Empty: requests are not authenticated."""
+        return named_api_keys(self.api_key, self.api_keys)
+
+    @property
     def bind_host(self) -> str:
         """The address the HTTP server listens on: ``HOST``, except that an API open to anyone
-        (``REQUIRE_API_KEY`` true, no ``API_KEY``: development and test only) listens on
+        (``REQUIRE_API_KEY`` true, no key: development and test only) listens on
         ``127.0.0.1`` when ``HOST`` is not a loopback address."""
-        if self.require_api_key and self.api_key is None and not _is_loopback(self.host):
+        if self.require_api_key and not self.named_api_keys and not _is_loopback(self.host):
             return "127.0.0.1"
         return self.host
 
@@ -720,6 +755,8 @@ def _masked(field: attrs.Attribute[Any], value: Any) -> Any:
     rule = _rule(field)
     if value is None:
         return None
+    if rule.mask is not None:
+        return rule.mask(value)
     if rule.secret:
         return MASK
     if rule.url and isinstance(value, str):
@@ -754,16 +791,21 @@ def _problem(field: attrs.Attribute[Any], shown: Any) -> str:
 def _cross_problems(values: Mapping[str, Any], failed: set[str]) -> list[str]:
     """Rules that involve more than one setting; ``failed`` names settings already reported."""
     problems = []
+    key_problems = (
+        [] if failed & {"api_key"} else api_key_problems(values["api_key"], values["api_keys"])
+    )
+    problems += key_problems
     if (
         not failed & {"require_api_key", "environment", "api_key"}
+        and not key_problems
         and values["require_api_key"]
         and values["environment"] in _KEY_REQUIRED_IN
-        and values["api_key"] is None
+        and not named_api_keys(values["api_key"], values["api_keys"])
     ):
         problems.append(
-            f"REQUIRE_API_KEY is true but API_KEY is not set: ENVIRONMENT={values['environment']} "
-            "needs an API key; set API_KEY, or set REQUIRE_API_KEY=false if callers are "
-            "authenticated in front of the service"
+            "REQUIRE_API_KEY is true but neither API_KEY nor API_KEYS is set: "
+            f"ENVIRONMENT={values['environment']} needs an API key; set API_KEY or API_KEYS, "
+            "or set REQUIRE_API_KEY=false if callers are authenticated in front of the service"
         )
     low, high = values["saga_retry_backoff_seconds"], values["saga_retry_backoff_max_seconds"]
     if not failed & {"saga_retry_backoff_seconds", "saga_retry_backoff_max_seconds"} and high < low:
@@ -843,6 +885,14 @@ def _read_env_file(env_file: str | os.PathLike[str]) -> dict[str, str]:
     if not path.is_file():
         return {}
     return {k: v for k, v in dotenv_values(path, encoding="utf-8").items() if v is not None}
+
+
+def read_environment(env_file: str | os.PathLike[str] | None = ".env") -> dict[str, str]:
+    """``os.environ`` over ``env_file`` (when it exists), values stripped: what the commands
+    that talk to a service (the client, ``devservices``) read their variables from."""
+    merged = _read_env_file(env_file) if env_file is not None else {}
+    merged.update(os.environ)
+    return {name: value.strip() for name, value in merged.items()}
 
 
 def load_settings(

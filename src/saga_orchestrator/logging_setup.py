@@ -125,9 +125,11 @@ def _url_secrets(url: str | None) -> list[str]:
 
 
 def secret_values(settings: Settings) -> list[str]:
-    """Every secret in ``settings``: ``API_KEY``, ``SERVICE_AUTH_TOKEN``, ``REDIS_PASSWORD`` and
-    the password of every URL setting (``DATABASE_URL``, ``REDIS_URL``, the services' URLs)."""
+    """Every secret in ``settings``: ``API_KEY``, each key of ``API_KEYS``,
+    ``SERVICE_AUTH_TOKEN``, ``REDIS_PASSWORD`` and the password of every URL setting
+    (``DATABASE_URL``, ``REDIS_URL``, the services' URLs)."""
     plain = [settings.api_key, settings.service_auth_token, settings.redis_password]
+    plain += [key.key for key in settings.named_api_keys]
     values = [value for value in plain if value]
     for url in url_values(settings):
         values += _url_secrets(url)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 
 import trio
@@ -63,10 +64,18 @@ async def serve_until_signalled(settings: Settings, *, catalog: SagaCatalog | No
     return not forced
 
 
-def serve(environ: dict[str, str] | None = None) -> int:
-    """Load the settings, set up logging, run the service; returns the exit code."""
+def serve(
+    environ: Mapping[str, str] | None = None, *, host: str | None = None, port: int | None = None
+) -> int:
+    """Load the settings (``host`` and ``port``, when given, win over ``HOST`` and ``PORT``),
+    set up logging, run the service; returns the exit code."""
+    source = dict(os.environ if environ is None else environ)
+    if host is not None:
+        source["HOST"] = host
+    if port is not None:
+        source["PORT"] = str(port)
     try:
-        settings = load_settings(environ)
+        settings = load_settings(source)
         catalog = build_catalog(settings)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)

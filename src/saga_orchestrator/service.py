@@ -51,6 +51,7 @@ from saga_orchestrator.coordinator.options import EngineOptions
 from saga_orchestrator.coordinator.plugins import load_saga_modules, parse_module_names
 from saga_orchestrator.coordinator.router import start_router
 from saga_orchestrator.errors import ConfigError, StoreUnavailable
+from saga_orchestrator.http.access_log import ACCESS_LOG_FORMAT, AccessLogger
 from saga_orchestrator.http.app import ApiDeps, create_app
 from saga_orchestrator.http.auth import log_auth_mode
 from saga_orchestrator.http.draining import ANSWER_SHARE, Draining
@@ -173,6 +174,8 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.accesslog = (
         logging.getLogger("hypercorn.access") if settings.log_level == "DEBUG" else None
     )
+    config.logger_class = AccessLogger  # the API key's name in the line's user field
+    config.access_log_format = ACCESS_LOG_FORMAT
     config.include_server_header = False
     config.keep_alive_timeout = settings.http_keep_alive_seconds
     config.h11_max_incomplete_size = head_buffer_bytes(settings.http_max_header_bytes)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from functools import partial
 
 import httpx
 import pytest
 import trio
 
 from saga_orchestrator.cli import build_parser
+from saga_orchestrator.cli import main as cli_main
 from saga_orchestrator.devservices import Announcement
 from saga_orchestrator.devservices.command import build_state
 
@@ -111,6 +113,9 @@ def test_the_command_line_options_make_the_state():
         (f.operation, f.status, f.times) for f in state.faults.faults
     ]
     assert TOKEN not in repr(state) + repr(state.announcer)
+    keyed = {"API_KEY": "service-key", "SAGA_ORCHESTRATOR_API_KEY": "client-key"}
+    assert "client-key" == build_state(args, keyed).announcer.api_key  # as the CLI's key
+    assert "service-key" == build_state(args, {"API_KEY": "service-key"}).announcer.api_key
     with pytest.raises(SystemExit):
         build_parser().parse_args(["devservices", "--failure-rate", "2"])
     with pytest.raises(ValueError):
@@ -128,14 +133,11 @@ async def test_the_devservices_command_starts_and_answers(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            with trio.fail_after(20):
-                while True:
-                    try:
-                        index = await client.get("/")
-                        break
-                    except httpx.TransportError:
-                        await trio.sleep(0.1)
+        url = f"http://127.0.0.1:{port}"
+        ready = partial(cli_main, ["wait-ready", url, "--timeout", "20"])
+        assert 0 == await trio.to_thread.run_sync(ready)  # its /health/ready answers
+        async with httpx.AsyncClient(base_url=url) as client:
+            index = await client.get("/")
         assert 200 == index.status_code
         assert f"http://127.0.0.1:{port}/user" == index.json()["settings"]["USER_SERVICE_URL"]
     finally:

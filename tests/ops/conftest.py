@@ -19,6 +19,8 @@ import trio
 from tests.support.server import API_KEY, free_port, server_env, server_log
 
 SAGA_MODULES = "tests.support.sagas,tests.ops.sagas"
+READ_ONLY_KEY = "auditor-key-0123456789abcdef"
+"""A read-only key of the running server (``API_KEYS``), beside ``API_KEY``."""
 
 
 @attrs.frozen
@@ -77,7 +79,8 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def running_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """``python -m saga_orchestrator.main`` with the test saga types and ``API_KEY`` set."""
+    """``python -m saga_orchestrator.main`` with the test saga types, ``API_KEY`` and a
+    read-only key (:data:`READ_ONLY_KEY`)."""
     tmp_path = tmp_path_factory.mktemp("server")
     port = free_port()
     log_path = tmp_path / "server.log"
@@ -85,7 +88,12 @@ def running_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
         process = subprocess.Popen(
             [sys.executable, "-m", "saga_orchestrator.main"],
             cwd=tmp_path,
-            env=server_env(tmp_path, PORT=str(port), SAGA_MODULES=SAGA_MODULES),
+            env=server_env(
+                tmp_path,
+                PORT=str(port),
+                SAGA_MODULES=SAGA_MODULES,
+                API_KEYS=f"auditor:{READ_ONLY_KEY}:read",
+            ),
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -30,11 +30,14 @@ from saga_orchestrator.client import (
     EXIT_WAIT_TIMEOUT,
     ApiClient,
     ClientError,
+    _event_reads,
+    _events,
+    _saga_reads,
     start_saga,
     wait_for_end,
 )
 
-from .conftest import RunningServer
+from .conftest import READ_ONLY_KEY, RunningServer
 
 pytestmark = pytest.mark.e2e
 
@@ -95,18 +98,48 @@ def test_start_wait_show_and_list(cli: Cli) -> None:
     assert saga_id in table.out
 
 
-def test_list_pages_with_a_cursor_or_all(cli: Cli) -> None:
-    for name in ("a", "b", "c"):
-        assert (
-            EXIT_OK
-            == cli("sagas", "start", "test_two_steps", "--data", json.dumps({"name": name})).code
-        )
-    page = cli("sagas", "list", "--limit", "1")
-    assert 2 == len(page.out.splitlines())  # header and one saga
-    assert "more: --cursor" in page.err
-    everything = json.loads(cli("sagas", "list", "--limit", "1", "--all", "--json").out)
-    assert len(everything["items"]) >= 3
+def test_list_limit_is_the_total_printed_however_many_pages(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("a", "b", "c", "d", "e"):
+        start = cli("sagas", "start", "test_two_steps", "--data", json.dumps({"name": name}))
+        assert EXIT_OK == start.code
+    newest = cli("sagas", "list", "--all", "-q").out.split()
+    assert len(newest) >= 5
+    monkeypatch.setattr(_saga_reads, "LIST_PAGE", 2)  # pages of 2: --limit 3 needs two
+    three = cli("sagas", "list", "--limit", "3", "-q")
+    assert newest[:3] == three.out.split()
+    cursor = three.err.split("more: --cursor ")[1].split()[0]
+    after = cli("sagas", "list", "--limit", "2", "--cursor", cursor, "-q").out.split()
+    assert newest[3:5] == after
+    everything = json.loads(cli("sagas", "list", "--all", "--json").out)
+    assert newest == [saga["saga_id"] for saga in everything["items"]]
     assert everything["next_cursor"] is None
+    table = cli("sagas", "list", "--limit", "1")
+    assert 2 == len(table.out.splitlines())  # header and one saga
+    assert "more: --cursor" in table.err
+    assert EXIT_USAGE == cli("sagas", "list", "--limit", "0").code
+    assert EXIT_USAGE == cli("sagas", "list", "--limit", "2", "--all").code
+
+
+def test_steps_and_events_of_a_saga(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    saga_id = cli(
+        "sagas", "start", "test_two_steps", "--data", '{"name": "steps"}', "--wait", "-q"
+    ).out.strip()
+    steps = cli("sagas", "steps", saga_id)
+    assert EXIT_OK == steps.code, steps
+    assert ["#", "0", "1"] == [line.split()[0] for line in steps.out.splitlines()]
+    assert "reserve  completed" in steps.out and "confirm  completed" in steps.out
+    everything = json.loads(cli("sagas", "events", saga_id, "--json").out)
+    types = [event["type"] for event in everything["items"]]
+    assert "SagaStarted" == types[0] and "SagaCompleted" == types[-1]
+    monkeypatch.setattr(_saga_reads, "EVENTS_PAGE", 1)  # one transition per page
+    first = cli("sagas", "events", saga_id, "--limit", "2")
+    assert types[:2] == [line.split()[1] for line in first.out.splitlines()[1:]]
+    assert "more: --from-version 3" in first.err
+    rest = json.loads(cli("sagas", "events", saga_id, "--from-version", "3", "--json").out)
+    assert types[2:] == [event["type"] for event in rest["items"]]
+    assert EXIT_NOT_FOUND == cli("sagas", "steps", "00000000-0000-0000-0000-000000000000").code
 
 
 def test_quiet_start_json_start_and_idempotency_key(cli: Cli) -> None:
@@ -180,7 +213,7 @@ def test_not_found_and_usage_errors(cli: Cli, tmp_path: Path) -> None:
     assert EXIT_OK == cli("sagas", "start", "test_two_steps", "--data", f"@{data_file}").code
     assert EXIT_USAGE == cli("sagas", "list", "--status", "sleeping").code  # argparse
     assert EXIT_USAGE == cli("sagas", "list", "--url", "ftp://example").code
-    assert EXIT_USAGE == cli("sagas", "list", "--limit", "9999").code  # the server's 400
+    assert EXIT_USAGE == cli("sagas", "list", "--created-after", "someday").code  # the 400
 
 
 def test_the_api_key_is_required_and_never_printed(cli: Cli, running_server: RunningServer) -> None:
@@ -202,7 +235,7 @@ def test_network_error_exits_1(cli: Cli) -> None:
     assert "cannot reach" in run.err
 
 
-def test_events_publish_and_tail(cli: Cli) -> None:
+def test_events_publish_and_read_a_stream(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     published = cli(
         "events",
         "publish",
@@ -215,13 +248,105 @@ def test_events_publish_and_tail(cli: Cli) -> None:
         "--json",
     )
     assert EXIT_OK == published.code, published
-    cli("events", "publish", "ops.tested", "ops-stream-1", "--data", '{"n": 2}')
-    tail = cli("events", "tail", "ops-stream-1")
-    assert EXIT_OK == tail.code, tail
-    assert tail.out.startswith("VERSION")
-    assert 2 == tail.out.count("ops.tested")
+    for n in (2, 3):
+        cli("events", "publish", "ops.tested", "ops-stream-1", "--data", json.dumps({"n": n}))
+    stream = cli("events", "stream", "ops-stream-1")
+    assert EXIT_OK == stream.code, stream
+    assert stream.out.startswith("VERSION")
+    assert 3 == stream.out.count("ops.tested")
     lines = cli("events", "tail", "ops-stream-1", "--json", "--from-version", "2").out
-    assert [{"n": 2}] == [json.loads(line)["data"] for line in lines.splitlines()]
+    assert [{"n": 2}, {"n": 3}] == [json.loads(line)["data"] for line in lines.splitlines()]
+    monkeypatch.setattr(_event_reads, "PAGE", 1)  # one event per page: --limit 2 needs two
+    two = cli("events", "stream", "ops-stream-1", "--limit", "2", "--json")
+    assert [{"n": 1}, {"n": 2}] == [json.loads(line)["data"] for line in two.out.splitlines()]
+    empty = cli("events", "stream", "ops-stream-none")
+    assert "no events in ops-stream-none from version 1" == empty.out.strip()
+
+
+def test_events_all_and_types(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    for n in range(3):
+        cli("events", "publish", "ops.listed", f"ops-all-{n}", "--data", json.dumps({"n": n}))
+    listed = json.loads(cli("events", "all", "--all", "--type", "ops.listed", "--json").out)
+    assert ["ops-all-0", "ops-all-1", "ops-all-2"] == [e["stream_id"] for e in listed["items"]]
+    after = str(listed["items"][0]["position"] - 1)
+    expected = json.loads(cli("events", "all", "--after-position", after, "--json").out)
+    positions = [str(event["position"]) for event in expected["items"][:2]]
+    monkeypatch.setattr(_event_reads, "PAGE", 1)  # pages of one event (of any type)
+    table = cli("events", "all", "--after-position", after, "--limit", "2")
+    assert EXIT_OK == table.code, table
+    assert ["POSITION", *positions] == [row.split()[0] for row in table.out.splitlines()]
+    assert f"more: --after-position {positions[1]}" in table.err
+    types = cli("events", "types")
+    assert EXIT_OK == types.code
+    assert "seen in the store:" in types.out and "ops.listed" in types.out
+    assert {"triggers", "seen"} <= set(json.loads(cli("events", "types", "--json").out))
+
+
+def test_events_replay_a_stream_or_a_range(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    for n in range(3):
+        cli("events", "publish", "ops.replayed", "ops-replay-1", "--data", json.dumps({"n": n}))
+    whole = cli("events", "replay", "ops-replay-1")
+    assert EXIT_OK == whole.code, whole
+    assert whole.out.startswith("replayed 3 events of ops-replay-1 to ")
+    monkeypatch.setattr(_events, "PAGE", 1)  # one event per request: --limit 2 needs two
+    part = json.loads(cli("events", "replay", "ops-replay-1", "--limit", "2", "--json").out)
+    assert 2 == part["replayed"] == len(part["event_ids"])
+    assert 3 == part["next_from_version"]
+    after = json.loads(cli("events", "all", "--all", "--type", "ops.replayed", "--json").out)
+    position = after["items"][0]["position"] - 1
+    ranged = cli(
+        "events", "replay", "--after-position", str(position), "--type", "ops.replayed", "--all"
+    )
+    assert ranged.out.startswith("replayed 3 events to "), ranged
+    both = cli("events", "replay", "ops-replay-1", "--after-position", "0")
+    assert EXIT_USAGE == both.code and "either STREAM_ID or --after-position" in both.err
+    assert EXIT_USAGE == cli("events", "replay").code
+
+
+def test_health_and_wait_ready(cli: Cli, running_server: RunningServer) -> None:
+    health = cli("health")
+    assert EXIT_OK == health.code, health
+    assert health.out.startswith("status  ok")
+    assert {"store", "coordinator", "bus"} <= set(
+        json.loads(cli("health", "--json").out)["components"]
+    )
+    ready = cli("wait-ready", running_server.url, "--timeout", "5")
+    assert EXIT_OK == ready.code and f"{running_server.url} is ready" in ready.out
+    from tests.support.server import free_port
+
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    late = cli("wait-ready", nowhere, "--timeout", "0.5")
+    assert EXIT_ERROR == late.code
+    assert f"error: {nowhere} is not ready after 0.5 s: nothing answers" in late.err
+    assert "" == late.out
+
+
+def test_the_service_is_found_from_host_and_port_and_the_key_from_its_variable(
+    cli: Cli, running_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = running_server.url.rsplit(":", 1)[1]
+    monkeypatch.delenv("SAGA_ORCHESTRATOR_URL")
+    monkeypatch.setenv("PORT", port)
+    for host in ("0.0.0.0", "::", "127.0.0.1"):
+        monkeypatch.setenv("HOST", host)
+        assert EXIT_OK == cli("sagas", "list", "-q").code, host
+    assert EXIT_OK == cli("wait-ready", "--timeout", "5").code
+    monkeypatch.setenv("PORT", "0")
+    assert "does not say where the service listens" in cli("sagas", "list").err
+    monkeypatch.setenv("PORT", port)
+    # SAGA_ORCHESTRATOR_API_KEY wins over API_KEY (the service's own key)
+    monkeypatch.setenv("API_KEY", "not-the-key-0123456789")
+    assert EXIT_USAGE == cli("sagas", "list").code
+    monkeypatch.setenv("SAGA_ORCHESTRATOR_API_KEY", running_server.api_key)
+    assert EXIT_OK == cli("sagas", "list").code
+
+
+def test_a_read_only_key_lists_but_cannot_start(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAGA_ORCHESTRATOR_API_KEY", READ_ONLY_KEY)
+    assert EXIT_OK == cli("sagas", "list").code
+    refused = cli("sagas", "start", "test_two_steps", "--data", '{"name": "ro"}')
+    assert EXIT_USAGE == refused.code
+    assert "HTTP 403 forbidden" in refused.err and READ_ONLY_KEY not in refused.err
 
 
 def test_the_entry_point_exits_with_the_code(running_server: RunningServer) -> None:

@@ -1,14 +1,13 @@
 """docs/getting-started.md, run: every ``bash`` block is marked, and the ones marked
-``<!-- tested -->`` run in an empty directory, in the page's order, against the server that the
-block marked ``<!-- tested: server -->`` starts (on a free port instead of 8008)."""
+``<!-- tested -->`` run verbatim, in the page's order, as one ``bash`` script in an empty
+directory (``8008`` replaced by a free port, ``PORT`` set to it); the output the page shows
+after a block (its status words) is compared with what that block printed, and nothing the
+script started is left running."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import attrs
@@ -17,10 +16,11 @@ import pytest
 from tests.support.required import unavailable
 from tests.support.server import REPO_ROOT, free_port
 
-from .conftest import stop, wait_ready
+from .doc_scripts import doc_env, run_script, status_words
 
 GETTING_STARTED = REPO_ROOT / "docs" / "getting-started.md"
-_BLOCK = re.compile(r"(?:<!-- (?P<marker>[^>]*?) -->\n)?```bash\n(?P<code>.*?)```", re.S)
+_FENCE = re.compile(r"(?:<!-- (?P<marker>[^>]*?) -->\n)?```(?P<lang>\w*)\n(?P<code>.*?)```", re.S)
+_MARK = "@@ block {} @@"
 
 EXERCISED_ELSEWHERE = {
     # The block's text -> what makes sure it works, checked below.
@@ -36,11 +36,20 @@ EXERCISED_ELSEWHERE = {
 class Block:
     marker: str | None
     code: str
+    shown: str | None
+    """The output the page shows for it: the ``json``/``text`` block right after it."""
 
 
 def blocks(path: Path) -> list[Block]:
-    text = path.read_text(encoding="utf-8")
-    return [Block(m["marker"], m["code"].rstrip("\n")) for m in _BLOCK.finditer(text)]
+    """The page's ``bash`` blocks, each with the output block that follows it (if any)."""
+    found: list[Block] = []
+    for match in _FENCE.finditer(path.read_text(encoding="utf-8")):
+        code = match["code"].rstrip("\n")
+        if match["lang"] == "bash":
+            found.append(Block(match["marker"], code, None))
+        elif match["lang"] in ("json", "text") and found and found[-1].shown is None:
+            found[-1] = attrs.evolve(found[-1], shown=code)
+    return found
 
 
 def test_every_command_block_is_run_here_or_by_ci() -> None:
@@ -54,79 +63,61 @@ def test_every_command_block_is_run_here_or_by_ci() -> None:
             assert block.code in EXERCISED_ELSEWHERE, block.code
             assert EXERCISED_ELSEWHERE[block.code] in ci_run, block.code
         else:
-            assert block.marker in ("tested", "tested: server"), block.marker
-    assert 1 == [block.marker for block in found].count("tested: server")
+            assert "tested" == block.marker, block.marker
 
 
-def _bash(script: str, cwd: Path, env: dict[str, str], timeout: float) -> str:
-    done = subprocess.run(
-        ["bash", "-c", "set -euo pipefail\n" + script],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert 0 == done.returncode, f"{script}\n--- stdout:\n{done.stdout}\n--- stderr:\n{done.stderr}"
-    return done.stdout + done.stderr
+def outputs(output: str, count: int) -> list[str]:
+    """The output of each of ``count`` blocks, cut at the markers between them."""
+    parts = re.split(r"^@@ block (\d+) @@$", output, flags=re.M)
+    found = {int(number): text for number, text in zip(parts[1::2], parts[2::2], strict=True)}
+    return [found.get(index, "") for index in range(count)]
 
 
 @pytest.mark.e2e
-def test_getting_started_runs(tmp_path: Path) -> None:
-    bin_dir = Path(sys.executable).parent
-    if not (bin_dir / "saga-orchestrator").exists():
-        unavailable(f"the project is not installed in {bin_dir} (pip install -e .)")
+def test_getting_started_runs_and_prints_what_it_shows(tmp_path: Path) -> None:
+    env = doc_env()
+    if shutil.which("saga-orchestrator", path=env["PATH"]) is None:
+        unavailable("the project is not installed here (pip install -e .)")
     if shutil.which("curl") is None:
         unavailable("curl is not installed")
     port = free_port()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key in ("HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
-    }
-    env.update(
-        PATH=os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")]),
-        PORT=str(port),
-        HOST="127.0.0.1",
-        SAGA_ORCHESTRATOR_URL=f"http://127.0.0.1:{port}",
+    tested = [block for block in blocks(GETTING_STARTED) if block.marker == "tested"]
+    script = "set -euo pipefail\n" + "\n".join(
+        f"printf '\\n{_MARK.format(index)}\\n'\n{block.code.replace('8008', str(port))}"
+        for index, block in enumerate(tested)
     )
-    found = [block for block in blocks(GETTING_STARTED) if block.marker.startswith("tested")]
-    split = [block.marker for block in found].index("tested: server")
-    before = "\n".join(block.code for block in found[:split])
-    after = "\n".join(block.code for block in found[split + 1 :])
-    after = after.replace("localhost:8008", f"127.0.0.1:{port}")
-
-    output = _bash(before, tmp_path, env, timeout=60)
+    ran = run_script(script, tmp_path, {**env, "PORT": str(port)}, timeout=180)
+    log = (tmp_path / "service.log").read_text(errors="replace")
+    assert [] == ran.left_running, ran.output
+    assert 0 == ran.returncode, f"{ran.output}\n--- service.log:\n{log}"
+    printed = outputs(ran.output, len(tested))
+    for block, out in zip(tested, printed, strict=True):
+        if block.shown is None:
+            continue
+        shown = status_words(block.shown)
+        assert shown == status_words(out)[: len(shown)], f"{block.code}\n--- printed:\n{out}"
+    output = ran.output
+    # What the prose says about the output:
     assert "ENVIRONMENT=development" in output
-    assert (tmp_path / "hello_sagas.py").exists()
-
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log_file:
-        server = subprocess.Popen(
-            ["bash", "-c", found[split].code],
-            cwd=tmp_path,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopped with its children
-        )
-        try:
-            wait_ready(f"http://127.0.0.1:{port}", server, log_path)
-            output = _bash(after, tmp_path, env, timeout=120)
-        finally:
-            stop(server)
-    assert '{"status": "ready"}' in output
     assert "Hello, Grace!" in output and "Hello, Ada!" in output
     assert "data.name" in output  # the refused input
     assert "status           compensated" in output
     for code in (5, 4, 3):
         assert f"exit code {code}" in output
     assert "status           cancelled" in output
-    log = log_path.read_text()
+    [same_key] = [
+        out for block, out in zip(tested, printed, strict=True) if "signup-42" in block.code
+    ]
+    first, again = same_key.split()
+    assert first == again  # "Both lines print the same saga id"
+    [events] = [
+        out for block, out in zip(tested, printed, strict=True) if "--limit 2" in block.code
+    ]
+    assert ["SagaStarted", "StepStarted"] == re.findall(r"^\d+\s+(\w+)", events, re.M)[-2:]
+    assert "more: --from-version 3" in events
     assert "released Bob" in log  # the compensation ran
     assert "Traceback" not in log
+    assert log.rstrip().endswith("saga orchestrator stopped")
 
 
 # --- links between the pages ----------------------------------------------------------------

@@ -166,6 +166,8 @@ def test_secret_values_of_the_settings() -> None:
         airtable_connector_url="https://c:conn-pw@connector/base",
     )
     assert {"auth-pw", "conn-pw"} == set(secret_values(services))
+    named = Settings(api_keys="ops:ops-key-0123456789ab,ci:ci-key-0123456789abc:read")
+    assert {"ops-key-0123456789ab", "ci-key-0123456789abc"} == set(secret_values(named))
 
 
 def test_a_url_password_is_masked_whatever_logged_it(capture: Any) -> None:

@@ -1,18 +1,26 @@
-"""The command-line client of a running service: ``saga-orchestrator sagas ...`` and
-``saga-orchestrator events ...``.
+"""The command-line client of a running service: ``saga-orchestrator sagas ...``,
+``events ...``, ``health`` and ``wait-ready``.
 
-The base URL comes from ``--url`` or ``SAGA_ORCHESTRATOR_URL`` (default
-``http://localhost:8008``), the API key from ``API_KEY`` (or ``--api-key``). Exit codes:
-0 ok, 1 the service failed or cannot be reached, 2 bad usage (arguments, request, API key),
-3 not found, 4 conflict, 5 ``--wait``: the saga ended without completing, 6 ``--wait``: gave up
-waiting, 130 interrupted. ``docs/operations.md`` describes them for script writers.
+The base URL comes from ``--url``, else ``SAGA_ORCHESTRATOR_URL``, else the service's own
+``HOST`` and ``PORT`` (a wildcard ``HOST`` meaning ``127.0.0.1``); the API key from
+``--api-key``, else ``SAGA_ORCHESTRATOR_API_KEY``, else ``API_KEY`` (all read from the
+environment over ``./.env``). ``--limit N`` is the number of items printed, however many pages
+that takes. Exit codes: 0 ok, 1 the service failed or cannot be reached, 2 bad usage
+(arguments, request, API key), 3 not found, 4 conflict, 5 ``--wait``: the saga ended without
+completing, 6 ``--wait``: gave up waiting, 130 interrupted. ``docs/operations.md`` describes
+them for script writers.
+
+Layout: :mod:`._api` (the HTTP client and its errors), :mod:`._command` (connection options,
+where the service is), :mod:`._paging`, :mod:`._output`; the ``sagas`` group in
+:mod:`._sagas` (reads, start, operator actions: one module each), ``events`` in
+:mod:`._events` and :mod:`._event_reads`, ``health`` and ``wait-ready`` in :mod:`._ready`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from . import _events, _sagas
+from . import _events, _ready, _sagas
 from ._api import EXIT_CONFLICT as EXIT_CONFLICT
 from ._api import EXIT_ERROR as EXIT_ERROR
 from ._api import EXIT_INTERRUPTED as EXIT_INTERRUPTED
@@ -23,14 +31,17 @@ from ._api import EXIT_USAGE as EXIT_USAGE
 from ._api import EXIT_WAIT_TIMEOUT as EXIT_WAIT_TIMEOUT
 from ._api import ApiClient as ApiClient
 from ._api import ClientError as ClientError
-from ._command import DEFAULT_URL as DEFAULT_URL
+from ._command import API_KEY_ENVS as API_KEY_ENVS
 from ._command import URL_ENV as URL_ENV
+from ._command import api_key_of as api_key_of
 from ._command import connection_options
-from ._sagas import start_saga as start_saga
-from ._sagas import wait_for_end as wait_for_end
+from ._command import service_url as service_url
+from ._ready import wait_until_ready as wait_until_ready
+from ._saga_start import start_saga as start_saga
+from ._saga_start import wait_for_end as wait_for_end
 
 __all__ = [
-    "DEFAULT_URL",
+    "API_KEY_ENVS",
     "EXIT_CONFLICT",
     "EXIT_ERROR",
     "EXIT_INTERRUPTED",
@@ -42,15 +53,20 @@ __all__ = [
     "URL_ENV",
     "ApiClient",
     "ClientError",
+    "api_key_of",
     "register",
+    "service_url",
     "start_saga",
     "wait_for_end",
+    "wait_until_ready",
 ]
 
 
 def register(commands: Any) -> None:
-    """Add the ``sagas`` and ``events`` command groups to ``commands`` (the subparsers of the
-    ``saga-orchestrator`` parser). Each leaf command sets ``handler``: ``args -> exit code``."""
+    """Add the ``sagas`` and ``events`` command groups, ``health`` and ``wait-ready`` to
+    ``commands`` (the subparsers of the ``saga-orchestrator`` parser). Each leaf command sets
+    ``handler``: ``args -> exit code``."""
     common = connection_options()
     _sagas.register(commands, common)
     _events.register(commands, common)
+    _ready.register(commands, common)

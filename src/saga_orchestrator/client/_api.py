@@ -15,7 +15,7 @@ enter, into :class:`ClientError` subclasses that carry the command's exit code::
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import httpx
@@ -52,6 +52,7 @@ EXIT_WAIT_TIMEOUT = 6
 EXIT_INTERRUPTED = 130
 
 API_KEY_HEADER = "X-API-Key"
+_KEY_SOURCES = "the API key comes from --api-key, SAGA_ORCHESTRATOR_API_KEY or API_KEY"
 
 
 class ClientError(SagaOrchestratorError):
@@ -152,7 +153,7 @@ def error_for(response: httpx.Response) -> ClientError:
     if status == 409:
         return Conflict(text, code=code)
     if status in (401, 403):
-        return UsageError(f"{text}\n  (the API key comes from API_KEY or --api-key)", code=code)
+        return UsageError(f"{text}\n  ({_KEY_SOURCES})", code=code)
     if 400 <= status < 500:
         return UsageError(text, code=code)
     return ServiceError(
@@ -210,8 +211,10 @@ class ApiClient:
         *,
         body: Any = None,
         params: Mapping[str, Any] | None = None,
+        also_ok: Collection[int] = (),
     ) -> Any:
-        """Send one request; raises :class:`ClientError` unless the answer is a 2xx."""
+        """Send one request; raises :class:`ClientError` unless the answer is a 2xx (or its
+        status is in ``also_ok``: a body that says something, such as ``/health``'s 503)."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             response = self._http.request(method, path, params=query, json=body)
@@ -225,7 +228,7 @@ class ApiClient:
                 "running? (--url or SAGA_ORCHESTRATOR_URL)",
                 retryable=True,
             ) from None
-        if not response.is_success:
+        if not response.is_success and response.status_code not in also_ok:
             raise error_for(response)
         if not response.content:
             return None

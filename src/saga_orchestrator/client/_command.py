@@ -1,34 +1,78 @@
-"""What every client command shares: the connection options, JSON arguments, and turning a
-:class:`~._api.ClientError` into a message on stderr and an exit code."""
+"""What every client command shares: where the service is and which key to send, the
+connection options, JSON arguments, and turning a :class:`~._api.ClientError` into a message
+on stderr and an exit code.
+
+Variables are read from the environment over ``./.env`` (as ``serve`` reads its settings):
+
+- the service: ``--url``, else ``SAGA_ORCHESTRATOR_URL``, else ``http://HOST:PORT`` from the
+  service's own ``HOST`` and ``PORT`` (default ``0.0.0.0`` and ``8008``), a wildcard ``HOST``
+  (``0.0.0.0``, ``::``) meaning this machine (``127.0.0.1``);
+- the key, sent as ``X-API-Key``: ``--api-key``, else ``SAGA_ORCHESTRATOR_API_KEY``, else
+  ``API_KEY`` (the service's own key, named ``default``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from saga_orchestrator.config import read_environment
 
 from ._api import EXIT_INTERRUPTED, ApiClient, ClientError, UsageError
 
 __all__ = [
-    "API_KEY_ENV",
-    "DEFAULT_URL",
+    "API_KEY_ENVS",
+    "DEFAULT_PORT",
     "URL_ENV",
     "Handler",
+    "api_key_of",
     "connection_options",
     "json_argument",
     "runner",
+    "service_url",
 ]
 
-DEFAULT_URL = "http://localhost:8008"
 URL_ENV = "SAGA_ORCHESTRATOR_URL"
-API_KEY_ENV = "API_KEY"
+API_KEY_ENVS = ("SAGA_ORCHESTRATOR_API_KEY", "API_KEY")
+"""Where the key comes from, first found first."""
+DEFAULT_PORT = 8008
+_WILDCARDS = ("0.0.0.0", "::", "[::]", "")
 
 Handler = Callable[[ApiClient, argparse.Namespace], int]
 """A command: talks to the API, prints, returns the exit code (or raises ``ClientError``)."""
+
+
+def service_url(environ: Mapping[str, str]) -> str:
+    """``SAGA_ORCHESTRATOR_URL``, else where a service started with these ``HOST`` and
+    ``PORT`` listens, seen from this machine.
+
+    Raises:
+        UsageError: the URL is not http(s), or ``PORT`` cannot say where the service is.
+    """
+    url = environ.get(URL_ENV) or None
+    if url is None:
+        host = environ.get("HOST", "").strip()
+        port = environ.get("PORT", "").strip() or str(DEFAULT_PORT)
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageError(
+                f"PORT={port!r} does not say where the service listens: set {URL_ENV} (or --url)"
+            )
+        host = "127.0.0.1" if host in _WILDCARDS else host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # an IPv6 address
+        url = f"http://{host}:{int(port)}"
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"{url!r} is not valid: expected an http:// or https:// URL")
+    return url
+
+
+def api_key_of(environ: Mapping[str, str]) -> str | None:
+    """The key to send: the first of :data:`API_KEY_ENVS` that is set."""
+    return next((environ[name] for name in API_KEY_ENVS if environ.get(name)), None)
 
 
 def connection_options() -> argparse.ArgumentParser:
@@ -37,12 +81,14 @@ def connection_options() -> argparse.ArgumentParser:
     group = options.add_argument_group("connection and output")
     group.add_argument(
         "--url",
-        help=f"base URL of the service (default: ${URL_ENV}, else {DEFAULT_URL})",
+        help=f"base URL of the service (default: ${URL_ENV}, else http://$HOST:$PORT, "
+        f"a wildcard HOST meaning 127.0.0.1; HOST and PORT as the service reads them, "
+        f"default 127.0.0.1 and {DEFAULT_PORT})",
     )
     group.add_argument(
         "--api-key",
-        help=f"API key to send (default: ${API_KEY_ENV}; prefer the variable, a command line "
-        "is visible to other users of the machine)",
+        help=f"API key to send (default: ${API_KEY_ENVS[0]}, else ${API_KEY_ENVS[1]}; prefer a "
+        "variable, a command line is visible to other users of the machine)",
     )
     group.add_argument(
         "--timeout",
@@ -55,13 +101,6 @@ def connection_options() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print JSON for scripts instead of a table"
     )
     return options
-
-
-def _base_url(args: argparse.Namespace) -> str:
-    url = args.url or os.environ.get(URL_ENV) or DEFAULT_URL
-    if not url.startswith(("http://", "https://")):
-        raise UsageError(f"--url {url!r} is not valid: expected an http:// or https:// URL")
-    return url
 
 
 def json_argument(text: str | None, name: str) -> Any:
@@ -87,8 +126,10 @@ def runner(handler: Handler) -> Callable[[argparse.Namespace], int]:
 
     def run(args: argparse.Namespace) -> int:
         try:
-            api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
-            with ApiClient(_base_url(args), api_key=api_key, timeout=args.timeout) as api:
+            environ = read_environment()
+            url = service_url({**environ, URL_ENV: args.url} if args.url else environ)
+            api_key = args.api_key or api_key_of(environ)
+            with ApiClient(url, api_key=api_key, timeout=args.timeout) as api:
                 return handler(api, args)
         except ClientError as exc:
             print(f"error: {exc}", file=sys.stderr)

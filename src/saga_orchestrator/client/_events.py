@@ -1,51 +1,29 @@
-"""``saga-orchestrator events publish|tail``, against the event API of the bus:
+"""The ``saga-orchestrator events`` command group, and its writes:
 
-- ``POST /events/publish`` with ``{"event_type", "stream_id", "data", "metadata"?,
-  "expected_version"?, "event_id"?}``;
-- ``GET /events/stream/<stream_id>?from_version=&limit=``, answering ``{"items": [...],
-  "next_from_version": ...}`` (each item has at least ``version`` and ``type`` or
-  ``event_type``).
+=============================  ==========================================================
+``events publish TYPE STREAM`` ``POST /events/publish``
+``events replay STREAM_ID``    ``POST /events/replay/{stream_id}`` (pages followed)
+``events replay --after-...``  ``POST /events/replay`` with a range of positions
+=============================  ==========================================================
 
-A service without that API answers 404 ``not_found``; the command then says so (exit 3).
+The reads are :mod:`._event_reads`'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from ._api import EXIT_OK, ApiClient, NotFound, UsageError
-from ._command import Handler, json_argument, runner
-from ._output import Column, emit, json_text, key_values, short_time, table
+from ._api import EXIT_OK, ApiClient, UsageError
+from ._command import json_argument, runner
+from ._event_reads import PAGE, all_events, event_types, stream_events
+from ._output import emit, json_text, key_values
+from ._paging import Pages, limit_option
 
 __all__ = ["register"]
-
-_EVENT_COLUMNS: Sequence[Column] = (
-    ("version", lambda e: e.get("version")),
-    ("type", lambda e: e.get("event_type") or e.get("type")),
-    ("event id", lambda e: e.get("event_id")),
-    ("recorded", lambda e: short_time(e.get("recorded_at"))),
-    ("data", lambda e: e.get("data")),
-)
-_NO_EVENT_API = "  (this service has no event API: it comes with the event bus)"
-
-
-def _events_api(handler: Handler) -> Handler:
-    """``handler``, with a hint when the route itself is missing (not an unknown stream)."""
-
-    def run(api: ApiClient, args: argparse.Namespace) -> int:
-        try:
-            return handler(api, args)
-        except NotFound as exc:
-            if exc.code == "not_found":
-                raise NotFound(f"{exc}\n{_NO_EVENT_API}", code=exc.code) from None
-            raise
-
-    return run
 
 
 def _publish(api: ApiClient, args: argparse.Namespace) -> int:
@@ -75,47 +53,49 @@ def _publish(api: ApiClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _read(
-    api: ApiClient, stream_id: str, from_version: int, limit: int
-) -> tuple[list[dict[str, Any]], int]:
-    """One page of the stream, and the version to read from next."""
-    page = api.get(
-        f"/events/stream/{quote(stream_id, safe='')}", from_version=from_version, limit=limit
-    )
-    items = list(page.get("items", page.get("events", [])) if isinstance(page, dict) else [])
-    following = page.get("next_from_version") if isinstance(page, dict) else None
-    if not isinstance(following, int):
-        versions = [e["version"] for e in items if isinstance(e.get("version"), int)]
-        following = max(versions) + 1 if versions else from_version
-    return items, following
+def _replay(api: ApiClient, args: argparse.Namespace) -> int:
+    if (args.stream_id is None) == (args.after_position is None):
+        raise UsageError("give either STREAM_ID or --after-position")
+    if args.stream_id is not None:
+        if args.to_position is not None or args.type is not None:
+            raise UsageError("--to-position and --type go with --after-position, not STREAM_ID")
+        path = f"/events/replay/{quote(args.stream_id, safe='')}"
+        start, following, first = "from_version", "next_from_version", args.from_version
+        what = f"of {args.stream_id} "
+    else:
+        path = "/events/replay"
+        start, following, first = "after_position", "next_after_position", args.after_position
+        what = ""
+    answers: list[dict[str, Any]] = []
 
+    def fetch(where: Any, size: int) -> tuple[list[dict[str, Any]], Any]:
+        body: dict[str, Any] = {start: where, "limit": size}
+        if args.stream_id is None:
+            body.update(to_position=args.to_position, event_type=args.type)
+        answer = api.post(path, {k: v for k, v in body.items() if v is not None})
+        answers.append(answer)
+        return [{"event_id": event_id} for event_id in answer.get("event_ids", [])], answer.get(
+            following
+        )
 
-def _print_events(items: Sequence[Mapping[str, Any]], as_json: bool, *, header: bool) -> None:
-    if as_json:  # one object per line: easy to pipe while following
-        emit("\n".join(json.dumps(event, ensure_ascii=False) for event in items))
-        return
-    lines = table(items, _EVENT_COLUMNS).split("\n")
-    emit("\n".join(lines if header else lines[1:]))
-
-
-def _tail(api: ApiClient, args: argparse.Namespace) -> int:
-    version, printed = args.from_version, 0
-    try:
-        while True:
-            items, following = _read(api, args.stream_id, version, args.limit)
-            if items:
-                _print_events(items, args.json, header=printed == 0)
-                printed += len(items)
-            moved, version = following > version, following
-            if moved and len(items) >= args.limit:
-                continue  # more is waiting: read on at once
-            if not args.follow:
-                break
-            time.sleep(args.interval)
-    except KeyboardInterrupt:  # the way to stop --follow
+    pages = Pages(fetch, first, limit=args.limit, page_size=PAGE)
+    event_ids = [item["event_id"] for item in pages.all()]
+    bus_stream = answers[-1].get("bus_stream") if answers else None
+    if args.json:
+        emit(
+            json_text(
+                {
+                    "replayed": len(event_ids),
+                    "event_ids": event_ids,
+                    "bus_stream": bus_stream,
+                    following: pages.next,
+                }
+            )
+        )
         return EXIT_OK
-    if not printed and not args.json:
-        emit(f"no events in {args.stream_id} from version {args.from_version}")
+    emit(f"replayed {len(event_ids)} events {what}to {bus_stream}")
+    if pages.next is not None:
+        print(f"more: --{start.replace('_', '-')} {pages.next}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -130,8 +110,13 @@ def _at_least(minimum: int) -> Any:
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``events`` and its subcommands to ``commands`` (an argparse subparsers object)."""
-    group = commands.add_parser("events", help="publish and read events (the event bus API)")
+    """Add ``events`` and its verbs to ``commands`` (an argparse subparsers object)."""
+    group = commands.add_parser(
+        "events",
+        help="publish, read and replay events",
+        description="The event store and the bus of a running service (docs/api.md, "
+        "section Events; docs/events.md).",
+    )
     verbs = group.add_subparsers(dest="events_command", metavar="COMMAND", required=True)
 
     publish = verbs.add_parser("publish", parents=[common], help="publish one event")
@@ -141,12 +126,42 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     publish.add_argument("--metadata", metavar="JSON", help="JSON, @file or - for stdin")
     publish.add_argument("--expected-version", type=_at_least(0), metavar="N")
     publish.add_argument("--event-id", metavar="ID")
-    publish.set_defaults(handler=runner(_events_api(_publish)))
+    publish.set_defaults(handler=runner(_publish))
 
-    tail = verbs.add_parser("tail", parents=[common], help="print a stream's events")
-    tail.add_argument("stream_id")
-    tail.add_argument("--from-version", type=_at_least(1), default=1, metavar="N")
-    tail.add_argument("--limit", type=_at_least(1), default=100, metavar="N", help="per request")
-    tail.add_argument("-f", "--follow", action="store_true", help="keep polling for new events")
-    tail.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="--follow")
-    tail.set_defaults(handler=runner(_events_api(_tail)))
+    stream = verbs.add_parser(
+        "stream", aliases=["tail"], parents=[common], help="print a stream's events"
+    )
+    stream.add_argument("stream_id")
+    stream.add_argument("--from-version", type=_at_least(1), default=1, metavar="N")
+    limit_option(stream, None, "events")
+    stream.add_argument("-f", "--follow", action="store_true", help="keep polling for new events")
+    stream.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="--follow")
+    stream.set_defaults(handler=runner(stream_events))
+
+    every = verbs.add_parser(
+        "all", parents=[common], help="events of every stream in commit order (transitions too)"
+    )
+    every.add_argument("--after-position", type=_at_least(0), default=0, metavar="N")
+    every.add_argument("--type", metavar="EVENT_TYPE", help="only events of this type")
+    limit_option(every, 100, "events")
+    every.set_defaults(handler=runner(all_events))
+
+    types = verbs.add_parser(
+        "types", parents=[common], help="the event types that start sagas, and those seen"
+    )
+    types.set_defaults(handler=runner(event_types))
+
+    replay = verbs.add_parser(
+        "replay",
+        parents=[common],
+        help="re-publish stored events to the bus: a stream, or a range of positions",
+    )
+    replay.add_argument("stream_id", nargs="?", help="the stream to replay")
+    replay.add_argument("--from-version", type=_at_least(1), default=1, metavar="N")
+    replay.add_argument(
+        "--after-position", type=_at_least(0), metavar="N", help="instead of a stream: after it"
+    )
+    replay.add_argument("--to-position", type=_at_least(0), metavar="N")
+    replay.add_argument("--type", metavar="EVENT_TYPE", help="with --after-position")
+    limit_option(replay, None, "events", verb="replay")
+    replay.set_defaults(handler=runner(_replay))

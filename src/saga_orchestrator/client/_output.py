@@ -10,7 +10,16 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
-__all__ = ["Column", "cell", "emit", "json_text", "key_values", "short_time", "table"]
+__all__ = [
+    "EVENT_COLUMNS",
+    "Column",
+    "cell",
+    "emit",
+    "json_text",
+    "key_values",
+    "short_time",
+    "table",
+]
 
 MAX_CELL = 60
 """Longest cell of a table; longer values are cut with ``…`` (``--json`` shows them whole)."""
@@ -28,6 +37,16 @@ def short_time(value: Any) -> str:
     if isinstance(value, str) and len(value) >= 19 and value[10] == "T":
         return value[:10] + " " + value[11:19]
     return cell(value)
+
+
+EVENT_COLUMNS: Sequence[Column] = (
+    ("version", lambda e: e.get("version")),
+    ("type", lambda e: e.get("type")),
+    ("event id", lambda e: e.get("event_id")),
+    ("recorded", lambda e: short_time(e.get("recorded_at"))),
+    ("data", lambda e: e.get("data")),
+)
+"""The columns of a stream's events (a saga's transitions, too)."""
 
 
 def cell(value: Any, width: int | None = None) -> str:

@@ -189,7 +189,8 @@ def create_app(state: DevState) -> QuartTrio:
 
 
 def _add_control(app: QuartTrio, state: DevState) -> None:
-    """``/`` and ``/_control/...``: what the stand-in holds, and its knobs (no auth)."""
+    """``/``, ``/health/ready`` and ``/_control/...``: what the stand-in holds, and its knobs
+    (no auth)."""
 
     def listing(items: list[Any]) -> list[dict[str, Any]]:
         return [attrs.asdict(item) for item in items]
@@ -201,6 +202,11 @@ def _add_control(app: QuartTrio, state: DevState) -> None:
             "settings": {name: base + path for name, path in SERVICE_PATHS.items()},
             "operations": [operation for _, _, operation in ROUTES] + ["airtable.sync_job"],
         }
+
+    @app.get("/health/ready")
+    async def ready() -> dict[str, Any]:
+        """Answers once the stand-in serves (``saga-orchestrator wait-ready`` polls it)."""
+        return {"status": "ready"}
 
     @app.get("/_control/calls")
     async def calls() -> dict[str, Any]:

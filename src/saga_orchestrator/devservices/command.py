@@ -5,15 +5,16 @@
         [--orchestrator-url URL] [--seed N]
 
 ``ORCHESTRATOR_URL`` (default ``http://localhost:8008``) is where the sync outcome events are
-published, with ``API_KEY`` as its ``X-API-Key``; ``SERVICE_AUTH_TOKEN``, when set, is the
-bearer token every call must carry. They are read from the environment over ``./.env``.
+published, with ``SAGA_ORCHESTRATOR_API_KEY`` (else ``API_KEY``) as its ``X-API-Key``;
+``SERVICE_AUTH_TOKEN``, when set, is the bearer token every call must carry. They are read from
+the environment over ``./.env``. ``GET /health/ready`` answers 200 once it serves
+(``saga-orchestrator wait-ready http://127.0.0.1:8100``).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import random
 import signal
 import sys
@@ -93,26 +94,20 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _environment() -> dict[str, str]:
-    """``os.environ`` over ``./.env``."""
-    from dotenv import dotenv_values
-
-    merged = {k: v for k, v in dotenv_values(".env").items() if v is not None}
-    merged.update(os.environ)
-    return {k: v.strip() for k, v in merged.items()}
-
-
 def build_state(args: argparse.Namespace, environ: dict[str, str] | None = None) -> DevState:
     """The stand-in's :class:`~._state.DevState` for the command's options.
 
     Raises:
         ValueError: a ``--fail`` is not ``OPERATION[:STATUS[:TIMES]]``.
     """
+    from saga_orchestrator.client import api_key_of  # as the client commands choose theirs
+    from saga_orchestrator.config import read_environment
+
     from ._announce import HttpAnnouncer
     from ._faults import Fault, FaultBook, fault_from_spec
     from ._state import DevState
 
-    environ = _environment() if environ is None else environ
+    environ = read_environment() if environ is None else environ
     faults = FaultBook(rng=random.Random(args.seed))
     for spec in args.fail:
         faults.add(fault_from_spec(spec))
@@ -125,7 +120,7 @@ def build_state(args: argparse.Namespace, environ: dict[str, str] | None = None)
         token=environ.get("SERVICE_AUTH_TOKEN") or None,
         sync_delay=args.sync_delay,
         faults=faults,
-        announcer=HttpAnnouncer(orchestrator_url=url, api_key=environ.get("API_KEY") or None),
+        announcer=HttpAnnouncer(orchestrator_url=url, api_key=api_key_of(environ)),
     )
 
 

@@ -84,7 +84,7 @@ def create_app(app_deps: ApiDeps, *, max_body_bytes: int = MAX_BODY_BYTES) -> Qu
     install_error_handlers(app)
     install_correlation(app)  # before auth: a rejected request has its id too
     install_request_limits(app, max_header_bytes=app_deps.settings.http_max_header_bytes)
-    install_auth(app, app_deps.settings.api_key)
+    install_auth(app, app_deps.settings.named_api_keys)
     install_boundary_check(app)  # after auth: a caller without the key learns nothing
     install_request_metrics(app, app_deps.metrics)
     app.register_blueprint(health)

@@ -58,6 +58,7 @@ __all__ = [
     "InvalidJson",
     "InvalidPath",
     "InvalidQuery",
+    "ReadOnlyKey",
     "ServiceStopping",
     "StartInterrupted",
     "UnsupportedMediaType",
@@ -103,6 +104,11 @@ class ApiKeyRejected(SagaOrchestratorError):
     """The API key (``X-API-Key`` or ``Authorization: Bearer``) is missing or wrong."""
 
 
+class ReadOnlyKey(SagaOrchestratorError):
+    """A read-only API key was used for a write or an operator action (any method but
+    ``GET``, ``HEAD`` and ``OPTIONS``)."""
+
+
 class HeaderTooLarge(SagaOrchestratorError):
     """The request head (request line and headers) is larger than ``HTTP_MAX_HEADER_BYTES``."""
 
@@ -143,6 +149,7 @@ ERROR_TABLE: dict[type[BaseException], ErrorRule] = {
     InvalidJson: ErrorRule(400, "invalid_json"),
     AmbiguousFraming: ErrorRule(400, "ambiguous_framing", close=True),
     ApiKeyRejected: ErrorRule(401, "unauthorized"),
+    ReadOnlyKey: ErrorRule(403, "forbidden"),
     SagaNotFound: ErrorRule(404, "saga_not_found"),
     NotFoundError: ErrorRule(404, "not_found"),
     ConcurrencyError: ErrorRule(409, "concurrency_conflict"),

@@ -15,8 +15,9 @@ parameters come from the rule, its request body and query from the classes of :m
 that the handler checks requests against (:mod:`.validate`), and its responses from the classes
 the handler answers with. Every text parameter (path or query) carries the pattern of
 :mod:`.boundary`, which checks them all. The errors a route can give follow from what it takes
-(a body: 400, 413, 415, 422; a query: 400; a path parameter: 400, 404; not public: 401; always
-500) plus the ones it names, each described with its codes from :data:`~.errors.ERROR_TABLE`.
+(a body: 400, 413, 415, 422; a query: 400; a path parameter: 400, 404; not public: 401, and
+403 for a write, which a read-only key may not do; always 500) plus the ones it names, each
+described with its codes from :data:`~.errors.ERROR_TABLE`.
 A route without an :func:`operation` is refused when the app is made
 (:func:`check_documented`), so nothing is served undocumented.
 
@@ -37,6 +38,7 @@ from quart import Blueprint, Quart, Response, current_app
 from werkzeug.routing import Rule
 
 from saga_orchestrator import __version__
+from saga_orchestrator.api_keys import READ_METHODS
 
 from .errors import ERROR_TABLE, FRAMEWORK_ERRORS
 from .schema import STORABLE_TEXT, SchemaBuilder, constraints, strip_none
@@ -232,6 +234,7 @@ _STATUS_TEXT = {
     400: "The request is malformed (body not JSON, a bad query or path parameter, or both "
     "`Content-Length` and `Transfer-Encoding`: the connection is then closed).",
     401: "The API key is missing or wrong (`X-API-Key: <key>` or `Authorization: Bearer <key>`).",
+    403: "The API key is read-only: it may only read (GET, HEAD, OPTIONS).",
     404: "Not found.",
     409: "Conflicts with the current state.",
     413: "The body is larger than the limit (1 MiB).",
@@ -251,10 +254,12 @@ def _codes(status: int) -> list[str]:
     return sorted(codes)
 
 
-def _error_statuses(rule: Rule, spec: Operation, *, auth: bool) -> list[int]:
+def _error_statuses(rule: Rule, method: str, spec: Operation, *, auth: bool) -> list[int]:
     statuses = set(spec.errors) | {400, 431, 500}  # any request: see http/limits.py
     if auth and not spec.public:
         statuses.add(401)
+        if method not in READ_METHODS:
+            statuses.add(403)  # a read-only key (.auth)
     if spec.body is not None:
         statuses.update((400, 413, 415, 422))
     if spec.query is not None:
@@ -303,7 +308,7 @@ class _Document:
         responses: dict[str, Any] = {}
         for reply in spec.replies:
             responses[str(reply.status)] = self._reply(reply)
-        for status in _error_statuses(rule, spec, auth=self.auth):
+        for status in _error_statuses(rule, method, spec, auth=self.auth):
             responses.setdefault(str(status), self._error(status, spec))
         body["responses"] = responses
         if self.auth:
@@ -426,7 +431,7 @@ def _document() -> dict[str, Any]:
 
     cache = current_app.extensions.setdefault("saga_orchestrator.openapi", {})
     if "document" not in cache:
-        cache["document"] = build_document(current_app, auth=deps().settings.api_key is not None)
+        cache["document"] = build_document(current_app, auth=bool(deps().settings.named_api_keys))
     return cache["document"]
 
 
