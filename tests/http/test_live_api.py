@@ -72,7 +72,7 @@ async def test_health_metrics_and_documentation_need_no_key(live: LiveServer) ->
             assert (200, body) == (response.status_code, response.json())
         health = (await client.get("/health")).json()
         assert "ok" == health["status"]
-        assert {"store", "coordinator", "bus"} == set(health["components"])
+        assert {"store", "coordinator", "bus", "instances"} == set(health["components"])
         assert "sqlite" == health["components"]["store"]["kind"]
         assert "in-process" == health["components"]["bus"]["kind"]
         metrics = await client.get("/metrics")

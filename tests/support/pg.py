@@ -17,10 +17,12 @@ TIMEOUT = 10.0
 RELAY_LEADER_PIDS = (
     "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
     f"AND classid = {RELAY_LOCK_KEY >> 32} AND objid = {RELAY_LOCK_KEY & 0xFFFF_FFFF} "
-    "AND objsubid = 1"
+    "AND objsubid = 1 "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 )
-"""The server process of the session that holds the relay leadership (``pg_locks`` shows a
-``bigint`` key as its high and low 32 bits)."""
+"""The server process of the session that holds the relay leadership of this database
+(``pg_locks`` shows a ``bigint`` key as its high and low 32 bits, and lists every database's
+locks: other tests' servers may hold theirs meanwhile)."""
 
 
 def _fetch(dsn: str, query: str, args: tuple[Any, ...]) -> list[asyncpg.Record]:
