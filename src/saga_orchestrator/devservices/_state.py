@@ -125,6 +125,8 @@ class DevState:
     announcements: list[Announcement] = attrs.field(factory=list)
     answers: dict[tuple[str, str], Answer] = attrs.field(factory=dict)
     """First answer per (idempotency key, operation)."""
+    created_by: dict[tuple[str, str], str] = attrs.field(factory=dict)
+    """The id of what each create made, by (operation, idempotency key): the undo by key."""
     changed: trio.Event = attrs.field(factory=trio.Event)
     _ids: Any = attrs.field(factory=itertools.count)
 
@@ -132,7 +134,7 @@ class DevState:
         """Forget everything but the configuration."""
         for store in (self.profiles, self.workspaces, self.notifications, self.integrations):
             store.clear()
-        for store in (self.webhooks, self.jobs, self.synced, self.answers):
+        for store in (self.webhooks, self.jobs, self.synced, self.answers, self.created_by):
             store.clear()
         self.calls.clear()
         self.effects.clear()
@@ -164,6 +166,31 @@ class DevState:
     def operations(self, operation: str | None = None) -> list[str]:
         """The operations of the effects applied, in order (only ``operation`` if given)."""
         return [e.operation for e in self.effects if operation in (None, e.operation)]
+
+    def holdings(self) -> dict[str, list[dict[str, Any]]]:
+        """What each service holds now (``GET /_control/state``)."""
+        synced = [
+            {"base_id": base_id, "workspace_id": workspace_id, "records": records}
+            for (base_id, workspace_id), records in self.synced.items()
+        ]
+        return {
+            "profiles": list(self.profiles.values()),
+            "workspaces": list(self.workspaces.values()),
+            "notifications": list(self.notifications.values()),
+            "integrations": list(self.integrations.values()),
+            "webhooks": list(self.webhooks.values()),
+            "jobs": list(self.jobs.values()),
+            "synced": synced,
+        }
+
+    def leftovers(self) -> dict[str, list[dict[str, Any]]]:
+        """What a saga compensated in full must not leave behind, by kind (only the kinds that
+        hold something): profiles, workspaces, integrations, webhooks, synced data, and syncs
+        still running. Notifications are messages, not holdings: a sent one stays listed."""
+        held = self.holdings()
+        held["jobs"] = [job for job in held["jobs"] if job["status"] == "accepted"]
+        del held["notifications"]
+        return {kind: things for kind, things in held.items() if things}
 
     # -- auth, permission ---------------------------------------------------------------------
 
@@ -200,8 +227,45 @@ class DevState:
             **{name: request.body[name] for name in required},
             **extra,
         }
+        self.created_by[(operation, request.idempotency_key)] = thing_id
         self._applied(operation, request, thing_id)
         return Answer(code, store[thing_id])
+
+    def _undo_by_key(
+        self, operation: str, created_by: str, request: Request, undo: Callable[[str], bool]
+    ) -> Answer:
+        """Undo what the operation ``created_by`` made with the key given as
+        ``?idempotency_key=``, if anything (``undo(thing_id)`` says whether it changed it),
+        and revoke that key: ``created_by`` with it answers 409 from now on and makes nothing
+        (a create still in flight, arriving late). Always 204: nothing there is done too."""
+        key = request.args.get("idempotency_key", "")
+        if not key:
+            return Answer(422, {"error": "the idempotency_key query parameter is required"})
+        thing_id = self.created_by.get((created_by, key))
+        undone = thing_id is not None and undo(thing_id)
+        self.answers[(key, created_by)] = Answer(
+            409, {"error": f"idempotency key {key!r} was revoked: what it made is undone"}
+        )
+        self._applied(operation, request, thing_id if undone and thing_id else key)
+        return Answer(204)
+
+    def _delete_by_key(
+        self, operation: str, created_by: str, store: dict[str, dict[str, Any]], request: Request
+    ) -> Answer:
+        """:meth:`_undo_by_key` that deletes the thing from ``store``."""
+
+        def delete(thing_id: str) -> bool:
+            return store.pop(thing_id, None) is not None
+
+        return self._undo_by_key(operation, created_by, request, delete)
+
+    @staticmethod
+    def _moved(thing: dict[str, Any] | None, before: str, after: str) -> bool:
+        """Set ``thing``'s status to ``after`` if it is ``before``; whether it was."""
+        if thing is None or thing["status"] != before:
+            return False
+        thing["status"] = after
+        return True
 
     def _delete(
         self, operation: str, store: dict[str, dict[str, Any]], request: Request, thing_id: str
@@ -221,6 +285,10 @@ class DevState:
     def user_delete_profile(self, request: Request, profile_id: str) -> Answer:
         return self._delete("user.delete_profile", self.profiles, request, profile_id)
 
+    def user_delete_profile_by_key(self, request: Request) -> Answer:
+        operation, created_by = "user.delete_profile_by_key", "user.create_profile"
+        return self._delete_by_key(operation, created_by, self.profiles, request)
+
     def user_create_workspace(self, request: Request) -> Answer:
         default = bool(request.body.get("default"))
         required = ("owner_id", "name")
@@ -230,6 +298,10 @@ class DevState:
 
     def user_delete_workspace(self, request: Request, workspace_id: str) -> Answer:
         return self._delete("user.delete_workspace", self.workspaces, request, workspace_id)
+
+    def user_delete_workspace_by_key(self, request: Request) -> Answer:
+        operation, created_by = "user.delete_workspace_by_key", "user.create_workspace"
+        return self._delete_by_key(operation, created_by, self.workspaces, request)
 
     # -- notification -------------------------------------------------------------------------
 
@@ -246,6 +318,15 @@ class DevState:
             status="queued",
         )
 
+    def notification_withdraw_by_key(self, request: Request) -> Answer:
+        """The stand-in delivers nothing: a notification stays ``queued`` until withdrawn."""
+        return self._undo_by_key(
+            "notification.withdraw_by_key",
+            "notification.send",
+            request,
+            lambda thing_id: self._moved(self.notifications.get(thing_id), "queued", "withdrawn"),
+        )
+
     # -- airtable -----------------------------------------------------------------------------
 
     def airtable_create_integration(self, request: Request) -> Answer:
@@ -258,6 +339,10 @@ class DevState:
     def airtable_delete_integration(self, request: Request, integration_id: str) -> Answer:
         operation = "airtable.delete_integration"
         return self._delete(operation, self.integrations, request, integration_id)
+
+    def airtable_delete_integration_by_key(self, request: Request) -> Answer:
+        operation, created_by = "airtable.delete_integration_by_key", "airtable.create_integration"
+        return self._delete_by_key(operation, created_by, self.integrations, request)
 
     def airtable_check_access(self, request: Request, base_id: str) -> Answer:
         user_id = request.args.get("user_id", "")
@@ -288,6 +373,17 @@ class DevState:
             return Answer(404, {"error": f"base {base_id!r} has no webhook {webhook_id!r}"})
         return self._delete("airtable.delete_webhook", self.webhooks, request, webhook_id)
 
+    def airtable_delete_webhook_by_key(self, request: Request, base_id: str) -> Answer:
+        def undo(webhook_id: str) -> bool:
+            if self.webhooks.get(webhook_id, {}).get("base_id") != base_id:
+                return False
+            del self.webhooks[webhook_id]
+            return True
+
+        return self._undo_by_key(
+            "airtable.delete_webhook_by_key", "airtable.create_webhook", request, undo
+        )
+
     def airtable_start_sync(self, request: Request, base_id: str) -> Answer:
         answer = self._create(
             "airtable.start_sync",
@@ -303,6 +399,17 @@ class DevState:
             assert answer.body is not None
             self.spawn(self.run_sync_job, answer.body["job_id"])
         return answer
+
+    def airtable_cancel_sync_by_key(self, request: Request, base_id: str) -> Answer:
+        def undo(job_id: str) -> bool:
+            job = self.jobs.get(job_id)
+            if job is None or job["base_id"] != base_id:
+                return False
+            return self._moved(job, "accepted", "cancelled")
+
+        return self._undo_by_key(
+            "airtable.cancel_sync_by_key", "airtable.start_sync", request, undo
+        )
 
     def airtable_purge_synced_data(self, request: Request, base_id: str) -> Answer:
         workspace_id = request.args.get("workspace_id", "")
