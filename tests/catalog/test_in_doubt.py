@@ -11,7 +11,7 @@ import trio
 
 from saga_orchestrator.coordinator.catalog.airtable_integration import AIRTABLE_INTEGRATION
 from saga_orchestrator.coordinator.catalog.user_onboarding import USER_ONBOARDING
-from saga_orchestrator.coordinator.messages import CancelSaga
+from saga_orchestrator.coordinator.messages import CancelSaga, RetrySaga
 from saga_orchestrator.devservices import Fault
 from saga_orchestrator.store.records import SagaRecord
 
@@ -108,3 +108,25 @@ async def test_a_step_timeout_is_compensated_with_nothing_left_at_the_services(
         n["template"] for n in stand_in.state.notifications.values() if n["status"] == "queued"
     }
     assert queued <= {"onboarding_failed", "airtable_integration_failed"}  # no welcome, no "ready"
+
+
+async def test_a_compensation_that_keeps_failing_parks_and_a_retry_finishes_it(stand_in: StandIn):
+    # the worked example of docs/sagas.md: the integration is refused, profiles cannot be
+    # deleted; once the user service is back, an operator's retry undoes the rest
+    for operation, status in (("airtable.create_integration", 422), ("user.delete_profile", 503)):
+        stand_in.state.faults.add(Fault(operation=operation, status=status, times=None))
+    async with orchestrating(stand_in, [USER_ONBOARDING]) as h:
+        saga_id = (await h.start("user_onboarding", **USER)).saga.saga_id
+        parked = await h.wait_terminal(saga_id, limit=20)
+        assert "compensation_failed" == parked.status
+        assert [("failed", OPTIONS.compensation_attempts), ("completed", 1), ("completed", 1)] == [
+            (s.compensation_status, s.compensation_attempts) for s in parked.steps[:3]
+        ]
+        assert "DELETE /profiles/" in (parked.steps[0].compensation_error or "")
+        assert ["profiles"] == list(stand_in.state.leftovers())
+
+        stand_in.state.faults.clear()
+        await h.ref.ask(RetrySaga(saga_id=saga_id, by="ops", reason="user service is back"))
+        final = await h.wait_terminal(saga_id, limit=20)
+    assert ("compensated", "completed") == (final.status, final.steps[0].compensation_status)
+    assert {} == stand_in.state.leftovers()
