@@ -19,7 +19,8 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from ._faults import FAULT_HEADER, Fault, fault_from_json
-from ._state import Answer, DevState, Request
+from ._records import Answer, Request
+from ._state import DevState
 
 __all__ = ["ROUTES", "SERVICE_PATHS", "create_app"]
 

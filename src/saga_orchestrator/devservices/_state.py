@@ -7,95 +7,16 @@ The operations are plain functions of the state and the request's JSON, one per 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 import trio
 
 from ._faults import FaultBook
+from ._records import Announcement, Announcer, Answer, CallRecord, EffectRecord, Request, missing
 
-__all__ = [
-    "Announcement",
-    "Answer",
-    "CallRecord",
-    "DevState",
-    "EffectRecord",
-    "Request",
-]
-
-
-@attrs.frozen
-class Answer:
-    """A status and a JSON body (``None``: no body), plus headers."""
-
-    status: int
-    body: dict[str, Any] | None = None
-    headers: Mapping[str, str] = attrs.field(factory=dict)
-
-
-@attrs.frozen(kw_only=True)
-class Request:
-    """What an operation sees of a request."""
-
-    body: dict[str, Any]
-    args: Mapping[str, str]
-    idempotency_key: str
-
-
-@attrs.frozen(kw_only=True)
-class CallRecord:
-    """One request to a service, as answered."""
-
-    seq: int
-    operation: str
-    method: str
-    path: str
-    idempotency_key: str | None
-    correlation_id: str | None
-    authorized: bool
-    """The bearer token was the expected one (or none is expected)."""
-    status: int | None
-    """``None``: never answered (the caller went away first, or a fault made it hang)."""
-    replayed: bool = False
-    """Answered from the idempotency record: nothing was applied."""
-    fault: bool = False
-    """An injected fault answered."""
-
-
-@attrs.frozen(kw_only=True)
-class EffectRecord:
-    """A change the stand-in applied: at most one per idempotency key and operation."""
-
-    seq: int
-    operation: str
-    idempotency_key: str
-    subject: str
-    """The id of what was created, changed or deleted."""
-
-
-@attrs.frozen(kw_only=True)
-class Announcement:
-    """An event the stand-in publishes (the Airtable connector's sync outcome)."""
-
-    event_id: str
-    event_type: str
-    saga_id: str
-    stream_id: str
-    """The connector's stream the event belongs to (``airtable-base-<base id>``)."""
-    data: dict[str, Any]
-
-
-Announcer = Callable[[Announcement], Awaitable[None]]
-"""Delivers an announcement (to the orchestrator's ``POST /events/publish``, or in tests
-straight to a coordinator); raises when it could not."""
-
-
-def _missing(body: Mapping[str, Any], *names: str) -> Answer | None:
-    absent = [name for name in names if not isinstance(body.get(name), str) or not body[name]]
-    if absent:
-        return Answer(422, {"error": f"missing or not a string: {', '.join(absent)}"})
-    return None
+__all__ = ["DevState"]
 
 
 @attrs.define(eq=False)
@@ -124,7 +45,8 @@ class DevState:
     effects: list[EffectRecord] = attrs.field(factory=list)
     announcements: list[Announcement] = attrs.field(factory=list)
     answers: dict[tuple[str, str], Answer] = attrs.field(factory=dict)
-    """First answer per (idempotency key, operation)."""
+    """First answer per (idempotency key, operation); an undo by key replaces a create's with
+    a 409 (the key is revoked)."""
     created_by: dict[tuple[str, str], str] = attrs.field(factory=dict)
     """The id of what each create made, by (operation, idempotency key): the undo by key."""
     changed: trio.Event = attrs.field(factory=trio.Event)
@@ -198,7 +120,7 @@ class DevState:
         return Answer(200, {"user_id": user_id, "status": "active"})
 
     def permission_check(self, request: Request) -> Answer:
-        problem = _missing(request.body, "user_id", "action", "resource")
+        problem = missing(request.body, "user_id", "action", "resource")
         return problem or Answer(200, {"allowed": True})
 
     # -- user ---------------------------------------------------------------------------------
@@ -217,7 +139,7 @@ class DevState:
         """Check the ``required`` fields of the body, then store a new ``kind`` (its id is
         ``<kind>_id``) in the store of that name with those fields and ``extra``; answer
         ``code`` with it."""
-        problem = _missing(request.body, *required)
+        problem = missing(request.body, *required)
         if problem is not None:
             return problem
         store: dict[str, dict[str, Any]] = getattr(self, f"{kind}s")
