@@ -22,6 +22,7 @@ from .conftest import TOKEN, StandIn
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PROFILE = {"user_id": "u-1", "email": "ada@example.com", "name": "Ada"}
+WORKSPACE = {"owner_id": "u-1", "name": "Ada's workspace", "default": True}
 
 
 def keyed(key: str) -> dict[str, str]:
@@ -38,6 +39,41 @@ async def test_a_repeated_key_gets_the_first_answer_and_applies_nothing(
     assert first.json() == again.json()
     assert ["user.create_profile"] == stand_in.state.operations()
     assert [False, True, False] == [call.replayed for call in stand_in.state.calls]
+
+
+async def test_an_undo_by_key_deletes_what_the_key_made_and_revokes_the_key(
+    stand_in: StandIn, control: httpx.AsyncClient
+):
+    made = await control.post("/user/workspaces", json=WORKSPACE, headers=keyed("s-1:ws"))
+    other = await control.post("/user/workspaces", json=WORKSPACE, headers=keyed("s-2:ws"))
+    assert (201, 201) == (made.status_code, other.status_code)
+    undo = {"idempotency_key": "s-1:ws"}
+    undone = await control.delete("/user/workspaces", params=undo, headers=keyed("s-1:ws:undo"))
+    assert 204 == undone.status_code
+    state = (await control.get("/_control/state")).json()
+    assert [other.json()["workspace_id"]] == [w["workspace_id"] for w in state["workspaces"]]
+    # the create with that key, arriving late (or again), makes nothing
+    late = await control.post("/user/workspaces", json=WORKSPACE, headers=keyed("s-1:ws"))
+    assert 409 == late.status_code
+    assert "revoked" in late.json()["error"]
+    assert 1 == len(stand_in.state.workspaces)
+    effects = [(e.operation, e.subject) for e in stand_in.state.effects]
+    assert ("user.delete_workspace_by_key", made.json()["workspace_id"]) == effects[-1]
+
+
+async def test_an_undo_by_key_of_nothing_is_done_and_still_revokes_the_key(
+    stand_in: StandIn, control: httpx.AsyncClient
+):
+    undo = {"idempotency_key": "s-1:p"}
+    first = await control.delete("/user/profiles", params=undo, headers=keyed("s-1:p:undo"))
+    again = await control.delete("/user/profiles", params=undo, headers=keyed("s-1:p:undo2"))
+    unkeyed = await control.delete("/user/profiles", headers=keyed("s-1:p:undo3"))
+    assert (204, 204, 422) == (first.status_code, again.status_code, unkeyed.status_code)
+    late = await control.post("/user/profiles", json=PROFILE, headers=keyed("s-1:p"))
+    assert 409 == late.status_code
+    state = (await control.get("/_control/state")).json()
+    assert ([], {}) == (state["profiles"], state["leftovers"])
+    assert ["s-1:p", "s-1:p"] == [e.subject for e in stand_in.state.effects]  # the key only
 
 
 async def test_a_call_needs_the_token_and_an_idempotency_key(control: httpx.AsyncClient):

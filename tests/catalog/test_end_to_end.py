@@ -157,3 +157,43 @@ async def test_onboarding_finishes_after_a_sigkill_mid_step_with_each_effect_onc
     assert [(None, False), (201, True)] == sorted(
         ((c.status, c.replayed) for c in calls), key=lambda call: call[1]
     )
+
+
+async def test_a_cancel_while_the_workspace_is_created_ends_cancelled_with_nothing_left(
+    tmp_path: Path, stand_in: tuple[DevState, dict[str, str]]
+):
+    # the reported case: `devservices` with a 30 s delay on user.create_workspace, start an
+    # onboarding, cancel it through the API while that call is in flight
+    _, env = stand_in
+    services = env["USER_SERVICE_URL"].removesuffix("/user")
+    delay = {"operation": "user.create_workspace", "status": None, "delay": 30, "times": None}
+    async with (
+        orchestrator(tmp_path, env) as client,
+        httpx.AsyncClient(base_url=services, timeout=5) as control,
+    ):
+        assert 201 == (await control.post("/_control/faults", json=delay)).status_code
+        saga_id = await start(client, "user_onboarding", USER)
+        with trio.fail_after(20):
+            while (await client.get(f"/sagas/{saga_id}")).json()["steps"][1]["status"] != (
+                "running"
+            ):
+                await trio.sleep(0.05)
+        cancel = await client.post(f"/sagas/{saga_id}/cancel", json={"reason": "changed mind"})
+        assert 202 == cancel.status_code, cancel.text
+        final = await wait_ended(client, saga_id)
+        assert "cancelled" == final["status"], final
+        held = (await control.get("/_control/state")).json()
+        effects = (await control.get("/_control/effects")).json()["effects"]
+    profile, workspace = final["steps"][:2]
+    assert ("completed", "unknown") == (profile["status"], workspace["status"])
+    assert [("completed", 1, None)] * 2 == [
+        (s["compensation_status"], s["compensation_attempts"], s["compensation_error"])
+        for s in (profile, workspace)
+    ]
+    assert ([], [], {}) == (held["profiles"], held["workspaces"], held["leftovers"])
+    assert [
+        ("user.create_profile", f"{saga_id}:create_profile"),
+        ("user.delete_workspace_by_key", f"{saga_id}:create_workspace:undo"),
+        ("user.delete_profile", f"{saga_id}:create_profile:undo"),
+    ] == [(e["operation"], e["idempotency_key"]) for e in effects]
+    assert "TypeError" not in server_log(tmp_path)

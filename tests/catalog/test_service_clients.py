@@ -202,3 +202,48 @@ async def test_the_clients_share_one_pool():
         clients = DownstreamClients.over(http, CONFIG)
         pools = {id(getattr(clients, f.name).http._http) for f in attrs.fields(DownstreamClients)}
     assert {id(http)} == pools
+
+
+UNDO_BY_KEY = [
+    ("users", "delete_profile_by_key", (), "/user/profiles"),
+    ("users", "delete_workspace_by_key", (), "/user/workspaces"),
+    ("notifications", "withdraw_by_key", (), "/notification/notifications"),
+    ("airtable", "delete_integration_by_key", (), "/airtable/integrations"),
+    ("airtable", "delete_webhook_by_key", ("app 1",), "/airtable/bases/app%201/webhooks"),
+    ("airtable", "cancel_sync_by_key", ("app 1",), "/airtable/bases/app%201/syncs"),
+]
+"""(client, method, arguments before the key, path under the base URL) of each undo by key."""
+
+
+@pytest.mark.parametrize(("client", "method", "args", "path"), UNDO_BY_KEY)
+@pytest.mark.parametrize("status", [204, 404])
+async def test_an_undo_by_key_names_the_actions_key_and_nothing_there_is_done(
+    client: str, method: str, args: tuple[str, ...], path: str, status: int
+):
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(status)
+
+    undo = Call("saga-1:create_x:undo", "corr-1")
+    async with open_downstream_clients(CONFIG, transport=httpx.MockTransport(handler)) as clients:
+        undo_by_key = getattr(getattr(clients, client), method)
+        assert None is await undo_by_key(*args, "saga-1:create_x", undo)
+    [request] = seen
+    raw_path = request.url.raw_path.decode().partition("?")[0]
+    assert ("DELETE", f"/base{path}") == (request.method, raw_path)
+    assert {"idempotency_key": "saga-1:create_x"} == dict(request.url.params)
+    assert "saga-1:create_x:undo" == request.headers["Idempotency-Key"]
+    assert b"" == request.content
+
+
+@pytest.mark.parametrize(("client", "method", "args", "path"), UNDO_BY_KEY[:1])
+async def test_an_undo_by_key_that_cannot_be_done_now_is_retried(
+    client: str, method: str, args: tuple[str, ...], path: str
+):
+    async with open_downstream_clients(
+        CONFIG, transport=httpx.MockTransport(answering(503, {"error": "busy"}))
+    ) as clients:
+        with pytest.raises(ServiceUnavailable):
+            await getattr(getattr(clients, client), method)(*args, "saga-1:create_x", CALL)

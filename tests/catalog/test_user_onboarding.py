@@ -12,15 +12,19 @@ from .conftest import StandIn, orchestrating
 
 USER = {"user_id": "u-42", "email": "ada@example.com", "name": "Ada"}
 STEPS = {
-    "create_profile": ("user.create_profile", "user.delete_profile"),
-    "create_workspace": ("user.create_workspace", "user.delete_workspace"),
-    "send_welcome_email": ("notification.send", "notification.send"),
+    "create_profile": ("user.create_profile", [("user.delete_profile", "undo")]),
+    "create_workspace": ("user.create_workspace", [("user.delete_workspace", "undo")]),
+    "send_welcome_email": (
+        "notification.send",
+        [("notification.withdraw_by_key", "undo:withdraw"), ("notification.send", "undo")],
+    ),
     "setup_airtable_integration": (
         "airtable.create_integration",
-        "airtable.delete_integration",
+        [("airtable.delete_integration", "undo")],
     ),
 }
-"""Each step's operation at the stand-in, and its compensation's."""
+"""Each step's operation at the stand-in, and its compensation's (operation, key suffix)
+when the step completed."""
 
 
 async def test_onboarding_applies_each_effect_once_and_feeds_results_forward(stand_in: StandIn):
@@ -67,12 +71,13 @@ async def test_a_refused_step_compensates_exactly_the_completed_ones_in_reverse(
         saga_id = (await h.start("user_onboarding", **USER)).saga.saga_id
         final = await h.wait_terminal(saga_id, limit=10)
     done = list(STEPS)[: list(STEPS).index(failing)]
+    undone = [(s, *undo) for s in reversed(done) for undo in STEPS[s][1]]
     assert "compensated" == final.status
-    assert [STEPS[s][0] for s in done] + [STEPS[s][1] for s in reversed(done)] == (
+    assert [STEPS[s][0] for s in done] + [op for _, op, _ in undone] == (
         stand_in.state.operations()
     )
     undo_keys = [e.idempotency_key for e in stand_in.state.effects[len(done) :]]
-    assert [f"{saga_id}:{s}:undo" for s in reversed(done)] == undo_keys
+    assert [f"{saga_id}:{s}:{suffix}" for s, _, suffix in undone] == undo_keys
     assert not (stand_in.state.profiles or stand_in.state.workspaces)
     assert not stand_in.state.integrations
 
@@ -84,8 +89,11 @@ async def test_the_welcome_email_is_followed_by_a_notice_when_onboarding_fails(s
     async with orchestrating(stand_in, [USER_ONBOARDING]) as h:
         final = await h.wait_terminal((await h.start("user_onboarding", **USER)).saga.saga_id, 10)
     assert "compensated" == final.status
-    sent = [(n["template"], n["email"]) for n in stand_in.state.notifications.values()]
-    assert [("welcome", USER["email"]), ("onboarding_failed", USER["email"])] == sent
+    sent = [(n["template"], n["email"], n["status"]) for n in stand_in.state.notifications.values()]
+    assert [
+        ("welcome", USER["email"], "withdrawn"),  # it was still queued: it never goes out
+        ("onboarding_failed", USER["email"], "queued"),
+    ] == sent
 
 
 async def test_a_503_is_retried_with_backoff_and_then_succeeds(stand_in: StandIn):

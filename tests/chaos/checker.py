@@ -427,6 +427,8 @@ class _Checks:
         undos: dict[str, list[tuple[int, str]]] = collections.defaultdict(list)
         for effect in self.snap.effects:
             saga_id, step, part = _parse_key(effect["idempotency_key"])
+            # each built-in compensation makes one call keyed <step>:undo (its other calls,
+            # undo:<part>, come before it: a withdrawal, a stop by key)
             if part == "undo":
                 undos[saga_id].append((effect["seq"], step))
         for saga_id, saga in self.snap.sagas.items():
@@ -487,8 +489,10 @@ class _Checks:
             saga = self.snap.sagas.get(saga_id)
             if saga is None:
                 twice.fail(f"effect {operation} with key {key!r}: no such saga in the store")
-            elif part not in ("", "undo") or step not in _names(saga):
-                twice.fail(f"effect {operation} with key {key!r}: not <saga id>:<step>[:undo]")
+            elif not (part == "" or _is_undo(part)) or step not in _names(saga):
+                twice.fail(
+                    f"effect {operation} with key {key!r}: not <saga id>:<step>[:undo[:<part>]]"
+                )
         for (key, operation), count in seen.items():
             if count > 1:
                 twice.fail(f"effect {operation} with key {key!r} applied {count} times")
@@ -565,7 +569,7 @@ class _Checks:
                 continue
             if saga_id not in windows:
                 windows[saga_id] = _attempt_windows(self.snap.transitions.get(saga_id, []))
-            kind = "compensation" if part == "undo" else "action"
+            kind = "compensation" if _is_undo(part) else "action"
             attempts = windows[saga_id].get((_names(saga).index(step), kind), [])
             restarts = sum(
                 1 for start, end in attempts for at in self.snap.restarts if start < at < end
@@ -744,6 +748,11 @@ def _parse_key(key: str) -> tuple[str, str, str]:
     saga_id, _, rest = key.partition(":")
     step, _, part = rest.partition(":")
     return saga_id, step, part
+
+
+def _is_undo(part: str) -> bool:
+    """Whether a key's part names a compensation's call: ``undo`` or ``undo:<part>``."""
+    return part == "undo" or part.startswith("undo:")
 
 
 def _steps_text(steps: list[dict[str, Any]]) -> str:

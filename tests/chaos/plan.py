@@ -55,8 +55,14 @@ UNDOS = (
     "airtable.delete_integration",
     "airtable.delete_webhook",
     "airtable.purge_synced_data",
+    "user.delete_profile_by_key",
+    "user.delete_workspace_by_key",
+    "notification.withdraw_by_key",
+    "airtable.delete_integration_by_key",
+    "airtable.delete_webhook_by_key",
+    "airtable.cancel_sync_by_key",
 )
-"""Stand-in operations of compensations."""
+"""Stand-in operations of compensations (the ``_by_key`` ones when a step is in doubt)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -15,6 +15,8 @@ from .plan import ONBOARDING, PlannedSaga
 
 SAGA = "00000000-0000-4000-8000-000000000001"
 STEPS = ["create_profile", "create_workspace", "send_welcome_email", "setup_airtable_integration"]
+WELCOME_UNDO = f"{SAGA}:send_welcome_email:undo"
+"""The welcome's compensation: a withdrawal by key (``:undo:withdraw``), then a notice."""
 RESULTS = [
     {"profile_id": "profile-1"},
     {"workspace_id": "workspace-2"},
@@ -98,16 +100,18 @@ def compensated_onboarding() -> Snapshot:
             effect(1, "user.create_profile", f"{SAGA}:create_profile", "profile-1"),
             effect(2, "user.create_workspace", f"{SAGA}:create_workspace", "workspace-2"),
             effect(3, "notification.send", f"{SAGA}:send_welcome_email", "notification-3"),
-            effect(4, "notification.send", f"{SAGA}:send_welcome_email:undo", "notification-4"),
-            effect(5, "user.delete_workspace", f"{SAGA}:create_workspace:undo", "workspace-2"),
-            effect(6, "user.delete_profile", f"{SAGA}:create_profile:undo", "profile-1"),
+            effect(4, "notification.withdraw_by_key", f"{WELCOME_UNDO}:withdraw", "notification-3"),
+            effect(5, "notification.send", WELCOME_UNDO, "notification-4"),
+            effect(6, "user.delete_workspace", f"{SAGA}:create_workspace:undo", "workspace-2"),
+            effect(7, "user.delete_profile", f"{SAGA}:create_profile:undo", "profile-1"),
         ],
         calls=[
             call("user.create_profile", f"{SAGA}:create_profile"),
             call("user.create_workspace", f"{SAGA}:create_workspace"),
             call("notification.send", f"{SAGA}:send_welcome_email", 202),
             call("airtable.create_integration", f"{SAGA}:setup_airtable_integration", 422),
-            call("notification.send", f"{SAGA}:send_welcome_email:undo", 202),
+            call("notification.withdraw_by_key", f"{WELCOME_UNDO}:withdraw", 204),
+            call("notification.send", WELCOME_UNDO, 202),
             call("user.delete_workspace", f"{SAGA}:create_workspace:undo", 204),
             call("user.delete_profile", f"{SAGA}:create_profile:undo", 204),
         ],
@@ -147,15 +151,15 @@ def test_a_consistent_snapshot_passes() -> None:
 
 
 def twice_applied(snap: Snapshot) -> None:
-    snap.effects.append(effect(7, "user.create_profile", f"{SAGA}:create_profile", "profile-9"))
+    snap.effects.append(effect(8, "user.create_profile", f"{SAGA}:create_profile", "profile-9"))
 
 
 def applied_under_another_key(snap: Snapshot) -> None:
-    snap.effects.append(effect(7, "user.create_profile", f"{SAGA}:create_profile:2", "profile-9"))
+    snap.effects.append(effect(8, "user.create_profile", f"{SAGA}:create_profile:2", "profile-9"))
 
 
 def undone_in_order(snap: Snapshot) -> None:
-    snap.effects[4]["seq"], snap.effects[5]["seq"] = 6, 5
+    snap.effects[5]["seq"], snap.effects[6]["seq"] = 7, 6  # the notice after the workspace
 
 
 def compensated_twice(snap: Snapshot) -> None:
@@ -167,13 +171,13 @@ def compensated_twice(snap: Snapshot) -> None:
 
 def failed_step_compensated(snap: Snapshot) -> None:
     snap.effects.append(
-        effect(7, "airtable.delete_integration", f"{SAGA}:setup_airtable_integration:undo", "i")
+        effect(8, "airtable.delete_integration", f"{SAGA}:setup_airtable_integration:undo", "i")
     )
 
 
 def failed_step_left_its_effect(snap: Snapshot) -> None:
     snap.effects.append(
-        effect(7, "airtable.create_integration", f"{SAGA}:setup_airtable_integration", "i-1")
+        effect(8, "airtable.create_integration", f"{SAGA}:setup_airtable_integration", "i-1")
     )
 
 

@@ -15,10 +15,10 @@ Importing this package is cheap: Quart and Hypercorn are imported when the stand
 from ._announce import HttpAnnouncer as HttpAnnouncer
 from ._faults import Fault as Fault
 from ._faults import FaultBook as FaultBook
-from ._state import Announcement as Announcement
-from ._state import CallRecord as CallRecord
+from ._records import Announcement as Announcement
+from ._records import CallRecord as CallRecord
+from ._records import EffectRecord as EffectRecord
 from ._state import DevState as DevState
-from ._state import EffectRecord as EffectRecord
 from .command import register as register
 from .command import run as run
 from .command import serve_devservices as serve_devservices

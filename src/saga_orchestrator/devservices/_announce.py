@@ -8,7 +8,7 @@ import attrs
 import httpx
 import trio
 
-from ._state import Announcement
+from ._records import Announcement
 
 __all__ = ["HttpAnnouncer"]
 

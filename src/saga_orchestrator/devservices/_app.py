@@ -19,7 +19,8 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from ._faults import FAULT_HEADER, Fault, fault_from_json
-from ._state import Answer, DevState, Request
+from ._records import Answer, Request
+from ._state import DevState
 
 __all__ = ["ROUTES", "SERVICE_PATHS", "create_app"]
 
@@ -38,16 +39,22 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/permission/checks", "permission.check"),
     ("POST", "/user/profiles", "user.create_profile"),
     ("DELETE", "/user/profiles/<profile_id>", "user.delete_profile"),
+    ("DELETE", "/user/profiles", "user.delete_profile_by_key"),
     ("POST", "/user/workspaces", "user.create_workspace"),
     ("DELETE", "/user/workspaces/<workspace_id>", "user.delete_workspace"),
+    ("DELETE", "/user/workspaces", "user.delete_workspace_by_key"),
     ("POST", "/notification/notifications", "notification.send"),
+    ("DELETE", "/notification/notifications", "notification.withdraw_by_key"),
     ("POST", "/airtable/integrations", "airtable.create_integration"),
     ("DELETE", "/airtable/integrations/<integration_id>", "airtable.delete_integration"),
+    ("DELETE", "/airtable/integrations", "airtable.delete_integration_by_key"),
     ("GET", "/airtable/bases/<base_id>/access", "airtable.check_access"),
     ("GET", "/airtable/bases/<base_id>/schema", "airtable.get_schema"),
     ("POST", "/airtable/bases/<base_id>/webhooks", "airtable.create_webhook"),
     ("DELETE", "/airtable/bases/<base_id>/webhooks/<webhook_id>", "airtable.delete_webhook"),
+    ("DELETE", "/airtable/bases/<base_id>/webhooks", "airtable.delete_webhook_by_key"),
     ("POST", "/airtable/bases/<base_id>/syncs", "airtable.start_sync"),
+    ("DELETE", "/airtable/bases/<base_id>/syncs", "airtable.cancel_sync_by_key"),
     ("DELETE", "/airtable/bases/<base_id>/synced-data", "airtable.purge_synced_data"),
 ]
 """Every service operation of ``docs/services.md``. The data sync itself is the operation
@@ -215,6 +222,10 @@ def _add_control(app: QuartTrio, state: DevState) -> None:
     @app.get("/_control/effects")
     async def effects() -> dict[str, Any]:
         return {"effects": listing(state.effects)}
+
+    @app.get("/_control/state")
+    async def holdings() -> dict[str, Any]:
+        return {**state.holdings(), "leftovers": state.leftovers()}
 
     @app.get("/_control/announcements")
     async def announcements() -> dict[str, Any]:

@@ -7,95 +7,16 @@ The operations are plain functions of the state and the request's JSON, one per 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 import trio
 
 from ._faults import FaultBook
+from ._records import Announcement, Announcer, Answer, CallRecord, EffectRecord, Request, missing
 
-__all__ = [
-    "Announcement",
-    "Answer",
-    "CallRecord",
-    "DevState",
-    "EffectRecord",
-    "Request",
-]
-
-
-@attrs.frozen
-class Answer:
-    """A status and a JSON body (``None``: no body), plus headers."""
-
-    status: int
-    body: dict[str, Any] | None = None
-    headers: Mapping[str, str] = attrs.field(factory=dict)
-
-
-@attrs.frozen(kw_only=True)
-class Request:
-    """What an operation sees of a request."""
-
-    body: dict[str, Any]
-    args: Mapping[str, str]
-    idempotency_key: str
-
-
-@attrs.frozen(kw_only=True)
-class CallRecord:
-    """One request to a service, as answered."""
-
-    seq: int
-    operation: str
-    method: str
-    path: str
-    idempotency_key: str | None
-    correlation_id: str | None
-    authorized: bool
-    """The bearer token was the expected one (or none is expected)."""
-    status: int | None
-    """``None``: never answered (the caller went away first, or a fault made it hang)."""
-    replayed: bool = False
-    """Answered from the idempotency record: nothing was applied."""
-    fault: bool = False
-    """An injected fault answered."""
-
-
-@attrs.frozen(kw_only=True)
-class EffectRecord:
-    """A change the stand-in applied: at most one per idempotency key and operation."""
-
-    seq: int
-    operation: str
-    idempotency_key: str
-    subject: str
-    """The id of what was created, changed or deleted."""
-
-
-@attrs.frozen(kw_only=True)
-class Announcement:
-    """An event the stand-in publishes (the Airtable connector's sync outcome)."""
-
-    event_id: str
-    event_type: str
-    saga_id: str
-    stream_id: str
-    """The connector's stream the event belongs to (``airtable-base-<base id>``)."""
-    data: dict[str, Any]
-
-
-Announcer = Callable[[Announcement], Awaitable[None]]
-"""Delivers an announcement (to the orchestrator's ``POST /events/publish``, or in tests
-straight to a coordinator); raises when it could not."""
-
-
-def _missing(body: Mapping[str, Any], *names: str) -> Answer | None:
-    absent = [name for name in names if not isinstance(body.get(name), str) or not body[name]]
-    if absent:
-        return Answer(422, {"error": f"missing or not a string: {', '.join(absent)}"})
-    return None
+__all__ = ["DevState"]
 
 
 @attrs.define(eq=False)
@@ -124,7 +45,10 @@ class DevState:
     effects: list[EffectRecord] = attrs.field(factory=list)
     announcements: list[Announcement] = attrs.field(factory=list)
     answers: dict[tuple[str, str], Answer] = attrs.field(factory=dict)
-    """First answer per (idempotency key, operation)."""
+    """First answer per (idempotency key, operation); an undo by key replaces a create's with
+    a 409 (the key is revoked)."""
+    created_by: dict[tuple[str, str], str] = attrs.field(factory=dict)
+    """The id of what each create made, by (operation, idempotency key): the undo by key."""
     changed: trio.Event = attrs.field(factory=trio.Event)
     _ids: Any = attrs.field(factory=itertools.count)
 
@@ -132,7 +56,7 @@ class DevState:
         """Forget everything but the configuration."""
         for store in (self.profiles, self.workspaces, self.notifications, self.integrations):
             store.clear()
-        for store in (self.webhooks, self.jobs, self.synced, self.answers):
+        for store in (self.webhooks, self.jobs, self.synced, self.answers, self.created_by):
             store.clear()
         self.calls.clear()
         self.effects.clear()
@@ -165,13 +89,38 @@ class DevState:
         """The operations of the effects applied, in order (only ``operation`` if given)."""
         return [e.operation for e in self.effects if operation in (None, e.operation)]
 
+    def holdings(self) -> dict[str, list[dict[str, Any]]]:
+        """What each service holds now (``GET /_control/state``)."""
+        synced = [
+            {"base_id": base_id, "workspace_id": workspace_id, "records": records}
+            for (base_id, workspace_id), records in self.synced.items()
+        ]
+        return {
+            "profiles": list(self.profiles.values()),
+            "workspaces": list(self.workspaces.values()),
+            "notifications": list(self.notifications.values()),
+            "integrations": list(self.integrations.values()),
+            "webhooks": list(self.webhooks.values()),
+            "jobs": list(self.jobs.values()),
+            "synced": synced,
+        }
+
+    def leftovers(self) -> dict[str, list[dict[str, Any]]]:
+        """What a saga compensated in full must not leave behind, by kind (only the kinds that
+        hold something): profiles, workspaces, integrations, webhooks, synced data, and syncs
+        still running. Notifications are messages, not holdings: a sent one stays listed."""
+        held = self.holdings()
+        held["jobs"] = [job for job in held["jobs"] if job["status"] == "accepted"]
+        del held["notifications"]
+        return {kind: things for kind, things in held.items() if things}
+
     # -- auth, permission ---------------------------------------------------------------------
 
     def auth_get_user(self, request: Request, user_id: str) -> Answer:
         return Answer(200, {"user_id": user_id, "status": "active"})
 
     def permission_check(self, request: Request) -> Answer:
-        problem = _missing(request.body, "user_id", "action", "resource")
+        problem = missing(request.body, "user_id", "action", "resource")
         return problem or Answer(200, {"allowed": True})
 
     # -- user ---------------------------------------------------------------------------------
@@ -190,7 +139,7 @@ class DevState:
         """Check the ``required`` fields of the body, then store a new ``kind`` (its id is
         ``<kind>_id``) in the store of that name with those fields and ``extra``; answer
         ``code`` with it."""
-        problem = _missing(request.body, *required)
+        problem = missing(request.body, *required)
         if problem is not None:
             return problem
         store: dict[str, dict[str, Any]] = getattr(self, f"{kind}s")
@@ -200,8 +149,45 @@ class DevState:
             **{name: request.body[name] for name in required},
             **extra,
         }
+        self.created_by[(operation, request.idempotency_key)] = thing_id
         self._applied(operation, request, thing_id)
         return Answer(code, store[thing_id])
+
+    def _undo_by_key(
+        self, operation: str, created_by: str, request: Request, undo: Callable[[str], bool]
+    ) -> Answer:
+        """Undo what the operation ``created_by`` made with the key given as
+        ``?idempotency_key=``, if anything (``undo(thing_id)`` says whether it changed it),
+        and revoke that key: ``created_by`` with it answers 409 from now on and makes nothing
+        (a create still in flight, arriving late). Always 204: nothing there is done too."""
+        key = request.args.get("idempotency_key", "")
+        if not key:
+            return Answer(422, {"error": "the idempotency_key query parameter is required"})
+        thing_id = self.created_by.get((created_by, key))
+        undone = thing_id is not None and undo(thing_id)
+        self.answers[(key, created_by)] = Answer(
+            409, {"error": f"idempotency key {key!r} was revoked: what it made is undone"}
+        )
+        self._applied(operation, request, thing_id if undone and thing_id else key)
+        return Answer(204)
+
+    def _delete_by_key(
+        self, operation: str, created_by: str, store: dict[str, dict[str, Any]], request: Request
+    ) -> Answer:
+        """:meth:`_undo_by_key` that deletes the thing from ``store``."""
+
+        def delete(thing_id: str) -> bool:
+            return store.pop(thing_id, None) is not None
+
+        return self._undo_by_key(operation, created_by, request, delete)
+
+    @staticmethod
+    def _moved(thing: dict[str, Any] | None, before: str, after: str) -> bool:
+        """Set ``thing``'s status to ``after`` if it is ``before``; whether it was."""
+        if thing is None or thing["status"] != before:
+            return False
+        thing["status"] = after
+        return True
 
     def _delete(
         self, operation: str, store: dict[str, dict[str, Any]], request: Request, thing_id: str
@@ -221,6 +207,10 @@ class DevState:
     def user_delete_profile(self, request: Request, profile_id: str) -> Answer:
         return self._delete("user.delete_profile", self.profiles, request, profile_id)
 
+    def user_delete_profile_by_key(self, request: Request) -> Answer:
+        operation, created_by = "user.delete_profile_by_key", "user.create_profile"
+        return self._delete_by_key(operation, created_by, self.profiles, request)
+
     def user_create_workspace(self, request: Request) -> Answer:
         default = bool(request.body.get("default"))
         required = ("owner_id", "name")
@@ -230,6 +220,10 @@ class DevState:
 
     def user_delete_workspace(self, request: Request, workspace_id: str) -> Answer:
         return self._delete("user.delete_workspace", self.workspaces, request, workspace_id)
+
+    def user_delete_workspace_by_key(self, request: Request) -> Answer:
+        operation, created_by = "user.delete_workspace_by_key", "user.create_workspace"
+        return self._delete_by_key(operation, created_by, self.workspaces, request)
 
     # -- notification -------------------------------------------------------------------------
 
@@ -246,6 +240,15 @@ class DevState:
             status="queued",
         )
 
+    def notification_withdraw_by_key(self, request: Request) -> Answer:
+        """The stand-in delivers nothing: a notification stays ``queued`` until withdrawn."""
+        return self._undo_by_key(
+            "notification.withdraw_by_key",
+            "notification.send",
+            request,
+            lambda thing_id: self._moved(self.notifications.get(thing_id), "queued", "withdrawn"),
+        )
+
     # -- airtable -----------------------------------------------------------------------------
 
     def airtable_create_integration(self, request: Request) -> Answer:
@@ -258,6 +261,10 @@ class DevState:
     def airtable_delete_integration(self, request: Request, integration_id: str) -> Answer:
         operation = "airtable.delete_integration"
         return self._delete(operation, self.integrations, request, integration_id)
+
+    def airtable_delete_integration_by_key(self, request: Request) -> Answer:
+        operation, created_by = "airtable.delete_integration_by_key", "airtable.create_integration"
+        return self._delete_by_key(operation, created_by, self.integrations, request)
 
     def airtable_check_access(self, request: Request, base_id: str) -> Answer:
         user_id = request.args.get("user_id", "")
@@ -288,6 +295,17 @@ class DevState:
             return Answer(404, {"error": f"base {base_id!r} has no webhook {webhook_id!r}"})
         return self._delete("airtable.delete_webhook", self.webhooks, request, webhook_id)
 
+    def airtable_delete_webhook_by_key(self, request: Request, base_id: str) -> Answer:
+        def undo(webhook_id: str) -> bool:
+            if self.webhooks.get(webhook_id, {}).get("base_id") != base_id:
+                return False
+            del self.webhooks[webhook_id]
+            return True
+
+        return self._undo_by_key(
+            "airtable.delete_webhook_by_key", "airtable.create_webhook", request, undo
+        )
+
     def airtable_start_sync(self, request: Request, base_id: str) -> Answer:
         answer = self._create(
             "airtable.start_sync",
@@ -303,6 +321,17 @@ class DevState:
             assert answer.body is not None
             self.spawn(self.run_sync_job, answer.body["job_id"])
         return answer
+
+    def airtable_cancel_sync_by_key(self, request: Request, base_id: str) -> Answer:
+        def undo(job_id: str) -> bool:
+            job = self.jobs.get(job_id)
+            if job is None or job["base_id"] != base_id:
+                return False
+            return self._moved(job, "accepted", "cancelled")
+
+        return self._undo_by_key(
+            "airtable.cancel_sync_by_key", "airtable.start_sync", request, undo
+        )
 
     def airtable_purge_synced_data(self, request: Request, base_id: str) -> Answer:
         workspace_id = request.args.get("workspace_id", "")

@@ -10,16 +10,14 @@ Started by an ``airtable.base.connected`` event or ``POST /sagas``. Steps:
 4. ``initial_sync``     connector ``POST /bases/{id}/syncs`` (202), then waits for the event
                          ``airtable.sync.completed`` / ``airtable.sync.failed`` naming the saga;
                          undo ``DELETE /bases/{id}/synced-data?workspace_id=``
-5. ``notify_success``   notification ``POST /notifications``
+5. ``notify_success``   notification ``POST /notifications``; undo: withdraw it if still
+                         queued, and send an ``airtable_integration_failed`` notice
 
-The purge is declared safe when the sync's outcome is unknown (a timeout, a cancel during the
-wait, a crash): it is addressed by base and workspace, not by job, so it needs nothing from the
-step's result; the connector stops any sync of that base into that workspace still running
-before deleting, so a job that finishes late writes nothing; and deleting data that was never
-synced (the job never started) is a success. Repeating it changes nothing.
-
-The webhook's deletion needs the webhook id, so an unknown outcome of ``setup_webhook`` parks
-the saga for an operator (the engine's default) rather than guessing.
+The reads have nothing to undo: in doubt, nothing parks. Every compensation is safe when the
+step's outcome is unknown (``ctx.result`` is ``None``: the step was cut mid-call, or no reply
+came): what it needs is the input (base, workspace) or the step's idempotency key, never the
+result, and each undo by key revokes the key so that a call still in flight makes nothing when
+it arrives late. The step declarations say why for each.
 """
 
 from __future__ import annotations
@@ -30,6 +28,7 @@ import attrs
 
 from ..definition import AwaitReply, NonRetryableError, SagaDefinition, Step, StepContext
 from ..downstream import Call, downstream_of
+from ._notices import withdraw_and_follow_up
 from .user_onboarding import non_empty
 
 __all__ = ["AIRTABLE_INTEGRATION", "SYNC_COMPLETED", "SYNC_FAILED", "AirtableIntegrationInput"]
@@ -83,8 +82,12 @@ async def setup_webhook(ctx: StepContext) -> dict[str, Any]:
 
 async def delete_webhook(ctx: StepContext) -> None:
     job: AirtableIntegrationInput = ctx.input
-    webhook_id = ctx.result["webhook_id"]
-    await downstream_of(ctx).airtable.delete_webhook(job.base_id, webhook_id, Call.of(ctx, "undo"))
+    airtable = downstream_of(ctx).airtable
+    if ctx.result is None:  # in doubt: what the action's key made, if anything
+        await airtable.delete_webhook_by_key(job.base_id, ctx.idempotency_key, Call.of(ctx, "undo"))
+    else:
+        webhook_id = ctx.result["webhook_id"]
+        await airtable.delete_webhook(job.base_id, webhook_id, Call.of(ctx, "undo"))
 
 
 async def start_initial_sync(ctx: StepContext) -> dict[str, Any]:
@@ -101,10 +104,14 @@ async def start_initial_sync(ctx: StepContext) -> dict[str, Any]:
 
 
 async def purge_synced_data(ctx: StepContext) -> None:
+    """In doubt, first revoke the start's key (a start still in flight then begins no sync);
+    then stop any sync of the base into the workspace and delete what was synced."""
     job: AirtableIntegrationInput = ctx.input
-    await downstream_of(ctx).airtable.purge_synced_data(
-        job.base_id, job.workspace_id, Call.of(ctx, "undo")
-    )
+    airtable = downstream_of(ctx).airtable
+    if ctx.result is None:
+        key = ctx.idempotency_key
+        await airtable.cancel_sync_by_key(job.base_id, key, Call.of(ctx, "undo:cancel"))
+    await airtable.purge_synced_data(job.base_id, job.workspace_id, Call.of(ctx, "undo"))
 
 
 async def notify_success(ctx: StepContext) -> dict[str, Any]:
@@ -124,6 +131,14 @@ async def notify_success(ctx: StepContext) -> dict[str, Any]:
     return {"notification_id": reply["notification_id"]}
 
 
+async def send_integration_failed_notice(ctx: StepContext) -> None:
+    """Withdraw the "ready" notice if still queued, then tell the user that connecting the
+    base did not complete."""
+    job: AirtableIntegrationInput = ctx.input
+    data = {"base_id": job.base_id, "workspace_id": job.workspace_id}
+    await withdraw_and_follow_up(ctx, job.user_id, "airtable_integration_failed", data=data)
+
+
 AIRTABLE_INTEGRATION = SagaDefinition(
     name="airtable_integration",
     version=1,
@@ -132,16 +147,35 @@ AIRTABLE_INTEGRATION = SagaDefinition(
     description="Validate access to an Airtable base, read its schema, set up its webhook, "
     "sync its data into the workspace, and tell the user.",
     steps=[
-        Step(name="validate_access", action=validate_access),
-        Step(name="fetch_schema", action=fetch_schema),
-        Step(name="setup_webhook", action=setup_webhook, compensation=delete_webhook),
+        Step(name="validate_access", action=validate_access),  # reads: nothing to undo
+        Step(name="fetch_schema", action=fetch_schema),  # reads: nothing to undo
+        Step(
+            name="setup_webhook",
+            action=setup_webhook,
+            compensation=delete_webhook,
+            # In doubt, the delete by key removes the webhook the action's key made on this
+            # base, or finds none (204), never another one; the revoked key stops a late create.
+            compensation_safe_if_unknown=True,
+        ),
         Step(
             name="initial_sync",
             action=start_initial_sync,
             compensation=purge_synced_data,
+            # The purge is addressed by base and workspace, not by job: it needs nothing from
+            # the result. The cancel by key first stops a start still in flight from beginning
+            # a sync later; the purge stops a sync still running (a late job writes nothing)
+            # and deletes what was synced, a success also when nothing was. Both repeat safely.
             compensation_safe_if_unknown=True,
             reply=AwaitReply(success=[SYNC_COMPLETED], failure=[SYNC_FAILED]),
         ),
-        Step(name="notify_success", action=notify_success),
+        Step(
+            name="notify_success",
+            action=notify_success,
+            compensation=send_integration_failed_notice,
+            # Runs only when this last step is in doubt (a timeout, a cancel mid-call): the
+            # "ready" notice may be out while everything before is undone. The withdrawal by
+            # key stops it if still queued or in flight, and the notice is true either way.
+            compensation_safe_if_unknown=True,
+        ),
     ],
 )

@@ -5,15 +5,22 @@ Started by a ``user.registered`` event or ``POST /sagas``. Steps and their compe
 
 1. ``create_profile``: user service ``POST /profiles``; undo ``DELETE /profiles/{id}``
 2. ``create_workspace``: user service ``POST /workspaces``; undo ``DELETE /workspaces/{id}``
-3. ``send_welcome_email``: notification service ``POST /notifications``; undo: a follow-up notice
+3. ``send_welcome_email``: notification service ``POST /notifications``; undo: withdraw it if
+   still queued, and send a follow-up notice
 4. ``setup_airtable_integration``: connector ``POST /integrations``;
    undo ``DELETE /integrations/{id}``
 
-An email cannot be unsent. When a later step fails, the welcome email's compensation sends an
-``onboarding_failed`` notice instead of doing nothing: the user was told the account is ready,
-the profile and workspace are then deleted, and a silent rollback would leave them believing
-in an account that is gone. The notice is worded to be true whether or not the welcome email
-went out, so it may also run when that step's outcome is unknown.
+When a step's outcome is unknown (it was cut mid-call: a timeout, a cancel, the saga deadline),
+its compensation has no result to read the id from (``ctx.result`` is ``None``). It then undoes
+*by key*: ``DELETE /profiles?idempotency_key=<the action's key>`` and the like
+(``docs/services.md``) undo whatever the action's call made, if anything, and revoke the key, so
+a call of the action still in flight, arriving late, makes nothing. That makes every
+compensation here safe when in doubt, and each step says why where it is declared.
+
+An email cannot be unsent. When a later step fails, the welcome email's compensation withdraws
+the welcome if it is still queued and sends an ``onboarding_failed`` notice instead of doing
+nothing: the user may have been told the account is ready, the profile and workspace are then
+deleted, and a silent rollback would leave them believing in an account that is gone.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import attrs
 
 from ..definition import FieldError, SagaDefinition, Step, StepContext
 from ..downstream import Call, downstream_of
+from ._notices import withdraw_and_follow_up
 
 __all__ = ["USER_ONBOARDING", "OnboardingInput", "non_empty"]
 
@@ -58,7 +66,11 @@ async def create_profile(ctx: StepContext) -> dict[str, Any]:
 
 
 async def delete_profile(ctx: StepContext) -> None:
-    await downstream_of(ctx).users.delete_profile(ctx.result["profile_id"], Call.of(ctx, "undo"))
+    users = downstream_of(ctx).users
+    if ctx.result is None:  # in doubt: what the action's key made, if anything
+        await users.delete_profile_by_key(ctx.idempotency_key, Call.of(ctx, "undo"))
+    else:
+        await users.delete_profile(ctx.result["profile_id"], Call.of(ctx, "undo"))
 
 
 async def create_workspace(ctx: StepContext) -> dict[str, Any]:
@@ -70,8 +82,11 @@ async def create_workspace(ctx: StepContext) -> dict[str, Any]:
 
 
 async def delete_workspace(ctx: StepContext) -> None:
-    workspace_id = ctx.result["workspace_id"]
-    await downstream_of(ctx).users.delete_workspace(workspace_id, Call.of(ctx, "undo"))
+    users = downstream_of(ctx).users
+    if ctx.result is None:  # in doubt: what the action's key made, if anything
+        await users.delete_workspace_by_key(ctx.idempotency_key, Call.of(ctx, "undo"))
+    else:
+        await users.delete_workspace(ctx.result["workspace_id"], Call.of(ctx, "undo"))
 
 
 async def send_welcome_email(ctx: StepContext) -> dict[str, Any]:
@@ -87,13 +102,12 @@ async def send_welcome_email(ctx: StepContext) -> dict[str, Any]:
 
 
 async def send_onboarding_failed_notice(ctx: StepContext) -> None:
+    """Withdraw the welcome if still queued, then tell the user that setting up the account
+    did not succeed."""
     user: OnboardingInput = ctx.input
-    await downstream_of(ctx).notifications.send(
-        user.user_id,
-        "onboarding_failed",
-        Call.of(ctx, "undo"),
-        email=user.email,
-        data={"name": user.name},
+    data = {"name": user.name}
+    await withdraw_and_follow_up(
+        ctx, user.user_id, "onboarding_failed", data=data, email=user.email
     )
 
 
@@ -107,8 +121,11 @@ async def setup_airtable_integration(ctx: StepContext) -> dict[str, Any]:
 
 
 async def remove_airtable_integration(ctx: StepContext) -> None:
-    integration_id = ctx.result["integration_id"]
-    await downstream_of(ctx).airtable.delete_integration(integration_id, Call.of(ctx, "undo"))
+    airtable = downstream_of(ctx).airtable
+    if ctx.result is None:  # in doubt: what the action's key made, if anything
+        await airtable.delete_integration_by_key(ctx.idempotency_key, Call.of(ctx, "undo"))
+    else:
+        await airtable.delete_integration(ctx.result["integration_id"], Call.of(ctx, "undo"))
 
 
 USER_ONBOARDING = SagaDefinition(
@@ -119,18 +136,37 @@ USER_ONBOARDING = SagaDefinition(
     description="Profile, default workspace, welcome email and default Airtable integration "
     "for a newly registered user.",
     steps=[
-        Step(name="create_profile", action=create_profile, compensation=delete_profile),
-        Step(name="create_workspace", action=create_workspace, compensation=delete_workspace),
+        Step(
+            name="create_profile",
+            action=create_profile,
+            compensation=delete_profile,
+            # In doubt, the delete by key removes the profile the action's key made, or finds
+            # none (204); it never touches a profile another key made (the user's own, when
+            # the action was refused with 409); and the revoked key stops a late create.
+            compensation_safe_if_unknown=True,
+        ),
+        Step(
+            name="create_workspace",
+            action=create_workspace,
+            compensation=delete_workspace,
+            # As for the profile: by key, only what the action's key made, if anything.
+            compensation_safe_if_unknown=True,
+        ),
         Step(
             name="send_welcome_email",
             action=send_welcome_email,
             compensation=send_onboarding_failed_notice,
+            # The withdrawal by key stops a welcome still queued or still in flight (so none
+            # can arrive after the notice), and the notice is true whether or not the welcome
+            # went out: the account is being rolled back either way.
             compensation_safe_if_unknown=True,
         ),
         Step(
             name="setup_airtable_integration",
             action=setup_airtable_integration,
             compensation=remove_airtable_integration,
+            # By key, as for the profile: only what the action's key made, if anything.
+            compensation_safe_if_unknown=True,
         ),
     ],
 )

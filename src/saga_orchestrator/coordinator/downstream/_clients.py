@@ -3,6 +3,11 @@
 Each method takes the :class:`~._http.Call` that identifies it (idempotency key, correlation
 id) and returns the service's JSON answer, checked for the fields the contract promises.
 Deletes answer ``False`` when the thing was already gone: compensations may run twice.
+
+Every create has an undo *by key* beside its delete by id (``..._by_key``): it undoes whatever
+the create sent with that idempotency key made, if anything, and revokes the key, so that a
+create with it arriving late makes nothing. That is what a compensation uses when its action's
+outcome is unknown (the action was cut mid-call, so the id was never seen).
 """
 
 from __future__ import annotations
@@ -46,6 +51,11 @@ class _Client:
         """Delete; ``False`` when it was already gone (404)."""
         return await self.http.request("DELETE", path, call, absent_ok=True, **options) is not None
 
+    async def _undo_by_key(self, path: str, key: str, call: Call) -> None:
+        """``DELETE <path>?idempotency_key=<key>``: undo what the create sent with ``key``
+        made, and revoke the key. Nothing there is done too (204, or 404)."""
+        await self._delete(path, call, params={"idempotency_key": key})
+
 
 class AuthClient(_Client):
     """The auth service: who a user is."""
@@ -69,6 +79,10 @@ class UserClient(_Client):
         """``DELETE /profiles/{profile_id}``."""
         return await self._delete(f"/profiles/{segment(profile_id)}", call)
 
+    async def delete_profile_by_key(self, key: str, call: Call) -> None:
+        """``DELETE /profiles?idempotency_key=``: the profile the create with ``key`` made."""
+        await self._undo_by_key("/profiles", key, call)
+
     async def create_workspace(
         self, owner_id: str, name: str, call: Call, *, default: bool = True
     ) -> dict[str, Any]:
@@ -79,6 +93,10 @@ class UserClient(_Client):
     async def delete_workspace(self, workspace_id: str, call: Call) -> bool:
         """``DELETE /workspaces/{workspace_id}``."""
         return await self._delete(f"/workspaces/{segment(workspace_id)}", call)
+
+    async def delete_workspace_by_key(self, key: str, call: Call) -> None:
+        """``DELETE /workspaces?idempotency_key=``: the workspace the create with ``key`` made."""
+        await self._undo_by_key("/workspaces", key, call)
 
 
 class PermissionClient(_Client):
@@ -109,6 +127,12 @@ class NotificationClient(_Client):
             body["email"] = email
         return await self._ask("POST", "/notifications", call, "notification_id", json=body)
 
+    async def withdraw_by_key(self, key: str, call: Call) -> None:
+        """``DELETE /notifications?idempotency_key=``: the notification sent with ``key`` is
+        withdrawn if still queued (one delivered cannot be), and no send with ``key`` goes
+        out after this."""
+        await self._undo_by_key("/notifications", key, call)
+
 
 class AirtableClient(_Client):
     """The Airtable connector: integrations, bases, webhooks and data syncs."""
@@ -123,6 +147,11 @@ class AirtableClient(_Client):
     async def delete_integration(self, integration_id: str, call: Call) -> bool:
         """``DELETE /integrations/{integration_id}``."""
         return await self._delete(f"/integrations/{segment(integration_id)}", call)
+
+    async def delete_integration_by_key(self, key: str, call: Call) -> None:
+        """``DELETE /integrations?idempotency_key=``: the integration the create with ``key``
+        made."""
+        await self._undo_by_key("/integrations", key, call)
 
     async def check_access(self, base_id: str, user_id: str, call: Call) -> dict[str, Any]:
         """``GET /bases/{base_id}/access?user_id=`` -> ``{"base_id", "permission_level"}``."""
@@ -156,6 +185,11 @@ class AirtableClient(_Client):
         """``DELETE /bases/{base_id}/webhooks/{webhook_id}``."""
         return await self._delete(f"/bases/{segment(base_id)}/webhooks/{segment(webhook_id)}", call)
 
+    async def delete_webhook_by_key(self, base_id: str, key: str, call: Call) -> None:
+        """``DELETE /bases/{base_id}/webhooks?idempotency_key=``: the webhook of the base that
+        the create with ``key`` made."""
+        await self._undo_by_key(f"/bases/{segment(base_id)}/webhooks", key, call)
+
     async def start_sync(
         self,
         base_id: str,
@@ -176,6 +210,12 @@ class AirtableClient(_Client):
         }
         path = f"/bases/{segment(base_id)}/syncs"
         return await self._ask("POST", path, call, "job_id", json=body)
+
+    async def cancel_sync_by_key(self, base_id: str, key: str, call: Call) -> None:
+        """``DELETE /bases/{base_id}/syncs?idempotency_key=``: stops the sync of the base that
+        the start with ``key`` began, if it runs, and no start with ``key`` begins one after
+        this (the data it synced is the purge's business)."""
+        await self._undo_by_key(f"/bases/{segment(base_id)}/syncs", key, call)
 
     async def purge_synced_data(self, base_id: str, workspace_id: str, call: Call) -> None:
         """``DELETE /bases/{base_id}/synced-data?workspace_id=``: stops any sync of the base
