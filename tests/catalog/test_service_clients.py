@@ -247,3 +247,25 @@ async def test_an_undo_by_key_that_cannot_be_done_now_is_retried(
     ) as clients:
         with pytest.raises(ServiceUnavailable):
             await getattr(getattr(clients, client), method)(*args, "saga-1:create_x", CALL)
+
+
+@pytest.mark.parametrize(
+    ("answer", "in_doubt"),
+    [
+        (answering(500), True),  # it failed midway: the profile may exist
+        (answering(502), True),
+        (answering(503), False),  # the service says it did not take the request
+        (answering(429), False),
+        (answering(408), False),
+        (raising(httpx.ConnectError), False),  # never sent
+        (raising(httpx.ConnectTimeout), False),
+        (raising(httpx.ReadTimeout), True),  # sent, the answer lost
+        (raising(httpx.RemoteProtocolError), True),
+    ],
+)
+async def test_an_error_says_whether_the_request_may_have_been_applied(
+    answer: Handler, in_doubt: bool
+):
+    with pytest.raises(ServiceUnavailable) as caught:
+        await create_profile(answer)
+    assert in_doubt is caught.value.effect_unknown

@@ -580,3 +580,52 @@ async def test_a_downstream_error_is_logged_without_a_traceback(autojump_clock, 
     (line,) = [r for r in caplog.records if saga_id in r.getMessage()]
     assert ("ERROR", None) == (line.levelname, line.exc_info)
     assert "[NonRetryableError]" in line.getMessage()
+
+
+class ReplyLost(RuntimeError):
+    """The request went out and its answer was lost: it may have been applied."""
+
+    effect_unknown = True
+
+
+async def test_a_step_that_gives_up_after_lost_answers_is_in_doubt_and_undone_if_safe(
+    autojump_clock,
+):
+    rec = Recorder()
+    steps = [
+        step(rec, "s1"),
+        step(rec, "s2", fail_times=9, error=ReplyLost, compensation_safe_if_unknown=True),
+    ]
+    async with running([saga("lost", steps)]) as h:
+        final = await h.wait_terminal((await h.start("lost")).saga.saga_id)
+    assert ("compensated", "unknown") == (final.status, final.steps[1].status)
+    assert ["s2", "s1"] == rec.names("compensation")  # its effect may exist: undone too
+
+
+async def test_a_parked_then_retried_saga_says_why_it_failed_not_why_it_parked(autojump_clock):
+    rec = Recorder()
+    steps = [step(rec, "s1", compensation_fails=3), step(rec, "s2", fail_times=9)]
+    async with running([saga("t", steps)]) as h:
+        saga_id = (await h.start("t")).saga.saga_id
+        parked = await h.wait_terminal(saga_id)
+        assert "undo s1 failed" in parked.error  # why it waits for an operator
+        await h.ref.ask(RetrySaga(saga_id=saga_id))
+        final = await h.wait_terminal(saga_id)
+    assert "compensated" == final.status
+    assert "step 's2' failed: RuntimeError: s2 failed" == final.error
+
+
+async def test_a_resumed_step_runs_under_a_new_idempotency_key(autojump_clock):
+    from saga_orchestrator.coordinator.messages import OperateSaga
+    from saga_orchestrator.coordinator.operator import Resume
+
+    rec = Recorder()
+    steps = [step(rec, "s1"), step(rec, "s2", sleep=100, timeout=5)]
+    async with running([saga("t", steps)]) as h:
+        saga_id = (await h.start("t")).saga.saga_id
+        await h.wait_terminal(saga_id)  # s1 undone, parked on s2 in doubt
+        rec.keys.clear()
+        await h.ref.ask(OperateSaga(saga_id=saga_id, action=Resume("s1", {})))
+        await trio.sleep(1)
+    # the first run's keys are spent (s1 was undone under its key): the new run has its own
+    assert [f"{saga_id}:s1:r1", f"{saga_id}:s2:r1"] == rec.keys

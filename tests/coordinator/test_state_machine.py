@@ -35,7 +35,13 @@ shapes = st.lists(step_shapes, min_size=1, max_size=5).map(
     )
 )
 step_attempts = st.sampled_from(
-    [pl.Succeeded({"ok": 1}), pl.Raised("boom"), pl.Raised("no", retryable=False), pl.TimedOut(5)]
+    [
+        pl.Succeeded({"ok": 1}),
+        pl.Raised("boom"),
+        pl.Raised("no", retryable=False),
+        pl.Raised("reply lost", effect_unknown=True),
+        pl.TimedOut(5),
+    ]
 )
 compensation_attempts = st.sampled_from([pl.Succeeded(), pl.Raised("undo failed")])
 

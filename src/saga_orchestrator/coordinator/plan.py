@@ -111,6 +111,9 @@ class Raised:
     error_type: str | None = None
     frames: tuple[str, ...] = ()
     """The last frames of the error's traceback, newest last."""
+    effect_unknown: bool = False
+    """The attempt may have had its effect (the error says so): if the step gives up on it,
+    its outcome is unknown rather than failed."""
 
 
 @attrs.frozen
@@ -303,7 +306,7 @@ def step_outcome(
                 step=step,
                 attempt=attempt,
                 error=outcome.error,
-                outcome=Outcome.FAILED,
+                outcome=Outcome.UNKNOWN if outcome.effect_unknown else Outcome.FAILED,
                 error_type=outcome.error_type,
                 frames=outcome.frames,
             )

@@ -84,6 +84,10 @@ def to_record(
 
 
 def _error(state: SagaState, shape: SagaShape) -> str | None:
+    """Why the saga waits for an operator when it is parked, else why it stopped going
+    forward."""
+    if state.park_reason is not None and state.is_parked:
+        return state.park_reason
     if state.failed_step is not None and state.cause == "failed" and state.error:
         return f"step {shape.steps[state.failed_step].name!r} failed: {state.error}"
     return state.error

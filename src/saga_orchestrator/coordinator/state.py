@@ -165,6 +165,10 @@ class StepState:
     even though the outcome is unknown."""
     resolution: str | None = None
     """What an operator stated of the step's unknown outcome (``applied``, ``not_applied``)."""
+    generation: int = 0
+    """How many times an operator's resume made this step start afresh: its idempotency key
+    changes with it (the key of an undone run is spent), and its compensation undoes the run
+    of this generation."""
     accepted: Any = None
     """What a reply-driven step's action returned."""
     waiting_until: float | None = None
@@ -194,6 +198,11 @@ class SagaState:
     failed_step: int | None = None
     """The step whose failure started the compensation."""
     replies: tuple[Reply, ...] = ()
+    resumes: int = 0
+    """How many times an operator resumed the saga (``SagaResumed``)."""
+    park_reason: str | None = None
+    """Why the saga waits for an operator (a compensation failed, a step in doubt, crashes);
+    ``None`` when it does not. ``error`` keeps why it stopped going forward."""
 
     @property
     def is_terminal(self) -> bool:
@@ -376,7 +385,7 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
                 updated_at=at,
                 steps=steps,
                 status=SagaStatus.COMPENSATION_FAILED,
-                error=t.error,
+                park_reason=t.error,
             )
         case SagaCompleted():
             return _replace(
@@ -391,7 +400,7 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
                 updated_at=at,
                 status=SagaStatus.FAILED,
                 parked_from=state.status,
-                error=t.error,
+                park_reason=t.error,
             )
         case OperatorRetried():
             return _operator_retried(_replace(state, version=v, updated_at=at))
@@ -418,7 +427,8 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
             )
             return _go_on_compensating(_replace(state, version=v, updated_at=at, steps=steps))
         case SagaResumed():
-            steps = state.steps[: t.from_step] + (_NOT_STARTED,) * (len(state.steps) - t.from_step)
+            fresh = StepState(generation=state.resumes + 1)
+            steps = state.steps[: t.from_step] + (fresh,) * (len(state.steps) - t.from_step)
             return _replace(
                 state,
                 version=v,
@@ -431,7 +441,9 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
                 error=None,
                 failed_step=None,
                 parked_from=None,
+                park_reason=None,
                 result=None,
+                resumes=state.resumes + 1,
             )
     raise TypeError(f"not a saga transition: {t!r}")
 
@@ -445,14 +457,17 @@ def _consume(state: SagaState, event_id: str | None) -> tuple[Reply, ...]:
 def _go_on_compensating(state: SagaState) -> SagaState:
     """A parked compensation an operator unblocked goes on (other blocks park it again)."""
     if state.status is SagaStatus.COMPENSATION_FAILED:
-        return _replace(state, status=SagaStatus.COMPENSATING, error=None)
+        return _replace(state, status=SagaStatus.COMPENSATING, park_reason=None)
     return state
 
 
 def _operator_retried(state: SagaState) -> SagaState:
     if state.status is SagaStatus.FAILED:
         return attrs.evolve(
-            state, status=state.parked_from or SagaStatus.RUNNING, parked_from=None, error=None
+            state,
+            status=state.parked_from or SagaStatus.RUNNING,
+            parked_from=None,
+            park_reason=None,
         )
     if state.status is not SagaStatus.COMPENSATION_FAILED:
         return state
@@ -467,4 +482,4 @@ def _operator_retried(state: SagaState) -> SagaState:
         else s
         for s in state.steps
     )
-    return attrs.evolve(state, steps=steps, status=SagaStatus.COMPENSATING)
+    return attrs.evolve(state, steps=steps, status=SagaStatus.COMPENSATING, park_reason=None)

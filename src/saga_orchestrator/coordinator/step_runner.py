@@ -44,6 +44,7 @@ class StepRunner:
         self._scope: trio.CancelScope | None = None
         self._cut = False
         self._input: Any = None
+        self._input_of: Any = None
         self.last_error: BaseException | None = None
         """The error the last attempt raised (for the log line with its traceback)."""
 
@@ -92,6 +93,7 @@ class StepRunner:
                         retry_after=_retry_after(exc),
                         error_type=type(exc).__name__,
                         frames=frames_of(exc),
+                        effect_unknown=getattr(exc, "effect_unknown", False) is True,
                     )
         finally:
             self._scope = None
@@ -109,8 +111,11 @@ class StepRunner:
             if s.status is StepStatus.COMPLETED
         }
         name = steps[run.step].name
-        if self._input is None:
+        if self._input is None or self._input_of is not state.input:
             self._input = self._definition.parse_input(state.input)
+            self._input_of = state.input  # an operator's resume may have patched it
+        generation = state.steps[run.step].generation
+        key = f"{self._saga_id}:{name}" + (f":r{generation}" if generation else "")
         return StepContext(
             saga_id=self._saga_id,
             saga_type=state.saga_type,
@@ -118,7 +123,7 @@ class StepRunner:
             attempt=run.attempt,
             input=self._input,
             results=results,
-            idempotency_key=f"{self._saga_id}:{name}",
+            idempotency_key=key,
             correlation_id=state.correlation_id,
             result=result,
             resources=self._resources,

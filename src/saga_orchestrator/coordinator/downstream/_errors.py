@@ -54,9 +54,14 @@ class ServiceUnavailable(ServiceError):
         service: str,
         status: int | None = None,
         retry_after: float | None = None,
+        effect_unknown: bool = False,
     ) -> None:
         super().__init__(message, service=service, status=status)
         self.retry_after = retry_after
+        self.effect_unknown = effect_unknown
+        """The request may have been applied (it was sent and the answer was lost, or the
+        service failed midway): if the step gives up on it, its outcome is unknown, not failed,
+        so its compensation runs when declared safe for that."""
 
 
 class ServiceRejected(ServiceError, NonRetryableError):

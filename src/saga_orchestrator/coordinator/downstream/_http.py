@@ -148,7 +148,11 @@ class ServiceClient:
             )
         except httpx.TimeoutException as exc:
             raise self._logged(
-                ServiceUnavailable(f"{what} timed out ({type(exc).__name__})", service=self.service)
+                ServiceUnavailable(
+                    f"{what} timed out ({type(exc).__name__})",
+                    service=self.service,
+                    effect_unknown=not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout),
+                )
             ) from None
         except httpx.TransportError as exc:
             raise self._logged(
@@ -156,6 +160,7 @@ class ServiceClient:
                     f"{what} could not be sent or answered ({type(exc).__name__}: "
                     f"{self._clean(str(exc))})",
                     service=self.service,
+                    effect_unknown=not isinstance(exc, httpx.ConnectError),
                 )
             ) from None
         except httpx.HTTPError as exc:
@@ -200,6 +205,9 @@ class ServiceClient:
                 service=self.service,
                 status=status,
                 retry_after=retry_after,
+                # 503, 429, 408: the service says it did not take the request; other 5xx may
+                # have failed midway
+                effect_unknown=status >= 500 and status != 503,
             )
         if 400 <= status < 500:
             if status == 401:
