@@ -15,6 +15,7 @@ from saga_orchestrator.coordinator.clock import TrioClock
 from saga_orchestrator.coordinator.coordinator import Coordinator, start_coordinator
 from saga_orchestrator.coordinator.definition import SagaDefinition, Step, StepContext
 from saga_orchestrator.coordinator.messages import StartResult, StartSaga
+from saga_orchestrator.coordinator.observer import SagaObserver
 from saga_orchestrator.coordinator.options import EngineOptions
 from saga_orchestrator.store.actor import Store, start_store
 from saga_orchestrator.store.memory import MemoryBackend
@@ -113,12 +114,18 @@ async def running(
     *,
     options: EngineOptions = FAST,
     backend: MemoryBackend | None = None,
+    observer: SagaObserver | None = None,
 ) -> AsyncIterator[Harness]:
     backend = backend or MemoryBackend()
     async with open_actor_system() as system:
         store = await start_store(system, backend)
         ref, coordinator = await start_coordinator(
-            system, SagaCatalog(definitions), store, options=options, clock=TrioClock()
+            system,
+            SagaCatalog(definitions),
+            store,
+            options=options,
+            clock=TrioClock(),
+            observer=observer,
         )
         await coordinator.ready.wait()
         yield Harness(ref, coordinator, store, backend)

@@ -9,10 +9,13 @@ import attrs
 import pytest
 import trio
 
+from saga_orchestrator.actors import ActorStopped
 from saga_orchestrator.coordinator.messages import OperateSaga, OperatorOutcome, RetrySaga
+from saga_orchestrator.coordinator.observer import SagaObserver
 from saga_orchestrator.coordinator.operator import Resolve, Resume, Retry, SkipCompensation
 from saga_orchestrator.coordinator.transitions import Resolution
 from saga_orchestrator.errors import SagaStateConflict, ValidationError
+from saga_orchestrator.store.memory import MemoryBackend
 
 from .harness import FAST, Harness, Recorder, running, saga, step
 from .test_sagas import CrashingBackend
@@ -195,3 +198,89 @@ async def test_a_retry_records_who_asked_and_why(autojump_clock: Any) -> None:
         events = await history(h, saga_id)
     (retried,) = [e for e in events if e.event_type == "OperatorRetried"]
     assert ("ops-bob", "checked the service") == (retried.data["by"], retried.data["reason"])
+
+
+class _SlowToAnswerPark(MemoryBackend):
+    """Writes the append that parks a saga, then holds its answer until ``answer`` is set:
+    the store says parked while the saga's actor has not heard so yet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = trio.Event()
+
+    async def commit(self, batch: Any) -> Any:
+        result = await super().commit(batch)
+        if any(e.event_type == "CompensationFailed" for r in batch for e in r.events):
+            await self.answer.wait()
+        return result
+
+
+async def test_a_retry_while_the_park_is_being_recorded_waits_for_it(autojump_clock: Any) -> None:
+    rec, backend = Recorder(), _SlowToAnswerPark()
+    async with running([saga("t", in_doubt(rec))], backend=backend) as h:
+        saga_id = await parked(h, "t")  # as the store has it; the actor waits for its answer
+        async with trio.open_nursery() as nursery:
+            answers: list[Any] = []
+
+            async def retry() -> None:
+                answers.append(await h.ref.ask(RetrySaga(saga_id=saga_id, by="ops", reason="")))
+
+            nursery.start_soon(retry)
+            await trio.sleep(1)
+            assert [] == answers  # waits in the saga's mailbox, neither refused nor lost
+            backend.answer.set()
+        events = await history(h, saga_id)
+    assert ["compensating"] == answers  # s2 is retried: its compensation runs again
+    assert 1 == sum(e.event_type == "OperatorRetried" for e in events)
+
+
+class _Parks(SagaObserver):
+    """Wakes a waiting task with the saga's actor the moment its park is durable: the actor
+    is ending then, and the task runs while it may still be."""
+
+    def __init__(self, h_of: Any) -> None:
+        self.h_of = h_of
+        self.parked: dict[str, tuple[trio.Event, list[Any]]] = {}
+
+    def transitions_recorded(self, before: Any, after: Any, transitions: Any) -> None:
+        if after.is_parked and not before.is_parked:
+            event, actor = self.parked.setdefault(after.saga_id, (trio.Event(), []))
+            actor.append(self.h_of().coordinator.sagas.actors[after.saga_id])
+            event.set()
+
+
+async def test_a_message_reaching_a_saga_actor_as_it_ends_is_answered(
+    autojump_clock: Any,
+) -> None:
+    # trio runs the woken asker before or after the ending actor's last step, at random: ten
+    # sagas make both orders all but certain
+    rec, harness = Recorder(), []
+    parks = _Parks(lambda: harness[0])
+    answers: list[BaseException] = []
+
+    async def ask_as_it_ends(saga_id: str) -> None:
+        event, actor = parks.parked.setdefault(saga_id, (trio.Event(), []))
+        await event.wait()
+        try:
+            await actor[0].ask(RetrySaga(saga_id=saga_id, by="ops", reason=""), timeout=5)
+        except (SagaStateConflict, ActorStopped) as exc:
+            answers.append(exc)
+
+    async with running([saga("t", in_doubt(rec))], observer=parks) as h:
+        harness.append(h)
+        async with trio.open_nursery() as nursery:
+            for _ in range(10):
+                saga_id = (await h.start("t")).saga.saga_id
+                nursery.start_soon(ask_as_it_ends, saga_id)
+        # none hung: each was refused as the parked saga's (or the stopped actor's); through
+        # the coordinator the same retry is taken
+        assert 10 == len(answers)
+        assert all(
+            "compensation_failed" in str(a) for a in answers if isinstance(a, SagaStateConflict)
+        )
+        for saga_id in parks.parked:
+            status = await h.ref.ask(RetrySaga(saga_id=saga_id, by="ops", reason=""))
+            assert status in ("compensating", "compensated")
+            await h.wait_terminal(saga_id)
+            events = await history(h, saga_id)
+            assert 1 == sum(e.event_type == "OperatorRetried" for e in events)

@@ -374,7 +374,19 @@ class Coordinator:
             return await ref.ask(message, timeout=SAGA_ASK_TIMEOUT)
         except ActorStopped:
             record = await self._load(message.saga_id)
+            if isinstance(message, RetrySaga) and record.status in PARKED_STATUSES:
+                return await self._ask_saga(message, forward=forward)  # it parked meanwhile
             raise SagaStateConflict(message.saga_id, record.status, operation) from None
+        except SagaStateConflict as conflict:
+            # The actor had just parked the saga and was ending: an operator's retry is
+            # taken from the store now, like for any parked saga.
+            if (
+                isinstance(message, RetrySaga)
+                and conflict.status in PARKED_STATUSES
+                and not self.sagas.busy(message.saga_id)
+            ):
+                return await self._ask_saga(message, forward=forward)
+            raise
 
     # -- operator actions ---------------------------------------------------------------------
 
@@ -395,6 +407,11 @@ class Coordinator:
         definition = self.catalog.get(record.saga_type)
         shape = self.sagas.shape(definition)
         operation = ACTIONS[type(message.action)]
+        if record.status in PARKED_STATUSES and self.sagas.busy(saga_id):
+            # its actor here has just parked it and is ending (or another action runs)
+            with trio.move_on_after(SAGA_ASK_TIMEOUT / 5):
+                await self.sagas.wait_ended(saga_id)
+                record = await self._load(saga_id)
         if self.sagas.busy(saga_id) or record.status not in PARKED_STATUSES:
             raise SagaStateConflict(
                 saga_id,

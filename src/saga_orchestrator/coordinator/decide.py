@@ -236,7 +236,8 @@ class Stop:
 Command = Append | Run | Cut | Answer | Refuse | Stop
 
 DEFERRED = None
-"""What :func:`take` answers for a delivery that must wait in the mailbox (it is not taken)."""
+"""What :func:`take` answers for a message that must wait in the mailbox (it is not taken): a
+delivery, or an operator's action, while an append is in flight."""
 
 _NOTHING: tuple[Command, ...] = ()
 
@@ -272,6 +273,8 @@ def take(m: Machine, event: Input, *, deliveries_limit: int) -> tuple[Command, .
                 return _NOTHING
             return (Refuse(ref, saga.status.value, "cancel"),)  # it times out
         case Operate(ref=ref, transition=transition):
+            if m.in_flight is not None and ref is not None:
+                return DEFERRED  # the append in flight may be the one that parks the saga
             if not saga.is_parked or m.operator is not None:  # another action came first
                 return (Refuse(ref, saga.status.value, _operation(transition)),)
             m.operator = (ref, transition)

@@ -135,6 +135,7 @@ class SagaActor:
                 if not self._taken_over:
                     mailbox.attach(self._on_message)
                     await self._loop()
+                    mailbox.detach()  # from here messages wait in line: ``_close`` answers them
                 nursery.cancel_scope.cancel()  # recording beside an attempt (taken over)
         finally:
             self._nursery = None
@@ -359,6 +360,8 @@ class SagaActor:
         if machine is None:
             return
         held = [*machine.cancels, *(d.ref for d in machine.deliveries)]
+        if machine.operator is not None:
+            held.append(machine.operator[0])
         if machine.in_flight is not None:
             held += [d.ref for d in machine.in_flight.deliveries]
         for ref in held:

@@ -51,6 +51,7 @@ class SagaSupervision:
     actors: dict[str, ActorRef[Any]] = attrs.field(factory=dict)
     leases: dict[str, Lease] = attrs.field(factory=dict)
     _spawning: dict[str, trio.Event] = attrs.field(factory=dict)
+    _ends: dict[str, trio.Event] = attrs.field(factory=dict)
     _shapes: dict[str, sm.SagaShape] = attrs.field(factory=dict)
     _nursery: trio.Nursery | None = None
     _supervisor: Supervisor | None = None
@@ -76,6 +77,9 @@ class SagaSupervision:
             self._scope.cancel()
         self.actors.clear()
         self.leases.clear()
+        for end in self._ends.values():
+            end.set()
+        self._ends.clear()
         assert self._nursery is not None
         await self.open(self._nursery)
 
@@ -88,6 +92,16 @@ class SagaSupervision:
     def busy(self, saga_id: str) -> bool:
         """Whether the saga has an actor here, running or being started."""
         return saga_id in self.actors or saga_id in self._spawning
+
+    async def wait_ended(self, saga_id: str) -> None:
+        """Wait until the saga has no actor here (one that has just parked its saga is about
+        to end); bound the wait with a cancel scope."""
+        while saga_id in self.actors or saga_id in self._spawning:
+            if saga_id in self._spawning:
+                await self._spawning[saga_id].wait()
+            else:
+                await self._ends.setdefault(saga_id, trio.Event()).wait()
+        await trio.lowlevel.checkpoint()
 
     # -- spawning -----------------------------------------------------------------------------
 
@@ -169,6 +183,9 @@ class SagaSupervision:
     def _ended(self, saga_id: str) -> None:
         self.actors.pop(saga_id, None)
         self.leases.pop(saga_id, None)
+        end = self._ends.pop(saga_id, None)
+        if end is not None:
+            end.set()
 
     def _child_options(self) -> dict[str, Any]:
         return {
