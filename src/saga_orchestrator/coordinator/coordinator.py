@@ -5,6 +5,9 @@ shutdown).
 The saga actors run under :class:`~.saga_supervision.SagaSupervision`; which sagas this
 instance drives is :class:`~.ownership.Ownership`'s business, on the instance's lease
 (:class:`~.lease.InstanceLease`, whose heartbeat runs in the coordinator's nursery).
+
+Near 500 lines: starting, routing and operator actions each check the saga against the same
+running actors, admission and ownership; apart, each would reach into the others' state.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@
 
 What to do next in a state is :mod:`.plan`; the decisions around it (interruptions, deliveries,
 appends) are :mod:`.decide`.
+
+Near 500 lines: :func:`evolve` is one ``match`` over every transition, kept whole so that each
+transition's effect on the state reads in one place.
 """
 
 from __future__ import annotations
