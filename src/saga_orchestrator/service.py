@@ -47,9 +47,11 @@ from saga_orchestrator.coordinator.downstream import (
     DownstreamConfig,
     open_downstream_clients,
 )
+from saga_orchestrator.coordinator.observer import FanOut
 from saga_orchestrator.coordinator.options import EngineOptions
 from saga_orchestrator.coordinator.plugins import load_saga_modules, parse_module_names
 from saga_orchestrator.coordinator.router import start_router
+from saga_orchestrator.coordinator.saga_waiters import SagaWaiters
 from saga_orchestrator.errors import ConfigError, StoreUnavailable
 from saga_orchestrator.http.access_log import ACCESS_LOG_FORMAT, AccessLogger
 from saga_orchestrator.http.app import ApiDeps, create_app
@@ -313,6 +315,7 @@ async def _run_open(
     ):  # the clients' pool outlives the sagas that use it
         store_kind, store_text = store
         metrics = ServiceMetrics(step_names={d.name: [s.name for s in d.steps] for d in catalog})
+        waiters = SagaWaiters()
         store_handle = await start_store(
             system,
             backend,
@@ -325,7 +328,7 @@ async def _run_open(
             store_handle,
             options=EngineOptions.from_settings(settings),
             resources={DOWNSTREAM: downstream_clients},
-            observer=metrics,
+            observer=FanOut(metrics, waiters),
         )
         export_engine(metrics, coordinator, store_handle)
         relay = await start_relay(
@@ -355,6 +358,7 @@ async def _run_open(
                 metrics=metrics,
                 draining=draining,
                 relay=relay,
+                waiters=waiters,
             )
         )
         log_auth_mode(settings)
