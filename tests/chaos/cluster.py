@@ -252,12 +252,17 @@ def orchestrator_settings(
 
 @asynccontextmanager
 async def open_cluster(
-    config: ChaosConfig, workdir: Path, source: Path | None = None
+    config: ChaosConfig,
+    workdir: Path,
+    source: Path | None = None,
+    *,
+    overrides: dict[str, str] | None = None,
 ) -> AsyncIterator[Cluster]:
     """Start PostgreSQL, Redis, the stand-in and the orchestrator; stop them all at the end.
 
     ``source``: run the orchestrator and the stand-in from the ``saga_orchestrator`` package in
     this directory (an absolute path: an export of a commit) instead of the working tree.
+    ``overrides``: orchestrator settings over :func:`orchestrator_settings`.
     """
     path = {"PYTHONPATH": str(source)} if source is not None else {}
     postgres = ThrowawayPostgres()
@@ -268,7 +273,7 @@ async def open_cluster(
         await trio.to_thread.run_sync(postgres.create)
         await trio.to_thread.run_sync(postgres.start)
         await trio.to_thread.run_sync(redis.start)
-        settings = orchestrator_settings(config, postgres, redis, standin)
+        settings = {**orchestrator_settings(config, postgres, redis, standin), **(overrides or {})}
         orchestrator = Orchestrator(workdir, {**settings, **path}, port)
         async with (
             standin.running(

@@ -367,3 +367,32 @@ def test_answers_that_checked_nothing_while_sagas_were_planned_are_a_violation()
     invariants, _ = check(compensated_onboarding(), [planned_record()], answers={})
     [answers] = [i for i in invariants if i.name == "no_unexpected_5xx"]
     assert (0, 1) == (answers.checked, len(answers.violations))
+
+
+def resolved_in_doubt(resolution: str | None) -> Snapshot:
+    """The compensated onboarding, its last step in doubt instead of refused: its undo failed,
+    the saga parked, and an operator resolved it ``resolution`` (``None``: nobody did)."""
+    snap = compensated_onboarding()
+    history = snap.transitions[SAGA]
+    kinds = [kind for _, kind, _ in history]
+    at = kinds.index("StepFailed")
+    repair = [("StepAttemptFailed", {"step": 3})]
+    repair += [("CompensationStarted", {"step": 3}), ("CompensationFailed", {"step": 3})]
+    if resolution is not None:
+        repair.append(("StepResolved", {"step": 3, "resolution": resolution}))
+    rest = [(kind, data) for _, kind, data in history[at + 1 :]]
+    kinds_data = [(kind, data) for _, kind, data in history[:at]] + repair + rest
+    snap.transitions[SAGA] = [
+        (v, kind, {**data, "at": 1000.0 + v}) for v, (kind, data) in enumerate(kinds_data, 1)
+    ]
+    snap.sagas[SAGA]["version"] = len(kinds_data)
+    expected = {"applied": "completed", "not_applied": "skipped", None: "skipped"}[resolution]
+    snap.steps[SAGA][3] = {**step(3, "unknown", expected), "compensation_attempts": 1}
+    return snap
+
+
+def test_a_step_resolved_by_an_operator_is_expected_compensated_as_resolved() -> None:
+    assert {} == violations(resolved_in_doubt("not_applied"))
+    found = violations(resolved_in_doubt(None))  # skipped, but nobody said so
+    assert ["status_agrees_with_steps"] == sorted(found), found
+    assert "expected completed" in found["status_agrees_with_steps"][0]

@@ -237,3 +237,28 @@ async def test_an_instance_that_lost_its_saga_stops_driving_it_without_a_crash(
     assert answer in ("compensating", "compensation_failed")
     assert final.status == answer or final.status == "compensation_failed"
     assert [] == [e for e in after if e.event_type == "SagaParked"]
+
+
+async def test_sagas_claimed_under_an_id_whose_lease_was_lost_are_left_to_the_new_id(
+    autojump_clock: Any,
+) -> None:
+    # z dies with a saga in flight; a, cut from the database at the same time, is retrying a
+    # look for orphans under its id when its lease ends and it registers again under a new
+    # one; the retried look then succeeds under the old id. The sagas it claimed must not run
+    # under the dead id (their actors would keep the new id's claim from starting its own:
+    # nobody would drive them): the new id takes them over.
+    rec = Recorder()
+    shared = shared_store()
+    definitions = [saga("slow", [step(rec, "s1"), step(rec, "s2", sleep=20), step(rec, "s3")])]
+    async with instances(definitions, ["z", "a"], shared) as (z, a):
+        saga_id = (await z.harness.start("slow")).saga.saga_id
+        while rec.names("action") != ["s1", "s2"]:
+            await trio.sleep(0.01)
+        old_id = a.coordinator.instance_id
+        z.link.down = a.link.down = True
+        await trio.sleep(2 * OPTIONS.instance_ttl)
+        a.link.down = False
+        final = await a.harness.wait_terminal(saga_id, limit=120)
+        new_id = a.coordinator.instance_id
+        assert (new_id, old_id != new_id) == (await owner_of(shared, saga_id), True)
+    assert "completed" == final.status

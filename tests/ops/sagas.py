@@ -1,4 +1,5 @@
-"""A saga type for the command-line tests: its second step is refused, so it compensates.
+"""Saga types for the command-line tests: one whose second step is refused, so it
+compensates, and ``test_in_doubt`` (parks when cancelled during its charge).
 
 Loaded with ``SAGA_MODULES=tests.support.sagas,tests.ops.sagas``.
 """
@@ -15,6 +16,7 @@ from saga_orchestrator.coordinator.definition import (
     Step,
     StepContext,
 )
+from tests.support.sagas import IN_DOUBT
 
 
 @attrs.frozen
@@ -45,4 +47,4 @@ REFUSED = SagaDefinition(
     ],
 )
 
-SAGAS = [REFUSED]
+SAGAS = [REFUSED, IN_DOUBT]

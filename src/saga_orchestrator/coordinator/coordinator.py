@@ -453,6 +453,12 @@ class Coordinator:
                 "this instance is not registered in the store (yet): retry later",
                 retry_after=1.0,
             )
+        if self.sagas.busy(saga_id):
+            # another action was checked and claimed meanwhile and its actor runs: this one
+            # was not taken (checked and spawned with no checkpoint between them)
+            raise SagaStateConflict(
+                saga_id, record.status, operation, detail="another operator action came first"
+            )
         await self.sagas.spawn(saga_id, definition, lease, operator=transition)
         owner, epoch, _ = await self.store.saga_owner(saga_id)
         after = await self._load(saga_id)

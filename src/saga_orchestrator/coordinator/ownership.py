@@ -118,6 +118,13 @@ class Ownership:
     async def _resume(self, batch: list[ClaimedSaga], instance_id: str, *, mine: bool) -> int:
         ids = [stream_id(c.saga_id) for c in batch]
         histories = await self._read("read saga histories", lambda: self.store.read_streams(ids))
+        if batch and (self.lease.instance_id != instance_id or not self.lease.holds):
+            # the lease was lost while the claim waited for the store: these sagas belong to
+            # a dead id now, orphans the next look (under the new id) takes; an actor started
+            # here under the dead id would keep that claim from starting its own
+            log.warning("instance %s lost its lease while claiming %d sagas: left to the next "
+                        "look", instance_id, len(batch))  # fmt: skip
+            return 0
         resumed = 0
         for claimed in batch:
             cause = _cause(claimed, instance_id, mine=mine)

@@ -77,6 +77,7 @@ def create_app(app_deps: ApiDeps, *, max_body_bytes: int = MAX_BODY_BYTES) -> Qu
     """
     from .routes_events import events
     from .routes_health import health  # the routes import deps() from here
+    from .routes_operator import operator
     from .routes_sagas import sagas
 
     app = QuartTrio("saga_orchestrator", static_folder=None)  # an API: no static files
@@ -93,6 +94,7 @@ def create_app(app_deps: ApiDeps, *, max_body_bytes: int = MAX_BODY_BYTES) -> Qu
     app.register_blueprint(health)
     app.register_blueprint(metrics_routes)
     app.register_blueprint(sagas)
+    app.register_blueprint(operator)
     app.register_blueprint(events)
     app.register_blueprint(docs_routes)
     check_documented(app)

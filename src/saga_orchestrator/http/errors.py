@@ -243,14 +243,17 @@ def error_body(
     details: Sequence[Mapping[str, Any]] = (),
     *,
     available_types: Sequence[str] | None = None,
+    saga_status: str | None = None,
     idempotency_key: str | None = None,
 ) -> dict[str, Any]:
-    """``{"error": {"code", "message", "details"[, "available_types"][, "idempotency_key"]}}``."""
+    """``{"error": {"code", "message", "details"[, "available_types"][, "saga_status"]
+    [, "idempotency_key"]}}``."""
     detail = ErrorDetail(
         code=code,
         message=message,
         details=[FieldError(field=str(d["field"]), message=str(d["message"])) for d in details],
         available_types=None if available_types is None else list(available_types),
+        saga_status=saga_status,
         idempotency_key=idempotency_key,
     )
     return to_json(ErrorBody(error=detail))
@@ -303,6 +306,7 @@ def error_response(error: BaseException, *, idempotency_key: str | None = None) 
         message,
         _details(error),
         available_types=available,
+        saga_status=error.status if isinstance(error, SagaStateConflict) else None,
         idempotency_key=idempotency_key,
     )
     return json_response(body, rule.status, headers)

@@ -416,7 +416,7 @@ def build_document(app: Quart, *, auth: bool) -> dict[str, Any]:
         },
         "tags": [
             {"name": "Health", "description": "Probes and metrics; no API key."},
-            {"name": "Sagas", "description": "Start, read, cancel and retry sagas."},
+            {"name": "Sagas", "description": "Start, read and cancel sagas; repair parked ones."},
             {"name": "Events", "description": "Publish, read and replay domain events."},
             {"name": "Documentation", "description": "This document; no API key."},
         ],

@@ -8,8 +8,9 @@ GET      /sagas/<saga_id>                 the saga with its steps
 GET      /sagas/<saga_id>/steps           its steps
 GET      /sagas/<saga_id>/events          its durable transitions
 POST     /sagas/<saga_id>/cancel          202; 409 when it has ended or is parked
-POST     /sagas/<saga_id>/retry           202; 409 when it is not parked
 =======  ===============================  ==================================================
+
+The operator actions (``retry``, ``resolve``, ...) are in :mod:`.routes_operator`.
 
 A saga id that is not a UUID is a 404 like any unknown saga. ``/sagas/start`` is not a saga
 id: ``GET /sagas/start`` is a 405 (``Allow: POST``), not a search for a saga named ``start``.
@@ -27,7 +28,7 @@ import trio
 from quart import Blueprint, Response, request
 from werkzeug.routing import BaseConverter
 
-from saga_orchestrator.coordinator.messages import CancelSaga, RetrySaga, StartResult, StartSaga
+from saga_orchestrator.coordinator.messages import CancelSaga, StartResult, StartSaga
 from saga_orchestrator.coordinator.projection import stream_id
 from saga_orchestrator.errors import SagaNotFound
 from saga_orchestrator.store.records import (
@@ -358,20 +359,4 @@ async def cancel_saga(saga_id: str) -> Response:
         CancelSaga(saga_id=saga_id, reason=given.reason or "cancelled by request"),
         timeout=svc.command_timeout,
     )
-    return json_response(CommandAccepted(saga_id=saga_id, status=status), 202)
-
-
-@sagas.post("/<saga_id>/retry")
-@operation(
-    summary="Retry a parked saga",
-    description="A `compensation_failed` saga runs its failed compensations again; a `failed` "
-    "one resumes where it was. 409 for any other status.",
-    tag=TAG,
-    replies=[Reply(status=202, description="Retry started.", body=CommandAccepted)],
-    errors=(409, 503),
-)
-async def retry_saga(saga_id: str) -> Response:
-    saga_id = _saga_id(saga_id)
-    svc = deps()
-    status = await svc.coordinator.ask(RetrySaga(saga_id=saga_id), timeout=svc.command_timeout)
     return json_response(CommandAccepted(saga_id=saga_id, status=status), 202)
