@@ -48,6 +48,7 @@ from .views.errors import ErrorBody
 __all__ = [
     "DOCS_PATH",
     "OPENAPI_PATH",
+    "UI_PREFIX",
     "Operation",
     "Reply",
     "build_document",
@@ -55,6 +56,7 @@ __all__ = [
     "created_or_found",
     "docs_routes",
     "documented_routes",
+    "is_ui_path",
     "operation",
     "operation_of",
     "route_template",
@@ -62,6 +64,9 @@ __all__ = [
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+UI_PREFIX = "/ui"
+"""Where the web dashboard is served: its pages are not operations of the API (left out of the
+document and of the API-key check; see ``saga_orchestrator.ui``)."""
 OPENAPI_PATH = "/openapi.json"
 DOCS_PATH = "/docs"
 _ATTRIBUTE = "__saga_orchestrator_operation__"
@@ -137,11 +142,19 @@ def operation_of(view: Callable[..., Any] | None) -> Operation | None:
 # Routes.
 
 
+def is_ui_path(path: str) -> bool:
+    """Whether ``path`` is the dashboard's (not an API operation)."""
+    return path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
+
+
 def documented_routes(app: Quart) -> list[tuple[Rule, str, Operation | None]]:
     """Each ``(rule, method, operation)`` that ``app`` serves, Quart's own HEAD and OPTIONS left
-    out; ``operation`` is ``None`` for a route that declared none."""
+    out (and the dashboard's pages, which are not the API); ``operation`` is ``None`` for a
+    route that declared none."""
     routes = []
     for rule in app.url_map.iter_rules():
+        if is_ui_path(rule.rule):
+            continue
         spec = operation_of(app.view_functions.get(rule.endpoint))
         for method in sorted((rule.methods or set()) - _AUTOMATIC_METHODS):
             routes.append((rule, method, spec))
