@@ -91,7 +91,6 @@ async def login_post() -> Response:
             return await login(error="This API key is not one of the service's keys.", status=401)
     response = redirect(safe_next(form.get("next")), 303)
     _cookie(response, COOKIE, board.sessions.cookie_for(key), SESSION_SECONDS)
-    response.delete_cookie(LOGIN_COOKIE, path="/ui")
     return response
 
 
