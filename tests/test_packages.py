@@ -127,9 +127,10 @@ FORBIDDEN = {
     "bus": {"coordinator", "http", "service", "bench"},
     "coordinator": {"http", "service", "bench"},
     "http": {"service", "bench"},
+    "ui": {"service", "bench"},
 }
 """Package -> the packages it must not import (imports point http -> coordinator -> actors,
-store and bus below the coordinator)."""
+store and bus below the coordinator; the dashboard (ui) beside http, reading through it)."""
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))

@@ -222,3 +222,19 @@ def test_a_class_used_twice_is_described_once() -> None:
     assert {"type": "string", "maxLength": 3, "description": "A name."} == builder.components[
         "Inner"
     ]["properties"]["name"]
+
+
+async def test_the_docs_page_renders_schemas_examples_statuses_and_authentication() -> None:
+    async with open_api(settings=Settings(environment="test", api_key="k")) as api:
+        page = (await (await api.client.get("/docs")).get_data()).decode()
+    start = page[page.index('id="op-start_saga"') :]
+    start = start[: start.index("</section>")]
+    assert "<code>X-API-Key</code>" in start  # how it is authenticated
+    assert '<a href="#schema-StartSagaRequest">StartSagaRequest</a>' in start
+    assert '"saga_type": "string"' in start.replace("&quot;", '"')  # an example body
+    for status in ("202", "200", "401", "409", "422", "503"):
+        assert f"<td>{status}</td>" in start
+    assert "<code>Idempotency-Key</code>" in start
+    assert "`" not in page  # backticks are rendered as code
+    assert 'id="schema-SagaView"' in page
+    assert "Authentication: none (public)." in page  # the health probes
