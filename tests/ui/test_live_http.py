@@ -108,6 +108,9 @@ async def test_a_post_needs_the_session_token_and_a_key_that_may_write(server: L
         form = {"reason": "r", "confirm": "yes", "csrf_token": _token(page.text)}
         answer = await reader.post(f"/ui/sagas/{saga_id}/cancel", data=form)
         assert 403 == answer.status_code and "forbidden" == answer.json()["error"]["code"]
+        out = await reader.post("/ui/logout", data={"csrf_token": _token(page.text)})
+        assert 303 == out.status_code  # signing out is not an action
+        assert 303 == (await reader.get(f"/ui/sagas/{saga_id}")).status_code
     async with signed_in(server, server.api_key or "") as writer:
         page = await writer.get(f"/ui/sagas/{saga_id}")
         assert "Cancel the saga" in page.text

@@ -84,7 +84,7 @@ async def check_viewer() -> Response | None:
         form = await request.form
         if not board.sessions.token_matches(form.get("csrf_token"), found.csrf):
             raise CsrfRejected("the form's CSRF token is missing or not this session's")
-        if found.read_only:
+        if found.read_only and request.endpoint != "ui.logout":
             raise ReadOnlyKey(f"the key {found.name!r} is read-only: it may look, not act")
     return None
 

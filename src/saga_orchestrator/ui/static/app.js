@@ -71,7 +71,12 @@
     source.addEventListener("error", function () {
       if (source.readyState === EventSource.CLOSED) {
         say("Live: disconnected; retrying.");
-        window.setTimeout(function () { live(url); }, 3000);
+        window.setTimeout(function () {
+          // Signed out meanwhile (or the service restarted without SECRET_KEY): to sign-in.
+          fetch(window.location.href, { credentials: "same-origin" }).then(function (r) {
+            if (r.redirected) { window.location.reload(); } else { live(url); }
+          }, function () { live(url); });
+        }, 3000);
       } else {
         say("Live: reconnecting.");
       }
