@@ -26,7 +26,7 @@ from saga_orchestrator.http.routes_sagas import parse_list_query
 from saga_orchestrator.http.serialize import iso_time
 from saga_orchestrator.store.records import SagaQuery
 
-from .guard import dashboard, page, safe_next, ui, viewer
+from .guard import dashboard, page, safe_next, ui
 from .ring import KINDS, percentile
 from .session import COOKIE, SESSION_SECONDS
 from .timeline import history, timeline
@@ -278,5 +278,4 @@ async def metrics_page() -> Response:
         start=series[0].start,
         percentiles=figures,
         samples=len(latencies),
-        viewer_name=viewer().name,
     )

@@ -59,7 +59,9 @@
       })
       .catch(function () { /* the next event or reconnect tries again */ });
   }
-  function later() { if (!pending) { pending = window.setTimeout(refresh, 250); } }
+  // At most one refresh per delay (the sagas page counts: a longer delay than a saga's page).
+  var delay = Number(document.body && document.body.getAttribute("data-live-delay")) || 250;
+  function later() { if (!pending) { pending = window.setTimeout(refresh, delay); } }
 
   function live(url) {
     var status = document.getElementById("live-status");
