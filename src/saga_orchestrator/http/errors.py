@@ -194,7 +194,12 @@ ERROR_TABLE: dict[type[BaseException], ErrorRule] = {
     ),
     NoReply: ErrorRule(503, "unavailable", _BUSY, retry_after=True, log_level=logging.WARNING),
     ServiceStopping: ErrorRule(503, "unavailable", _STOPPING, retry_after=True),
-    LiveStreamsFull: ErrorRule(503, "too_many_streams", retry_after=True),
+    LiveStreamsFull: ErrorRule(
+        503,
+        "too_many_streams",
+        "the dashboard serves as many live streams as it may (UI_LIVE_CONNECTIONS); retry later",
+        retry_after=True,
+    ),
     StartInterrupted: ErrorRule(503, "unavailable", _STOPPING, retry_after=True),
     StoreUnavailable: ErrorRule(
         503,
