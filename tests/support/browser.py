@@ -75,7 +75,12 @@ def screenshot(driver: Any, name: str, width: int) -> Path:
 
 
 def wait_until(driver: Any, check: Callable[[Any], Any], within: float = 15.0) -> Any:
-    """What ``check(driver)`` gives once it is truthy (polled by Selenium), within a bound."""
+    """What ``check(driver)`` gives once it is truthy (polled by Selenium), within a bound; an
+    element replaced meanwhile (a live update) is looked for again."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, within, poll_frequency=0.05).until(check)
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, within, poll_frequency=0.05, ignored_exceptions=ignored).until(
+        check
+    )

@@ -60,7 +60,16 @@ def status_of(browser: Any) -> str:
     return browser.find_element("id", "saga-status").get_attribute("data-status")
 
 
+def caught_up(browser: Any) -> None:
+    """Wait until the page has caught up with the live stream once (it then changes only on
+    a transition)."""
+    wait_until(
+        browser, lambda d: d.find_element("tag name", "body").get_attribute("data-refreshed")
+    )
+
+
 def act(browser: Any, action: str, reason: str) -> None:
+    caught_up(browser)
     form = browser.find_element("css selector", f"form[action$='/{action}']")
     form.find_element("name", "reason").send_keys(reason)
     form.find_element("name", "confirm").click()
@@ -95,6 +104,9 @@ def test_signed_in_a_saga_is_seen_completing_without_a_reload(
     assert "SagaCompleted" in history and "wait" in history
     bars = browser.find_elements("css selector", "svg.timeline .bar.b-attempt")
     assert 2 == len(bars)
+    browser.execute_script("arguments[0].focus()", bars[1])  # bars are in the tab order
+    info = browser.find_element("id", "bar-info").text
+    assert info.startswith("wait: attempt 1 — completed; start ") and info.endswith(" ms")
     for width in (1280, 375):
         screenshot(browser, "saga", width)
 
@@ -117,6 +129,12 @@ def test_a_parked_saga_is_retried_from_its_page(server: LiveServer, browser: Any
     browser.get(f"{server.url}/ui/sagas/{saga_id}")
     wait_until(browser, lambda d: status_of(d) == "compensation_failed")
     browser.refresh()  # the actions of a parked saga
+    unlabelled = browser.execute_script(
+        "return Array.from(document.querySelectorAll("
+        "'input:not([type=hidden]), select, textarea'))"
+        ".filter(e => !(e.labels && e.labels.length)).map(e => e.name)"
+    )
+    assert [] == unlabelled
     for width in (1280, 375):
         screenshot(browser, "saga-parked", width)
     act(browser, "retry", "the release works now")

@@ -39,6 +39,7 @@
   }
 
   var pending = null;
+  var refreshes = 0;
   function refresh() {
     pending = null;
     fetch(window.location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
@@ -56,6 +57,8 @@
             barDetails(region);
           }
         });
+        refreshes += 1;
+        document.body.setAttribute("data-refreshed", String(refreshes));  // for tests and tools
       })
       .catch(function () { /* the next event or reconnect tries again */ });
   }
