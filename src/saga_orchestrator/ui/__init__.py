@@ -1,6 +1,7 @@
 """The web dashboard under ``/ui/``: pages rendered by the service (Jinja2), a small script and
 style shipped in this package, live updates by server-sent events. See ``docs/dashboard.md``.
 
+* :mod:`.routes` — :func:`~.routes.install_ui`, called by ``http.app.create_app``;
 * :mod:`.session` — who looks: the signed session cookie or the proxy's ``X-API-Key``; CSRF;
 * :mod:`.guard` — every dashboard request: sign-in, CSRF on posts, read-only keys;
 * :mod:`.pages` — the sagas, saga, events and metrics pages, sign-in and sign-out;

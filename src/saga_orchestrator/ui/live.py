@@ -6,9 +6,9 @@ calls it (in the service's trio run) right after transitions are durable, and it
 message per transition into the bounded queue of each subscriber (one per server-sent-events
 stream). A subscriber whose queue is full is a slow consumer: it is dropped (its queue closed,
 its stream ends and the browser reconnects and reloads) rather than buffered without bound.
-At most ``max_streams`` subscribers exist at once (:class:`~saga_orchestrator.http.errors.
-LiveStreamsFull` beyond, a 503); :meth:`LiveHub.close` ends every stream when the service
-stops, so that Hypercorn's graceful shutdown is not held up by open browsers.
+At most ``max_streams`` subscribers exist at once (``LiveStreamsFull`` beyond, a 503);
+:meth:`LiveHub.close` ends every stream when the service stops, so that Hypercorn's graceful
+shutdown is not held up by open browsers.
 """
 
 from __future__ import annotations
