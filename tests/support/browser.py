@@ -65,12 +65,16 @@ def chromium(width: int = 1280, height: int = 900) -> Iterator[Any]:
 
 
 def screenshot(driver: Any, name: str, width: int) -> Path:
-    """The whole page at ``width`` px as ``<name>-<width>.png`` in :data:`SCREENSHOTS`."""
+    """The whole page at ``width`` px as ``<name>-<width>.png`` in :data:`SCREENSHOTS` (the
+    window gets its size back afterwards)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    before = driver.get_window_size()
+    driver.set_window_size(width, 900)  # the page's height at this width
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.set_window_size(width, min(max(int(height), 600), 4000))
     path = SCREENSHOTS / f"{name}-{width}.png"
     driver.save_screenshot(str(path))
+    driver.set_window_size(before["width"], before["height"])
     return path
 
 

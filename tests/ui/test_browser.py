@@ -85,7 +85,9 @@ def test_a_page_without_the_session_cookie_redirects_to_sign_in(
     browser.get(f"{server.url}/ui/sagas/{saga_id}")
     assert f"/ui/login?next=/ui/sagas/{saga_id}" in browser.current_url
     assert browser.find_element("id", "api_key").get_attribute("type") == "password"
-    screenshot(browser, "login", 1280)
+    for width in (1280, 375):
+        screenshot(browser, "login", width)
+    browser.set_window_size(1280, 900)
 
 
 def test_signed_in_a_saga_is_seen_completing_without_a_reload(

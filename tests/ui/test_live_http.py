@@ -194,3 +194,26 @@ async def test_the_pages_answer_and_escape_what_they_show(server: LiveServer) ->
         assert f"/ui/sagas/{saga_id}" == by_id.headers["location"]
         page = await client.get("/ui/?q=" + saga_id[:8])
         assert saga_id in page.text
+        async with server.client() as api:
+            key = (await api.get(f"/sagas/{saga_id}")).json()["idempotency_key"]
+        found = await client.get("/ui/sagas/by-key", params={"key": key})
+        assert f"/ui/sagas/{saga_id}" == found.headers["location"]
+        assert 404 == (await client.get("/ui/sagas/by-key", params={"key": "no"})).status_code
+
+
+async def test_the_events_page_filters_and_links_an_event_to_its_saga(server: LiveServer) -> None:
+    saga_id = await start(server, "test_slow", {"seconds": 60})
+    async with server.client() as api:
+        for stream, data in (("orders-1", {"saga_id": saga_id}), ("orders-2", {})):
+            published = await api.post(
+                "/events/publish",
+                json={"event_type": "order.noted", "stream_id": stream, "data": data},
+            )
+            assert published.status_code in (200, 202), published.text
+    async with signed_in(server, server.api_key or "") as client:
+        page = (await client.get("/ui/events", params={"stream": "orders-1"})).text
+        assert "orders-1" in page and "orders-2" not in page
+        assert f'href="/ui/sagas/{saga_id}">delivered to {saga_id[:8]}' in page
+        other = (await client.get("/ui/events", params={"type": "order.noted"})).text
+        assert "orders-1" in other and "orders-2" in other
+        assert "orders-" not in (await client.get("/ui/events?type=other")).text

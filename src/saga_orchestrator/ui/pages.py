@@ -250,6 +250,7 @@ async def events_page() -> Response:
     rows = []
     for event in items:
         target = event.metadata.get("saga_id") or event.data.get("saga_id")
+        target = target if isinstance(target, str) else None
         started = [d.name for d in svc.catalog.triggered_by(event.event_type)]
         rows.append({"event": event, "delivered_to": target, "started": started})
     return await page(
