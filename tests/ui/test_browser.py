@@ -10,13 +10,51 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 
+from saga_orchestrator.coordinator.definition import RetryPolicy, SagaDefinition, Step, StepContext
 from tests.support.browser import chromium, screenshot, wait_until
 from tests.support.live import LiveServer, live_server_thread
-from tests.support.sagas import PARKS, SAGAS
+from tests.support.sagas import PARKS, SAGAS, ParkInput
 
 pytestmark = pytest.mark.e2e
 
+
+_failed_once: set[str] = set()
+
+
+async def _reserve_second_time(ctx: StepContext) -> dict[str, Any]:
+    if ctx.saga_id not in _failed_once:
+        _failed_once.add(ctx.saga_id)
+        raise RuntimeError("the stock service is busy")  # retried after a backoff
+    return {"reserved": ctx.input.name}
+
+
+async def _undo(ctx: StepContext) -> None:
+    return None
+
+
+async def _charge_slowly(ctx: StepContext) -> None:
+    await trio.sleep(30)  # past its timeout: whether it charged is not known
+
+
+IN_DOUBT = SagaDefinition(
+    name="test_in_doubt",
+    version=1,
+    input_type=ParkInput,
+    description="Its first step completes at its second attempt; its second step times out "
+    "(in doubt) and its compensation cannot safely run, so the saga parks until an operator says "
+    "whether the charge was applied.",
+    steps=[
+        Step(
+            name="reserve",
+            action=_reserve_second_time,
+            compensation=_undo,
+            retry=RetryPolicy(max_attempts=2, initial_backoff=0.2),
+        ),
+        Step(name="charge", action=_charge_slowly, compensation=_undo, timeout=0.3),
+    ],
+)
 READER_KEY = "reader-0123456789abcdef"
 SECRET = "s" * 40
 
@@ -25,7 +63,7 @@ SECRET = "s" * 40
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     with live_server_thread(
         tmp_path_factory.mktemp("ui"),
-        sagas=[*SAGAS, PARKS],
+        sagas=[*SAGAS, PARKS, IN_DOUBT],
         api_keys=f"reader:{READER_KEY}:read",
         secret_key=SECRET,
         compensation_retry_attempts=1,
@@ -143,6 +181,26 @@ def test_a_parked_saga_is_retried_from_its_page(server: LiveServer, browser: Any
     wait_until(browser, lambda d: status_of(d) == "compensated")
     history = browser.find_element("css selector", "table.history").text
     assert "OperatorRetried" in history and "by: default" in history
+
+
+def test_a_step_in_doubt_is_resolved_from_its_page(server: LiveServer, browser: Any) -> None:
+    sign_in(browser, server, server.api_key or "")
+    saga_id = start(server, "test_in_doubt", {})
+    browser.get(f"{server.url}/ui/sagas/{saga_id}")
+    wait_until(browser, lambda d: status_of(d) == "compensation_failed")
+    browser.refresh()
+    timeline = browser.find_element("css selector", "svg.timeline").text
+    assert "charge (in doubt ?)" in timeline and "? in doubt" in timeline
+    assert browser.find_elements("css selector", ".bar.b-backoff")  # the retry's pause
+    for width in (1280, 375):
+        screenshot(browser, "saga-in-doubt", width)
+    caught_up(browser)
+    form = browser.find_element("css selector", "form[action$='/resolve']")
+    form.find_element("css selector", "input[value=not_applied]").click()
+    act(browser, "resolve", "the payment provider has no such charge")
+    wait_until(browser, lambda d: status_of(d) == "compensated")
+    history = browser.find_element("css selector", "table.history").text
+    assert "StepResolved" in history and "resolution: not_applied" in history
 
 
 def test_a_read_only_key_sees_no_action_and_a_forged_form_gets_403(
