@@ -78,6 +78,58 @@ EXPORTS: dict[str, set[str]] = {
         "new_id",
         "start_store",
     },
+    "saga_orchestrator.client": {
+        "API_KEY_ENVS",
+        "Accepted",
+        "ApiClient",
+        "ClientError",
+        "Conflict",
+        "ENDED",
+        "EXIT_CONFLICT",
+        "EXIT_ERROR",
+        "EXIT_INTERRUPTED",
+        "EXIT_NOT_COMPLETED",
+        "EXIT_NOT_FOUND",
+        "EXIT_OK",
+        "EXIT_USAGE",
+        "EXIT_WAIT_TIMEOUT",
+        "Event",
+        "NotFound",
+        "Saga",
+        "SagaClient",
+        "SagaNotCompleted",
+        "SagaStep",
+        "ServiceError",
+        "SyncSagaClient",
+        "TERMINAL",
+        "URL_ENV",
+        "UsageError",
+        "WaitTimedOut",
+        "api_key_of",
+        "register",
+        "service_url",
+        "start_saga",
+        "wait_for_end",
+        "wait_until_ready",
+    },
+    "saga_orchestrator.testing": {
+        "ENDED",
+        "Call",
+        "CallLog",
+        "FakeStepError",
+        "Outcome",
+        "Resolution",
+        "Resolve",
+        "Resume",
+        "Retry",
+        "SagaTestKit",
+        "SkipCompensation",
+        "fail",
+        "hang",
+        "per_attempt",
+        "succeed",
+        "succeed_after",
+    },
 }
 
 
@@ -122,15 +174,19 @@ def _layer(module: str) -> str:
 
 
 FORBIDDEN = {
-    "actors": {"coordinator", "http", "store", "bus", "service", "bench"},
-    "store": {"coordinator", "http", "bus", "service", "bench"},
-    "bus": {"coordinator", "http", "service", "bench"},
-    "coordinator": {"http", "service", "bench"},
-    "http": {"service", "bench"},
-    "ui": {"service", "bench"},
+    "actors": {"coordinator", "http", "store", "bus", "service", "bench", "testing"},
+    "store": {"coordinator", "http", "bus", "service", "bench", "testing"},
+    "bus": {"coordinator", "http", "service", "bench", "testing"},
+    "coordinator": {"http", "service", "bench", "testing"},
+    "http": {"service", "bench", "testing"},
+    "testing": {"http", "bus", "service", "bench"},
+    "ui": {"service", "bench", "testing"},
+    "client": {"actors", "coordinator", "store", "bus", "http", "service", "bench", "testing"},
 }
 """Package -> the packages it must not import (imports point http -> coordinator -> actors,
-store and bus below the coordinator; the dashboard (ui) beside http, reading through it)."""
+store and bus below the coordinator; the saga authors' test kit sits beside http, over the
+coordinator and the memory store; the client library talks to a service over HTTP only; the
+dashboard (ui) beside http, reading through it)."""
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))

@@ -48,10 +48,11 @@ from saga_orchestrator.coordinator.downstream import (
     DownstreamConfig,
     open_downstream_clients,
 )
-from saga_orchestrator.coordinator.observer import Observers
+from saga_orchestrator.coordinator.observer import FanOut
 from saga_orchestrator.coordinator.options import EngineOptions
 from saga_orchestrator.coordinator.plugins import load_saga_modules, parse_module_names
 from saga_orchestrator.coordinator.router import start_router
+from saga_orchestrator.coordinator.saga_waiters import SagaWaiters
 from saga_orchestrator.errors import ConfigError, StoreUnavailable
 from saga_orchestrator.http.access_log import ACCESS_LOG_FORMAT, AccessLogger
 from saga_orchestrator.http.app import ApiDeps, create_app
@@ -323,6 +324,7 @@ async def _run_open(
             max_streams=settings.ui_live_connections,
             step_names=step_names,
         )
+        waiters = SagaWaiters()
         store_handle = await start_store(
             system,
             backend,
@@ -335,7 +337,7 @@ async def _run_open(
             store_handle,
             options=EngineOptions.from_settings(settings),
             resources={DOWNSTREAM: downstream_clients},
-            observer=Observers(metrics, board.ring, board.hub),
+            observer=FanOut(metrics, waiters, board.ring, board.hub),
         )
         export_engine(metrics, coordinator, store_handle)
         relay = await start_relay(
@@ -365,6 +367,7 @@ async def _run_open(
                 metrics=metrics,
                 draining=draining,
                 relay=relay,
+                waiters=waiters,
                 dashboard=board,
             )
         )

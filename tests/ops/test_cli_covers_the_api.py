@@ -19,6 +19,7 @@ VERBS: dict[tuple[str, str], list[str]] = {
     ("GET", "/sagas/{saga_id}"): ["sagas", "show", "ID"],
     ("GET", "/sagas/{saga_id}/steps"): ["sagas", "steps", "ID"],
     ("GET", "/sagas/{saga_id}/events"): ["sagas", "events", "ID"],
+    ("GET", "/sagas/{saga_id}/wait"): ["sagas", "wait", "ID"],
     ("POST", "/sagas/{saga_id}/cancel"): ["sagas", "cancel", "ID"],
     ("POST", "/sagas/{saga_id}/retry"): ["sagas", "retry", "ID"],
     ("POST", "/events/publish"): ["events", "publish", "TYPE", "STREAM"],

@@ -192,6 +192,19 @@ def test_wait_exit_codes_for_a_saga_that_does_not_complete(cli: Cli) -> None:
     assert "gave up waiting after 0.3 s" in slow.err
 
 
+def test_sagas_wait_prints_the_ended_saga_and_exits_by_its_status(cli: Cli) -> None:
+    started = cli("sagas", "start", "test_slow", "--data", '{"seconds": 0.5}', "-q")
+    waited = cli("sagas", "wait", started.out.strip())
+    assert (EXIT_OK, True) == (waited.code, "status           completed" in waited.out), waited
+    refused = cli("sagas", "start", "ops_refused", "--data", '{"name": "y"}', "-q")
+    assert EXIT_NOT_COMPLETED == cli("sagas", "wait", refused.out.strip()).code
+    slow = cli("sagas", "start", "test_slow", "--data", '{"seconds": 60}', "-q").out.strip()
+    gave_up = cli("sagas", "wait", slow, "--wait-timeout", "1")
+    assert EXIT_WAIT_TIMEOUT == gave_up.code
+    assert f"saga {slow} is running" in gave_up.err
+    assert EXIT_OK == cli("sagas", "cancel", slow).code
+
+
 def test_not_found_and_usage_errors(cli: Cli, tmp_path: Path) -> None:
     missing = cli("sagas", "show", "00000000-0000-0000-0000-000000000000")
     assert EXIT_NOT_FOUND == missing.code

@@ -13,7 +13,7 @@ from ._command import runner
 from ._paging import limit_option
 from ._saga_actions import act_on
 from ._saga_reads import list_sagas, show_events, show_saga, show_steps, show_types
-from ._saga_start import START_RETRIES, STATUSES, start
+from ._saga_start import START_RETRIES, STATUSES, start, wait_saga
 
 __all__ = ["register"]
 
@@ -105,6 +105,16 @@ def _register_start(verbs: Any, common: argparse.ArgumentParser) -> None:
     )
     begin.add_argument("-q", "--quiet", action="store_true", help="print only the saga id")
     begin.set_defaults(handler=runner(start))
+
+    wait = verbs.add_parser(
+        "wait",
+        parents=[common],
+        help="wait until a saga ends (progress on stderr; exit 0 if "
+        "it completed, 5 if it ended otherwise, 6 if it was still going at --wait-timeout)",
+    )
+    wait.add_argument("saga_id")
+    wait.add_argument("--wait-timeout", type=_positive, metavar="SECONDS", help="give up after")
+    wait.set_defaults(handler=runner(wait_saga))
 
 
 def _register_operator_actions(verbs: Any, common: argparse.ArgumentParser) -> None:

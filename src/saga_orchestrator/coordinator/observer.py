@@ -24,6 +24,20 @@ class SagaObserver:
         """``transitions`` took the saga from ``before`` to ``after`` and are durable."""
 
 
+class FanOut(SagaObserver):
+    """Tells each of ``observers`` in turn; one that fails does not keep the others from
+    knowing."""
+
+    def __init__(self, *observers: SagaObserver) -> None:
+        self.observers = observers
+
+    def transitions_recorded(
+        self, before: SagaState, after: SagaState, transitions: Sequence[Transition]
+    ) -> None:
+        for observer in self.observers:
+            notify(observer, before, after, transitions)
+
+
 def notify(
     observer: SagaObserver,
     before: SagaState,
@@ -35,16 +49,3 @@ def notify(
         observer.transitions_recorded(before, after, transitions)
     except Exception:
         log.exception("saga observer %r failed", observer)
-
-
-class Observers(SagaObserver):
-    """Several observers as one, called in order; one that fails does not stop the others."""
-
-    def __init__(self, *observers: SagaObserver) -> None:
-        self.observers = observers
-
-    def transitions_recorded(
-        self, before: SagaState, after: SagaState, transitions: Sequence[Transition]
-    ) -> None:
-        for observer in self.observers:
-            notify(observer, before, after, transitions)

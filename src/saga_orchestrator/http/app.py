@@ -17,6 +17,7 @@ from saga_orchestrator.actors import ActorRef
 from saga_orchestrator.bus import EventBus, OutboxRelay
 from saga_orchestrator.config import Settings
 from saga_orchestrator.coordinator.catalog import SagaCatalog
+from saga_orchestrator.coordinator.saga_waiters import SagaWaiters
 from saga_orchestrator.metrics import ServiceMetrics
 from saga_orchestrator.store.actor import Store
 
@@ -66,6 +67,8 @@ class ApiDeps:
     ``draining.begin`` when the service begins to stop)."""
     relay: OutboxRelay | None = None
     """The outbox relay: ``/health`` shows whether it leads; ``None``: not running."""
+    waiters: SagaWaiters = attrs.field(factory=SagaWaiters)
+    """Wakes the long polls of ``GET /sagas/{id}/wait`` (the engine's observer feeds it)."""
     dashboard: Dashboard | None = None
     """The web dashboard's sessions, live hub and metrics ring (``saga_orchestrator.ui``);
     ``None``: one is made here, fed by no engine (no live updates, no figures)."""

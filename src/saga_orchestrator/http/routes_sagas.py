@@ -23,13 +23,20 @@ import math
 import uuid
 from typing import Any
 
+import trio
 from quart import Blueprint, Response, request
 from werkzeug.routing import BaseConverter
 
 from saga_orchestrator.coordinator.messages import CancelSaga, RetrySaga, StartResult, StartSaga
 from saga_orchestrator.coordinator.projection import stream_id
 from saga_orchestrator.errors import SagaNotFound
-from saga_orchestrator.store.records import SagaQuery, SagaRecord, decode_cursor, new_id
+from saga_orchestrator.store.records import (
+    TERMINAL_STATUSES,
+    SagaQuery,
+    SagaRecord,
+    decode_cursor,
+    new_id,
+)
 
 from .app import deps
 from .correlation import current_correlation_id
@@ -55,11 +62,16 @@ from .views.sagas import (
     SagaView,
     StartedSaga,
     StartSagaRequest,
+    WaitQuery,
 )
 
 __all__ = ["parse_list_query", "parse_start_body", "sagas"]
 
 sagas = Blueprint("sagas", __name__, url_prefix="/sagas")
+
+RECHECK_SECONDS = 1.0
+"""How often a long poll (``/wait``) re-reads the store besides this process's own news: the
+delay with which it sees a change made by another instance."""
 
 
 class SagaIdConverter(BaseConverter):
@@ -297,6 +309,34 @@ async def get_events(saga_id: str) -> Response:
     next_version = events[-1].version + 1 if len(events) == query.limit else None
     items = [event_view(event) for event in events]
     return json_response(SagaEvents(saga_id=saga_id, items=items, next_from_version=next_version))
+
+
+@sagas.get("/<saga_id>/wait")
+@operation(
+    summary="Wait for a saga to change (long poll)",
+    description="Answers the saga as soon as its `version` is past `after_version`, at once if "
+    "it already is or the saga has ended for good (`completed`, `compensated`, `cancelled`, "
+    "`timed_out`), else when `timeout` seconds have passed: the client compares the version "
+    "and asks again. A saga driven by another instance is seen within "
+    f"{RECHECK_SECONDS:g} s of its change.",
+    tag=TAG,
+    query=WaitQuery,
+    replies=[Reply(status=200, description="The saga as it is now.", body=SagaView)],
+    errors=(503,),
+)
+async def wait_for_saga(saga_id: str) -> Response:
+    query = check_query(WaitQuery, request.args.to_dict(flat=False))
+    record = await _load(saga_id)
+    svc = deps()
+    deadline = trio.current_time() + query.timeout
+    with svc.draining.bounded():  # a shutdown answers every wait with what it has
+        while record.version <= query.after_version and record.status not in TERMINAL_STATUSES:
+            left = deadline - trio.current_time()
+            if left <= 0:
+                break
+            await svc.waiters.changed(record.saga_id, at_most=min(left, RECHECK_SECONDS))
+            record = await _load(record.saga_id)
+    return json_response(saga_view(record))
 
 
 @sagas.post("/<saga_id>/cancel")
