@@ -180,11 +180,13 @@ FORBIDDEN = {
     "coordinator": {"http", "service", "bench", "testing"},
     "http": {"service", "bench", "testing"},
     "testing": {"http", "bus", "service", "bench"},
+    "ui": {"service", "bench", "testing"},
     "client": {"actors", "coordinator", "store", "bus", "http", "service", "bench", "testing"},
 }
 """Package -> the packages it must not import (imports point http -> coordinator -> actors,
 store and bus below the coordinator; the saga authors' test kit sits beside http, over the
-coordinator and the memory store; the client library talks to a service over HTTP only)."""
+coordinator and the memory store; the client library talks to a service over HTTP only; the
+dashboard (ui) beside http, reading through it)."""
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))

@@ -7,7 +7,7 @@ reach it with :func:`deps`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from quart import Quart, current_app
@@ -30,6 +30,9 @@ from .errors import install_error_handlers
 from .limits import install_request_limits
 from .metrics import install_request_metrics, metrics_routes
 from .openapi import check_documented, docs_routes
+
+if TYPE_CHECKING:
+    from saga_orchestrator.ui import Dashboard
 
 __all__ = ["MAX_BODY_BYTES", "ApiDeps", "create_app", "deps"]
 
@@ -66,6 +69,9 @@ class ApiDeps:
     """The outbox relay: ``/health`` shows whether it leads; ``None``: not running."""
     waiters: SagaWaiters = attrs.field(factory=SagaWaiters)
     """Wakes the long polls of ``GET /sagas/{id}/wait`` (the engine's observer feeds it)."""
+    dashboard: Dashboard | None = None
+    """The web dashboard's sessions, live hub and metrics ring (``saga_orchestrator.ui``);
+    ``None``: one is made here, fed by no engine (no live updates, no figures)."""
 
 
 def create_app(app_deps: ApiDeps, *, max_body_bytes: int = MAX_BODY_BYTES) -> QuartTrio:
@@ -75,6 +81,8 @@ def create_app(app_deps: ApiDeps, *, max_body_bytes: int = MAX_BODY_BYTES) -> Qu
     Raises:
         LookupError: a route declares no OpenAPI operation (see :mod:`.openapi`).
     """
+    from saga_orchestrator.ui.routes import install_ui
+
     from .routes_events import events
     from .routes_health import health  # the routes import deps() from here
     from .routes_operator import operator
@@ -97,9 +105,21 @@ def create_app(app_deps: ApiDeps, *, max_body_bytes: int = MAX_BODY_BYTES) -> Qu
     app.register_blueprint(operator)
     app.register_blueprint(events)
     app.register_blueprint(docs_routes)
+    install_ui(app, app_deps.dashboard or _unfed_dashboard(app_deps))
     check_documented(app)
     app.asgi_app = guard_connections(app.asgi_app)  # type: ignore[method-assign]
     return app
+
+
+def _unfed_dashboard(app_deps: ApiDeps) -> Dashboard:
+    from saga_orchestrator.ui import make_dashboard
+
+    settings = app_deps.settings
+    return make_dashboard(
+        secret=settings.secret_key,
+        keys=settings.named_api_keys,
+        max_streams=settings.ui_live_connections,
+    )
 
 
 def deps(app: Quart | None = None) -> ApiDeps:

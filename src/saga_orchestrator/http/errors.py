@@ -53,11 +53,13 @@ __all__ = [
     "IDEMPOTENCY_KEY",
     "AmbiguousFraming",
     "ApiKeyRejected",
+    "CsrfRejected",
     "ErrorRule",
     "HeaderTooLarge",
     "InvalidJson",
     "InvalidPath",
     "InvalidQuery",
+    "LiveStreamsFull",
     "ReadOnlyKey",
     "ServiceStopping",
     "StartInterrupted",
@@ -109,6 +111,16 @@ class ReadOnlyKey(SagaOrchestratorError):
     ``GET``, ``HEAD`` and ``OPTIONS``)."""
 
 
+class CsrfRejected(SagaOrchestratorError):
+    """A dashboard form came without the CSRF token of the session that posts it."""
+
+
+class LiveStreamsFull(SagaOrchestratorError):
+    """The dashboard serves ``UI_LIVE_CONNECTIONS`` live-update streams already."""
+
+    retry_after = 5.0
+
+
 class HeaderTooLarge(SagaOrchestratorError):
     """The request head (request line and headers) is larger than ``HTTP_MAX_HEADER_BYTES``."""
 
@@ -150,6 +162,7 @@ ERROR_TABLE: dict[type[BaseException], ErrorRule] = {
     AmbiguousFraming: ErrorRule(400, "ambiguous_framing", close=True),
     ApiKeyRejected: ErrorRule(401, "unauthorized"),
     ReadOnlyKey: ErrorRule(403, "forbidden"),
+    CsrfRejected: ErrorRule(403, "csrf_rejected"),
     SagaNotFound: ErrorRule(404, "saga_not_found"),
     NotFoundError: ErrorRule(404, "not_found"),
     ConcurrencyError: ErrorRule(409, "concurrency_conflict"),
@@ -181,6 +194,12 @@ ERROR_TABLE: dict[type[BaseException], ErrorRule] = {
     ),
     NoReply: ErrorRule(503, "unavailable", _BUSY, retry_after=True, log_level=logging.WARNING),
     ServiceStopping: ErrorRule(503, "unavailable", _STOPPING, retry_after=True),
+    LiveStreamsFull: ErrorRule(
+        503,
+        "too_many_streams",
+        "the dashboard serves as many live streams as it may (UI_LIVE_CONNECTIONS); retry later",
+        retry_after=True,
+    ),
     StartInterrupted: ErrorRule(503, "unavailable", _STOPPING, retry_after=True),
     StoreUnavailable: ErrorRule(
         503,
