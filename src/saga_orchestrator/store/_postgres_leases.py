@@ -34,24 +34,28 @@ ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at,
 RETURNING {_INSTANCE_COLUMNS}
 """
 _RENEW = f"""
-UPDATE instances SET heartbeat_at = {_NOW}, expires_at = {_NOW} + $2 WHERE instance_id = $1
+UPDATE instances SET heartbeat_at = {_NOW}, expires_at = {_NOW} + $2
+WHERE instance_id = $1 AND expires_at > {_NOW}
 """
 _LIVE = f"""
 SELECT {_INSTANCE_COLUMNS} FROM instances WHERE expires_at > {_NOW}
 ORDER BY started_at, instance_id
 """
+# Orphans: active sagas with no owner, or whose owner is not a live instance (expired, or its
+# row gone: a batch of an instance that had lapsed may commit a new saga after the dead were
+# forgotten). Both kinds are read through their partial indexes.
 _CLAIM_ORPHANS = f"""
-WITH dead AS (
-    SELECT instance_id FROM instances WHERE expires_at <= {_NOW}
-), orphans AS (
+WITH orphans AS (
     SELECT saga_id, owner, created_at FROM (
         (SELECT saga_id, owner, created_at FROM sagas
          WHERE owner IS NULL AND status IN ({_ACTIVE})
          ORDER BY created_at, saga_id LIMIT $2)
         UNION ALL
-        (SELECT saga_id, owner, created_at FROM sagas
-         WHERE (owner IN (SELECT instance_id FROM dead) OR ($3 AND owner = $1))
-           AND status IN ({_ACTIVE})
+        (SELECT saga_id, owner, created_at FROM sagas s
+         WHERE owner IS NOT NULL AND status IN ({_ACTIVE})
+           AND (($3 AND owner = $1) OR NOT EXISTS (
+               SELECT 1 FROM instances i
+               WHERE i.instance_id = s.owner AND i.expires_at > {_NOW}))
          ORDER BY created_at, saga_id LIMIT $2)
     ) both_kinds
     ORDER BY created_at, saga_id LIMIT $2

@@ -43,8 +43,9 @@ def register(conn: sqlite3.Connection, instance_id: str, info: str, ttl: float) 
 def renew(conn: sqlite3.Connection, instance_id: str, ttl: float) -> bool:
     now = time.time()
     cursor = conn.execute(
-        "UPDATE instances SET heartbeat_at = ?, expires_at = ? WHERE instance_id = ?",
-        (now, now + ttl, instance_id),
+        "UPDATE instances SET heartbeat_at = ?, expires_at = ? "
+        "WHERE instance_id = ? AND expires_at > ?",
+        (now, now + ttl, instance_id, now),
     )
     return cursor.rowcount == 1
 

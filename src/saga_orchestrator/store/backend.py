@@ -98,7 +98,8 @@ class StoreBackend(Protocol):
 
     async def renew_instance(self, instance_id: str, ttl: float) -> bool:
         """Extend the instance's leases to ``ttl`` seconds from now; False when its row is gone
-        (it was taken for dead: its sagas may be another's now, so it must stop)."""
+        or its leases have ended already (it was, or may have been, taken for dead: its sagas
+        may be another's now, so it must stop and register again)."""
         ...
 
     async def deregister_instance(self, instance_id: str) -> int:

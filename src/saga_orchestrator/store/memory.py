@@ -210,9 +210,9 @@ class MemoryBackend:
 
     async def renew_instance(self, instance_id: str, ttl: float) -> bool:
         record = self.instances.get(instance_id)
-        if record is None:
-            return False
         now = self.clock()
+        if record is None or record.expires_at <= now:
+            return False  # gone or expired: its sagas may be another's already
         self.instances[instance_id] = attrs.evolve(record, heartbeat_at=now, expires_at=now + ttl)
         return True
 
