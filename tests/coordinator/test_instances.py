@@ -237,3 +237,72 @@ async def test_an_instance_that_lost_its_saga_stops_driving_it_without_a_crash(
     assert answer in ("compensating", "compensation_failed")
     assert final.status == answer or final.status == "compensation_failed"
     assert [] == [e for e in after if e.event_type == "SagaParked"]
+
+
+class Stalled(Link):
+    """A link whose reads of saga histories wait for :attr:`reads_open` and whose renewals
+    fail while :attr:`renewals_down`."""
+
+    def __init__(self, inner: MemoryBackend) -> None:
+        super().__init__(inner)
+        self.reads_open = trio.Event()
+        self.renewals_down = False
+
+    def __getattr__(self, name: str) -> Any:
+        call = super().__getattr__(name)
+        if name == "read_streams":
+
+            async def read(*args: Any) -> Any:
+                await self.reads_open.wait()
+                return await call(*args)
+
+            return read
+        if name == "renew_instance":
+
+            async def renew(*args: Any) -> Any:
+                if self.renewals_down:
+                    raise StoreUnavailable("the heartbeat does not get through")
+                return await call(*args)
+
+            return renew
+        return call
+
+
+async def test_an_instance_that_lost_its_lease_starts_no_saga_it_had_claimed(
+    autojump_clock: Any,
+) -> None:
+    """Its recovery claimed a saga, then the lease was lost while the histories were read: no
+    actor may start under the ended registration (it would run steps of a saga that is
+    another's as soon as that registration expires). The saga is resumed later, by a claim
+    under the new registration."""
+    rec = Recorder()
+    shared = shared_store()
+    definitions = [saga("slow", [step(rec, "s1", sleep=1000, compensation_safe_if_unknown=True)])]
+    async with engine(definitions, "x", shared) as x:  # leaves an unowned saga on shutdown
+        saga_id = (await x.harness.start("slow")).saga.saga_id
+        while rec.names("action") != ["s1"]:
+            await trio.sleep(0.01)
+    assert await owner_of(shared, saga_id) is None
+    link = Stalled(shared)
+    options = attrs.evolve(OPTIONS, instance_name="a")
+    async with open_actor_system() as system:
+        store = await start_store(system, link)  # type: ignore[arg-type]
+        _, a = await start_coordinator(
+            system, SagaCatalog(definitions), store, options=options, clock=TrioClock()
+        )
+        while await owner_of(shared, saga_id) is None:  # claimed; its history is being read
+            await trio.sleep(0.01)
+        first = a.instance_id
+        link.renewals_down = True
+        while a.lease.stats.lost == 0:
+            await trio.sleep(0.01)
+        link.renewals_down = False
+        link.reads_open.set()
+        await a.ready.wait()
+        await trio.sleep(0.1)
+        assert [] == [lease for lease in a.sagas.leases.values() if lease.instance_id == first]
+        assert ["s1"] == rec.names("action")  # not run again under the lost lease
+        while rec.names("action") == ["s1"]:  # the new registration claims it once the old
+            await trio.sleep(0.1)  # one has expired
+        assert a.instance_id == await owner_of(shared, saga_id) != first
+        assert trio.current_time() >= OPTIONS.instance_ttl

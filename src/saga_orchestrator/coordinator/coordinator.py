@@ -130,6 +130,7 @@ class Coordinator:
             clock=self.clock,
             resources=self.resources,
             observer=self.observer,
+            may_drive=lambda held: lease.holds and held.instance_id == lease.instance_id,
         )
         ownership = self.ownership = Ownership(
             store=self.store,
@@ -333,7 +334,10 @@ class Coordinator:
             return self._repeat(existing, definition, duplicate.idempotency_key)
         notify(self.observer, append.before, append.after, append.transitions)
         assert self.sagas is not None
-        await self.sagas.spawn(saga_id, definition, lease, state=append.after)
+        try:
+            await self.sagas.spawn(saga_id, definition, lease, state=append.after)
+        except OverloadedError:  # the lease was lost meanwhile: an orphan, for any instance
+            log.warning("saga %s was created as this instance lost its lease", saga_id)
         assert request.saga is not None
         return StartResult(saga=request.saga, created=True)
 

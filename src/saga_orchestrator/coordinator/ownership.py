@@ -22,7 +22,7 @@ from typing import TypeVar
 import attrs
 import trio
 
-from saga_orchestrator.errors import UnknownSagaType
+from saga_orchestrator.errors import OverloadedError, UnknownSagaType
 from saga_orchestrator.store import Store
 from saga_orchestrator.store.records import ClaimedSaga, Lease
 from saga_orchestrator.store.retry import retry_unavailable
@@ -99,6 +99,8 @@ class Ownership:
         resumed = 0
         instance_id = self.lease.instance_id
         while limit is None or resumed < limit:
+            if not self.lease.holds or self.lease.instance_id != instance_id:
+                break  # lost meanwhile: claim nothing more for a registration that ended
             size = (
                 self.options.claim_batch
                 if limit is None
@@ -138,8 +140,13 @@ class Ownership:
                 self.sagas.shape(definition), [from_record(e.event_type, e.data) for e in history]
             )
             lease = Lease(instance_id, claimed.epoch)
-            # Started without waiting for each to run: the service is ready sooner.
-            self.sagas.spawn_soon(claimed.saga_id, definition, lease, state=state)
+            try:
+                # Started without waiting for each to run: the service is ready sooner.
+                self.sagas.spawn_soon(claimed.saga_id, definition, lease, state=state)
+            except OverloadedError:  # the lease was lost while the histories were read
+                log.warning("instance %s lost its lease: %d claimed sagas left to others",
+                            instance_id, len(batch) - resumed)  # fmt: skip
+                break
             resumed += 1
         if batch:
             log.info(
