@@ -84,6 +84,8 @@ async def test_three_instances_under_load_finish_every_saga_and_repeat_nothing(
         redis_restarts=0,
         standin_stalls=0,
         standin_faults=3,
+        saga_timeout=60.0,  # a busy machine: no saga runs out of time, each takes its path
+        step_timeout=10.0,
         quiet_within=40.0,
     )
     report = await run_chaos(config, tmp_path, plan=plan_for(config))
