@@ -18,6 +18,7 @@ from saga_orchestrator.coordinator.clock import TrioClock
 from saga_orchestrator.coordinator.coordinator import start_coordinator
 from saga_orchestrator.coordinator.definition import SagaDefinition, Step, StepContext
 from saga_orchestrator.coordinator.messages import CancelSaga
+from saga_orchestrator.coordinator.options import EngineOptions
 from saga_orchestrator.errors import SagaOwnedElsewhere, StoreUnavailable
 from saga_orchestrator.store.actor import start_store
 from saga_orchestrator.store.memory import MemoryBackend
@@ -72,10 +73,14 @@ async def instances(
 
 @asynccontextmanager
 async def engine(
-    definitions: Sequence[SagaDefinition], name: str, shared: MemoryBackend
+    definitions: Sequence[SagaDefinition],
+    name: str,
+    shared: MemoryBackend,
+    *,
+    options: EngineOptions = OPTIONS,
 ) -> AsyncIterator[Instance]:
     link = Link(shared)
-    options = attrs.evolve(OPTIONS, instance_name=name)
+    options = attrs.evolve(options, instance_name=name)
     async with open_actor_system() as system:
         store = await start_store(system, link)  # type: ignore[arg-type]
         ref, coordinator = await start_coordinator(
@@ -306,3 +311,31 @@ async def test_an_instance_that_lost_its_lease_starts_no_saga_it_had_claimed(
             await trio.sleep(0.1)  # one has expired
         assert a.instance_id == await owner_of(shared, saga_id) != first
         assert trio.current_time() >= OPTIONS.instance_ttl
+
+
+async def test_a_dead_instances_sagas_are_shared_out_among_the_survivors(
+    autojump_clock: Any,
+) -> None:
+    rec = Recorder()
+    shared = shared_store()
+    definitions = [saga("slow", [step(rec, "s1", sleep=1000, compensation_safe_if_unknown=True)])]
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(engine(definitions, "a", shared))
+        for _ in range(40):
+            await a.harness.start("slow")
+        small = attrs.evolve(OPTIONS, claim_batch=5)  # the share, not one batch, bounds a look
+        b, c = [
+            await stack.enter_async_context(engine(definitions, n, shared, options=small))
+            for n in "bc"
+        ]
+        await trio.sleep(2 * OPTIONS.heartbeat_interval)  # every heartbeat has read all three
+        a.link.down = True  # a is gone: its 40 sagas are orphans once its leases end
+        while (
+            b.coordinator.ownership.claims["failover"] + c.coordinator.ownership.claims["failover"]
+            < 40
+        ):
+            await trio.sleep(0.1)
+        taken = [x.coordinator.ownership.claims["failover"] for x in (b, c)]
+        a.link.down = False
+    assert 40 == sum(taken)
+    assert min(taken) >= 10, taken  # each took a share, not one of them all

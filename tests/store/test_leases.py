@@ -277,3 +277,17 @@ async def test_a_command_wakes_its_owner_at_once(backend: StoreBackend) -> None:
         await trio.sleep(0.05)
         await backend.send_command(SagaCommand(saga_id="s1", kind="cancel"), "a")
     assert woke_after[0] < 10  # not the 30 s the wait would last without a wake-up
+
+
+async def test_the_orphans_are_counted_as_a_claim_would_take_them(backend: StoreBackend) -> None:
+    await backend.register_instance("live", {}, LIVE)
+    await backend.register_instance("dead", {}, LIVE)
+    await started(backend, "of-live", "live")
+    await started(backend, "of-dead", "dead")
+    await started(backend, "done", "dead", status="completed")
+    await started(backend, "of-ghost", "ghost")  # no instance row at all
+    assert 1 == await backend.count_orphans()
+    await backend.renew_instance("dead", DEAD)  # its leases end
+    assert 2 == await backend.count_orphans()
+    await backend.claim_orphans("live", 10)
+    assert 0 == await backend.count_orphans()

@@ -64,6 +64,12 @@ UPDATE sagas s SET owner = $1, owner_epoch = s.owner_epoch + 1
 FROM orphans o WHERE s.saga_id = o.saga_id
 RETURNING s.saga_id, s.saga_type, s.owner_epoch, o.owner, o.created_at
 """
+_COUNT_ORPHANS = f"""
+SELECT (SELECT count(*) FROM sagas WHERE owner IS NULL AND status IN ({_ACTIVE}))
+     + (SELECT count(*) FROM sagas s WHERE owner IS NOT NULL AND status IN ({_ACTIVE})
+        AND NOT EXISTS (SELECT 1 FROM instances i
+                        WHERE i.instance_id = s.owner AND i.expires_at > {_NOW}))
+"""
 _FORGET_THE_DEAD = f"""
 DELETE FROM instances i WHERE i.expires_at <= {_NOW} AND NOT EXISTS (
     SELECT 1 FROM sagas s WHERE s.owner = i.instance_id AND s.status IN ({_ACTIVE})
@@ -121,6 +127,13 @@ class PostgresLeases:
             ClaimedSaga(saga_id=r[0], saga_type=r[1], epoch=int(r[2]), previous_owner=r[3])
             for r in sorted(rows, key=lambda r: (r[4], r[0]))
         ]
+
+    async def count_orphans(self) -> int:
+        row = await self._call(
+            "count the sagas no live instance owns", _aio_fetchrow, self.command_timeout,
+            _COUNT_ORPHANS, (),
+        )  # fmt: skip
+        return int(row[0])
 
     async def claim_saga(self, instance_id: str, saga_id: str, *, force: bool) -> int | None:
         epoch = await self._call(

@@ -91,6 +91,15 @@ def claim_orphans(
     ]
 
 
+def count_orphans(conn: sqlite3.Connection) -> int:
+    row = conn.execute(
+        f"SELECT count(*) FROM sagas WHERE status IN ({_ACTIVE}) "
+        f"AND (owner IS NULL OR owner NOT IN ({_LIVE}))",
+        (time.time(),),
+    ).fetchone()
+    return int(row[0])
+
+
 def claim_one(conn: sqlite3.Connection, instance_id: str, saga_id: str, force: bool) -> int | None:
     row = conn.execute(
         f"SELECT owner, owner_epoch, owner IN ({_LIVE}) FROM sagas WHERE saga_id = ?",
@@ -215,6 +224,9 @@ class SQLiteLeases:
             "claim sagas",
             lambda c: _in_transaction(c, claim_orphans, instance_id, limit, mine),
         )
+
+    async def count_orphans(self) -> int:
+        return await self._read("count the sagas no live instance owns", count_orphans)
 
     async def claim_saga(self, instance_id: str, saga_id: str, *, force: bool) -> int | None:
         return await self._write(

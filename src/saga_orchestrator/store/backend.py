@@ -121,6 +121,11 @@ class StoreBackend(Protocol):
         Concurrent claimers never get the same saga."""
         ...
 
+    async def count_orphans(self) -> int:
+        """How many active sagas no live instance owns (what :meth:`claim_orphans` would take
+        without ``mine``), so that claimers can share them out."""
+        ...
+
     async def claim_saga(self, instance_id: str, saga_id: str, *, force: bool) -> int | None:
         """Claim one saga: when it is unowned or its owner is not live, or whatever its owner
         when ``force`` (a parked saga an operator retries: no instance drives it); the new

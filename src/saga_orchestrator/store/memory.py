@@ -267,6 +267,14 @@ class MemoryBackend:
                 del self.instances[dead]
         return claimed
 
+    async def count_orphans(self) -> int:
+        return sum(
+            1
+            for saga in self.sagas.values()
+            if saga.status in ACTIVE_STATUSES
+            and not self._live(self.owners.get(saga.saga_id, (None, 0))[0])
+        )
+
     async def claim_saga(self, instance_id: str, saga_id: str, *, force: bool) -> int | None:
         if saga_id not in self.sagas:
             return None
