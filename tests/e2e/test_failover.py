@@ -80,3 +80,41 @@ async def test_the_survivors_resume_every_saga_of_a_killed_owner(
                     break
                 await trio.sleep(0.2)
     assert {"completed": REPLIED, "running": SAGAS - REPLIED} == statuses
+
+
+HANDED_OVER = 200
+EXPIRY = 60.0
+"""``INSTANCE_EXPIRY_SECONDS`` of the hand-over test: a claim sooner than this can only come
+from the sagas the stopping instance released."""
+
+
+async def test_an_instance_stopped_in_order_hands_its_sagas_over_at_once(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """SIGTERM (a rolling update): the instance stops its actors, releases its leases and
+    exits 0; the others claim its sagas as released ones ("hand-over"), without waiting for its
+    leases to expire."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "src")]))
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("INSTANCE_EXPIRY_SECONDS", f"{EXPIRY:g}")
+    monkeypatch.setenv("FAILOVER_SCAN_SECONDS", "0.5")
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    store = FreshStore(kind="postgresql", url=pg_dsn)
+    async with running_servers(store, Settings(environment="test"), 2, note=print) as servers:
+        ids, errors = await park(servers, HANDED_OVER, concurrency=IN_FLIGHT)
+        assert (HANDED_OVER, 0) == (len(ids), errors)
+        stopped = servers.processes[0].process
+        stopped.terminate()
+        with trio.fail_after(EXPIRY / 2):
+            assert 0 == await stopped.wait()
+            while await servers.metric(1, "saga_owned", name="this_instance") < HANDED_OVER:
+                await trio.sleep(0.1)
+        claims = {
+            cause: await servers.metric(1, "saga_claims_total", cause=cause)
+            for cause in ("hand-over", "failover")
+        }
+        owners = [row[0] for row in await pg_fetch(pg_dsn, "SELECT DISTINCT owner FROM sagas")]
+        survivor = await servers.instance_id(1)
+    assert {"hand-over": HANDED_OVER, "failover": 0} == claims
+    assert [survivor] == owners
