@@ -54,12 +54,16 @@ async def test_a_renewal_that_hangs_stops_the_sagas_when_the_leases_may_end(
 ) -> None:
     store = SlowStore(renew_takes=0.0)
     lost_at: list[float] = []
+
+    async def lost(_: str) -> None:
+        lost_at.append(trio.current_time())
+
     lease = InstanceLease(
         store=store,  # type: ignore[arg-type]
         name="i",
         interval=1.0,
         ttl=4.5,
-        on_lost=lambda _: lost_at.append(trio.current_time()),
+        on_lost=lost,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(lease.run)

@@ -6,9 +6,10 @@ times per ``ttl``). It keeps, in this process's monotonic time, when its leases 
 (the start of the last renewal that succeeded, plus ``ttl``, less one renewal period of margin).
 Past that without a renewal (a renewal still unanswered then counts as failed), or when the store
 says the registration is gone or has ended (another instance took it for dead and may own its
-sagas now), the lease is *lost*: :attr:`on_lost` is called at once, so that the coordinator stops
-every saga actor (their running steps are cut) before anyone else can claim their sagas, and the
-instance registers again under a new id (its old sagas are then orphans like any dead
+sagas now), the lease is *lost*: :attr:`on_lost` is awaited at once, so that the coordinator
+stops every saga actor (their running steps are cut) before anyone else can claim their sagas
+and before this instance claims anything under its next registration, and the instance
+registers again under a new id (its old sagas are then orphans like any dead
 instance's, for whoever claims them first). See docs/operations.md, "Several replicas".
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -61,8 +62,8 @@ class InstanceLease:
     interval: float = 1.0
     ttl: float = 5.0
     info: dict[str, Any] = attrs.field(factory=dict)
-    on_lost: Callable[[str], None] = attrs.field(default=lambda instance_id: None)
-    """Called with the lost instance id, before the new registration."""
+    on_lost: Callable[[str], Awaitable[None]] | None = None
+    """Awaited with the lost instance id, before the new registration (``None``: nothing)."""
     stats: LeaseStats = attrs.field(factory=LeaseStats)
     instance_id: str = ""
     live: tuple[InstanceRecord, ...] = ()
@@ -159,7 +160,8 @@ class InstanceLease:
         lost = self.instance_id
         self.stats.lost += 1
         self.registered = trio.Event()
-        self.on_lost(lost)
+        if self.on_lost is not None:
+            await self.on_lost(lost)
         await self._register()
 
 
