@@ -28,6 +28,7 @@ import trio
 from saga_orchestrator.coordinator.catalog.airtable_integration import AIRTABLE_INTEGRATION
 from saga_orchestrator.coordinator.catalog.user_onboarding import USER_ONBOARDING
 
+from ..support.processes import SpreadClient
 from .cluster import CONSUMER_GROUP, EVENT_STREAM, Cluster
 from .driver import DriverRecord
 from .plan import TRIGGERS
@@ -128,7 +129,8 @@ class Snapshot:
     """The commands kept for another instance (``saga_commands``): kind, done."""
     restarts: list[float] = attrs.field(factory=list)
     """Wall-clock times at which an orchestrator process was seen to have ended (killed, or
-    exited by itself): each may make the next one run again the steps that were in flight."""
+    exited by itself), was sent the SIGKILL or SIGTERM that ended it, or lost its lease: each
+    may make the next owner run again the steps that were in flight."""
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -235,15 +237,21 @@ def _read_bus(
 
 
 async def _api_statuses(cluster: Cluster, saga_ids: list[str]) -> dict[str, str]:
+    """Each saga's status as ``GET /sagas/{id}`` shows it, asked of each orchestrator in turn
+    (a read that breaks is asked again, of the next one)."""
     statuses: dict[str, str] = {}
     limiter = trio.CapacityLimiter(8)
-    async with httpx.AsyncClient(
-        base_url=cluster.api_url, headers={"X-API-Key": cluster.api_key}, timeout=30
-    ) as client:
+    async with SpreadClient(cluster.orchestrators.urls, api_key=cluster.api_key, timeout=30) as api:
 
         async def one(saga_id: str) -> None:
             async with limiter:
-                response = await client.get(f"/sagas/{saga_id}")
+                for attempt in range(3):
+                    try:
+                        response, _ = await api.request("GET", f"/sagas/{saga_id}")
+                        break
+                    except httpx.TransportError:
+                        if attempt == 2:
+                            raise
                 statuses[saga_id] = (
                     response.json()["status"]
                     if response.status_code == 200
@@ -318,7 +326,9 @@ async def take_snapshot(cluster: Cluster, api_sample: Iterable[str]) -> Snapshot
         api_status=api_status,
         published_twice=twice,
         commands=store["commands"],
-        restarts=[exit.at for exit in cluster.orchestrators.exits] + lease_losses(cluster),
+        restarts=[e.at for e in cluster.orchestrators.exits]
+        + [e.signalled for e in cluster.orchestrators.exits if e.signalled]
+        + lease_losses(cluster),
     )
 
 

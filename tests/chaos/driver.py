@@ -15,16 +15,15 @@ the start went to: the command must reach the saga's owner whichever instance re
 from __future__ import annotations
 
 import collections
-import itertools
 import re
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
 from typing import Any
 
 import attrs
 import httpx
 import trio
 
+from ..support.processes import SpreadClient
 from .plan import PlannedSaga
 
 AMBIGUOUS = "ambiguous"
@@ -68,8 +67,7 @@ class Driver:
         """``"POST /sagas/start 202"`` -> how many; transport errors as ``... error``."""
         self.unexpected: list[str] = []
         """5xx answers other than 503, with their bodies (the service should say 503)."""
-        self._clients: list[httpx.AsyncClient] = []
-        self._turn = itertools.count()
+        self._spread: SpreadClient | None = None
         self._give_up_at = 0.0
 
     async def run(self, start: float, give_up_at: float) -> None:
@@ -77,15 +75,10 @@ class Driver:
         requests still unanswered at ``give_up_at`` are given up."""
         self._give_up_at = give_up_at
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        async with AsyncExitStack() as stack:
-            for url in self.base_urls:
-                client = httpx.AsyncClient(
-                    base_url=url,
-                    headers={"X-API-Key": self.api_key},
-                    timeout=REQUEST_TIMEOUT,
-                    limits=limits,
-                )
-                self._clients.append(await stack.enter_async_context(client))
+        async with SpreadClient(
+            self.base_urls, api_key=self.api_key, timeout=REQUEST_TIMEOUT, limits=limits
+        ) as spread:
+            self._spread = spread
             async with trio.open_nursery() as nursery:
                 for record in self.records.values():
                     nursery.start_soon(self._drive, record, start)
@@ -122,10 +115,12 @@ class Driver:
         if isinstance(answer, str):
             record.ambiguous |= answer == AMBIGUOUS
             record.gave_up |= answer == GAVE_UP
-        elif answer.status_code in (200, 202):
+            return
+        answer, via = answer
+        if answer.status_code in (200, 202):
             record.acknowledged = True
             record.saga_ids.add(answer.json()["saga_id"])
-            record.started_via = self._last_via
+            record.started_via = via
         elif answer.status_code >= 500:  # a key-less start answered 5xx: it may exist
             record.ambiguous = True
         else:
@@ -143,7 +138,9 @@ class Driver:
         answer = await self._send("POST", "/events/publish", body, repeatable=True)
         if isinstance(answer, str):
             record.gave_up = True
-        elif answer.status_code in (200, 202):
+            return
+        answer, _ = answer
+        if answer.status_code in (200, 202):
             record.acknowledged = True
             record.published.append(answer.json())
         else:
@@ -157,18 +154,10 @@ class Driver:
         if isinstance(answer, str):
             record.gave_up = True
             return
+        answer, _ = answer
         record.cancel_status = answer.status_code
         if answer.status_code not in (202, 409):
             record.problems.append(f"cancel answered {answer.status_code}: {answer.text[:300]}")
-
-    _last_via: int | None = None
-    """The orchestrator that gave the answer :meth:`_send` returned last (read at once)."""
-
-    def _pick(self, avoid: int | None) -> int:
-        index = next(self._turn) % len(self._clients)
-        if index == avoid and len(self._clients) > 1:
-            index = next(self._turn) % len(self._clients)
-        return index
 
     async def _send(
         self,
@@ -178,17 +167,17 @@ class Driver:
         *,
         repeatable: bool,
         avoid: int | None = None,
-    ) -> httpx.Response | str:
-        """The answer; retried through transport errors and 5xx if ``repeatable``, else only
-        while the request cannot have reached the server (or the service is at its limit).
-        Each try goes to the next orchestrator (another than ``avoid`` when there are several)."""
-        assert self._clients
+    ) -> tuple[httpx.Response, int] | str:
+        """The answer and the orchestrator (index) that gave it; retried through transport
+        errors and 5xx if ``repeatable``, else only while the request cannot have reached the
+        server (or the service is at its limit). Each try goes to the next orchestrator that
+        takes the connection (another than ``avoid`` first, when there are several)."""
+        assert self._spread is not None
         route = f"{method} {_ID.sub('/sagas/{id}', path)}"
         delay = 0.05
         while True:
-            via = self._pick(avoid)
             try:
-                response = await self._clients[via].request(method, path, json=body)
+                response, via = await self._spread.request(method, path, json=body, avoid=avoid)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
                 self.answers[f"{route} refused"] += 1  # never reached the server
             except httpx.TransportError as exc:
@@ -201,11 +190,10 @@ class Driver:
                 if status >= 500 and status != 503:
                     self.unexpected.append(f"{route} {status}: {response.text[:300]}")
                 if status < 500:
-                    self._last_via = via
-                    return response
+                    return response, via
                 overloaded = status == 503 and "overloaded" in response.text
                 if not (repeatable or overloaded):
-                    return response
+                    return response, via
             if trio.current_time() >= self._give_up_at:
                 return GAVE_UP
             await trio.sleep(delay)

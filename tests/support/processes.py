@@ -65,6 +65,9 @@ class Exit:
     """``kill``, ``term`` or ``stop`` when asked for; empty when not."""
     name: str = ""
     """The process's name (several replicas)."""
+    signalled: float = 0.0
+    """Wall-clock time the SIGKILL or SIGTERM asked for was sent (0: none): a stopping
+    instance hands its sagas over before it has ended, so another may act from here on."""
 
 
 class ServerProcess:
@@ -82,6 +85,7 @@ class ServerProcess:
         self.exits: list[Exit] = []
         self.process: trio.Process | None = None
         self._asked = ""
+        self._signalled = 0.0
         self._downtime = 0.0
         self._stopping = False
 
@@ -91,14 +95,6 @@ class ServerProcess:
 
     def log_path(self, incarnation: int) -> Path:
         return self.workdir / f"{self.name}-{incarnation}.log"
-
-    def log(self) -> str:
-        """Every incarnation's log, in order."""
-        return "\n".join(
-            self.log_path(n).read_text(errors="replace")
-            for n in range(1, self.incarnation + 1)
-            if self.log_path(n).exists()
-        )
 
     async def supervise(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -116,31 +112,40 @@ class ServerProcess:
                     first = False
                 code = await process.wait()
             ended = time.time()
-            asked = "stop" if self._stopping else self._asked
+            asked = self._asked or ("stop" if self._stopping else "")
             tail = "" if asked else log_tail(self.log_path(self.incarnation))
             self.exits.append(
-                Exit(self.incarnation, code, bool(asked), tail, ended, asked, self.name)
+                Exit(
+                    self.incarnation,
+                    code,
+                    bool(asked),
+                    tail,
+                    ended,
+                    asked,
+                    self.name,
+                    self._signalled,
+                )
             )
             pause = self._downtime if self._asked else 1.0
-            self._asked = ""
+            self._asked, self._signalled = "", 0.0
             if not self._stopping:
                 await trio.sleep(pause)
 
-    async def kill(self, downtime: float, *, ready: bool = False) -> None:
-        """SIGKILL; started again after ``downtime`` s; returns once it answers again
-        (``/health/ready`` if ``ready``, else ``/health/live``)."""
-        await self._strike("kill", downtime, ready=ready)
+    async def kill(self, downtime: float) -> None:
+        """SIGKILL; started again after ``downtime`` s; returns once it answers again."""
+        await self._strike("kill", downtime)
 
-    async def terminate(self, downtime: float, *, ready: bool = False) -> None:
+    async def terminate(self, downtime: float) -> None:
         """SIGTERM (the orderly stop of a rolling update); started again ``downtime`` s after
-        it has exited; returns once it answers again, as :meth:`kill`."""
-        await self._strike("term", downtime, ready=ready)
+        it has exited; returns once it answers again."""
+        await self._strike("term", downtime)
 
-    async def _strike(self, how: str, downtime: float, *, ready: bool) -> None:
+    async def _strike(self, how: str, downtime: float) -> None:
         process, incarnation = self.process, self.incarnation
         assert process is not None
         if process.returncode is None:  # else it exited by itself and is being started again
             self._asked, self._downtime = how, downtime
+            self._signalled = time.time()
             if how == "kill":
                 process.kill()
             else:
@@ -151,8 +156,16 @@ class ServerProcess:
                     process.kill()
         while self.incarnation == incarnation:
             await trio.sleep(0.01)
-        path = "/health/ready" if ready else "/health/live"
-        await wait_answering(f"{self.url}{path}", within=START_WITHIN)
+        await wait_answering(f"{self.url}/health/live", within=START_WITHIN)
+
+    async def kill_for_good(self) -> None:
+        """SIGKILL, not started again (a node that is gone); returns once it has exited."""
+        self._stopping, self._asked = True, "kill"
+        process = self.process
+        if process is not None and process.returncode is None:
+            self._signalled = time.time()
+            process.kill()
+            await process.wait()
 
     async def stop(self) -> None:
         """SIGTERM (an orderly stop), SIGKILL if it takes too long; not started again."""
@@ -181,20 +194,6 @@ class Replicas:
     def exits(self) -> list[Exit]:
         """Every replica's exits, in the order they were seen."""
         return sorted((e for s in self.servers for e in s.exits), key=lambda e: e.at)
-
-    async def instance_ids(self) -> dict[str, int]:
-        """The instance id each answering replica is registered under now -> its index."""
-        found: dict[str, int] = {}
-        async with httpx.AsyncClient(timeout=5.0) as client:
-            for index, url in enumerate(self.urls):
-                try:
-                    body = (await client.get(f"{url}/health")).json()
-                except (httpx.TransportError, ValueError):
-                    continue
-                instance_id = body.get("components", {}).get("coordinator", {}).get("instance_id")
-                if instance_id:
-                    found[instance_id] = index
-        return found
 
 
 @asynccontextmanager
@@ -235,15 +234,16 @@ class SpreadClient:
     def __init__(self, urls: Sequence[str], *, api_key: str = API_KEY, **options: Any) -> None:
         self.urls = list(urls)
         options.setdefault("timeout", 15.0)
-        self._clients = [
+        self.clients = [
             httpx.AsyncClient(base_url=url, headers={"X-API-Key": api_key}, **options)
             for url in self.urls
         ]
+        """One per replica, in order (to talk to a chosen one)."""
         self._turn = itertools.count()
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> SpreadClient:
-        for client in self._clients:
+        for client in self.clients:
             await self._stack.enter_async_context(client)
         return self
 
@@ -252,9 +252,9 @@ class SpreadClient:
 
     def next_index(self, *, avoid: int | None = None) -> int:
         """The replica the next request goes to (never ``avoid`` when there are others)."""
-        index = next(self._turn) % len(self._clients)
-        if index == avoid and len(self._clients) > 1:
-            index = next(self._turn) % len(self._clients)
+        index = next(self._turn) % len(self.clients)
+        if index == avoid and len(self.clients) > 1:
+            index = next(self._turn) % len(self.clients)
         return index
 
     async def request(
@@ -265,10 +265,10 @@ class SpreadClient:
         when none connects)."""
         first = via if via is not None else self.next_index(avoid=avoid)
         error: httpx.TransportError | None = None
-        for step in range(len(self._clients)):
-            index = (first + step) % len(self._clients)
+        for step in range(len(self.clients)):
+            index = (first + step) % len(self.clients)
             try:
-                response = await self._clients[index].request(method, path, **kw)
+                response = await self.clients[index].request(method, path, **kw)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 error = exc
                 continue
