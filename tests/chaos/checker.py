@@ -6,6 +6,10 @@ sagas, the API. :func:`check` then holds it against the driver's records and the
 sagas' declarations (which steps have compensations, which of those are safe when a step's
 outcome is unknown) and answers one :class:`Invariant` per promise, each with what it checked
 and every violation it found.
+
+Over 400 lines on purpose: the snapshot, the checks and their shared readings of it (key
+parsing, attempt windows, the declared steps) are one piece, each check a method of
+``_Checks``; split, they would trade this module's length for imports of private helpers.
 """
 
 from __future__ import annotations
