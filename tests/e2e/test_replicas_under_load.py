@@ -34,6 +34,7 @@ from ..chaos.plan import (
     make_plan,
 )
 from ..chaos.run import run_chaos
+from ..support.processes import cut_off_bodies
 from ..support.required import require_module
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -68,6 +69,7 @@ def plan_for(config: ChaosConfig) -> Plan:
     return attrs.evolve(planned, faults=sorted(faults, key=lambda f: f.at))
 
 
+@cut_off_bodies
 async def test_three_instances_under_load_finish_every_saga_and_repeat_nothing(
     tmp_path: Path,
 ) -> None:

@@ -17,19 +17,36 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import httpx
+import pytest
 import trio
 
 from .server import API_KEY, server_process
 from .throwaway import stable_port
 
+T = TypeVar("T")
+
 START_WITHIN = 60.0
 """Most seconds a process may take to answer after it is started."""
 STOP_WITHIN = 10.0
 """Most seconds an orderly stop may take before the process is killed."""
+
+
+def cut_off_bodies(test: T) -> T:
+    """Marks a test whose requests a kill or a stop may cut off while their body is sent: httpx
+    leaves the body's iterator unfinished, and it is collected later (a warning, not a fault)."""
+    unraisable = pytest.mark.filterwarnings(
+        r"ignore:Exception ignored in. <async_generator object ByteStream\.__aiter__"
+        ":pytest.PytestUnraisableExceptionWarning"
+    )
+    collected = pytest.mark.filterwarnings(
+        r"ignore:Async generator 'httpx\._content\.ByteStream\.__aiter__' was garbage collected"
+        ":ResourceWarning"
+    )
+    return unraisable(collected(test))  # type: ignore[no-any-return]
 
 
 async def wait_answering(url: str, *, within: float, ok: tuple[int, ...] = (200,)) -> None:
