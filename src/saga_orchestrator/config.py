@@ -634,7 +634,12 @@ class Settings:
         ),
     )
     instance_heartbeat_seconds: float = _setting(
-        1.0, _number_above(0, "Seconds between renewals of this instance's leases on its sagas.")
+        1.0,
+        _number_above(
+            0,
+            "Seconds between renewals of this instance's leases on its sagas (at most a third "
+            "of INSTANCE_EXPIRY_SECONDS is used).",
+        ),
     )
     instance_expiry_seconds: float = _setting(
         5.0,

@@ -1,6 +1,7 @@
 """``python -m tests.chaos``: a chaos run of any length, by hand (see docs/reliability.md).
 
     python -m tests.chaos --sagas 5000 --seed 123 --minutes 10
+    python -m tests.chaos --instances 3 --minutes 5     # several orchestrators on one store
     python -m tests.chaos --repair --sagas 100 --seed 123
 
 ``--repair`` runs the repair run instead (:mod:`.repair`): sagas cancelled mid-step park, and an
@@ -36,6 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--minutes", type=float, default=5.0, help="how long the sagas and faults last (default 5)"
     )
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="orchestrator processes on the one store, each killed or stopped among the faults "
+        "(default 1)",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="where the logs go")
     parser.add_argument(
         "--source",
@@ -55,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
     if args.repair:
         return _repair(seed, args.sagas, args.workdir)
-    config = ChaosConfig.long(seed=seed, sagas=args.sagas, minutes=args.minutes)
+    config = ChaosConfig.long(
+        seed=seed, sagas=args.sagas, minutes=args.minutes, instances=max(1, args.instances)
+    )
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix=f"saga-chaos-{seed}-"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"seed: {seed}", flush=True)

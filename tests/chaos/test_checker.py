@@ -181,6 +181,14 @@ def failed_step_left_its_effect(snap: Snapshot) -> None:
     )
 
 
+def effect_after_compensation(snap: Snapshot) -> None:
+    """A step's action landed after the saga's compensation had begun (a step the cancel did
+    not cut): the effect is left behind."""
+    snap.effects.append(
+        effect(8, "airtable.create_integration", f"{SAGA}:setup_airtable_integration", "i-1")
+    )
+
+
 def effect_lost(snap: Snapshot) -> None:
     del snap.effects[1]
 
@@ -290,6 +298,7 @@ BROKEN: list[tuple[Callable[[Snapshot], DriverRecord | None], str]] = [
     (acknowledged_but_missing, "acknowledged_starts_exist"),
     (api_disagrees, "api_agrees_with_store"),
     (cancel_not_honoured, "cancel_honoured"),
+    (effect_after_compensation, "no_effect_after_compensation"),
     (called_again_without_a_restart, "calls_explained"),
     (called_again_after_a_restart_outside_the_attempt, "calls_explained"),
     (undone_again_without_a_restart, "calls_explained"),
@@ -313,6 +322,7 @@ def test_a_broken_promise_is_reported(
 def test_a_failed_step_whose_repeat_the_stand_in_refused_against_its_contract_is_explained():
     snap = compensated_onboarding()
     failed_step_left_its_effect(snap)
+    snap.effects[-1]["seq"] = 3.5  # applied by the first call, before the saga compensated
     key = f"{SAGA}:setup_airtable_integration"
     # its first call applied it and was never answered (the orchestrator was killed); run
     # again after the restart, the call was refused by an injected fault
