@@ -1,9 +1,16 @@
-"""The five service clients over one shared connection pool, and how steps reach them."""
+"""The five service clients, each over a connection pool of its own, and how steps reach them.
+
+Each service gets its own ``httpx.AsyncClient`` of ``max_connections`` connections, all kept
+alive between requests (a keep-alive limit below the pool size closes and reopens connections
+under load), and at most ``max_connections`` requests in flight: the others wait their turn in
+a FIFO in front of the pool (:class:`~._http.ServiceClient`), not inside it, where httpcore 1.0
+re-scans every queued request against every connection on each change (quadratic under load).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -42,7 +49,8 @@ class DownstreamConfig:
     timeout: float = 300.0
     """Seconds one request may take (the step timeout)."""
     max_connections: int = 100
-    """Size of the shared pool."""
+    """Connections of each service's pool, and its requests in flight at most (the others
+    wait their turn, first come first served)."""
 
     @classmethod
     def from_settings(cls, settings: Any) -> DownstreamConfig:
@@ -84,11 +92,22 @@ class DownstreamClients:
     airtable: AirtableClient
 
     @classmethod
-    def over(cls, http: httpx.AsyncClient, config: DownstreamConfig) -> DownstreamClients:
-        """The clients sharing ``http`` (its pool and its default timeout)."""
+    def over(
+        cls, http: httpx.AsyncClient | Callable[[str], httpx.AsyncClient], config: DownstreamConfig
+    ) -> DownstreamClients:
+        """The clients over ``http`` (its pool and its default timeout), or over the client
+        ``http(service)`` gives each service; each lets ``config.max_connections`` requests
+        in flight at once."""
+        pool_of = http if callable(http) else (lambda _service: http)
 
         def on(service: str, url: str) -> ServiceClient:
-            return ServiceClient(service, url, http, token=config.token)
+            return ServiceClient(
+                service,
+                url,
+                pool_of(service),
+                token=config.token,
+                max_in_flight=config.max_connections,
+            )
 
         return cls(
             auth=AuthClient(on("auth", config.auth_url)),
@@ -103,19 +122,29 @@ class DownstreamClients:
 async def open_downstream_clients(
     config: DownstreamConfig, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> AsyncIterator[DownstreamClients]:
-    """One ``httpx.AsyncClient`` (the connection pool) for the body of the ``async with``,
-    closed on exit. ``transport`` replaces the network (``httpx.MockTransport`` in tests)."""
+    """An ``httpx.AsyncClient`` (a connection pool) per service for the body of the ``async
+    with``, closed on exit. ``transport`` replaces the network (``httpx.MockTransport`` in
+    tests)."""
     limits = httpx.Limits(
         max_connections=config.max_connections,
-        max_keepalive_connections=min(20, config.max_connections),
+        max_keepalive_connections=config.max_connections,
     )
-    async with httpx.AsyncClient(
-        timeout=httpx.Timeout(config.timeout),
-        limits=limits,
-        transport=transport,
-        follow_redirects=False,
-    ) as http:
-        yield DownstreamClients.over(http, config)
+    async with AsyncExitStack() as stack:
+        pools: dict[str, httpx.AsyncClient] = {}
+
+        def pool_of(service: str) -> httpx.AsyncClient:
+            pools[service] = httpx.AsyncClient(
+                timeout=httpx.Timeout(config.timeout),
+                limits=limits,
+                transport=transport,
+                follow_redirects=False,
+            )
+            return pools[service]
+
+        clients = DownstreamClients.over(pool_of, config)
+        for http in pools.values():
+            await stack.enter_async_context(http)
+        yield clients
 
 
 def downstream_of(ctx: StepContext) -> DownstreamClients:
