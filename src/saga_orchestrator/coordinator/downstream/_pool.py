@@ -1,10 +1,12 @@
 """The five service clients, each over a connection pool of its own, and how steps reach them.
 
-Each service gets its own ``httpx.AsyncClient`` of ``max_connections`` connections, all kept
-alive between requests (a keep-alive limit below the pool size closes and reopens connections
-under load), and at most ``max_connections`` requests in flight: the others wait their turn in
-a FIFO in front of the pool (:class:`~._http.ServiceClient`), not inside it, where httpcore 1.0
-re-scans every queued request against every connection on each change (quadratic under load).
+Each service gets its own ``httpx.AsyncClient`` and at most ``max_connections`` requests in
+flight: the others wait their turn in a FIFO in front of it (:class:`~._http.ServiceClient`).
+Its transport is :class:`~._transport.LeanTransport` (plain HTTP/1.1 on trio sockets, every
+connection kept alive, so at most ``max_connections`` of them); ``https://`` goes through
+httpx's own pool of the same size, every connection kept alive too (a keep-alive limit below
+the pool size closes and reopens connections under load), never with requests queued inside
+it, where httpcore 1.0 re-scans every queued request against every connection on each change.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import httpx
 from ..definition import NonRetryableError
 from ._clients import AirtableClient, AuthClient, NotificationClient, PermissionClient, UserClient
 from ._http import ServiceClient
+from ._transport import LeanTransport
 
 if TYPE_CHECKING:
     from ..definition import StepContext
@@ -135,8 +138,9 @@ async def open_downstream_clients(
         def pool_of(service: str) -> httpx.AsyncClient:
             pools[service] = httpx.AsyncClient(
                 timeout=httpx.Timeout(config.timeout),
-                limits=limits,
-                transport=transport,
+                transport=transport
+                if transport is not None
+                else LeanTransport(httpx.AsyncHTTPTransport(limits=limits)),
                 follow_redirects=False,
             )
             return pools[service]
