@@ -172,7 +172,7 @@ async def test_the_request_goes_out_as_sent_and_https_goes_to_the_fallback():
         fallback.append(request)
         return httpx.Response(200, json={"secure": True})
 
-    transport = LeanTransport(httpx.MockTransport(mock))
+    transport = LeanTransport(lambda: httpx.MockTransport(mock))
     async with trio.open_nursery() as nursery, httpx.AsyncClient(transport=transport) as http:
         port = await nursery.start(_serve, record)
         reply = await http.post(f"http://127.0.0.1:{port}/a%20b?x=1", json={})

@@ -88,7 +88,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 
 
 class ServiceClient:
-    """Calls one downstream service over an ``httpx.AsyncClient``.
+    """Calls one downstream service over an httpx transport (no redirects followed, no
+    cookies kept; ``timeout`` seconds for each of connecting, sending and answering).
 
     At most ``max_in_flight`` requests are in the client at once (``None``: no bound); the
     others wait, first come first served, before they reach its pool. Every request carries
@@ -100,15 +101,21 @@ class ServiceClient:
         self,
         service: str,
         base_url: str,
-        http: httpx.AsyncClient,
+        transport: httpx.AsyncBaseTransport,
         *,
         token: str | None = None,
         max_in_flight: int | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.service = service
         self._base_url = base_url.rstrip("/")
-        self._http = http
+        self._transport = transport
         self._token = token
+        self._timeouts = (
+            None
+            if timeout is None
+            else {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        )
         self._turns = None if max_in_flight is None else trio.Semaphore(max_in_flight)
 
     def __repr__(self) -> str:
@@ -186,13 +193,21 @@ class ServiceClient:
         params: Mapping[str, str] | None,
         headers: dict[str, str],
     ) -> httpx.Response:
-        return await self._http.request(
+        request = httpx.Request(
             method,
             self._base_url + path,
             json=dict(json) if json is not None else None,
             params=dict(params) if params is not None else None,
             headers=headers,
         )
+        if self._timeouts is not None:
+            request.extensions["timeout"] = self._timeouts
+        response = await self._transport.handle_async_request(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
 
     def _body(self, what: str, response: httpx.Response) -> dict[str, Any]:
         if not response.content:

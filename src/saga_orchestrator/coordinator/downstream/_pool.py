@@ -1,8 +1,10 @@
 """The five service clients, each over a connection pool of its own, and how steps reach them.
 
-Each service gets its own ``httpx.AsyncClient`` and at most ``max_connections`` requests in
-flight: the others wait their turn in a FIFO in front of it (:class:`~._http.ServiceClient`).
-Its transport is :class:`~._transport.LeanTransport` (plain HTTP/1.1 on trio sockets, every
+Each service gets a transport of its own and at most ``max_connections`` requests in flight:
+the others wait their turn in a FIFO in front of it (:class:`~._http.ServiceClient`, which
+hands each request to the transport itself: httpx's client layers, cookies, auth hooks and
+redirects, cost as much CPU as the transport and serve no purpose here). The transport is
+:class:`~._transport.LeanTransport` (plain HTTP/1.1 on trio sockets, every
 connection kept alive, so at most ``max_connections`` of them); ``https://`` goes through
 httpx's own pool of the same size, every connection kept alive too (a keep-alive limit below
 the pool size closes and reopens connections under load), never with requests queued inside
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -96,12 +99,14 @@ class DownstreamClients:
 
     @classmethod
     def over(
-        cls, http: httpx.AsyncClient | Callable[[str], httpx.AsyncClient], config: DownstreamConfig
+        cls,
+        transport: httpx.AsyncBaseTransport | Callable[[str], httpx.AsyncBaseTransport],
+        config: DownstreamConfig,
     ) -> DownstreamClients:
-        """The clients over ``http`` (its pool and its default timeout), or over the client
-        ``http(service)`` gives each service; each lets ``config.max_connections`` requests
-        in flight at once."""
-        pool_of = http if callable(http) else (lambda _service: http)
+        """The clients over ``transport``, or over the one ``transport(service)`` gives each
+        service; each lets ``config.max_connections`` requests in flight at once, each with
+        ``config.timeout``."""
+        pool_of = transport if callable(transport) else (lambda _service: transport)
 
         def on(service: str, url: str) -> ServiceClient:
             return ServiceClient(
@@ -110,6 +115,7 @@ class DownstreamClients:
                 pool_of(service),
                 token=config.token,
                 max_in_flight=config.max_connections,
+                timeout=config.timeout,
             )
 
         return cls(
@@ -125,29 +131,24 @@ class DownstreamClients:
 async def open_downstream_clients(
     config: DownstreamConfig, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> AsyncIterator[DownstreamClients]:
-    """An ``httpx.AsyncClient`` (a connection pool) per service for the body of the ``async
-    with``, closed on exit. ``transport`` replaces the network (``httpx.MockTransport`` in
-    tests)."""
+    """A transport (its connections) per service for the body of the ``async with``, closed
+    on exit. ``transport`` replaces the network for all (``httpx.MockTransport`` in tests)."""
     limits = httpx.Limits(
         max_connections=config.max_connections,
         max_keepalive_connections=config.max_connections,
     )
     async with AsyncExitStack() as stack:
-        pools: dict[str, httpx.AsyncClient] = {}
+        pools: list[httpx.AsyncBaseTransport] = []
 
-        def pool_of(service: str) -> httpx.AsyncClient:
-            pools[service] = httpx.AsyncClient(
-                timeout=httpx.Timeout(config.timeout),
-                transport=transport
-                if transport is not None
-                else LeanTransport(httpx.AsyncHTTPTransport(limits=limits)),
-                follow_redirects=False,
-            )
-            return pools[service]
+        def pool_of(service: str) -> httpx.AsyncBaseTransport:
+            if transport is not None:
+                return transport
+            pools.append(LeanTransport(partial(httpx.AsyncHTTPTransport, limits=limits)))
+            return pools[-1]
 
         clients = DownstreamClients.over(pool_of, config)
-        for http in pools.values():
-            await stack.enter_async_context(http)
+        for pool in pools:
+            stack.push_async_callback(pool.aclose)
         yield clients
 
 

@@ -6,7 +6,7 @@ step: its request queue and its scan of every connection on each request and eac
 (quadratic under load in 1.0.x), h11's event machinery, and anyio's layers. This transport
 does what a call to a service needs and no more: one request at a time per connection, no
 pipelining, a ``Content-Length``, chunked or read-to-close body. ``https://`` (and any other
-scheme) goes to httpx's own transport, ``fallback``.
+scheme) goes to httpx's own transport, made by ``fallback`` when first needed.
 
 Connections: an answered call puts its connection back on its origin's stack unless the
 service said ``Connection: close`` or answered ``HTTP/1.0``; the next call takes the most
@@ -16,7 +16,7 @@ number of connections is bounded by the callers (:class:`~._http.ServiceClient` 
 ``max_connections`` calls in flight per service).
 
 Errors are httpx's, so that :class:`~._http.ServiceClient` maps them as for any transport:
-``ConnectError``/``ConnectTimeout`` (nothing was sent), ``WriteError``/``WriteTimeout``,
+``ConnectError``/``ConnectTimeout`` (nothing was sent), ``WriteError``,
 ``ReadError``/``ReadTimeout``, ``RemoteProtocolError`` (sent, the answer lost or unreadable).
 """
 
@@ -138,29 +138,36 @@ def _timeouts(request: httpx.Request) -> tuple[float | None, float | None, float
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
-    """HTTP/1.1 to plain-HTTP services over kept-alive trio sockets; other schemes to
-    ``fallback`` (default: ``httpx.AsyncHTTPTransport()``)."""
+    """HTTP/1.1 to plain-HTTP services over kept-alive trio sockets; other schemes to the
+    transport ``fallback()`` makes (default: ``httpx.AsyncHTTPTransport()``)."""
 
-    def __init__(self, fallback: httpx.AsyncBaseTransport | None = None) -> None:
-        self._fallback = fallback if fallback is not None else httpx.AsyncHTTPTransport()
+    def __init__(
+        self, fallback: Callable[[], httpx.AsyncBaseTransport] = httpx.AsyncHTTPTransport
+    ) -> None:
+        self._make_fallback = fallback
+        self._fallback: httpx.AsyncBaseTransport | None = None
         self._idle: dict[_Origin, deque[_Connection]] = {}
         self.opened = 0
         """Connections opened so far."""
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.scheme != "http":
+            if self._fallback is None:  # made when first needed: it loads TLS certificates
+                self._fallback = self._make_fallback()
             return await self._fallback.handle_async_request(request)
         origin = (request.url.host, request.url.port or 80)
         connect_s, write_s, read_s = _timeouts(request)
         body = await request.aread()
         connection = self._reuse(origin) or await self._connect(origin, connect_s)
         try:
-            with _deadline(write_s, httpx.WriteTimeout):
+            # one deadline for sending and answering (the request's read timeout, else its
+            # write timeout): a deadline costs a cancel scope, and either way the request may
+            # have been applied
+            with _deadline(read_s if read_s is not None else write_s, httpx.ReadTimeout):
                 try:
                     await connection.stream.send_all(_head(request, body) + body)
                 except (trio.BrokenResourceError, OSError) as exc:
                     raise httpx.WriteError(f"the connection broke: {exc}") from None
-            with _deadline(read_s, httpx.ReadTimeout):
                 status, headers, content, keep = await self._answer(connection, request.method)
         except BaseException:
             await connection.aclose()
@@ -256,4 +263,5 @@ class LeanTransport(httpx.AsyncBaseTransport):
         for connections in idle.values():
             for connection in connections:
                 connection.close()
-        await self._fallback.aclose()
+        if self._fallback is not None:
+            await self._fallback.aclose()
