@@ -92,8 +92,14 @@ def _check_api(line: dict[str, Any], workload: str, store: str) -> None:
 
 
 def test_onboarding_runs_through_the_server_against_devservices(
-    capsys: pytest.CaptureFixture[str], children: list[ServerProcess], tmp_path: Path
+    capsys: pytest.CaptureFixture[str],
+    children: list[ServerProcess],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # the server closes a connection idle this long: a starter's, while it waits for its
+    # saga's end, is opened again for the next start
+    monkeypatch.setenv("HTTP_KEEP_ALIVE_SECONDS", "0.01")
     (line,) = _run(capsys, "onboarding")
     _check_api(line, "onboarding", "sqlite")
     assert 2 == len(children)  # devservices, then the server

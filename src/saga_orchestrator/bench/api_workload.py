@@ -34,7 +34,7 @@ from saga_orchestrator.devservices._app import SERVICE_PATHS
 
 from .common import Progress, cpu_seconds_of, latency_ms, rounded
 from .ends import EndWatch
-from .http_load import Connection, build_request, connect
+from .http_load import Connection, ProtocolError, build_request, connect
 from .http_server import HOST, ServerProcess, child_process, free_port, server_process
 from .stores import MEMORY, BenchError, FreshStore, StoreTarget, fresh_store, opened
 from .workloads import Workload
@@ -94,6 +94,40 @@ class _Phase:
     last_end: float = 0.0
 
 
+class _Link:
+    """One starter's keep-alive connection to the server. The server closes a connection left
+    idle for ``HTTP_KEEP_ALIVE_SECONDS`` (a starter waits for its saga's end in between): a
+    request that finds it closed is sent again on a new one."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self._server = server
+        self._connection: Connection | None = None
+
+    async def exchange(self, request: bytes) -> tuple[int, bytes]:
+        """(status, body) of ``request``'s answer."""
+        for attempt in (1, 2):
+            reused = self._connection is not None
+            if self._connection is None:
+                self._connection = await connect(self._server.host, self._server.port)
+            try:
+                status, keep = await self._connection.exchange(request)
+            except (OSError, trio.BrokenResourceError, ProtocolError):
+                await self.aclose()
+                if reused and attempt == 1:
+                    continue
+                raise
+            body = self._connection.body
+            if not keep:
+                await self.aclose()
+            return status, body
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            await connection.aclose()
+
+
 class _Starter:
     """Starts one saga over a keep-alive connection and waits for its end."""
 
@@ -114,7 +148,7 @@ class _Starter:
             body=json.dumps(body).encode(),
         )
 
-    async def one(self, connection: Connection, index: int) -> tuple[str, float]:
+    async def one(self, link: _Link, index: int) -> tuple[str, float]:
         """(status the saga ended in, its end time); raises ``BenchError`` on a refusal."""
         user = _user(index, self._run)
         if self._events:
@@ -130,15 +164,15 @@ class _Starter:
             )
         else:
             request = self._request("/sagas/start", {"saga_type": "user_onboarding", "data": user})
-        status, _ = await connection.exchange(request)
+        status, body = await link.exchange(request)
         if not 200 <= status < 300:
-            raise BenchError(f"the server answered {status}: {connection.body[:300]!r}")
+            raise BenchError(f"the server answered {status}: {body[:300]!r}")
         with trio.move_on_after(SAGA_END_TIMEOUT):
             if self._events:
                 key = trigger_key(event_id, "user_onboarding")
                 _, ended, at = await self._watch.wait_for_key(key)
             else:
-                saga_id = json.loads(connection.body)["saga_id"]
+                saga_id = json.loads(body)["saga_id"]
                 _, ended, at = await self._watch.wait_for_id(saga_id)
             return ended, at
         raise BenchError(f"saga {index} did not end within {SAGA_END_TIMEOUT:g} s")
@@ -158,17 +192,17 @@ async def _drive(
     indexes = iter(range(first, first + n))
 
     async def worker() -> None:
-        connection = await connect(server.host, server.port)
+        link = _Link(server)
         try:
             for index in indexes:
                 started = time.time()
-                status, at = await starter.one(connection, index)
+                status, at = await starter.one(link, index)
                 phase.latencies.append(at - started)
                 phase.statuses[status] = phase.statuses.get(status, 0) + 1
                 phase.last_end = max(phase.last_end, at)
                 progress.done += 1
         finally:
-            await connection.aclose()
+            await link.aclose()
 
     progress.done = 0
     async with trio.open_nursery() as nursery:

@@ -19,7 +19,15 @@ import trio
 
 from .common import Progress
 
-__all__ = ["Connection", "LoadResult", "build_request", "connect", "fetch", "run_load"]
+__all__ = [
+    "Connection",
+    "LoadResult",
+    "ProtocolError",
+    "build_request",
+    "connect",
+    "fetch",
+    "run_load",
+]
 
 CONNECT_TIMEOUT = 10.0
 """Seconds to open one connection."""
