@@ -86,6 +86,7 @@ def test_http_steps_calls_a_stub_service_in_its_own_process(
 def _check_api(line: dict[str, Any], workload: str, store: str) -> None:
     _check(line, workload, store)
     assert {"completed": N} == line["statuses"]
+    assert line["refused"] >= 0
     assert line["server_cpu_ms_per_saga"] > 0
     assert line["services_cpu_ms_per_saga"] > 0
     assert N / line["sagas_per_s"] == pytest.approx(line["elapsed_s"], abs=2e-4)

@@ -43,6 +43,8 @@ __all__ = ["ApiResult", "run_api"]
 
 SAGA_END_TIMEOUT = 120.0
 """Seconds one saga may take from its request to its end before the run is abandoned."""
+RETRY_PAUSE = 0.01
+"""Seconds before a request answered 503 (overloaded, not ready) is sent again."""
 
 
 @attrs.frozen(kw_only=True)
@@ -63,6 +65,8 @@ class ApiResult:
     client_cpu_ms_per_saga: float
     errors: int
     statuses: dict[str, int]
+    refused: int
+    """Requests answered 503 and sent again (``MAX_ACTIVE_SAGAS`` reached, not ready)."""
     warmup: int
     elapsed_s: float
 
@@ -78,6 +82,7 @@ class ApiResult:
             f"{self.sagas_per_s:9,.0f} sagas/s  p50 {self.p50_ms:7.2f} ms  "
             f"p99 {self.p99_ms:7.2f} ms  server cpu {cpu(self.server_cpu_ms_per_saga)} ms/saga "
             f"(devservices {cpu(self.services_cpu_ms_per_saga)})"
+            + (f"  ({self.refused} answered 503, sent again)" if self.refused else "")
             + (f"  ERRORS {self.errors} {self.statuses}" if self.errors else "")
         )
 
@@ -137,6 +142,8 @@ class _Starter:
         self._watch = watch
         self._run = secrets.token_hex(4)
         self._headers = [("X-API-Key", server.api_key), ("Content-Type", "application/json")]
+        self.refused = 0
+        """Requests answered 503 (and sent again)."""
 
     def _request(self, path: str, body: dict[str, Any]) -> bytes:
         return build_request(
@@ -165,6 +172,10 @@ class _Starter:
         else:
             request = self._request("/sagas/start", {"saga_type": "user_onboarding", "data": user})
         status, body = await link.exchange(request)
+        while status == 503:  # overloaded, not ready: nothing was started; sent again
+            self.refused += 1
+            await trio.sleep(RETRY_PAUSE)
+            status, body = await link.exchange(request)
         if not 200 <= status < 300:
             raise BenchError(f"the server answered {status}: {body[:300]!r}")
         with trio.move_on_after(SAGA_END_TIMEOUT):
@@ -311,6 +322,7 @@ async def _measure(
             await _drive(starter, server, n=warmup, first=n, label=f"{workload.name} warm-up",
                          **options)  # fmt: skip
         cpu = cpu_seconds_of(server.pid), cpu_seconds_of(services.pid), time.process_time()
+        starter.refused = 0
         began = time.time()
         phase = await _drive(starter, server, n=n, first=0, label=workload.name, **options)
         after = cpu_seconds_of(server.pid), cpu_seconds_of(services.pid), time.process_time()
@@ -334,6 +346,7 @@ async def _measure(
         client_cpu_ms_per_saga=(after[2] - cpu[2]) * 1000 / n,
         errors=errors,
         statuses=phase.statuses,
+        refused=starter.refused,
         warmup=warmup,
         elapsed_s=elapsed,
     )
