@@ -108,8 +108,24 @@ def test_progress_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(args) == 0
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 1
+    log, *progress = err.splitlines()
+    assert log.startswith("bench log: ")
     # The progress line comes every second; a quick machine may finish before the first.
-    assert all("/300" in line for line in err.splitlines())
+    assert all("/300" in line for line in progress)
+
+
+def test_the_log_goes_to_a_file_not_the_terminal(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    args = ["bench", "saga-4-fail", "-n", "5", "-c", "1", "-q", "--database-url", "memory"]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 1
+    (line,) = err.splitlines()  # its path, and not a line per failed step
+    path = Path(line.removeprefix("bench log: "))
+    assert tmp_path == path.parent
+    failures = [row for row in path.read_text().splitlines() if "fails on purpose" in row]
+    assert len(failures) >= 5  # step 4 of each saga (and of the warm-up's) logged there
 
 
 async def test_progress_prints_done_of_total_every_interval(autojump_clock: Any) -> None:

@@ -197,11 +197,11 @@ async def test_steps_reach_the_clients_through_the_resources():
         downstream_of(attrs.evolve(ctx, resources={}))
 
 
-async def test_the_clients_share_one_pool():
-    async with httpx.AsyncClient() as http:
-        clients = DownstreamClients.over(http, CONFIG)
-        pools = {id(getattr(clients, f.name).http._http) for f in attrs.fields(DownstreamClients)}
-    assert {id(http)} == pools
+async def test_the_clients_over_one_transport_share_it():
+    transport = httpx.MockTransport(answering(204))
+    clients = DownstreamClients.over(transport, CONFIG)
+    pools = {id(getattr(clients, f.name).http._transport) for f in attrs.fields(DownstreamClients)}
+    assert {id(transport)} == pools
 
 
 UNDO_BY_KEY = [

@@ -1,9 +1,10 @@
 """``saga-orchestrator bench``: run the standard workloads and print the figures.
 
     saga-orchestrator bench [WORKLOAD ...] [-n N] [-c C] [--warmup W] [--json]
-                            [--database-url URL] [--keep] [-q]
+                            [--database-url URL] [--redis-url URL] [--keep] [-q]
 
-One line per workload on stdout (``--json``: one JSON object per line); progress on stderr.
+One line per workload on stdout (``--json``: one JSON object per line); progress on stderr,
+and the path of the log file that this process's log goes to (not the terminal).
 Exit codes: 0 all ran and every saga (or request) ended as expected; 1 a workload failed or
 had sagas end otherwise (or requests answered with an error); 2 bad usage or configuration.
 """
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .workloads import ALL_WORKLOADS, DEFAULT_WORKLOADS, WORKLOADS
@@ -94,6 +97,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "(default: DATABASE_URL, else the embedded SQLite store in DATA_DIR)",
     )
     parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="events: the Redis server of the event bus (default: REDIS_URL)",
+    )
+    parser.add_argument(
         "--keep",
         action="store_true",
         help="keep each workload's SQLite file or PostgreSQL database (and say where)",
@@ -142,9 +150,39 @@ def _runner(kind: str, instances: int | None = None) -> Runner:
         from .http_workload import run_http
 
         return run_http
+    if kind == "http-steps":
+        from .http_steps import run_http_steps
+
+        return run_http_steps
+    if kind == "api":
+        from .api_workload import run_api
+
+        return run_api
     from .harness import run_workload
 
     return run_workload
+
+
+@contextmanager
+def _log_to_file(settings: Settings) -> Iterator[str]:
+    """This process's log sent to a new file (``saga-bench-*.log`` in the temporary folder)
+    until the ``with`` ends; gives its path. A workload may log a line per saga
+    (``saga-4-fail``: each step's failure), which the terminal is spared."""
+    import logging
+    import tempfile
+
+    from saga_orchestrator.logging_setup import configure_logging
+
+    handle, path = tempfile.mkstemp(prefix="saga-bench-", suffix=".log")
+    with os.fdopen(handle, "w", encoding="utf-8", buffering=1) as stream:
+        configure_logging(settings.log_level, stream=stream)
+        try:
+            yield path
+        finally:
+            root = logging.getLogger()
+            for handler in list(root.handlers):
+                if getattr(handler, "stream", None) is stream:
+                    root.removeHandler(handler)
 
 
 def _stderr(text: str) -> None:
@@ -169,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         settings = load_settings()
+        if args.redis_url is not None:
+            settings = load_settings({**os.environ, "REDIS_URL": args.redis_url})
         database_url = (
             args.database_url if args.database_url is not None else (settings.database_url)
         )
@@ -218,7 +258,9 @@ def _run_all(
                 print(line, flush=True)
 
     try:
-        trio.run(main)
+        with _log_to_file(settings) as log_path:
+            _stderr(f"bench log: {log_path}")
+            trio.run(main)
     except KeyboardInterrupt:
         _stderr("interrupted")
         return EXIT_FAILED

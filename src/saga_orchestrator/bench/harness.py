@@ -21,7 +21,7 @@ Figures (over the measured sagas only, after ``warmup`` sagas that are not count
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -210,15 +210,18 @@ async def run_workload(
     keep: bool = False,
     progress: Progress | None = None,
     note: Callable[[str], None] = print,
+    resources: Mapping[str, Any] | None = None,
 ) -> BenchResult:
     """Run ``workload`` on a fresh store of ``target``; needs a running trio-asyncio loop
-    (for PostgreSQL)."""
+    (for PostgreSQL). ``resources`` are handed to the steps (``ctx.resources``)."""
     progress = progress or Progress(None)
     concurrency = workload.fixed_concurrency or concurrency
     endings = _Endings()
     async with (
         fresh_backend(target, keep=keep, note=note) as backend,
-        running_engine(backend, settings, hook=_end_hook(endings.ended)) as engine,
+        running_engine(
+            backend, settings, hook=_end_hook(endings.ended), resources=resources
+        ) as engine,
     ):
         coordinator_ref, store = engine.ref, engine.store
         drive = partial(

@@ -19,7 +19,15 @@ import trio
 
 from .common import Progress
 
-__all__ = ["LoadResult", "build_request", "fetch", "run_load"]
+__all__ = [
+    "Connection",
+    "LoadResult",
+    "ProtocolError",
+    "build_request",
+    "connect",
+    "fetch",
+    "run_load",
+]
 
 CONNECT_TIMEOUT = 10.0
 """Seconds to open one connection."""
@@ -76,12 +84,14 @@ class LoadResult:
         return self.requests / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-class _Connection:
+class Connection:
     """One keep-alive connection and the bytes read past the last answer."""
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
         self.buffer = bytearray()
+        self.body = b""
+        """The body of the last answer (``Content-Length`` bodies; chunked ones are skipped)."""
 
     async def _fill(self) -> None:
         data = await self.stream.receive_some(65536)
@@ -96,10 +106,12 @@ class _Connection:
         del self.buffer[: end + 2]
         return line
 
-    async def _exactly(self, size: int) -> None:
+    async def _exactly(self, size: int) -> bytes:
         while len(self.buffer) < size:
             await self._fill()
+        taken = bytes(self.buffer[:size])
         del self.buffer[:size]
+        return taken
 
     async def exchange(self, request: bytes) -> tuple[int, bool]:
         """Send ``request``, read its answer; (status, whether the connection stays open)."""
@@ -119,10 +131,11 @@ class _Connection:
         for line in head[1:]:
             name, _, value = line.partition(b":")
             headers[name.strip().lower()] = value.strip().lower()
+        self.body = b""
         if headers.get(b"transfer-encoding", b"").endswith(b"chunked"):
             await self._chunked()
         elif b"content-length" in headers:
-            await self._exactly(int(headers[b"content-length"]))
+            self.body = await self._exactly(int(headers[b"content-length"]))
         keep = version == b"HTTP/1.1" and headers.get(b"connection") != b"close"
         return status, keep
 
@@ -139,15 +152,15 @@ class _Connection:
         await self.stream.aclose()
 
 
-async def _connect(host: str, port: int) -> _Connection:
+async def connect(host: str, port: int) -> Connection:
     with trio.fail_after(CONNECT_TIMEOUT):
-        return _Connection(await trio.open_tcp_stream(host, port))
+        return Connection(await trio.open_tcp_stream(host, port))
 
 
 async def fetch(host: str, port: int, request: bytes) -> int:
     """One request on a connection of its own; its status. Raises ``OSError`` when the
     server cannot be reached."""
-    connection = await _connect(host, port)
+    connection = await connect(host, port)
     try:
         with trio.fail_after(REQUEST_TIMEOUT):
             status, _ = await connection.exchange(request)
@@ -176,7 +189,7 @@ async def run_load(
     failures = 0
     slots: Iterator[int] = iter(range(n))
 
-    async def client(connection: _Connection) -> None:
+    async def client(connection: Connection) -> None:
         nonlocal failures
         try:
             for _ in slots:  # shared by the connections: each takes the next request
@@ -194,16 +207,16 @@ async def run_load(
                     progress.done += 1
                 if not keep:
                     await connection.aclose()
-                    connection = await _connect(host, port)
+                    connection = await connect(host, port)
         finally:
             await connection.aclose()
 
     if progress is not None:
         progress.done = 0
-    connections: list[_Connection] = []
+    connections: list[Connection] = []
     try:
         for _ in range(min(concurrency, n)):
-            connections.append(await _connect(host, port))
+            connections.append(await connect(host, port))
     except BaseException:
         for connection in connections:
             await trio.aclose_forcefully(connection.stream)

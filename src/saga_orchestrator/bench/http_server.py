@@ -35,7 +35,14 @@ from saga_orchestrator.coordinator.catalog import SagaCatalog
 from .http_load import build_request, fetch
 from .stores import MEMORY, BenchError, FreshStore
 
-__all__ = ["BENCH_SAGA_MODULE", "ServerProcess", "main", "server_process"]
+__all__ = [
+    "BENCH_SAGA_MODULE",
+    "ServerProcess",
+    "child_process",
+    "free_port",
+    "main",
+    "server_process",
+]
 
 HOST = "127.0.0.1"
 BENCH_SAGA_MODULE = "saga_orchestrator.bench.workloads"
@@ -62,7 +69,7 @@ class ServerProcess:
         return self.process.pid
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
@@ -129,10 +136,10 @@ async def server_process(
     settings: Settings,
     *,
     note: Callable[[str], None] = print,
-    env: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> AsyncIterator[ServerProcess]:
     """The service running over ``store`` until the ``async with`` ends, ready (``GET
-    /health/ready`` answered 200) when the body starts; ``env``: settings of its own."""
+    /health/ready`` answered 200) when the body starts. ``environ``: more settings."""
     if store.kind == MEMORY:
         command = [sys.executable, "-m", "saga_orchestrator.bench.http_server"]
         database_url = ""
@@ -140,8 +147,8 @@ async def server_process(
         command = [sys.executable, "-m", "saga_orchestrator", "serve"]
         database_url = store.url
     api_key = secrets.token_urlsafe(24)
-    port = _free_port()
-    env = {**os.environ, **(env or {})}
+    port = free_port()
+    env = dict(os.environ)
     env.update(
         DATABASE_URL=database_url,
         HOST=HOST,
@@ -149,12 +156,29 @@ async def server_process(
         API_KEY=api_key,
         SAGA_MODULES=_saga_modules(settings),
     )
+    env.update(environ or {})
+    async with child_process(command, env, port, api_key=api_key, note=note) as server:
+        yield server
+
+
+@asynccontextmanager
+async def child_process(
+    command: list[str],
+    env: Mapping[str, str],
+    port: int,
+    *,
+    api_key: str = "",
+    note: Callable[[str], None] = print,
+) -> AsyncIterator[ServerProcess]:
+    """``command`` running until the ``async with`` ends (SIGTERM, then SIGKILL), ready (its
+    ``GET /health/ready`` on ``port`` answered 200) when the body starts; its output goes to a
+    log file, whose end is shown if it fails."""
     with tempfile.TemporaryDirectory(prefix="saga-bench-http-") as folder:
         log_path = Path(folder) / "server.log"
         with log_path.open("wb") as log_file:
             process = await trio.lowlevel.open_process(
                 command,
-                env=env,
+                env=dict(env),
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

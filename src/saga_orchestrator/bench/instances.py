@@ -88,7 +88,7 @@ async def running_servers(
         clients = []
         for _ in range(count):
             server = await stack.enter_async_context(
-                server_process(store, settings, note=note, env=env)
+                server_process(store, settings, note=note, environ=env)
             )
             client = httpx.AsyncClient(
                 base_url=f"http://{server.host}:{server.port}",

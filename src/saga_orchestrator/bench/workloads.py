@@ -1,8 +1,10 @@
 """The benchmark workloads: what each one runs, and the saga types they use.
 
-Each workload drives sagas of one type through the real engine. The steps do no I/O, so what
-is measured is the orchestrator itself: the coordinator, the saga actors, the store actor and
-the backend's transactions (and, for ``http``, the HTTP server in front of them).
+Each workload drives sagas of one type through the real engine. In most the steps do no I/O,
+so what is measured is the orchestrator itself: the coordinator, the saga actors, the store
+actor and the backend's transactions (and, for ``http``, the HTTP server in front of them).
+The real path's workloads add what users run: ``http-steps`` (each step one HTTP call),
+``onboarding`` and ``events`` (``user_onboarding`` through the server's API and its event path).
 
 ``SAGAS`` lists the benchmark's saga types for ``SAGA_MODULES=saga_orchestrator.bench.workloads``
 (the ``http`` workload's server process loads them that way).
@@ -16,6 +18,7 @@ from collections.abc import Callable
 import attrs
 import trio
 
+from saga_orchestrator.coordinator.catalog.user_onboarding import USER_ONBOARDING
 from saga_orchestrator.coordinator.definition import (
     AwaitReply,
     NonRetryableError,
@@ -32,6 +35,7 @@ __all__ = [
     "SAGAS",
     "SAGA_4",
     "SAGA_4_FAIL",
+    "SAGA_HTTP_STEPS",
     "SAGA_RECOVERY",
     "SAGA_WAIT",
     "WORKLOADS",
@@ -137,9 +141,24 @@ SAGA_RECOVERY = SagaDefinition(
 )
 
 
+async def _http_step(ctx: StepContext) -> None:
+    from saga_orchestrator.coordinator.downstream import Call, downstream_of
+
+    await downstream_of(ctx).auth.get_user(f"bench-{ctx.input.index}", Call.of(ctx))
+
+
+SAGA_HTTP_STEPS = SagaDefinition(
+    name="bench.http-steps",
+    version=1,
+    input_type=BenchInput,
+    steps=[Step(name=f"step-{i}", action=_http_step, compensation=_noop) for i in range(1, 5)],
+    description="benchmark: saga-4 whose steps each make one HTTP call (auth GET /users/{id})",
+)
+
+
 def bench_sagas() -> list[SagaDefinition]:
     """The saga types the benchmark registers in its own catalog."""
-    return [SAGA_4, SAGA_4_FAIL, SAGA_WAIT, SAGA_RECOVERY]
+    return [SAGA_4, SAGA_4_FAIL, SAGA_WAIT, SAGA_RECOVERY, SAGA_HTTP_STEPS]
 
 
 SAGAS = bench_sagas()
@@ -152,7 +171,8 @@ class Workload:
 
     name: str
     kind: str
-    """Which runner runs it: ``drive`` (the harness), ``wait``, ``recovery`` or ``http``."""
+    """Which runner runs it: ``drive`` (the harness), ``http-steps`` (the harness, with a
+    stub service), ``wait``, ``recovery``, ``http`` or ``api`` (``onboarding``, ``events``)."""
     saga_type: str
     expected_status: str
     """The terminal status each saga must reach; any other counts as an error."""
@@ -218,6 +238,33 @@ _TABLE: tuple[tuple[str, str, SagaDefinition, str, int, int | None, str], ...] =
         1000,
         None,
         "N sagas parked on one of --instances servers (3), SIGKILLed: claim and resume times",
+    ),
+    (
+        "http-steps",
+        "http-steps",
+        SAGA_HTTP_STEPS,
+        "completed",
+        2000,
+        None,
+        "saga-4 whose steps each make one HTTP call to a stub service (its own process)",
+    ),
+    (
+        "onboarding",
+        "api",
+        USER_ONBOARDING,
+        "completed",
+        1000,
+        None,
+        "user_onboarding started by POST /sagas/start on the real server, against devservices",
+    ),
+    (
+        "events",
+        "api",
+        USER_ONBOARDING,
+        "completed",
+        1000,
+        None,
+        "user_onboarding triggered by POST /events/publish (outbox, Redis Streams, router)",
     ),
 )
 

@@ -1,5 +1,5 @@
 """The httpx clients of the downstream services (auth, user, permission, notification and the
-Airtable connector), over one shared connection pool.
+Airtable connector), each over a connection pool of its own.
 
     async with open_downstream_clients(DownstreamConfig.from_settings(settings)) as clients:
         await start_coordinator(..., resources={DOWNSTREAM: clients})

@@ -1,5 +1,6 @@
-"""One downstream service over the shared connection pool: headers, and the one place where
-httpx exceptions and unwanted statuses are translated into ``ServiceError`` s."""
+"""One downstream service over its connection pool: headers, the bound on requests in flight,
+and the one place where httpx exceptions and unwanted statuses are translated into
+``ServiceError`` s."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from urllib.parse import quote
 
 import attrs
 import httpx
+import trio
 
 from ._errors import BadReply, ServiceError, ServiceNotFound, ServiceRejected, ServiceUnavailable
 
@@ -86,25 +88,35 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 
 
 class ServiceClient:
-    """Calls one downstream service over the shared ``httpx.AsyncClient``.
+    """Calls one downstream service over an httpx transport (no redirects followed, no
+    cookies kept; ``timeout`` seconds for each of connecting, sending and answering).
 
-    Every request carries ``Idempotency-Key``, ``X-Correlation-ID`` and, when a token is
-    configured, ``Authorization: Bearer <token>``; the token is never logged nor put in an
-    error message.
+    At most ``max_in_flight`` requests are in the client at once (``None``: no bound); the
+    others wait, first come first served, before they reach its pool. Every request carries
+    ``Idempotency-Key``, ``X-Correlation-ID`` and, when a token is configured,
+    ``Authorization: Bearer <token>``; the token is never logged nor put in an error message.
     """
 
     def __init__(
         self,
         service: str,
         base_url: str,
-        http: httpx.AsyncClient,
+        transport: httpx.AsyncBaseTransport,
         *,
         token: str | None = None,
+        max_in_flight: int | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.service = service
         self._base_url = base_url.rstrip("/")
-        self._http = http
+        self._transport = transport
         self._token = token
+        self._timeouts = (
+            None
+            if timeout is None
+            else {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        )
+        self._turns = None if max_in_flight is None else trio.Semaphore(max_in_flight)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.service}>"
@@ -139,13 +151,11 @@ class ServiceClient:
             headers["Authorization"] = f"Bearer {self._token}"
         started = time.monotonic()
         try:
-            response = await self._http.request(
-                method,
-                self._base_url + path,
-                json=dict(json) if json is not None else None,
-                params=dict(params) if params is not None else None,
-                headers=headers,
-            )
+            if self._turns is None:
+                response = await self._send(method, path, json, params, headers)
+            else:
+                async with self._turns:
+                    response = await self._send(method, path, json, params, headers)
         except httpx.TimeoutException as exc:
             raise self._logged(
                 ServiceUnavailable(
@@ -174,6 +184,30 @@ class ServiceClient:
         if 200 <= response.status_code < 300:
             return self._body(what, response)
         raise self._logged(self._status_error(what, response))
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        json: Mapping[str, Any] | None,
+        params: Mapping[str, str] | None,
+        headers: dict[str, str],
+    ) -> httpx.Response:
+        request = httpx.Request(
+            method,
+            self._base_url + path,
+            json=dict(json) if json is not None else None,
+            params=dict(params) if params is not None else None,
+            headers=headers,
+        )
+        if self._timeouts is not None:
+            request.extensions["timeout"] = self._timeouts
+        response = await self._transport.handle_async_request(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
 
     def _body(self, what: str, response: httpx.Response) -> dict[str, Any]:
         if not response.content:

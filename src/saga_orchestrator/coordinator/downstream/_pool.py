@@ -1,9 +1,21 @@
-"""The five service clients over one shared connection pool, and how steps reach them."""
+"""The five service clients, each over a connection pool of its own, and how steps reach them.
+
+Each service gets a transport of its own and at most ``max_connections`` requests in flight:
+the others wait their turn in a FIFO in front of it (:class:`~._http.ServiceClient`, which
+hands each request to the transport itself: httpx's client layers, cookies, auth hooks and
+redirects, cost as much CPU as the transport and serve no purpose here). The transport is
+:class:`~._transport.LeanTransport` (plain HTTP/1.1 on trio sockets, every
+connection kept alive, so at most ``max_connections`` of them); ``https://`` goes through
+httpx's own pool of the same size, every connection kept alive too (a keep-alive limit below
+the pool size closes and reopens connections under load), never with requests queued inside
+it, where httpcore 1.0 re-scans every queued request against every connection on each change.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -12,6 +24,7 @@ import httpx
 from ..definition import NonRetryableError
 from ._clients import AirtableClient, AuthClient, NotificationClient, PermissionClient, UserClient
 from ._http import ServiceClient
+from ._transport import LeanTransport
 
 if TYPE_CHECKING:
     from ..definition import StepContext
@@ -42,7 +55,8 @@ class DownstreamConfig:
     timeout: float = 300.0
     """Seconds one request may take (the step timeout)."""
     max_connections: int = 100
-    """Size of the shared pool."""
+    """Connections of each service's pool, and its requests in flight at most (the others
+    wait their turn, first come first served)."""
 
     @classmethod
     def from_settings(cls, settings: Any) -> DownstreamConfig:
@@ -84,11 +98,25 @@ class DownstreamClients:
     airtable: AirtableClient
 
     @classmethod
-    def over(cls, http: httpx.AsyncClient, config: DownstreamConfig) -> DownstreamClients:
-        """The clients sharing ``http`` (its pool and its default timeout)."""
+    def over(
+        cls,
+        transport: httpx.AsyncBaseTransport | Callable[[str], httpx.AsyncBaseTransport],
+        config: DownstreamConfig,
+    ) -> DownstreamClients:
+        """The clients over ``transport``, or over the one ``transport(service)`` gives each
+        service; each lets ``config.max_connections`` requests in flight at once, each with
+        ``config.timeout``."""
+        pool_of = transport if callable(transport) else (lambda _service: transport)
 
         def on(service: str, url: str) -> ServiceClient:
-            return ServiceClient(service, url, http, token=config.token)
+            return ServiceClient(
+                service,
+                url,
+                pool_of(service),
+                token=config.token,
+                max_in_flight=config.max_connections,
+                timeout=config.timeout,
+            )
 
         return cls(
             auth=AuthClient(on("auth", config.auth_url)),
@@ -103,19 +131,25 @@ class DownstreamClients:
 async def open_downstream_clients(
     config: DownstreamConfig, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> AsyncIterator[DownstreamClients]:
-    """One ``httpx.AsyncClient`` (the connection pool) for the body of the ``async with``,
-    closed on exit. ``transport`` replaces the network (``httpx.MockTransport`` in tests)."""
+    """A transport (its connections) per service for the body of the ``async with``, closed
+    on exit. ``transport`` replaces the network for all (``httpx.MockTransport`` in tests)."""
     limits = httpx.Limits(
         max_connections=config.max_connections,
-        max_keepalive_connections=min(20, config.max_connections),
+        max_keepalive_connections=config.max_connections,
     )
-    async with httpx.AsyncClient(
-        timeout=httpx.Timeout(config.timeout),
-        limits=limits,
-        transport=transport,
-        follow_redirects=False,
-    ) as http:
-        yield DownstreamClients.over(http, config)
+    async with AsyncExitStack() as stack:
+        pools: list[httpx.AsyncBaseTransport] = []
+
+        def pool_of(service: str) -> httpx.AsyncBaseTransport:
+            if transport is not None:
+                return transport
+            pools.append(LeanTransport(partial(httpx.AsyncHTTPTransport, limits=limits)))
+            return pools[-1]
+
+        clients = DownstreamClients.over(pool_of, config)
+        for pool in pools:
+            stack.push_async_callback(pool.aclose)
+        yield clients
 
 
 def downstream_of(ctx: StepContext) -> DownstreamClients:
