@@ -66,6 +66,7 @@ async def test_every_call_carries_the_key_the_correlation_id_and_the_token():
     assert "saga-1:create_profile" == request.headers["Idempotency-Key"]
     assert "corr-1" == request.headers["X-Correlation-ID"]
     assert f"Bearer {TOKEN}" == request.headers["Authorization"]
+    assert request.headers["User-Agent"].startswith("saga-orchestrator/")
     assert b'{"user_id":"u-1","email":"ada@example.com","name":"Ada"}' == request.content
 
 

@@ -18,6 +18,8 @@ import attrs
 import httpx
 import trio
 
+from saga_orchestrator import __version__
+
 from ._errors import BadReply, ServiceError, ServiceNotFound, ServiceRejected, ServiceUnavailable
 
 if TYPE_CHECKING:
@@ -36,6 +38,8 @@ __all__ = [
 log = logging.getLogger("saga_orchestrator.services")
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+USER_AGENT = f"saga-orchestrator/{__version__}"
+"""Who calls, in the downstream services' logs."""
 CORRELATION_HEADER = "X-Correlation-ID"
 RETRYABLE_STATUSES = frozenset({408, 429})
 """4xx statuses that are retried (every 5xx is too)."""
@@ -146,6 +150,7 @@ class ServiceClient:
             IDEMPOTENCY_HEADER: call.idempotency_key,
             CORRELATION_HEADER: call.correlation_id,
             "Accept": "application/json",
+            "User-Agent": USER_AGENT,
         }
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
