@@ -133,7 +133,7 @@ def parse_list_query(args: dict[str, list[str]]) -> SagaQuery:
     if errors:
         raise InvalidQuery("the query is not valid", errors)
     return SagaQuery(
-        status=None if given.status is None else given.status.value,
+        statuses=() if given.status is None else (given.status.value,),
         saga_type=given.saga_type,
         created_after=times.get("created_after"),
         created_before=times.get("created_before"),
