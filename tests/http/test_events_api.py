@@ -62,6 +62,7 @@ async def open_events_api(
                 environment="test", event_stream=EVENTS, consumer_group=GROUP, api_key=api_key
             ),
             bus=bus,
+            trigger_decisions=None if bus.durable else path.decisions,  # as the service does
         )
         yield EventsApi(create_app(deps).test_client(), path)
 
@@ -119,6 +120,8 @@ async def test_a_published_trigger_event_starts_its_saga_through_the_outbox() ->
         status, body = await publish(api, registered("u-7"))
         assert 202 == status
         [saga] = await api.path.wait_for_sagas(ONBOARDING.name, 1)
+        assert [saga.saga_id] == body["saga_ids"]  # in-process: decided before the answer
+        assert body["event_id"] == saga.trigger_event_id
         assert trigger_key(body["event_id"], ONBOARDING.name) == saga.idempotency_key
         assert {"user_id": "u-7"} == saga.input
         await api.path.wait_status(saga.saga_id, ["completed"])
@@ -140,6 +143,8 @@ async def test_a_repeated_event_id_returns_the_stored_event() -> None:
         again_status, again = await publish(api, registered(event_id="evt-a", expected_version=0))
         assert (202, 200) == (first_status, again_status)
         assert {**first, "created": False} == again
+        assert 1 == len(again["saga_ids"])  # the router decided before the first answer
+        assert f"/sagas/?trigger_event_id={first['event_id']}" == again["sagas_link"]
         changed = registered(event_id="evt-a", expected_version=0, data={"user_id": "other"})
         status, body = await publish(api, changed)
         assert (409, "conflict") == (status, body["error"]["code"])

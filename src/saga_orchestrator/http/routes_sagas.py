@@ -28,6 +28,7 @@ from werkzeug.routing import BaseConverter
 
 from saga_orchestrator.coordinator.messages import CancelSaga, RetrySaga, StartResult, StartSaga
 from saga_orchestrator.coordinator.projection import stream_id
+from saga_orchestrator.coordinator.state import SagaStatus
 from saga_orchestrator.errors import SagaNotFound
 from saga_orchestrator.store.records import SagaQuery, SagaRecord, decode_cursor, new_id
 
@@ -116,10 +117,13 @@ def parse_list_query(args: dict[str, list[str]]) -> SagaQuery:
 
     ``args`` maps each parameter to its values (``request.args.to_dict(flat=False)``).
     """
+    if len(args.get("status", ())) > 1:  # repeated: one list
+        args = {**args, "status": [",".join(args["status"])]}
     given = check_query(ListSagasQuery, args)
     errors: list[dict[str, str]] = []
+    statuses = _statuses(given.status, errors)
     times: dict[str, float] = {}
-    for name in ("created_after", "created_before"):
+    for name in ("created_after", "created_before", "updated_after", "updated_before"):
         text = getattr(given, name)
         if text is not None:
             try:
@@ -133,13 +137,39 @@ def parse_list_query(args: dict[str, list[str]]) -> SagaQuery:
     if errors:
         raise InvalidQuery("the query is not valid", errors)
     return SagaQuery(
-        statuses=() if given.status is None else (given.status.value,),
+        statuses=statuses,
         saga_type=given.saga_type,
+        correlation_id=given.correlation_id,
+        idempotency_key=given.idempotency_key,
+        trigger_event_id=given.trigger_event_id,
         created_after=times.get("created_after"),
         created_before=times.get("created_before"),
+        updated_after=times.get("updated_after"),
+        updated_before=times.get("updated_before"),
         cursor=given.cursor,
         limit=given.limit,
     )
+
+
+_STATUSES = tuple(s.value for s in SagaStatus)
+
+
+def _statuses(text: str | None, errors: list[dict[str, str]]) -> tuple[str, ...]:
+    """The statuses of a ``status`` parameter (comma-separated); a bad one goes to
+    ``errors``."""
+    if text is None:
+        return ()
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",")))
+    unknown = [name for name in names if name not in _STATUSES]
+    if unknown:
+        errors.append(
+            {
+                "field": "status",
+                "message": f"unknown status {unknown[0]!r}; expected one or more of "
+                + ", ".join(_STATUSES),
+            }
+        )
+    return names
 
 
 def _cursor_is_ours(cursor: str) -> bool:
@@ -226,6 +256,9 @@ async def _ask_start(message: StartSaga) -> StartResult:
 @sagas.get("/")
 @operation(
     summary="List sagas, newest first",
+    description="Every filter given must hold. Pages follow the order of creation (time, then "
+    "saga id), which never changes: a `cursor` keeps its place while sagas are started or "
+    "change (a new saga is on the first page, not the next).",
     tag=TAG,
     query=ListSagasQuery,
     replies=[Reply(status=200, description="A page of sagas.", body=SagaPage)],
