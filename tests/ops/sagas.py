@@ -1,4 +1,5 @@
-"""A saga type for the command-line tests: its second step is refused, so it compensates.
+"""Saga types for the command-line tests: the second step of one is refused, of the other has
+a bug (``KeyError``, not retried), so both compensate.
 
 Loaded with ``SAGA_MODULES=tests.support.sagas,tests.ops.sagas``.
 """
@@ -11,6 +12,7 @@ import attrs
 
 from saga_orchestrator.coordinator.definition import (
     NonRetryableError,
+    RetryPolicy,
     SagaDefinition,
     Step,
     StepContext,
@@ -45,4 +47,20 @@ REFUSED = SagaDefinition(
     ],
 )
 
-SAGAS = [REFUSED]
+
+async def _lookup(ctx: StepContext) -> dict[str, Any]:
+    return {"found": {}[ctx.input.name]}  # a bug: KeyError
+
+
+BUGGY = SagaDefinition(
+    name="ops_buggy",
+    version=1,
+    input_type=RefusedInput,
+    description="Books, then its lookup has a bug: ends compensated.",
+    steps=[
+        Step(name="book", action=_book, compensation=_unbook),
+        Step(name="lookup", action=_lookup, retry=RetryPolicy(max_attempts=1)),
+    ],
+)
+
+SAGAS = [REFUSED, BUGGY]

@@ -94,7 +94,7 @@ class StepRunner:
                         retryable=retryable,
                         retry_after=_retry_after(exc),
                         error_type=type(exc).__name__,
-                        frames=frames_of(exc),
+                        frames=frames_of(exc, skip=1),  # not this frame: the step's
                         effect_unknown=getattr(exc, "effect_unknown", False) is True,
                     )
         finally:
@@ -140,16 +140,17 @@ ERROR_TEXT = 2000
 """Most characters of an error's message kept with the saga (the rest is cut, with ``…``)."""
 
 
-def frames_of(exc: BaseException) -> tuple[str, ...]:
+def frames_of(exc: BaseException, *, skip: int = 0) -> tuple[str, ...]:
     """The last frames of ``exc``'s traceback as ``dir/file.py:line in function: code``, newest
     last, bounded: ``FRAMES_KEPT`` frames of at most ``FRAME_BYTES`` bytes each.
 
     Only for an error raised by the step's own code: an error of ours (a downstream service's
-    answer, ``NonRetryableError``) says what happened in its type and message."""
+    answer, ``NonRetryableError``) says what happened in its type and message. ``skip``: the
+    outermost frames to leave out (the caller's own)."""
     if isinstance(exc, SagaOrchestratorError):
         return ()
     kept = []
-    for frame in traceback.extract_tb(exc.__traceback__)[-FRAMES_KEPT:]:
+    for frame in traceback.extract_tb(exc.__traceback__)[skip:][-FRAMES_KEPT:]:
         where = "/".join(frame.filename.replace("\\", "/").split("/")[-2:])
         text = f"{where}:{frame.lineno} in {frame.name}"
         if frame.line:
