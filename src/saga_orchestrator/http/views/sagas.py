@@ -45,6 +45,10 @@ class CancelRequest:
     reason: str | None = text_field("Recorded as the saga's error.", default=None)
 
 
+_STATUS_NAME = "(?:" + "|".join(s.value for s in SagaStatus) + ")"
+_STATUS_LIST = f"^{_STATUS_NAME}(?:,{_STATUS_NAME})*$"
+
+
 @attrs.frozen(kw_only=True)
 class ListSagasQuery:
     """Filters and paging of the saga list."""
@@ -53,6 +57,10 @@ class ListSagasQuery:
         default=None,
         min_length=1,
         max_length=MAX_TEXT,
+        pattern=_STATUS_LIST,
+        pattern_message="expected one or more of "
+        + ", ".join(s.value for s in SagaStatus)
+        + ", comma-separated",
         doc="Only sagas with one of these statuses, comma-separated or the parameter repeated "
         f"(`status=failed,compensation_failed`): {', '.join(s.value for s in SagaStatus)}.",
     )
