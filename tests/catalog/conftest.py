@@ -15,24 +15,18 @@ import httpx
 import pytest
 import trio
 
-from saga_orchestrator.actors import ActorRef, open_actor_system
-from saga_orchestrator.coordinator.catalog import SagaCatalog
-from saga_orchestrator.coordinator.clock import TrioClock
-from saga_orchestrator.coordinator.coordinator import start_coordinator
 from saga_orchestrator.coordinator.definition import SagaDefinition
 from saga_orchestrator.coordinator.downstream import (
     DOWNSTREAM,
     DownstreamConfig,
     open_downstream_clients,
 )
-from saga_orchestrator.coordinator.messages import DeliverEvent
 from saga_orchestrator.coordinator.options import EngineOptions
 from saga_orchestrator.devservices import Announcement, DevState, serve_devservices
 from saga_orchestrator.errors import SagaStateConflict
-from saga_orchestrator.store.actor import start_store
-from saga_orchestrator.store.memory import MemoryBackend
+from saga_orchestrator.testing import SagaTestKit
 
-from ..coordinator.harness import FAST, Harness
+from ..coordinator.harness import FAST
 
 TOKEN = "s3cret-service-token"
 OPTIONS = attrs.evolve(
@@ -66,39 +60,27 @@ async def control(stand_in: StandIn) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def deliver(ref: ActorRef, announcement: Announcement) -> None:
-    """The stand-in's announcer in these tests: the reply goes straight to the coordinator
-    (as ``POST /events/publish`` would hand it on)."""
-    message = DeliverEvent(
-        saga_id=announcement.saga_id,
-        event_id=announcement.event_id,
-        event_type=announcement.event_type,
-        data=announcement.data,
-    )
-    with contextlib.suppress(SagaStateConflict):  # the saga has ended: nothing waits for it
-        await ref.ask(message)
-
-
 @asynccontextmanager
 async def orchestrating(
     stand_in: StandIn, definitions: Sequence[SagaDefinition], *, options: EngineOptions = OPTIONS
-) -> AsyncIterator[Harness]:
-    """A coordinator on the memory store whose sagas call ``stand_in``."""
-    backend = MemoryBackend()
+) -> AsyncIterator[SagaTestKit]:
+    """The saga test kit running ``definitions`` against ``stand_in`` over HTTP; the stand-in's
+    announcements (reply events) are delivered to the sagas, as the router would."""
     async with (
         open_downstream_clients(stand_in.config()) as clients,
-        open_actor_system(shutdown_grace=0.5) as system,
+        SagaTestKit(*definitions, options=options, resources={DOWNSTREAM: clients}) as kit,
     ):
-        store = await start_store(system, backend)
-        catalog = SagaCatalog(definitions)
-        ref, coordinator = await start_coordinator(
-            system,
-            catalog,
-            store,
-            options=options,
-            clock=TrioClock(),
-            resources={DOWNSTREAM: clients},
+        stand_in.state.announcer = partial(deliver, kit)
+        yield kit
+
+
+async def deliver(kit: SagaTestKit, announcement: Announcement) -> None:
+    """The stand-in's announcer in these tests: the reply goes straight to the saga (as
+    ``POST /events/publish`` would hand it on)."""
+    with contextlib.suppress(SagaStateConflict):  # the saga has ended: nothing waits for it
+        await kit.deliver(
+            announcement.saga_id,
+            announcement.event_type,
+            announcement.data,
+            event_id=announcement.event_id,
         )
-        await coordinator.ready.wait()
-        stand_in.state.announcer = partial(deliver, ref)
-        yield Harness(ref, coordinator, store, backend)

@@ -3,26 +3,23 @@ connector's sync outcome reaches the saga as a reply event."""
 
 from __future__ import annotations
 
-import trio
-
 from saga_orchestrator.coordinator.catalog.airtable_integration import AIRTABLE_INTEGRATION
-from saga_orchestrator.coordinator.messages import CancelSaga
 from saga_orchestrator.devservices import Fault
+from saga_orchestrator.testing import SagaTestKit
 
-from ..coordinator.harness import Harness
 from .conftest import StandIn, orchestrating
 
 JOB = {"user_id": "u-7", "workspace_id": "ws-7", "base_id": "appBASE"}
 
 
-async def start(h: Harness) -> str:
-    return (await h.start("airtable_integration", **JOB)).saga.saga_id
+async def start(kit: SagaTestKit) -> str:
+    return await kit.start(JOB)
 
 
 async def test_the_sync_completes_by_a_reply_event_and_the_user_is_told(stand_in: StandIn):
-    async with orchestrating(stand_in, [AIRTABLE_INTEGRATION]) as h:
-        saga_id = await start(h)
-        final = await h.wait_terminal(saga_id, limit=10)
+    async with orchestrating(stand_in, [AIRTABLE_INTEGRATION]) as kit:
+        saga_id = await start(kit)
+        final = await kit.wait(saga_id, within=10)
     state = stand_in.state
     assert "completed" == final.status
     assert ["airtable.create_webhook", "airtable.start_sync", "notification.send"] == (
@@ -53,8 +50,8 @@ async def test_the_sync_completes_by_a_reply_event_and_the_user_is_told(stand_in
 
 async def test_a_failed_sync_compensates_the_webhook(stand_in: StandIn):
     stand_in.state.faults.add(Fault(operation="airtable.sync_job", status=500))
-    async with orchestrating(stand_in, [AIRTABLE_INTEGRATION]) as h:
-        final = await h.wait_terminal(await start(h), limit=10)
+    async with orchestrating(stand_in, [AIRTABLE_INTEGRATION]) as kit:
+        final = await kit.wait(await start(kit), within=10)
     assert "compensated" == final.status
     assert final.error is not None and "airtable.sync.failed" in final.error
     # the refused sync wrote nothing and is not compensated; the webhook is deleted
@@ -66,8 +63,8 @@ async def test_a_failed_sync_compensates_the_webhook(stand_in: StandIn):
 
 async def test_a_failure_in_the_last_step_purges_then_deletes_the_webhook(stand_in: StandIn):
     stand_in.state.faults.add(Fault(operation="notification.send", status=422, times=None))
-    async with orchestrating(stand_in, [AIRTABLE_INTEGRATION]) as h:
-        final = await h.wait_terminal(await start(h), limit=10)
+    async with orchestrating(stand_in, [AIRTABLE_INTEGRATION]) as kit:
+        final = await kit.wait(await start(kit), within=10)
     assert "compensated" == final.status
     assert [
         "airtable.create_webhook",
@@ -80,13 +77,11 @@ async def test_a_failure_in_the_last_step_purges_then_deletes_the_webhook(stand_
 
 async def test_a_cancel_during_the_sync_abandons_the_wait_and_compensates(stand_in: StandIn):
     stand_in.state.sync_delay = 30
-    async with orchestrating(stand_in, [AIRTABLE_INTEGRATION]) as h:
-        saga_id = await start(h)
-        with trio.fail_after(10):
-            while (await h.store.get_saga(saga_id)).steps[3].status != "waiting":
-                await trio.sleep(0.01)
-        await h.ref.ask(CancelSaga(saga_id=saga_id))
-        final = await h.wait_terminal(saga_id, limit=10)
+    async with orchestrating(stand_in, [AIRTABLE_INTEGRATION]) as kit:
+        saga_id = await start(kit)
+        await kit.wait_for(saga_id, "StepAwaitingReply", within=10)
+        await kit.cancel(saga_id)
+        final = await kit.wait(saga_id, within=10)
     assert "cancelled" == final.status
     # the step is in doubt (the wait was cut): its start's key is revoked first
     assert [
@@ -100,8 +95,8 @@ async def test_a_cancel_during_the_sync_abandons_the_wait_and_compensates(stand_
 
 async def test_a_user_without_the_permission_fails_at_once_with_nothing_to_undo(stand_in: StandIn):
     stand_in.state.faults.add(Fault(operation="airtable.check_access", status=403))
-    async with orchestrating(stand_in, [AIRTABLE_INTEGRATION]) as h:
-        final = await h.wait_terminal(await start(h), limit=10)
+    async with orchestrating(stand_in, [AIRTABLE_INTEGRATION]) as kit:
+        final = await kit.wait(await start(kit), within=10)
     assert "compensated" == final.status
     assert "403" in (final.error or "")
     assert 1 == len(stand_in.calls("airtable.check_access"))  # a 403 is not retried

@@ -11,9 +11,9 @@ import trio
 
 from saga_orchestrator.coordinator.catalog.airtable_integration import AIRTABLE_INTEGRATION
 from saga_orchestrator.coordinator.catalog.user_onboarding import USER_ONBOARDING
-from saga_orchestrator.coordinator.messages import CancelSaga, RetrySaga
 from saga_orchestrator.devservices import Fault
 from saga_orchestrator.store.records import SagaRecord
+from saga_orchestrator.testing import Retry
 
 from .conftest import OPTIONS, StandIn, orchestrating
 
@@ -40,15 +40,14 @@ async def test_a_cancel_while_the_workspace_is_created_ends_cancelled_with_nothi
     stand_in.state.faults.add(
         Fault(operation="user.create_workspace", status=None, delay=30, when=when)
     )
-    async with orchestrating(stand_in, [USER_ONBOARDING]) as h:
-        saga_id = (await h.start("user_onboarding", **USER)).saga.saga_id
+    async with orchestrating(stand_in, [USER_ONBOARDING]) as kit:
+        saga_id = await kit.start(USER)
+        await kit.wait_for(saga_id, "StepStarted", step="create_workspace", within=10)
         with trio.fail_after(10):
-            while (await h.store.get_saga(saga_id)).steps[1].status != "running" or (
-                when == "after" and not stand_in.state.workspaces
-            ):
+            while when == "after" and not stand_in.state.workspaces:
                 await trio.sleep(0.01)
-        await h.ref.ask(CancelSaga(saga_id=saga_id))
-        final = await h.wait_terminal(saga_id, limit=10)
+        await kit.cancel(saga_id)
+        final = await kit.wait(saga_id, within=10)
     assert "cancelled" == final.status, final.error
     assert ("unknown", "completed") == (final.steps[1].status, final.steps[1].compensation_status)
     compensated_cleanly(final)
@@ -88,9 +87,9 @@ async def test_a_step_timeout_is_compensated_with_nothing_left_at_the_services(
     # the operation is applied, then its answer never comes: the step's effect exists, and
     # the saga cannot know it
     stand_in.state.faults.add(Fault(operation=operation, status=None, hang=True, when="after"))
-    async with orchestrating(stand_in, [saga], options=SHORT) as h:
-        saga_id = (await h.start(saga.name, **data)).saga.saga_id
-        final = await h.wait_terminal(saga_id, limit=20)
+    async with orchestrating(stand_in, [saga], options=SHORT) as kit:
+        saga_id = await kit.start(data)
+        final = await kit.wait(saga_id, within=20)
     assert "compensated" == final.status, final.error
     index = [s.name for s in saga.steps].index(step)
     in_doubt = final.steps[index]
@@ -115,9 +114,9 @@ async def test_a_compensation_that_keeps_failing_parks_and_a_retry_finishes_it(s
     # deleted; once the user service is back, an operator's retry undoes the rest
     for operation, status in (("airtable.create_integration", 422), ("user.delete_profile", 503)):
         stand_in.state.faults.add(Fault(operation=operation, status=status, times=None))
-    async with orchestrating(stand_in, [USER_ONBOARDING]) as h:
-        saga_id = (await h.start("user_onboarding", **USER)).saga.saga_id
-        parked = await h.wait_terminal(saga_id, limit=20)
+    async with orchestrating(stand_in, [USER_ONBOARDING]) as kit:
+        saga_id = await kit.start(USER)
+        parked = await kit.wait(saga_id, within=20)
         assert "compensation_failed" == parked.status
         assert [("failed", OPTIONS.compensation_attempts), ("completed", 1), ("completed", 1)] == [
             (s.compensation_status, s.compensation_attempts) for s in parked.steps[:3]
@@ -126,7 +125,7 @@ async def test_a_compensation_that_keeps_failing_parks_and_a_retry_finishes_it(s
         assert ["profiles"] == list(stand_in.state.leftovers())
 
         stand_in.state.faults.clear()
-        await h.ref.ask(RetrySaga(saga_id=saga_id, by="ops", reason="user service is back"))
-        final = await h.wait_terminal(saga_id, limit=20)
+        await kit.operate(saga_id, Retry(), reason="user service is back")
+        final = await kit.wait(saga_id, within=20)
     assert ("compensated", "completed") == (final.status, final.steps[0].compensation_status)
     assert {} == stand_in.state.leftovers()

@@ -28,9 +28,9 @@ when the step completed."""
 
 
 async def test_onboarding_applies_each_effect_once_and_feeds_results_forward(stand_in: StandIn):
-    async with orchestrating(stand_in, [USER_ONBOARDING]) as h:
-        saga_id = (await h.start("user_onboarding", **USER)).saga.saga_id
-        final = await h.wait_terminal(saga_id, limit=10)
+    async with orchestrating(stand_in, [USER_ONBOARDING]) as kit:
+        saga_id = await kit.start(USER)
+        final = await kit.wait(saga_id, within=10)
     state = stand_in.state
     assert "completed" == final.status
     assert [action for action, _ in STEPS.values()] == state.operations()
@@ -67,9 +67,9 @@ async def test_a_refused_step_compensates_exactly_the_completed_ones_in_reverse(
     stand_in: StandIn, failing: str
 ):
     stand_in.state.faults.add(Fault(operation=STEPS[failing][0], status=422, times=None))
-    async with orchestrating(stand_in, [USER_ONBOARDING]) as h:
-        saga_id = (await h.start("user_onboarding", **USER)).saga.saga_id
-        final = await h.wait_terminal(saga_id, limit=10)
+    async with orchestrating(stand_in, [USER_ONBOARDING]) as kit:
+        saga_id = await kit.start(USER)
+        final = await kit.wait(saga_id, within=10)
     done = list(STEPS)[: list(STEPS).index(failing)]
     undone = [(s, *undo) for s in reversed(done) for undo in STEPS[s][1]]
     assert "compensated" == final.status
@@ -86,8 +86,8 @@ async def test_the_welcome_email_is_followed_by_a_notice_when_onboarding_fails(s
     stand_in.state.faults.add(
         Fault(operation="airtable.create_integration", status=400, times=None)
     )
-    async with orchestrating(stand_in, [USER_ONBOARDING]) as h:
-        final = await h.wait_terminal((await h.start("user_onboarding", **USER)).saga.saga_id, 10)
+    async with orchestrating(stand_in, [USER_ONBOARDING]) as kit:
+        final = await kit.wait(await kit.start(USER), within=10)
     assert "compensated" == final.status
     sent = [(n["template"], n["email"], n["status"]) for n in stand_in.state.notifications.values()]
     assert [
@@ -98,8 +98,8 @@ async def test_the_welcome_email_is_followed_by_a_notice_when_onboarding_fails(s
 
 async def test_a_503_is_retried_with_backoff_and_then_succeeds(stand_in: StandIn):
     stand_in.state.faults.add(Fault(operation="user.create_workspace", status=503, times=2))
-    async with orchestrating(stand_in, [USER_ONBOARDING]) as h:
-        final = await h.wait_terminal((await h.start("user_onboarding", **USER)).saga.saga_id, 10)
+    async with orchestrating(stand_in, [USER_ONBOARDING]) as kit:
+        final = await kit.wait(await kit.start(USER), within=10)
     assert "completed" == final.status
     assert [503, 503, 201] == [c.status for c in stand_in.calls("user.create_workspace")]
     assert 1 == len(stand_in.state.operations("user.create_workspace"))
@@ -109,8 +109,8 @@ async def test_a_503_is_retried_with_backoff_and_then_succeeds(stand_in: StandIn
 async def test_a_lost_reply_is_retried_and_the_effect_is_not_applied_twice(stand_in: StandIn):
     fault = Fault(operation="user.create_profile", status=502, times=1, when="after")
     stand_in.state.faults.add(fault)
-    async with orchestrating(stand_in, [USER_ONBOARDING]) as h:
-        final = await h.wait_terminal((await h.start("user_onboarding", **USER)).saga.saga_id, 10)
+    async with orchestrating(stand_in, [USER_ONBOARDING]) as kit:
+        final = await kit.wait(await kit.start(USER), within=10)
     assert "completed" == final.status
     calls = stand_in.calls("user.create_profile")
     assert [(502, False), (201, True)] == [(c.status, c.replayed) for c in calls]
