@@ -15,16 +15,20 @@ the event, so a publish answers with what is stored when it answers.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import trio
 
+from saga_orchestrator.errors import StoreError
 from saga_orchestrator.store.actor import Store
 
 from .catalog import SagaCatalog
 
 __all__ = ["DECISION_WAIT", "TriggerDecisions", "started_sagas", "trigger_key"]
+
+log = logging.getLogger(__name__)
 
 DECISION_WAIT = 2.0
 """Most seconds a publish waits for this process's router to decide on its event."""
@@ -66,11 +70,16 @@ async def started_sagas(
 ) -> list[str] | None:
     """The ids of the sagas event ``event_id`` started, in the catalog's order of their types;
     ``None`` while the router may still start one (not every triggered type has its saga and
-    ``decided`` is false)."""
+    ``decided`` is false), or when the store cannot be read now: the event is stored already,
+    so its publish must not fail for this (its sagas are found by the link later)."""
     types = [definition.name for definition in catalog.triggered_by(event_type)]
     found = []
-    for saga_type in types:
-        saga = await store.find_saga_by_key(trigger_key(event_id, saga_type))
-        if saga is not None:
-            found.append(saga.saga_id)
+    try:
+        for saga_type in types:
+            saga = await store.find_saga_by_key(trigger_key(event_id, saga_type))
+            if saga is not None:
+                found.append(saga.saga_id)
+    except StoreError as exc:
+        log.info("the sagas of event %s are not known yet: %s", event_id, exc)
+        return None
     return found if decided or len(found) == len(types) else None
