@@ -78,6 +78,40 @@ EXPORTS: dict[str, set[str]] = {
         "new_id",
         "start_store",
     },
+    "saga_orchestrator.client": {
+        "API_KEY_ENVS",
+        "Accepted",
+        "ApiClient",
+        "ClientError",
+        "Conflict",
+        "ENDED",
+        "EXIT_CONFLICT",
+        "EXIT_ERROR",
+        "EXIT_INTERRUPTED",
+        "EXIT_NOT_COMPLETED",
+        "EXIT_NOT_FOUND",
+        "EXIT_OK",
+        "EXIT_USAGE",
+        "EXIT_WAIT_TIMEOUT",
+        "Event",
+        "NotFound",
+        "Saga",
+        "SagaClient",
+        "SagaNotCompleted",
+        "SagaStep",
+        "ServiceError",
+        "SyncSagaClient",
+        "TERMINAL",
+        "URL_ENV",
+        "UsageError",
+        "WaitTimedOut",
+        "api_key_of",
+        "register",
+        "service_url",
+        "start_saga",
+        "wait_for_end",
+        "wait_until_ready",
+    },
     "saga_orchestrator.testing": {
         "ENDED",
         "Call",
@@ -146,10 +180,13 @@ FORBIDDEN = {
     "coordinator": {"http", "service", "bench", "testing"},
     "http": {"service", "bench", "testing"},
     "testing": {"http", "bus", "service", "bench"},
+    "ui": {"service", "bench", "testing"},
+    "client": {"actors", "coordinator", "store", "bus", "http", "service", "bench", "testing"},
 }
 """Package -> the packages it must not import (imports point http -> coordinator -> actors,
 store and bus below the coordinator; the saga authors' test kit sits beside http, over the
-coordinator and the memory store)."""
+coordinator and the memory store; the client library talks to a service over HTTP only; the
+dashboard (ui) beside http, reading through it)."""
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))

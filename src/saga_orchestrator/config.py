@@ -373,6 +373,27 @@ class Settings:
         ),
     )
 
+    # --- Web dashboard (docs/dashboard.md) ----------------------------------------------------
+    secret_key: str | None = _setting(
+        None,
+        _Rule(
+            "Signs the dashboard's session cookies and CSRF tokens (at least 32 characters). "
+            "Unset: a random one per process, with a warning (sessions then end with the "
+            "process and are not shared by replicas).",
+            "a string of at least 32 characters without spaces or control characters",
+            lambda v: v is None or (_is_token(v) and len(v) >= 32),
+            secret=True,
+        ),
+    )
+    ui_live_connections: int = _setting(
+        100,
+        _int_at_least(
+            1,
+            "Most live-update streams (server-sent events) the dashboard serves at once per "
+            "process; one more is answered 503.",
+        ),
+    )
+
     # --- Storage ------------------------------------------------------------------------------
     database_url: str | None = _setting(
         None,
@@ -613,7 +634,12 @@ class Settings:
         ),
     )
     instance_heartbeat_seconds: float = _setting(
-        1.0, _number_above(0, "Seconds between renewals of this instance's leases on its sagas.")
+        1.0,
+        _number_above(
+            0,
+            "Seconds between renewals of this instance's leases on its sagas (at most a third "
+            "of INSTANCE_EXPIRY_SECONDS is used).",
+        ),
     )
     instance_expiry_seconds: float = _setting(
         5.0,

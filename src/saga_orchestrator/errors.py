@@ -17,6 +17,7 @@ status of each error is decided in one place: ``saga_orchestrator.http.errors``.
     │   └── SagaStateConflict          e.g. cancelling a saga that has ended
     ├── OverloadedError                admission limit reached, retry later
     ├── SagaOwnedElsewhere             another instance drives the saga: retry later
+    │   └── CommandPending             handed to the owner through the store, not answered yet
     ├── StoreError                     the store failed
     │   ├── StoreUnavailable           the database cannot be reached now: retry with backoff
     │   └── StoreRejected              this request can never succeed: do not retry it
@@ -108,6 +109,13 @@ class SagaOwnedElsewhere(SagaOrchestratorError):
         self.saga_id = saga_id
         self.owner = owner
         self.retry_after = 1.0
+
+
+class CommandPending(SagaOwnedElsewhere):
+    """The command was kept in the store for the saga's owner, which did not answer in time: it
+    is pending there and will be applied (by that owner, or by the next one after a failover).
+    Answered like :class:`SagaOwnedElsewhere`; a caller that only needs it durable (the event
+    router delivering a reply) may take it as done."""
 
 
 class LeaseLost(ConflictError):

@@ -12,7 +12,8 @@ handling) and what tests run in-process::
 
 Shutdown order: Hypercorn stops accepting and gives requests in flight
 :data:`HTTP_GRACEFUL_TIMEOUT` seconds (starts still waiting for the coordinator are answered
-within a part of it: see ``http/draining.py``); then the actor system stops its actors in
+within a part of it: see ``http/draining.py``; the dashboard's live streams end at once); then
+the actor system stops its actors in
 reverse start order (the router, the relay, the coordinator, the store: sagas in flight stay
 durable and resume on the next start); then the bus and the backend close.
 """
@@ -47,9 +48,11 @@ from saga_orchestrator.coordinator.downstream import (
     DownstreamConfig,
     open_downstream_clients,
 )
+from saga_orchestrator.coordinator.observer import FanOut
 from saga_orchestrator.coordinator.options import EngineOptions
 from saga_orchestrator.coordinator.plugins import load_saga_modules, parse_module_names
 from saga_orchestrator.coordinator.router import start_router
+from saga_orchestrator.coordinator.saga_waiters import SagaWaiters
 from saga_orchestrator.coordinator.trigger_links import TriggerDecisions
 from saga_orchestrator.errors import ConfigError, StoreUnavailable
 from saga_orchestrator.http.access_log import ACCESS_LOG_FORMAT, AccessLogger
@@ -63,6 +66,7 @@ from saga_orchestrator.metrics_export import (
     export_engine,
 )
 from saga_orchestrator.store.actor import start_store
+from saga_orchestrator.ui import Dashboard, make_dashboard
 
 if TYPE_CHECKING:
     from saga_orchestrator.store.backend import StoreBackend
@@ -313,7 +317,15 @@ async def _run_open(
         ) as system,
     ):  # the clients' pool outlives the sagas that use it
         store_kind, store_text = store
-        metrics = ServiceMetrics(step_names={d.name: [s.name for s in d.steps] for d in catalog})
+        step_names = {d.name: [s.name for s in d.steps] for d in catalog}
+        metrics = ServiceMetrics(step_names=step_names)
+        board = make_dashboard(
+            secret=settings.secret_key,
+            keys=settings.named_api_keys,
+            max_streams=settings.ui_live_connections,
+            step_names=step_names,
+        )
+        waiters = SagaWaiters()
         store_handle = await start_store(
             system,
             backend,
@@ -326,7 +338,7 @@ async def _run_open(
             store_handle,
             options=EngineOptions.from_settings(settings),
             resources={DOWNSTREAM: downstream_clients},
-            observer=metrics,
+            observer=FanOut(metrics, waiters, board.ring, board.hub),
         )
         export_engine(metrics, coordinator, store_handle)
         relay = await start_relay(
@@ -361,12 +373,15 @@ async def _run_open(
                 relay=relay,
                 # the in-process bus's one reader is this router: a publish waits for it
                 trigger_decisions=None if bus.durable else decisions,
+                waiters=waiters,
+                dashboard=board,
             )
         )
         log_auth_mode(settings)
         config = hypercorn_config(settings)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_drain_when_stopping, shutdown, draining, config.graceful_timeout)
+            nursery.start_soon(_end_live_streams, shutdown, board)
             binds = await nursery.start(partial(serve, app, config, shutdown_trigger=shutdown.wait))
             port = _port_of(binds)
             log.info(
@@ -387,6 +402,13 @@ async def _drain_when_stopping(
     Hypercorn's graceful timeout cuts its connection."""
     await shutdown.wait()
     draining.begin(graceful_timeout * ANSWER_SHARE)
+
+
+async def _end_live_streams(shutdown: trio.Event, board: Dashboard) -> None:
+    """When shutdown begins, end the dashboard's live streams: Hypercorn's graceful shutdown
+    then finds no response still streaming to a browser."""
+    await shutdown.wait()
+    board.hub.close()
 
 
 async def _log_bus(settings: Settings, bus: EventBus) -> None:

@@ -8,10 +8,11 @@ import logging
 import pytest
 import trio
 
-from saga_orchestrator.bus import EventBus, dead_letter_stream
+from saga_orchestrator.bus import BusMessage, EventBus, dead_letter_stream
+from saga_orchestrator.coordinator.catalog import SagaCatalog
 from saga_orchestrator.coordinator.options import EngineOptions
-from saga_orchestrator.coordinator.router import trigger_key
-from saga_orchestrator.errors import StoreError
+from saga_orchestrator.coordinator.router import EventRouter, trigger_key
+from saga_orchestrator.errors import CommandPending, StoreError
 from saga_orchestrator.store.memory import MemoryBackend
 from saga_orchestrator.store.records import SagaRecord
 
@@ -245,3 +246,27 @@ async def test_a_restarted_router_does_not_start_a_second_saga(bus: EventBus) ->
         await path.wait_for(lambda: path.router.stats.repeated == 1)
         await path.settled()
         assert 1 == len(await path.sagas_of(ONBOARDING.name))
+
+
+class SlowOwner:
+    """A coordinator whose forwarded deliveries are kept for the saga's owner on another
+    instance, which does not answer in time (``CommandPending``)."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def ask(self, message: object, **_: object) -> object:
+        self.asked += 1
+        await trio.lowlevel.checkpoint()
+        raise CommandPending(getattr(message, "saga_id", ""), "instance-b")
+
+
+async def test_a_reply_kept_for_a_slow_owner_on_another_instance_is_acknowledged() -> None:
+    """It is durable in the store and the owner (or its successor) applies it: delivering it
+    again would only keep it again, and after BUS_MAX_DELIVERIES it would go to the dead
+    letters although it was applied."""
+    coordinator = SlowOwner()
+    router = EventRouter(coordinator, SagaCatalog([]))  # type: ignore[arg-type]
+    reply = BusMessage(event_id="e1", event_type="sync.done", metadata={"saga_id": "s1"})
+    await router.handle(reply)  # no error: the bus acknowledges it
+    assert (1, 1) == (coordinator.asked, router.stats.delivered)

@@ -3,9 +3,13 @@
 * PostgreSQL and Redis of the run's own (:mod:`tests.support.throwaway`): restartable, on fixed
   loopback ports, never the machine's shared servers;
 * the downstream stand-in (``python -m saga_orchestrator devservices``): stalled with SIGSTOP;
-* the orchestrator (``python -m saga_orchestrator.main``) under a small supervisor: killed with
-  SIGKILL and started again on the same port; an exit nobody asked for is recorded (with the
-  tail of its log) and the process is started again, as a process supervisor would.
+* the orchestrator (``python -m saga_orchestrator.main``), one process or several on the one
+  store (``ChaosConfig.instances``), each under a small supervisor
+  (:class:`~tests.support.processes.ServerProcess`): killed with SIGKILL (or stopped with
+  SIGTERM) and started again on the same port; an exit nobody asked for is recorded (with the
+  tail of its log) and the process is started again, as a process supervisor would. Several
+  are reached through a balancer (a loopback TCP proxy to each in turn), as a Kubernetes
+  Service would: the stand-in announces its syncs' outcomes there.
 """
 
 from __future__ import annotations
@@ -14,9 +18,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,115 +29,17 @@ import trio
 
 from saga_orchestrator.devservices._app import SERVICE_PATHS
 
-from ..support.server import API_KEY, server_env, server_process
+from ..support.processes import START_WITHIN, Exit, Replicas, open_replicas, wait_answering
+from ..support.server import API_KEY, server_env
+from ..support.tcp_proxy import open_tcp_proxy
 from ..support.throwaway import ThrowawayPostgres, ThrowawayRedis, stable_port
 from .plan import ChaosConfig
+
+__all__ = ["CONSUMER_GROUP", "EVENT_STREAM", "Cluster", "Exit", "open_cluster"]
 
 EVENT_STREAM = "saga:events"
 LIFECYCLE_STREAM = "saga.lifecycle"
 CONSUMER_GROUP = "saga-orchestrator"
-START_WITHIN = 60.0
-"""Most seconds a process may take to answer after it is started."""
-
-
-async def wait_answering(url: str, *, within: float, ok: tuple[int, ...] = (200,)) -> None:
-    """Poll ``url`` until it answers one of ``ok``."""
-    async with httpx.AsyncClient(timeout=2.0) as client:
-        with trio.fail_after(within):
-            while True:
-                try:
-                    if (await client.get(url)).status_code in ok:
-                        return
-                except httpx.TransportError:
-                    pass
-                await trio.sleep(0.1)
-
-
-def log_tail(path: Path, lines: int = 15) -> str:
-    if not path.exists():
-        return ""
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-@attrs.define
-class Exit:
-    incarnation: int
-    code: int | None
-    expected: bool
-    log: str
-    """The tail of the incarnation's log when the exit was not expected."""
-    at: float = 0.0
-    """Wall-clock time (``time.time()``) when it was seen to have ended: after everything the
-    incarnation did, before anything the next one does."""
-
-
-class Orchestrator:
-    """``python -m saga_orchestrator.main`` on a fixed port, restarted whenever it exits."""
-
-    def __init__(self, workdir: Path, env: dict[str, str], port: int) -> None:
-        self.workdir = workdir
-        self.env = {**env, "PORT": str(port)}
-        self.port = port
-        self.incarnation = 0
-        self.exits: list[Exit] = []
-        self.process: trio.Process | None = None
-        self._killing = False
-        self._downtime = 0.0
-        self._stopping = False
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log_path(self, incarnation: int) -> Path:
-        return self.workdir / f"orchestrator-{incarnation}.log"
-
-    async def supervise(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Run the orchestrator until :meth:`stop`; started once it is ready."""
-        first = True
-        while not self._stopping:
-            self.incarnation += 1
-            name = self.log_path(self.incarnation).name
-            async with server_process(self.workdir, log_name=name, **self.env) as process:
-                self.process = process
-                if first:
-                    await wait_answering(f"{self.url}/health/ready", within=START_WITHIN)
-                    task_status.started()
-                    first = False
-                code = await process.wait()
-            ended = time.time()
-            expected = self._killing or self._stopping
-            tail = "" if expected else log_tail(self.log_path(self.incarnation))
-            self.exits.append(Exit(self.incarnation, code, expected, tail, ended))
-            pause = self._downtime if self._killing else 1.0
-            self._killing = False
-            if not self._stopping:
-                await trio.sleep(pause)
-
-    async def kill(self, downtime: float) -> None:
-        """SIGKILL; started again after ``downtime`` s; returns once it answers again."""
-        process, incarnation = self.process, self.incarnation
-        assert process is not None
-        if process.returncode is None:  # else it exited by itself and is being started again
-            self._killing, self._downtime = True, downtime
-            process.kill()
-        while self.incarnation == incarnation:
-            await trio.sleep(0.01)
-        await wait_answering(f"{self.url}/health/live", within=START_WITHIN)
-
-    async def stop(self) -> None:
-        """SIGTERM (an orderly stop), SIGKILL if it takes too long."""
-        self._stopping = True
-        process = self.process
-        if process is None or process.returncode is not None:
-            return
-        process.terminate()
-        with trio.move_on_after(10):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
 
 
 class StandIn:
@@ -218,11 +123,23 @@ class Cluster:
     postgres: ThrowawayPostgres
     redis: ThrowawayRedis
     standin: StandIn
-    orchestrator: Orchestrator
+    orchestrators: Replicas
+    api_url: str
+    """Where clients reach the service: the one orchestrator, or the balancer over several."""
 
     @property
     def api_key(self) -> str:
         return API_KEY
+
+
+SEVERAL = {
+    "INSTANCE_HEARTBEAT_SECONDS": "0.5",
+    "INSTANCE_EXPIRY_SECONDS": "3",
+    "FAILOVER_SCAN_SECONDS": "0.5",
+    "RELAY_LEADER_RETRY_SECONDS": "0.5",
+}
+"""Several orchestrators: a killed one's sagas are taken over within about 3.5 s (an expiry
+that a busy test machine's slow renewals do not run out every few seconds)."""
 
 
 def orchestrator_settings(
@@ -246,45 +163,60 @@ def orchestrator_settings(
         "BUS_MAX_STREAM_LENGTH": "10000000",  # nothing is trimmed during a run
         "BUS_CLAIM_IDLE_SECONDS": "3",
         "RELAY_POLL_SECONDS": "0.5",
+        **(SEVERAL if config.instances > 1 else {}),
         **standin.settings(),
     }
 
 
 @asynccontextmanager
 async def open_cluster(
-    config: ChaosConfig, workdir: Path, source: Path | None = None
+    config: ChaosConfig,
+    workdir: Path,
+    source: Path | None = None,
+    *,
+    overrides: dict[str, str] | None = None,
 ) -> AsyncIterator[Cluster]:
-    """Start PostgreSQL, Redis, the stand-in and the orchestrator; stop them all at the end.
+    """Start PostgreSQL, Redis, the stand-in and the orchestrator processes; stop them all at
+    the end.
 
     ``source``: run the orchestrator and the stand-in from the ``saga_orchestrator`` package in
     this directory (an absolute path: an export of a commit) instead of the working tree.
+    ``overrides``: orchestrator settings over :func:`orchestrator_settings`.
     """
     path = {"PYTHONPATH": str(source)} if source is not None else {}
     postgres = ThrowawayPostgres()
     redis = ThrowawayRedis(workdir / "redis")
     standin = StandIn(workdir, stable_port())
-    port = stable_port()
     try:
         await trio.to_thread.run_sync(postgres.create)
         await trio.to_thread.run_sync(postgres.start)
         await trio.to_thread.run_sync(redis.start)
-        settings = orchestrator_settings(config, postgres, redis, standin)
-        orchestrator = Orchestrator(workdir, {**settings, **path}, port)
-        async with (
-            standin.running(
-                orchestrator_url=orchestrator.url,
-                sync_delay=config.sync_delay,
-                seed=config.seed,
-                env=path,
-            ),
-            trio.open_nursery() as nursery,
-        ):
-            await nursery.start(orchestrator.supervise)
-            try:
-                yield Cluster(config, workdir, postgres, redis, standin, orchestrator)
-            finally:
-                with trio.CancelScope(shield=True):
-                    await orchestrator.stop()
+        settings = {
+            **orchestrator_settings(config, postgres, redis, standin),
+            **(overrides or {}),
+            **path,
+        }
+        ports = [stable_port() for _ in range(config.instances)]
+        async with AsyncExitStack() as stack:
+            api_url = f"http://127.0.0.1:{ports[0]}"
+            if config.instances > 1:
+                targets = [("127.0.0.1", port) for port in ports]
+                balancer = await stack.enter_async_context(
+                    open_tcp_proxy(*targets[0], *targets[1:])
+                )
+                api_url = f"http://127.0.0.1:{balancer.port}"
+            await stack.enter_async_context(
+                standin.running(
+                    orchestrator_url=api_url,
+                    sync_delay=config.sync_delay,
+                    seed=config.seed,
+                    env=path,
+                )
+            )
+            orchestrators = await stack.enter_async_context(
+                open_replicas(workdir, settings, config.instances, name="orchestrator", ports=ports)
+            )
+            yield Cluster(config, workdir, postgres, redis, standin, orchestrators, api_url)
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(redis.close)

@@ -6,18 +6,24 @@ event id, a cancel) is retried through every fault until it is answered. A start
 is retried only when it never reached the server (connection refused); when its answer is lost
 the driver records that it does not know whether the saga exists (the checker then allows zero
 or one saga for it).
+
+With several orchestrators the driver spreads its requests over them (each to the next in
+turn; one that refuses the connection is skipped), and sends each cancel to another one than
+the start went to: the command must reach the saga's owner whichever instance receives it.
 """
 
 from __future__ import annotations
 
 import collections
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
 import httpx
 import trio
 
+from ..support.processes import SpreadClient
 from .plan import PlannedSaga
 
 AMBIGUOUS = "ambiguous"
@@ -44,6 +50,8 @@ class DriverRecord:
     gave_up: bool = False
     published: list[dict[str, Any]] = attrs.field(factory=list)
     """The 2xx answers to its publishes."""
+    started_via: int | None = None
+    """The orchestrator (index) that acknowledged its start."""
     cancel_status: int | None = None
     """The final answer to its cancel (202: accepted; 409: it had ended or parked)."""
     problems: list[str] = attrs.field(factory=list)
@@ -51,15 +59,15 @@ class DriverRecord:
 
 
 class Driver:
-    def __init__(self, base_url: str, api_key: str, sagas: list[PlannedSaga]) -> None:
-        self.base_url = base_url
+    def __init__(self, base_urls: Sequence[str], api_key: str, sagas: list[PlannedSaga]) -> None:
+        self.base_urls = list(base_urls)
         self.api_key = api_key
         self.records = {planned.n: DriverRecord(planned) for planned in sagas}
         self.answers: collections.Counter[str] = collections.Counter()
         """``"POST /sagas/start 202"`` -> how many; transport errors as ``... error``."""
         self.unexpected: list[str] = []
         """5xx answers other than 503, with their bodies (the service should say 503)."""
-        self._client: httpx.AsyncClient | None = None
+        self._spread: SpreadClient | None = None
         self._give_up_at = 0.0
 
     async def run(self, start: float, give_up_at: float) -> None:
@@ -67,13 +75,10 @@ class Driver:
         requests still unanswered at ``give_up_at`` are given up."""
         self._give_up_at = give_up_at
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        async with httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={"X-API-Key": self.api_key},
-            timeout=REQUEST_TIMEOUT,
-            limits=limits,
-        ) as client:
-            self._client = client
+        async with SpreadClient(
+            self.base_urls, api_key=self.api_key, timeout=REQUEST_TIMEOUT, limits=limits
+        ) as spread:
+            self._spread = spread
             async with trio.open_nursery() as nursery:
                 for record in self.records.values():
                     nursery.start_soon(self._drive, record, start)
@@ -110,9 +115,12 @@ class Driver:
         if isinstance(answer, str):
             record.ambiguous |= answer == AMBIGUOUS
             record.gave_up |= answer == GAVE_UP
-        elif answer.status_code in (200, 202):
+            return
+        answer, via = answer
+        if answer.status_code in (200, 202):
             record.acknowledged = True
             record.saga_ids.add(answer.json()["saga_id"])
+            record.started_via = via
         elif answer.status_code >= 500:  # a key-less start answered 5xx: it may exist
             record.ambiguous = True
         else:
@@ -130,7 +138,9 @@ class Driver:
         answer = await self._send("POST", "/events/publish", body, repeatable=True)
         if isinstance(answer, str):
             record.gave_up = True
-        elif answer.status_code in (200, 202):
+            return
+        answer, _ = answer
+        if answer.status_code in (200, 202):
             record.acknowledged = True
             record.published.append(answer.json())
         else:
@@ -138,25 +148,36 @@ class Driver:
 
     async def _cancel(self, record: DriverRecord, saga_id: str) -> None:
         body = {"reason": "cancelled by the chaos driver"}
-        answer = await self._send("POST", f"/sagas/{saga_id}/cancel", body, repeatable=True)
+        answer = await self._send(
+            "POST", f"/sagas/{saga_id}/cancel", body, repeatable=True, avoid=record.started_via
+        )
         if isinstance(answer, str):
             record.gave_up = True
             return
+        answer, _ = answer
         record.cancel_status = answer.status_code
         if answer.status_code not in (202, 409):
             record.problems.append(f"cancel answered {answer.status_code}: {answer.text[:300]}")
 
     async def _send(
-        self, method: str, path: str, body: dict[str, Any], *, repeatable: bool
-    ) -> httpx.Response | str:
-        """The answer; retried through transport errors and 5xx if ``repeatable``, else only
-        while the request cannot have reached the server (or the service is at its limit)."""
-        assert self._client is not None
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any],
+        *,
+        repeatable: bool,
+        avoid: int | None = None,
+    ) -> tuple[httpx.Response, int] | str:
+        """The answer and the orchestrator (index) that gave it; retried through transport
+        errors and 5xx if ``repeatable``, else only while the request cannot have reached the
+        server (or the service is at its limit). Each try goes to the next orchestrator that
+        takes the connection (another than ``avoid`` first, when there are several)."""
+        assert self._spread is not None
         route = f"{method} {_ID.sub('/sagas/{id}', path)}"
         delay = 0.05
         while True:
             try:
-                response = await self._client.request(method, path, json=body)
+                response, via = await self._spread.request(method, path, json=body, avoid=avoid)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
                 self.answers[f"{route} refused"] += 1  # never reached the server
             except httpx.TransportError as exc:
@@ -169,10 +190,10 @@ class Driver:
                 if status >= 500 and status != 503:
                     self.unexpected.append(f"{route} {status}: {response.text[:300]}")
                 if status < 500:
-                    return response
+                    return response, via
                 overloaded = status == 503 and "overloaded" in response.text
                 if not (repeatable or overloaded):
-                    return response
+                    return response, via
             if trio.current_time() >= self._give_up_at:
                 return GAVE_UP
             await trio.sleep(delay)

@@ -1,6 +1,7 @@
 """The fault injector: strikes the planned faults at their offsets.
 
-Process faults (orchestrator SIGKILL, PostgreSQL and Redis restarts, stand-in stalls) come one
+Process faults (orchestrator SIGKILL, or with several orchestrators SIGKILL or SIGTERM of one of
+them; PostgreSQL and Redis restarts, stand-in stalls) come one
 after the other, each over before the next one starts; stand-in faults (failures, latency,
 hangs through its control API) are added beside them. :meth:`Injector.calm` ends every fault.
 """
@@ -55,7 +56,11 @@ class Injector:
         cluster = self.cluster
         match fault.kind:
             case plan.KILL_ORCHESTRATOR:
-                await cluster.orchestrator.kill(fault.seconds)
+                orchestrator = cluster.orchestrators.servers[fault.target]
+                if fault.variant == "sigterm":
+                    await orchestrator.terminate(fault.seconds)
+                else:
+                    await orchestrator.kill(fault.seconds)
             case plan.RESTART_POSTGRES:
                 await trio.to_thread.run_sync(cluster.postgres.stop, fault.variant)
                 await trio.sleep(fault.seconds)

@@ -181,6 +181,14 @@ def failed_step_left_its_effect(snap: Snapshot) -> None:
     )
 
 
+def effect_after_compensation(snap: Snapshot) -> None:
+    """A step's action landed after the saga's compensation had begun (a step the cancel did
+    not cut): the effect is left behind."""
+    snap.effects.append(
+        effect(8, "airtable.create_integration", f"{SAGA}:setup_airtable_integration", "i-1")
+    )
+
+
 def effect_lost(snap: Snapshot) -> None:
     del snap.effects[1]
 
@@ -290,6 +298,7 @@ BROKEN: list[tuple[Callable[[Snapshot], DriverRecord | None], str]] = [
     (acknowledged_but_missing, "acknowledged_starts_exist"),
     (api_disagrees, "api_agrees_with_store"),
     (cancel_not_honoured, "cancel_honoured"),
+    (effect_after_compensation, "no_effect_after_compensation"),
     (called_again_without_a_restart, "calls_explained"),
     (called_again_after_a_restart_outside_the_attempt, "calls_explained"),
     (undone_again_without_a_restart, "calls_explained"),
@@ -313,6 +322,7 @@ def test_a_broken_promise_is_reported(
 def test_a_failed_step_whose_repeat_the_stand_in_refused_against_its_contract_is_explained():
     snap = compensated_onboarding()
     failed_step_left_its_effect(snap)
+    snap.effects[-1]["seq"] = 3.5  # applied by the first call, before the saga compensated
     key = f"{SAGA}:setup_airtable_integration"
     # its first call applied it and was never answered (the orchestrator was killed); run
     # again after the restart, the call was refused by an injected fault
@@ -367,3 +377,32 @@ def test_answers_that_checked_nothing_while_sagas_were_planned_are_a_violation()
     invariants, _ = check(compensated_onboarding(), [planned_record()], answers={})
     [answers] = [i for i in invariants if i.name == "no_unexpected_5xx"]
     assert (0, 1) == (answers.checked, len(answers.violations))
+
+
+def resolved_in_doubt(resolution: str | None) -> Snapshot:
+    """The compensated onboarding, its last step in doubt instead of refused: its undo failed,
+    the saga parked, and an operator resolved it ``resolution`` (``None``: nobody did)."""
+    snap = compensated_onboarding()
+    history = snap.transitions[SAGA]
+    kinds = [kind for _, kind, _ in history]
+    at = kinds.index("StepFailed")
+    repair = [("StepAttemptFailed", {"step": 3})]
+    repair += [("CompensationStarted", {"step": 3}), ("CompensationFailed", {"step": 3})]
+    if resolution is not None:
+        repair.append(("StepResolved", {"step": 3, "resolution": resolution}))
+    rest = [(kind, data) for _, kind, data in history[at + 1 :]]
+    kinds_data = [(kind, data) for _, kind, data in history[:at]] + repair + rest
+    snap.transitions[SAGA] = [
+        (v, kind, {**data, "at": 1000.0 + v}) for v, (kind, data) in enumerate(kinds_data, 1)
+    ]
+    snap.sagas[SAGA]["version"] = len(kinds_data)
+    expected = {"applied": "completed", "not_applied": "skipped", None: "skipped"}[resolution]
+    snap.steps[SAGA][3] = {**step(3, "unknown", expected), "compensation_attempts": 1}
+    return snap
+
+
+def test_a_step_resolved_by_an_operator_is_expected_compensated_as_resolved() -> None:
+    assert {} == violations(resolved_in_doubt("not_applied"))
+    found = violations(resolved_in_doubt(None))  # skipped, but nobody said so
+    assert ["status_agrees_with_steps"] == sorted(found), found
+    assert "expected completed" in found["status_agrees_with_steps"][0]

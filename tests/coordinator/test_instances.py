@@ -18,6 +18,7 @@ from saga_orchestrator.coordinator.clock import TrioClock
 from saga_orchestrator.coordinator.coordinator import start_coordinator
 from saga_orchestrator.coordinator.definition import SagaDefinition, Step, StepContext
 from saga_orchestrator.coordinator.messages import CancelSaga
+from saga_orchestrator.coordinator.options import EngineOptions
 from saga_orchestrator.errors import SagaOwnedElsewhere, StoreUnavailable
 from saga_orchestrator.store.actor import start_store
 from saga_orchestrator.store.memory import MemoryBackend
@@ -72,10 +73,14 @@ async def instances(
 
 @asynccontextmanager
 async def engine(
-    definitions: Sequence[SagaDefinition], name: str, shared: MemoryBackend
+    definitions: Sequence[SagaDefinition],
+    name: str,
+    shared: MemoryBackend,
+    *,
+    options: EngineOptions = OPTIONS,
 ) -> AsyncIterator[Instance]:
     link = Link(shared)
-    options = attrs.evolve(OPTIONS, instance_name=name)
+    options = attrs.evolve(options, instance_name=name)
     async with open_actor_system() as system:
         store = await start_store(system, link)  # type: ignore[arg-type]
         ref, coordinator = await start_coordinator(
@@ -237,3 +242,125 @@ async def test_an_instance_that_lost_its_saga_stops_driving_it_without_a_crash(
     assert answer in ("compensating", "compensation_failed")
     assert final.status == answer or final.status == "compensation_failed"
     assert [] == [e for e in after if e.event_type == "SagaParked"]
+
+
+async def test_sagas_claimed_under_an_id_whose_lease_was_lost_are_left_to_the_new_id(
+    autojump_clock: Any,
+) -> None:
+    # z dies with a saga in flight; a, cut from the database at the same time, is retrying a
+    # look for orphans under its id when its lease ends and it registers again under a new
+    # one; the retried look then succeeds under the old id. The sagas it claimed must not run
+    # under the dead id (their actors would keep the new id's claim from starting its own:
+    # nobody would drive them): the new id takes them over.
+    rec = Recorder()
+    shared = shared_store()
+    definitions = [saga("slow", [step(rec, "s1"), step(rec, "s2", sleep=20), step(rec, "s3")])]
+    async with instances(definitions, ["z", "a"], shared) as (z, a):
+        saga_id = (await z.harness.start("slow")).saga.saga_id
+        while rec.names("action") != ["s1", "s2"]:
+            await trio.sleep(0.01)
+        old_id = a.coordinator.instance_id
+        z.link.down = a.link.down = True
+        await trio.sleep(2 * OPTIONS.instance_ttl)
+        a.link.down = False
+        final = await a.harness.wait_terminal(saga_id, limit=120)
+        new_id = a.coordinator.instance_id
+        assert (new_id, old_id != new_id) == (await owner_of(shared, saga_id), True)
+    assert "completed" == final.status
+
+
+class Stalled(Link):
+    """A link whose reads of saga histories wait for :attr:`reads_open` and whose renewals
+    fail while :attr:`renewals_down`."""
+
+    def __init__(self, inner: MemoryBackend) -> None:
+        super().__init__(inner)
+        self.reads_open = trio.Event()
+        self.renewals_down = False
+
+    def __getattr__(self, name: str) -> Any:
+        call = super().__getattr__(name)
+        if name == "read_streams":
+
+            async def read(*args: Any) -> Any:
+                await self.reads_open.wait()
+                return await call(*args)
+
+            return read
+        if name == "renew_instance":
+
+            async def renew(*args: Any) -> Any:
+                if self.renewals_down:
+                    raise StoreUnavailable("the heartbeat does not get through")
+                return await call(*args)
+
+            return renew
+        return call
+
+
+async def test_an_instance_that_lost_its_lease_starts_no_saga_it_had_claimed(
+    autojump_clock: Any,
+) -> None:
+    """Its recovery claimed a saga, then the lease was lost while the histories were read: no
+    actor may start under the ended registration (it would run steps of a saga that is
+    another's as soon as that registration expires). The saga is resumed later, by a claim
+    under the new registration."""
+    rec = Recorder()
+    shared = shared_store()
+    definitions = [saga("slow", [step(rec, "s1", sleep=1000, compensation_safe_if_unknown=True)])]
+    async with engine(definitions, "x", shared) as x:  # leaves an unowned saga on shutdown
+        saga_id = (await x.harness.start("slow")).saga.saga_id
+        while rec.names("action") != ["s1"]:
+            await trio.sleep(0.01)
+    assert await owner_of(shared, saga_id) is None
+    link = Stalled(shared)
+    options = attrs.evolve(OPTIONS, instance_name="a")
+    async with open_actor_system() as system:
+        store = await start_store(system, link)  # type: ignore[arg-type]
+        _, a = await start_coordinator(
+            system, SagaCatalog(definitions), store, options=options, clock=TrioClock()
+        )
+        while await owner_of(shared, saga_id) is None:  # claimed; its history is being read
+            await trio.sleep(0.01)
+        first = a.instance_id
+        link.renewals_down = True
+        while a.lease.stats.lost == 0:
+            await trio.sleep(0.01)
+        link.renewals_down = False
+        link.reads_open.set()
+        await a.ready.wait()
+        await trio.sleep(0.1)
+        assert [] == [lease for lease in a.sagas.leases.values() if lease.instance_id == first]
+        assert ["s1"] == rec.names("action")  # not run again under the lost lease
+        while rec.names("action") == ["s1"]:  # the new registration claims it once the old
+            await trio.sleep(0.1)  # one has expired
+        assert a.instance_id == await owner_of(shared, saga_id) != first
+        assert trio.current_time() >= OPTIONS.instance_ttl
+
+
+async def test_a_dead_instances_sagas_are_shared_out_among_the_survivors(
+    autojump_clock: Any,
+) -> None:
+    rec = Recorder()
+    shared = shared_store()
+    definitions = [saga("slow", [step(rec, "s1", sleep=1000, compensation_safe_if_unknown=True)])]
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(engine(definitions, "a", shared))
+        for _ in range(40):
+            await a.harness.start("slow")
+        small = attrs.evolve(OPTIONS, claim_batch=5)  # the share, not one batch, bounds a look
+        b, c = [
+            await stack.enter_async_context(engine(definitions, n, shared, options=small))
+            for n in "bc"
+        ]
+        await trio.sleep(2 * OPTIONS.heartbeat_interval)  # every heartbeat has read all three
+        a.link.down = True  # a is gone: its 40 sagas are orphans once its leases end
+        while (
+            b.coordinator.ownership.claims["failover"] + c.coordinator.ownership.claims["failover"]
+            < 40
+        ):
+            await trio.sleep(0.1)
+        taken = [x.coordinator.ownership.claims["failover"] for x in (b, c)]
+        a.link.down = False
+    assert 40 == sum(taken)
+    assert min(taken) >= 10, taken  # each took a share, not one of them all

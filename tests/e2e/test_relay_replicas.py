@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from saga_orchestrator.bus import BusMessage
 from tests.support.pg import pg_fetch
 
 from ..bus.test_relay_crash import on_stream
-from ..support.server import API_KEY, free_port, server_log, server_process, wait_ready
+from ..support.processes import ServerProcess, SpreadClient, open_replicas
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -34,7 +34,6 @@ BATCH = 20
 """``RELAY_BATCH_SIZE``: small, so that the duplicate bound means something."""
 EVENTS = 300
 SAGAS = 30
-START_WITHIN = 60.0
 SETTLE_WITHIN = 60.0
 LIFECYCLE_PER_SAGA = 4
 """``test_two_steps``: saga.started, saga.step.completed twice, saga.completed."""
@@ -43,7 +42,7 @@ LIFECYCLE_PER_SAGA = 4
 @attrs.define
 class Replica:
     name: str
-    process: trio.Process
+    server: ServerProcess
     client: httpx.AsyncClient
 
     async def health(self) -> dict[str, Any]:
@@ -70,7 +69,7 @@ async def replicas(
     tmp_path: Path, pg_dsn: str, redis_url: str, redis_prefix: str
 ) -> AsyncIterator[tuple[list[Replica], dict[str, str]]]:
     """Three servers on one database and one Redis (streams under ``redis_prefix``), ready;
-    killed at the end. Also yields the stream names by topic role."""
+    stopped at the end. Also yields the stream names by topic role."""
     streams = {"events": f"{redis_prefix}events", "lifecycle": f"{redis_prefix}lifecycle"}
     env = {
         "DATABASE_URL": pg_dsn,
@@ -87,28 +86,17 @@ async def replicas(
         "INSTANCE_EXPIRY_SECONDS": "2",
         "FAILOVER_SCAN_SECONDS": "0.5",
     }
-    async with AsyncExitStack() as stack:
-        started: list[Replica] = []
-        for n in range(REPLICAS):
-            port = free_port()
-            name = f"replica-{n}.log"
-            process = await stack.enter_async_context(
-                server_process(tmp_path, log_name=name, PORT=str(port), **env)
-            )
-            client = await stack.enter_async_context(
-                httpx.AsyncClient(
-                    base_url=f"http://127.0.0.1:{port}",
-                    headers={"X-API-Key": API_KEY},
-                    timeout=10,
-                )
-            )
-            started.append(Replica(name, process, client))
-        for replica in started:
-            try:
-                await wait_ready(replica.client, START_WITHIN)
-            except trio.TooSlowError:
-                pytest.fail(f"{replica.name} did not start:\n{server_log(tmp_path, replica.name)}")
-        yield started, streams
+    async with (
+        open_replicas(tmp_path, env, REPLICAS) as running,
+        SpreadClient(running.urls, timeout=10) as spread,
+    ):
+        yield (
+            [
+                Replica(server.name, server, client)
+                for server, client in zip(running.servers, spread.clients, strict=True)
+            ],
+            streams,
+        )
 
 
 async def publish(replica: Replica, traffic: Traffic, event_id: str, *, dying: bool) -> None:
@@ -216,9 +204,8 @@ async def test_a_standby_takes_over_from_a_killed_leader_and_nothing_is_lost(
         async with trio.open_nursery() as nursery:  # the kill comes while all three publish
             nursery.start_soon(lambda: send(running, traffic, "during", EVENTS // 2, dying=leader))
             await trio.sleep(0.3)
-            leader.process.kill()  # SIGKILL
             killed_at = time.time()
-        await leader.process.wait()
+            await leader.server.kill_for_good()  # SIGKILL
         await send(survivors, traffic, "after", EVENTS // 2, dying=None)
         outbox = await settled(survivors[0], traffic, pg_dsn)
         counts = await stream_counts(redis_url, streams)

@@ -17,6 +17,7 @@ from saga_orchestrator.http.openapi import (
     build_document,
     check_documented,
     documented_routes,
+    is_ui_path,
     openapi_path,
     operation,
     render_html,
@@ -56,13 +57,16 @@ async def test_every_route_is_in_the_document_and_every_operation_is_a_route() -
     routes = {(method.lower(), openapi_path(rule)) for rule, method, _ in documented_routes(app)}
     operations = {(method, path) for path, item in document["paths"].items() for method in item}
     assert routes == operations
-    # What Quart routes, less its automatic HEAD and OPTIONS, is what was compared.
+    # What Quart routes, less its automatic HEAD and OPTIONS and the dashboard's pages (not the
+    # API: see saga_orchestrator.ui), is what was compared.
     served = {
         (method.lower(), openapi_path(rule))
         for rule in app.url_map.iter_rules()
         for method in rule.methods - {"HEAD", "OPTIONS"}
     }
-    assert served == routes
+    pages = {(method, path) for method, path in served if is_ui_path(path)}
+    assert ("get", "/ui/") in pages
+    assert served - pages == routes
     assert 20 <= len(routes)
 
 
@@ -228,3 +232,19 @@ def test_a_class_used_twice_is_described_once() -> None:
     assert {"type": "string", "maxLength": 3, "description": "A name."} == builder.components[
         "Inner"
     ]["properties"]["name"]
+
+
+async def test_the_docs_page_renders_schemas_examples_statuses_and_authentication() -> None:
+    async with open_api(settings=Settings(environment="test", api_key="k")) as api:
+        page = (await (await api.client.get("/docs")).get_data()).decode()
+    start = page[page.index('id="op-start_saga"') :]
+    start = start[: start.index("</section>")]
+    assert "<code>X-API-Key</code>" in start  # how it is authenticated
+    assert '<a href="#schema-StartSagaRequest">StartSagaRequest</a>' in start
+    assert '"saga_type": "string"' in start.replace("&quot;", '"')  # an example body
+    for status in ("202", "200", "401", "409", "422", "503"):
+        assert f"<td>{status}</td>" in start
+    assert "<code>Idempotency-Key</code>" in start
+    assert "`" not in page  # backticks are rendered as code
+    assert 'id="schema-SagaView"' in page
+    assert "Authentication: none (public)." in page  # the health probes

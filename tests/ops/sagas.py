@@ -1,5 +1,6 @@
-"""Saga types for the command-line tests: the second step of one is refused, of the other has
-a bug (``KeyError``, not retried), so both compensate.
+"""Saga types for the command-line tests: one whose second step is refused, so it
+compensates, one whose second step has a bug (``KeyError``, not retried), so it
+compensates too, and ``test_in_doubt`` (parks when cancelled during its charge).
 
 Loaded with ``SAGA_MODULES=tests.support.sagas,tests.ops.sagas``.
 """
@@ -17,6 +18,7 @@ from saga_orchestrator.coordinator.definition import (
     Step,
     StepContext,
 )
+from tests.support.sagas import IN_DOUBT
 
 
 @attrs.frozen
@@ -63,4 +65,4 @@ BUGGY = SagaDefinition(
     ],
 )
 
-SAGAS = [REFUSED, BUGGY]
+SAGAS = [REFUSED, BUGGY, IN_DOUBT]

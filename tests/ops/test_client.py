@@ -229,6 +229,19 @@ def test_list_filters_by_what_names_a_saga_and_several_statuses(cli: Cli) -> Non
     assert EXIT_USAGE == bad.code and "created_before" in bad.err
 
 
+def test_sagas_wait_prints_the_ended_saga_and_exits_by_its_status(cli: Cli) -> None:
+    started = cli("sagas", "start", "test_slow", "--data", '{"seconds": 0.5}', "-q")
+    waited = cli("sagas", "wait", started.out.strip())
+    assert (EXIT_OK, True) == (waited.code, "status           completed" in waited.out), waited
+    refused = cli("sagas", "start", "ops_refused", "--data", '{"name": "y"}', "-q")
+    assert EXIT_NOT_COMPLETED == cli("sagas", "wait", refused.out.strip()).code
+    slow = cli("sagas", "start", "test_slow", "--data", '{"seconds": 60}', "-q").out.strip()
+    gave_up = cli("sagas", "wait", slow, "--wait-timeout", "1")
+    assert EXIT_WAIT_TIMEOUT == gave_up.code
+    assert f"saga {slow} is running" in gave_up.err
+    assert EXIT_OK == cli("sagas", "cancel", slow).code
+
+
 def test_not_found_and_usage_errors(cli: Cli, tmp_path: Path) -> None:
     missing = cli("sagas", "show", "00000000-0000-0000-0000-000000000000")
     assert EXIT_NOT_FOUND == missing.code

@@ -43,9 +43,30 @@ async def test_an_instance_is_live_until_its_leases_end(backend: StoreBackend) -
     assert ["a"] == [i.instance_id for i in live]
     assert {"host": "h1", "pid": 1} == live[0].info
     assert live[0].expires_at > live[0].heartbeat_at
-    assert await backend.renew_instance("b", LIVE)  # it is back in time
-    assert ["a", "b"] == [i.instance_id for i in await backend.live_instances()]
     assert not await backend.renew_instance("nobody", LIVE)
+
+
+async def test_an_instance_whose_leases_ended_cannot_renew_them(backend: StoreBackend) -> None:
+    """Its sagas may have been claimed meanwhile: a renewal that went through would let it go
+    on driving them (running their steps) without noticing."""
+    await backend.register_instance("late", {}, DEAD)
+    assert not await backend.renew_instance("late", LIVE)
+    assert [] == await backend.live_instances()
+    await backend.register_instance("late", {}, LIVE)  # registering again is how it comes back
+    assert await backend.renew_instance("late", LIVE)
+
+
+async def test_sagas_of_an_instance_whose_row_is_gone_are_claimed(backend: StoreBackend) -> None:
+    """A new saga committed by an instance after the dead were forgotten (its batch was in
+    flight when its leases ended) has an owner with no row: it is an orphan like any other."""
+    await backend.register_instance("ghost", {}, LIVE)
+    await started(backend, "s1", "ghost")
+    await backend.deregister_instance("ghost")
+    await started(backend, "s2", "ghost")  # committed after the ghost's row went
+    await backend.register_instance("b", {}, LIVE)
+    claimed = await backend.claim_orphans("b", 10)
+    assert {("s1", None), ("s2", "ghost")} == {(c.saga_id, c.previous_owner) for c in claimed}
+    assert ("b", 2, True) == await backend.saga_owner("s2")
 
 
 async def test_a_new_saga_is_owned_by_the_lease_it_was_created_with(
@@ -101,7 +122,7 @@ async def test_an_append_by_an_instance_that_lost_the_saga_is_fenced(
     assert isinstance(taken, AppendResult) and 2 == taken.version
     assert ("b", 2, True) == await backend.saga_owner("s1")
     # a came back, but the saga stays b's: a's epoch is old whatever a's liveness
-    await backend.renew_instance("a", LIVE)
+    await backend.register_instance("a", {}, LIVE)
     (again,) = await backend.commit([leased(saga, Lease("a", 1), expected=2)])
     assert isinstance(again, LeaseLost)
 
@@ -256,3 +277,17 @@ async def test_a_command_wakes_its_owner_at_once(backend: StoreBackend) -> None:
         await trio.sleep(0.05)
         await backend.send_command(SagaCommand(saga_id="s1", kind="cancel"), "a")
     assert woke_after[0] < 10  # not the 30 s the wait would last without a wake-up
+
+
+async def test_the_orphans_are_counted_as_a_claim_would_take_them(backend: StoreBackend) -> None:
+    await backend.register_instance("live", {}, LIVE)
+    await backend.register_instance("dead", {}, LIVE)
+    await started(backend, "of-live", "live")
+    await started(backend, "of-dead", "dead")
+    await started(backend, "done", "dead", status="completed")
+    await started(backend, "of-ghost", "ghost")  # no instance row at all
+    assert 1 == await backend.count_orphans()
+    await backend.renew_instance("dead", DEAD)  # its leases end
+    assert 2 == await backend.count_orphans()
+    await backend.claim_orphans("live", 10)
+    assert 0 == await backend.count_orphans()

@@ -16,6 +16,7 @@ from saga_orchestrator.coordinator.catalog import SagaCatalog
 from saga_orchestrator.coordinator.coordinator import Coordinator, start_coordinator
 from saga_orchestrator.coordinator.definition import SagaDefinition
 from saga_orchestrator.coordinator.options import EngineOptions
+from saga_orchestrator.coordinator.saga_waiters import SagaWaiters
 from saga_orchestrator.http.app import ApiDeps, create_app
 from saga_orchestrator.store.actor import start_store
 from saga_orchestrator.store.memory import MemoryBackend
@@ -45,16 +46,20 @@ async def open_api(
     sagas: Sequence[SagaDefinition] = SAGAS,
     command_timeout: float = 5.0,
     health_timeout: float = 2.0,
+    wire_waiters: bool = True,
 ) -> AsyncIterator[Api]:
-    """Run a store and a coordinator over ``backend`` (default: in memory) and the app."""
+    """Run a store and a coordinator over ``backend`` (default: in memory) and the app.
+    ``wire_waiters=False``: the long polls hear nothing from this engine, as when another
+    instance drives the sagas."""
     backend = backend if backend is not None else MemoryBackend()
     catalog = SagaCatalog(sagas)
     await backend.open()
     try:
         async with open_actor_system(shutdown_grace=0.5) as system:
             store = await start_store(system, backend)
+            waiters = SagaWaiters() if wire_waiters else None
             ref, coordinator = await start_coordinator(
-                system, catalog, store, options=options or EngineOptions()
+                system, catalog, store, options=options or EngineOptions(), observer=waiters
             )
             deps = ApiDeps(
                 coordinator=ref,
@@ -63,6 +68,7 @@ async def open_api(
                 settings=settings or Settings(environment="test"),
                 command_timeout=command_timeout,
                 health_timeout=health_timeout,
+                waiters=waiters or SagaWaiters(),
             )
             app = create_app(deps)
             yield Api(

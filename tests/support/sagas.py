@@ -114,3 +114,36 @@ PARKS = SagaDefinition(
     ],
 )
 """Not in :data:`SAGAS`: for servers run with ``COMPENSATION_RETRY_ATTEMPTS=1``."""
+
+
+@attrs.frozen
+class InDoubtInput:
+    seconds: float = 30.0
+
+
+async def _charge(ctx: StepContext) -> dict[str, Any]:
+    await trio.sleep(ctx.input.seconds)
+    return {"charged": True}
+
+
+async def _refund(ctx: StepContext) -> None:
+    return None
+
+
+async def _confirm_charge(ctx: StepContext) -> dict[str, Any]:
+    return {"confirmed": True}
+
+
+IN_DOUBT = SagaDefinition(
+    name="test_in_doubt",
+    version=1,
+    input_type=InDoubtInput,
+    description="Prepares, then charges for `seconds`; its refund is not declared safe when "
+    "the charge is in doubt, so a cancel during the charge parks the saga on it.",
+    steps=[
+        Step(name="prepare", action=_prepare, compensation=_undo_prepare),
+        Step(name="charge", action=_charge, compensation=_refund, timeout=3600.0),
+        Step(name="confirm", action=_confirm_charge),
+    ],
+)
+"""Not in :data:`SAGAS`: for the operator actions' tests."""

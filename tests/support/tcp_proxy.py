@@ -1,4 +1,5 @@
-"""A loopback TCP proxy that a test can cut (refuse and drop every connection) and restore."""
+"""A loopback TCP proxy that a test can cut (refuse and drop every connection) and restore; with
+several targets, a balancer (each connection to the next target that accepts it)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import trio
 
 
 class TcpProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
+    def __init__(self, target_host: str, target_port: int, *more: tuple[str, int]) -> None:
+        self.targets = [(target_host, target_port), *more]
+        self._turn = 0
         self.port = 0
         self._up = True
         self._connections: set[trio.CancelScope] = set()
@@ -32,7 +34,7 @@ class TcpProxy:
             with trio.CancelScope() as scope:
                 self._connections.add(scope)
                 try:
-                    upstream = await trio.open_tcp_stream(*self.target)
+                    upstream = await self._connect()
                     async with upstream, trio.open_nursery() as nursery:
                         nursery.start_soon(_pipe, client, upstream, nursery.cancel_scope)
                         nursery.start_soon(_pipe, upstream, client, nursery.cancel_scope)
@@ -40,6 +42,19 @@ class TcpProxy:
                     pass
                 finally:
                     self._connections.discard(scope)
+
+    async def _connect(self) -> trio.SocketStream:
+        """A connection to the next target that accepts one (the last error if none does)."""
+        error: OSError | None = None
+        for _ in self.targets:
+            target = self.targets[self._turn % len(self.targets)]
+            self._turn += 1
+            try:
+                return await trio.open_tcp_stream(*target)
+            except OSError as exc:
+                error = exc
+        assert error is not None
+        raise error
 
 
 async def _pipe(source: trio.SocketStream, sink: trio.SocketStream, done: trio.CancelScope) -> None:
@@ -52,8 +67,11 @@ async def _pipe(source: trio.SocketStream, sink: trio.SocketStream, done: trio.C
 
 
 @asynccontextmanager
-async def open_tcp_proxy(target_host: str, target_port: int) -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy(target_host, target_port)
+async def open_tcp_proxy(
+    target_host: str, target_port: int, *more: tuple[str, int]
+) -> AsyncIterator[TcpProxy]:
+    """A proxy to the target (to each of the targets in turn) on a free loopback port."""
+    proxy = TcpProxy(target_host, target_port, *more)
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio.serve_tcp, proxy._handle, 0, host="127.0.0.1"))
         proxy.port = listeners[0].socket.getsockname()[1]

@@ -79,6 +79,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="sagas (http: requests per phase) run first and not counted "
         "(default: N/10, at most 200; recovery has none)",
     )
+    parser.add_argument(
+        "--instances",
+        type=_count,
+        default=None,
+        help="server processes on one PostgreSQL database: saga-4 through N servers (the "
+        "aggregate), failover's servers (default 3)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per workload line")
     parser.add_argument(
         "--database-url",
@@ -113,8 +120,16 @@ def format_result(result: Result) -> str:
     return result.line()
 
 
-def _runner(kind: str) -> Runner:
-    """The function that runs workloads of ``kind`` (imported only when needed)."""
+def _runner(kind: str, instances: int | None = None) -> Runner:
+    """The function that runs workloads of ``kind`` (imported only when needed); with
+    ``instances``, through that many server processes (:mod:`.instances`)."""
+    if kind == "failover" or (instances is not None and kind == "drive"):
+        from functools import partial
+
+        from .instances import run_failover, run_instances
+
+        run = run_failover if kind == "failover" else run_instances
+        return partial(run, instances=instances or 3)
     if kind == "wait":
         from .wait import run_wait
 
@@ -187,7 +202,7 @@ def _run_all(
                 workload = WORKLOADS[name]
                 n = args.n or workload.default_n
                 warmup = min(200, n // 10) if args.warmup is None else args.warmup
-                result = await _runner(workload.kind)(
+                result = await _runner(workload.kind, args.instances)(
                     workload,
                     target,
                     settings,

@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -125,10 +125,14 @@ async def _stop(server: ServerProcess, note: Callable[[str], None], *, reported:
 
 @asynccontextmanager
 async def server_process(
-    store: FreshStore, settings: Settings, *, note: Callable[[str], None] = print
+    store: FreshStore,
+    settings: Settings,
+    *,
+    note: Callable[[str], None] = print,
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[ServerProcess]:
     """The service running over ``store`` until the ``async with`` ends, ready (``GET
-    /health/ready`` answered 200) when the body starts."""
+    /health/ready`` answered 200) when the body starts; ``env``: settings of its own."""
     if store.kind == MEMORY:
         command = [sys.executable, "-m", "saga_orchestrator.bench.http_server"]
         database_url = ""
@@ -137,7 +141,7 @@ async def server_process(
         database_url = store.url
     api_key = secrets.token_urlsafe(24)
     port = _free_port()
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     env.update(
         DATABASE_URL=database_url,
         HOST=HOST,

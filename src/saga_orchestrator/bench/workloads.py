@@ -210,6 +210,15 @@ _TABLE: tuple[tuple[str, str, SagaDefinition, str, int, int | None, str], ...] =
         None,
         "the real server: N GET /health/live, then N POST /sagas/start",
     ),
+    (
+        "failover",
+        "failover",
+        SAGA_WAIT,
+        "running",
+        1000,
+        None,
+        "N sagas parked on one of --instances servers (3), SIGKILLed: claim and resume times",
+    ),
 )
 
 WORKLOADS: dict[str, Workload] = {

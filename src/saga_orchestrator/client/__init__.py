@@ -1,5 +1,6 @@
-"""The command-line client of a running service: ``saga-orchestrator sagas ...``,
-``events ...``, ``health`` and ``wait-ready``.
+"""The client of a running service: a library for other services (:class:`SagaClient`, async
+on trio or asyncio, and :class:`SyncSagaClient`; docs/client.md) and the command line
+``saga-orchestrator sagas ...``, ``events ...``, ``health`` and ``wait-ready``.
 
 The base URL comes from ``--url``, else ``SAGA_ORCHESTRATOR_URL``, else the service's own
 ``HOST`` and ``PORT`` (a wildcard ``HOST`` meaning ``127.0.0.1``); the API key from
@@ -18,7 +19,7 @@ where the service is), :mod:`._paging`, :mod:`._output`; the ``sagas`` group in
 
 from __future__ import annotations
 
-from typing import Any
+import typing
 
 from . import _events, _ready, _sagas
 from ._api import EXIT_CONFLICT as EXIT_CONFLICT
@@ -31,17 +32,32 @@ from ._api import EXIT_USAGE as EXIT_USAGE
 from ._api import EXIT_WAIT_TIMEOUT as EXIT_WAIT_TIMEOUT
 from ._api import ApiClient as ApiClient
 from ._api import ClientError as ClientError
+from ._api import Conflict as Conflict
+from ._api import NotFound as NotFound
+from ._api import SagaNotCompleted as SagaNotCompleted
+from ._api import ServiceError as ServiceError
+from ._api import UsageError as UsageError
+from ._api import WaitTimedOut as WaitTimedOut
 from ._command import API_KEY_ENVS as API_KEY_ENVS
 from ._command import URL_ENV as URL_ENV
 from ._command import api_key_of as api_key_of
-from ._command import connection_options
+from ._command import connection_options as _connection_options
 from ._command import service_url as service_url
+from ._models import ENDED as ENDED
+from ._models import TERMINAL as TERMINAL
+from ._models import Accepted as Accepted
+from ._models import Event as Event
+from ._models import Saga as Saga
+from ._models import SagaStep as SagaStep
 from ._ready import wait_until_ready as wait_until_ready
+from ._saga_client import SagaClient as SagaClient
+from ._saga_client import SyncSagaClient as SyncSagaClient
 from ._saga_start import start_saga as start_saga
 from ._saga_start import wait_for_end as wait_for_end
 
 __all__ = [
     "API_KEY_ENVS",
+    "ENDED",
     "EXIT_CONFLICT",
     "EXIT_ERROR",
     "EXIT_INTERRUPTED",
@@ -50,9 +66,22 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "EXIT_WAIT_TIMEOUT",
+    "TERMINAL",
     "URL_ENV",
+    "Accepted",
     "ApiClient",
     "ClientError",
+    "Conflict",
+    "Event",
+    "NotFound",
+    "Saga",
+    "SagaClient",
+    "SagaNotCompleted",
+    "SagaStep",
+    "ServiceError",
+    "SyncSagaClient",
+    "UsageError",
+    "WaitTimedOut",
     "api_key_of",
     "register",
     "service_url",
@@ -62,11 +91,11 @@ __all__ = [
 ]
 
 
-def register(commands: Any) -> None:
+def register(commands: typing.Any) -> None:
     """Add the ``sagas`` and ``events`` command groups, ``health`` and ``wait-ready`` to
     ``commands`` (the subparsers of the ``saga-orchestrator`` parser). Each leaf command sets
     ``handler``: ``args -> exit code``."""
-    common = connection_options()
+    common = _connection_options()
     _sagas.register(commands, common)
     _events.register(commands, common)
     _ready.register(commands, common)

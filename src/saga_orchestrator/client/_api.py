@@ -1,183 +1,26 @@
-"""A small synchronous client of the service's REST API, and the errors a command exits with.
-
-httpx's errors and the API's error responses are translated here, at the one place where they
-enter, into :class:`ClientError` subclasses that carry the command's exit code::
-
-    ClientError               (exit 1)
-     ├── ServiceError         (exit 1) a 5xx answer, or a network problem
-     ├── UsageError           (exit 2) bad arguments, a 4xx the caller can fix, a rejected key
-     ├── NotFound             (exit 3) a 404
-     ├── Conflict             (exit 4) a 409
-     ├── SagaNotCompleted     (exit 5) ``--wait``: the saga ended without completing
-     └── WaitTimedOut         (exit 6) ``--wait``: the saga was still going at --wait-timeout
-"""
+"""The command line's client: the library's :class:`SyncSagaClient` with raw JSON requests for
+printing. Its errors are those of :mod:`._errors` (re-exported here)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Mapping
 from typing import Any
 
 import httpx
 
-from saga_orchestrator import __version__
-from saga_orchestrator.errors import SagaOrchestratorError
+from . import _errors
+from . import _operations as ops
+from ._errors import *  # noqa: F403 (the command modules import the errors from here too)
+from ._saga_client import SyncSagaClient
 
-__all__ = [
-    "EXIT_CONFLICT",
-    "EXIT_ERROR",
-    "EXIT_INTERRUPTED",
-    "EXIT_NOT_COMPLETED",
-    "EXIT_NOT_FOUND",
-    "EXIT_OK",
-    "EXIT_USAGE",
-    "EXIT_WAIT_TIMEOUT",
-    "ApiClient",
-    "ClientError",
-    "Conflict",
-    "NotFound",
-    "SagaNotCompleted",
-    "ServiceError",
-    "UsageError",
-    "WaitTimedOut",
-]
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
-EXIT_CONFLICT = 4
-EXIT_NOT_COMPLETED = 5
-EXIT_WAIT_TIMEOUT = 6
-EXIT_INTERRUPTED = 130
-
-API_KEY_HEADER = "X-API-Key"
-_KEY_SOURCES = "the API key comes from --api-key, SAGA_ORCHESTRATOR_API_KEY or API_KEY"
-
-
-class ClientError(SagaOrchestratorError):
-    """A command failed; ``exit_code`` says how, ``str()`` says what for a person."""
-
-    exit_code = EXIT_ERROR
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        """The API's ``error.code`` when the error is an answer of the service."""
-
-
-class ServiceError(ClientError):
-    """The service answered 5xx, or could not be reached."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str | None = None,
-        retryable: bool = False,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message, code=code)
-        self.retryable = retryable
-        """A 503, or no answer: the same request may succeed later (send it again with the
-        same idempotency key, if it creates something)."""
-        self.retry_after = retry_after
-        """The answer's ``Retry-After`` seconds, if it gave one."""
-
-
-class UsageError(ClientError, ValueError):
-    """The request was wrong: arguments, body, or the API key."""
-
-    exit_code = EXIT_USAGE
-
-
-class NotFound(ClientError, LookupError):
-    exit_code = EXIT_NOT_FOUND
-
-
-class Conflict(ClientError):
-    """The saga (or stream) is not in a state that allows the request."""
-
-    exit_code = EXIT_CONFLICT
-
-
-class SagaNotCompleted(ClientError):
-    exit_code = EXIT_NOT_COMPLETED
-
-
-class WaitTimedOut(ClientError, TimeoutError):
-    exit_code = EXIT_WAIT_TIMEOUT
-
-
-def _error_of(response: httpx.Response) -> dict[str, Any]:
-    """The ``error`` object of an error body (empty when the body has none)."""
-    try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
-        return {}
-    return error if isinstance(error, dict) else {}
-
-
-def _describe(response: httpx.Response) -> str:
-    """``HTTP 409 saga_state_conflict: message`` and one line per field error."""
-    code, message, details = "", response.reason_phrase, []
-    error = _error_of(response)
-    if error:
-        code = str(error.get("code") or "")
-        message = str(error.get("message") or message)
-        details = error.get("details") or []
-    lines = [f"HTTP {response.status_code}{' ' + code if code else ''}: {message}"]
-    for item in details if isinstance(details, list) else []:
-        if isinstance(item, dict):
-            lines.append(f"  {item.get('field', '')}: {item.get('message', '')}")
-    available = error.get("available_types")
-    if available:
-        lines.append(f"  available saga types: {', '.join(map(str, available))}")
-    key = error.get("idempotency_key")
-    if key:
-        lines.append(f"  idempotency key: {key}")
-    retry_after = response.headers.get("Retry-After")
-    if retry_after:
-        lines.append(f"  retry after {retry_after} s")
-    return "\n".join(lines)
-
-
-def error_for(response: httpx.Response) -> ClientError:
-    """The error for an answer that is not a success."""
-    text = _describe(response)
-    code = _error_of(response).get("code")
-    code = code if isinstance(code, str) else None
-    status = response.status_code
-    if status == 404:
-        return NotFound(text, code=code)
-    if status == 409:
-        return Conflict(text, code=code)
-    if status in (401, 403):
-        return UsageError(f"{text}\n  ({_KEY_SOURCES})", code=code)
-    if 400 <= status < 500:
-        return UsageError(text, code=code)
-    return ServiceError(
-        text,
-        code=code,
-        retryable=status == 503,
-        retry_after=_seconds(response.headers.get("Retry-After")),
-    )
-
-
-def _seconds(text: str | None) -> float | None:
-    """A ``Retry-After`` in seconds (an HTTP date is not used here), else ``None``."""
-    try:
-        seconds = float(text) if text is not None else None
-    except ValueError:
-        return None
-    return seconds if seconds is not None and 0 <= seconds < 3600 else None
+__all__ = ["ApiClient", *_errors.__all__]
 
 
 class ApiClient:
-    """The REST API at ``base_url``; each method returns the decoded JSON body.
-
-    The API key is sent as ``X-API-Key`` and appears in no message this class makes.
-    """
+    """The REST API at ``base_url`` for the command line: requests answered with their decoded
+    JSON, sent by the library's client (:attr:`sagas`: its pool, its retries, its errors),
+    whose typed methods the commands use too. The API key is sent as ``X-API-Key`` and
+    appears in no message this class makes."""
 
     def __init__(
         self,
@@ -185,15 +28,12 @@ class ApiClient:
         *,
         api_key: str | None = None,
         timeout: float = 10.0,
+        retries: int = 3,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        headers = {"User-Agent": f"saga-orchestrator-cli/{__version__}"}
-        if api_key:
-            headers[API_KEY_HEADER] = api_key
-        self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
-        )
+        self.sagas = SyncSagaClient(base_url, api_key=api_key or "", timeout=timeout,
+                                    retries=retries, transport=transport)  # fmt: skip
+        self.base_url = self.sagas.base_url
 
     def __enter__(self) -> ApiClient:
         return self
@@ -202,7 +42,7 @@ class ApiClient:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        self.sagas.close()
 
     def request(
         self,
@@ -215,29 +55,7 @@ class ApiClient:
     ) -> Any:
         """Send one request; raises :class:`ClientError` unless the answer is a 2xx (or its
         status is in ``also_ok``: a body that says something, such as ``/health``'s 503)."""
-        query = {k: v for k, v in (params or {}).items() if v is not None}
-        try:
-            response = self._http.request(method, path, params=query, json=body)
-        except httpx.TimeoutException:
-            raise ServiceError(
-                f"{self.base_url} did not answer {method} {path} in time", retryable=True
-            ) from None
-        except httpx.TransportError as exc:
-            raise ServiceError(
-                f"cannot reach {self.base_url} ({type(exc).__name__}: {exc}); is the service "
-                "running? (--url or SAGA_ORCHESTRATOR_URL)",
-                retryable=True,
-            ) from None
-        if not response.is_success and response.status_code not in also_ok:
-            raise error_for(response)
-        if not response.content:
-            return None
-        try:
-            return response.json()
-        except json.JSONDecodeError:
-            raise ServiceError(
-                f"{method} {path} answered {response.status_code} with a body that is not JSON"
-            ) from None
+        return self.sagas._run(ops.raw(method, path, body=body, params=params, accept=also_ok))
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)

@@ -1,6 +1,6 @@
 """``saga-orchestrator sagas start``: start a saga (``POST /sagas/start``) with an
 idempotency key of the CLI's own, retried with that key after a 503 or a lost answer, and
-``--wait`` for its end (polling ``GET /sagas/{id}``)."""
+``--wait`` for its end (long polls of ``GET /sagas/{id}/wait``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-from ._api import EXIT_OK, ApiClient, SagaNotCompleted, ServiceError, UsageError, WaitTimedOut
+from . import _operations as ops
+from ._api import EXIT_OK, ApiClient, SagaNotCompleted, ServiceError, UsageError
 from ._command import json_argument
 from ._output import emit, json_text, key_values
 from ._saga_reads import saga_path, saga_text
@@ -25,6 +26,7 @@ __all__ = [
     "start",
     "start_saga",
     "wait_for_end",
+    "wait_saga",
 ]
 
 TERMINAL = ("completed", "compensated", "cancelled", "timed_out")
@@ -106,11 +108,25 @@ def start(api: ApiClient, args: argparse.Namespace) -> int:
                 ]
             )
         )
-    if args.wait and saga["status"] != "completed":
+    if args.wait:
+        _completed(saga)
+    return EXIT_OK
+
+
+def wait_saga(api: ApiClient, args: argparse.Namespace) -> int:
+    """``sagas wait ID``: print the saga once it has ended."""
+    saga = api.get(saga_path(args.saga_id))
+    saga = wait_for_end(api, saga, timeout=args.wait_timeout, progress=sys.stderr)
+    emit(json_text(saga) if args.json else saga_text(saga))
+    _completed(saga)
+    return EXIT_OK
+
+
+def _completed(saga: Mapping[str, Any]) -> None:
+    if saga["status"] != "completed":
         raise SagaNotCompleted(
             f"saga {saga['saga_id']} ended {saga['status']}: {saga.get('error') or 'no error'}"
         )
-    return EXIT_OK
 
 
 def _progress(saga: Mapping[str, Any], elapsed: float) -> str:
@@ -127,11 +143,13 @@ def wait_for_end(
     api: ApiClient,
     saga: Mapping[str, Any],
     *,
-    interval: float = 0.5,
+    interval: float = 2.0,
     timeout: float | None = None,
     progress: TextIO | None = None,
 ) -> dict[str, Any]:
-    """Poll the saga until its status is one of :data:`ENDED`; returns it then.
+    """Wait until the saga's status is one of :data:`ENDED` (long polls of
+    ``/sagas/{id}/wait``, or polls every ``interval`` seconds at most on a service without
+    them); returns it then.
 
     Writes a progress line to ``progress`` whenever the status or the step changes (rewritten
     in place on a terminal).
@@ -140,26 +158,29 @@ def wait_for_end(
         WaitTimedOut: ``timeout`` seconds passed first.
     """
     started = time.monotonic()
-    current = dict(saga)
     in_place = progress is not None and progress.isatty()
     shown = ""
-    while True:
-        elapsed = time.monotonic() - started
-        line = _progress(current, elapsed)
+
+    def show(current: Mapping[str, Any]) -> None:
+        nonlocal shown
+        line = _progress(current, time.monotonic() - started)
         if progress is not None and (in_place or line.rsplit(",", 1)[0] != shown):
             progress.write(f"\r{line}\x1b[K" if in_place else f"{line}\n")
             progress.flush()
             shown = line.rsplit(",", 1)[0]
-        if current.get("status") in ENDED:
-            if in_place and progress is not None:
-                progress.write("\n")
-            return current
-        if timeout is not None and elapsed >= timeout:
-            if in_place and progress is not None:
-                progress.write("\n")
-            raise WaitTimedOut(
-                f"gave up waiting after {timeout:g} s: saga {current.get('saga_id')} is "
-                f"{current.get('status')} (sagas show {current.get('saga_id')})"
+
+    show(saga)
+    try:
+        ended = api.sagas._run(
+            ops.wait(
+                str(saga["saga_id"]),
+                timeout=timeout,
+                until=ENDED,
+                on_change=lambda current: show(current.raw),
+                poll_every=interval,
             )
-        time.sleep(interval)
-        current = api.get(saga_path(str(current["saga_id"])))
+        )
+    finally:
+        if in_place and progress is not None:
+            progress.write("\n")
+    return dict(ended.raw)

@@ -11,9 +11,9 @@ from typing import Any
 
 from ._command import runner
 from ._paging import limit_option
-from ._saga_actions import act_on
+from ._saga_actions import act_on, resolve_body, resume_body, step_body
 from ._saga_reads import list_sagas, show_events, show_saga, show_steps, show_types
-from ._saga_start import START_RETRIES, STATUSES, start
+from ._saga_start import START_RETRIES, STATUSES, start, wait_saga
 
 __all__ = ["register"]
 
@@ -116,6 +116,16 @@ def _register_start(verbs: Any, common: argparse.ArgumentParser) -> None:
     begin.add_argument("-q", "--quiet", action="store_true", help="print only the saga id")
     begin.set_defaults(handler=runner(start))
 
+    wait = verbs.add_parser(
+        "wait",
+        parents=[common],
+        help="wait until a saga ends (progress on stderr; exit 0 if "
+        "it completed, 5 if it ended otherwise, 6 if it was still going at --wait-timeout)",
+    )
+    wait.add_argument("saga_id")
+    wait.add_argument("--wait-timeout", type=_positive, metavar="SECONDS", help="give up after")
+    wait.set_defaults(handler=runner(wait_saga))
+
 
 def _register_operator_actions(verbs: Any, common: argparse.ArgumentParser) -> None:
     """Operator actions on one saga (``POST /sagas/{id}/<action>``, see :mod:`._saga_actions`).
@@ -129,17 +139,73 @@ def _register_operator_actions(verbs: Any, common: argparse.ArgumentParser) -> N
     cancel.set_defaults(handler=runner(act_on("cancel")))
 
     retry = verbs.add_parser(
-        "retry", parents=[common], help="retry a parked saga (compensation_failed or failed)"
+        "retry", parents=[common], help="run the failed part of a parked saga again"
     )
     retry.add_argument("saga_id")
+    _operator_options(retry, reason_required=False)
     retry.set_defaults(handler=runner(act_on("retry")))
+
+    resolve = verbs.add_parser(
+        "resolve", parents=[common], help="state the outcome of a parked saga's step in doubt"
+    )
+    resolve.add_argument("saga_id")
+    resolve.add_argument("--step", required=True, help="the step whose status is unknown")
+    resolve.add_argument(
+        "--outcome",
+        required=True,
+        choices=("applied", "not_applied"),
+        help="applied: its compensation runs; not_applied: nothing to undo",
+    )
+    _operator_options(resolve)
+    resolve.set_defaults(handler=runner(act_on("resolve", resolve_body)))
+
+    skip = verbs.add_parser(
+        "skip-compensation",
+        parents=[common],
+        help="count a step's failed compensation as done by hand",
+    )
+    skip.add_argument("saga_id")
+    skip.add_argument("--step", required=True, help="the step whose compensation failed")
+    _operator_options(skip)
+    skip.set_defaults(handler=runner(act_on("skip-compensation", step_body)))
+
+    resume = verbs.add_parser(
+        "resume", parents=[common], help="run a parked saga forward again from a step"
+    )
+    resume.add_argument("saga_id")
+    resume.add_argument("--from-step", required=True, metavar="STEP")
+    resume.add_argument(
+        "--input",
+        metavar="JSON",
+        help="a JSON merge patch of the saga's input: JSON, @file or - for stdin",
+    )
+    _operator_options(resume)
+    resume.set_defaults(handler=runner(act_on("resume", resume_body)))
+
+
+def _operator_options(parser: argparse.ArgumentParser, *, reason_required: bool = True) -> None:
+    """``--reason`` (recorded with the action), ``--dry-run``, ``--wait``, ``--wait-timeout``."""
+    parser.add_argument(
+        "--reason", required=reason_required, help="why; recorded in the saga's history"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="say what would happen; record nothing"
+    )
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the saga until it ends (exit 5 if it parks again)",
+    )
+    parser.add_argument(
+        "--wait-timeout", type=_positive, metavar="SECONDS", help="with --wait: give up after"
+    )
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
     """Add ``sagas`` and its verbs to ``commands`` (an argparse subparsers object)."""
     group = commands.add_parser(
         "sagas",
-        help="list, show, start, cancel and retry sagas on a running service",
+        help="list, show, start, cancel and repair sagas on a running service",
         description="Sagas of a running service (docs/api.md, section Sagas).",
     )
     verbs = group.add_subparsers(dest="sagas_command", metavar="COMMAND", required=True)

@@ -130,6 +130,7 @@ class Coordinator:
             clock=self.clock,
             resources=self.resources,
             observer=self.observer,
+            may_drive=lambda held: lease.holds and held.instance_id == lease.instance_id,
         )
         ownership = self.ownership = Ownership(
             store=self.store,
@@ -170,14 +171,15 @@ class Coordinator:
         self.ready.set()
         await ownership.failover()
 
-    def _lease_lost(self, instance_id: str) -> None:
+    async def _lease_lost(self, instance_id: str) -> None:
         """This instance's lease is lost: stop every saga actor now (their steps are cut)
-        before another instance may claim their sagas; they are claimed again (by anyone)
-        once the old registration has expired."""
-        assert self._nursery is not None and self.sagas is not None
+        before another instance may claim their sagas, and before this one registers again
+        and claims (an actor of the new registration must not be stopped with the old ones);
+        they are claimed again (by anyone) once the old registration has expired."""
+        assert self.sagas is not None
         log.error("instance %s lost its lease: stopping its %d sagas", instance_id,
                   len(self.sagas.actors))  # fmt: skip
-        self._nursery.start_soon(self.sagas.stop_all)
+        await self.sagas.stop_all()
 
     def _dispatch(self, envelope: Envelope[Any]) -> None:
         assert self._nursery is not None
@@ -334,7 +336,10 @@ class Coordinator:
             return self._repeat(existing, definition, duplicate.idempotency_key)
         notify(self.observer, append.before, append.after, append.transitions)
         assert self.sagas is not None
-        await self.sagas.spawn(saga_id, definition, lease, state=append.after)
+        try:
+            await self.sagas.spawn(saga_id, definition, lease, state=append.after)
+        except OverloadedError:  # the lease was lost meanwhile: an orphan, for any instance
+            log.warning("saga %s was created as this instance lost its lease", saga_id)
         assert request.saga is not None
         return StartResult(saga=request.saga, created=True)
 
@@ -453,6 +458,12 @@ class Coordinator:
             raise OverloadedError(
                 "this instance is not registered in the store (yet): retry later",
                 retry_after=1.0,
+            )
+        if self.sagas.busy(saga_id):
+            # another action was checked and claimed meanwhile and its actor runs: this one
+            # was not taken (checked and spawned with no checkpoint between them)
+            raise SagaStateConflict(
+                saga_id, record.status, operation, detail="another operator action came first"
             )
         await self.sagas.spawn(saga_id, definition, lease, operator=transition)
         owner, epoch, _ = await self.store.saga_owner(saga_id)

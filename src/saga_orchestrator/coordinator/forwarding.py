@@ -24,6 +24,7 @@ import attrs
 import trio
 
 from saga_orchestrator.errors import (
+    CommandPending,
     SagaNotFound,
     SagaOrchestratorError,
     SagaOwnedElsewhere,
@@ -134,7 +135,7 @@ class Forwarding:
         """Have ``owner`` apply ``message``; its answer (or its error, raised here).
 
         Raises:
-            SagaOwnedElsewhere: the outcome did not come within ``wait`` seconds (the command
+            CommandPending: the outcome did not come within ``wait`` seconds (the command
                 stays pending and is applied by the saga's owner, now or after a failover).
         """
         command = _command_of(message)
@@ -149,7 +150,7 @@ class Forwarding:
                 await trio.sleep(pause)
                 pause = min(pause * 2, 0.2)
         self.stats.unanswered += 1
-        raise SagaOwnedElsewhere(message.saga_id, owner)
+        raise CommandPending(message.saga_id, owner)
 
     async def inbox(self) -> None:
         """Apply the commands sent to this instance's sagas, as they come, forever."""

@@ -1,13 +1,15 @@
 """This process's membership: its instance id, registered in the store with a heartbeat.
 
 The sagas an instance drives are its own while its registration lives (``expires_at`` ahead, in
-the database's time): :class:`InstanceLease` renews it every ``interval`` seconds. It keeps, in
-this process's monotonic time, when its leases surely still hold (the start of the last renewal
-that succeeded, plus ``ttl``, less one ``interval`` of margin). Past that without a renewal, or
-when the store says the registration is gone (another instance took it for dead and may own its
-sagas now), the lease is *lost*: :attr:`on_lost` is called at once, so that the coordinator stops
-every saga actor (their running steps are cut) before anyone else can claim their sagas, and the
-instance registers again under a new id (its old sagas are then orphans like any dead
+the database's time): :class:`InstanceLease` renews it every ``interval`` seconds (at least three
+times per ``ttl``). It keeps, in this process's monotonic time, when its leases surely still hold
+(the start of the last renewal that succeeded, plus ``ttl``, less one renewal period of margin).
+Past that without a renewal (a renewal still unanswered then counts as failed), or when the store
+says the registration is gone or has ended (another instance took it for dead and may own its
+sagas now), the lease is *lost*: :attr:`on_lost` is awaited at once, so that the coordinator
+stops every saga actor (their running steps are cut) before anyone else can claim their sagas
+and before this instance claims anything under its next registration, and the instance
+registers again under a new id (its old sagas are then orphans like any dead
 instance's, for whoever claims them first). See docs/operations.md, "Several replicas".
 """
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -60,8 +62,8 @@ class InstanceLease:
     interval: float = 1.0
     ttl: float = 5.0
     info: dict[str, Any] = attrs.field(factory=dict)
-    on_lost: Callable[[str], None] = attrs.field(default=lambda instance_id: None)
-    """Called with the lost instance id, before the new registration."""
+    on_lost: Callable[[str], Awaitable[None]] | None = None
+    """Awaited with the lost instance id, before the new registration (``None``: nothing)."""
     stats: LeaseStats = attrs.field(factory=LeaseStats)
     instance_id: str = ""
     live: tuple[InstanceRecord, ...] = ()
@@ -77,14 +79,21 @@ class InstanceLease:
         """Whether this instance's leases surely hold now."""
         return self.registered.is_set() and trio.current_time() < self._holds_until
 
+    @property
+    def period(self) -> float:
+        """Seconds between renewals: ``interval``, or a third of ``ttl`` if that is shorter, so
+        that a renewal may take a while (a busy database) without the leases lapsing."""
+        return min(self.interval, self.ttl / 3)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()  # the service starts; claims wait for ``registered``
         await self._register()
         while not self._released:
             started = trio.current_time()
-            next_at = started + self.interval
+            next_at = started + self.period
             try:
-                with trio.fail_after(max(self.interval, 0.1)):
+                # Not answered by the time the leases may end: too late, whatever comes after.
+                with trio.fail_at(min(started + max(self.period, 0.1), self._holds_until)):
                     alive = await self.store.renew_instance(self.instance_id, self.ttl)
             except (StoreError, trio.TooSlowError) as exc:
                 self.stats.failed_renewals += 1
@@ -100,15 +109,15 @@ class InstanceLease:
             else:
                 if not alive:
                     log.error(
-                        "instance %s was taken for dead (its registration is gone): stopping "
-                        "its sagas",
+                        "instance %s was taken for dead (its registration is gone or ended): "
+                        "stopping its sagas",
                         self.instance_id,
                     )
                     await self._lost()
                     continue
                 self.stats.renewals += 1
-                self._holds_until = started + self.ttl - self.interval
-                await self._read_live()
+                self._holds_until = started + self.ttl - self.period
+                await self._read_live(until=next_at)
             await trio.sleep_until(next_at)
 
     async def release(self) -> int:
@@ -133,14 +142,15 @@ class InstanceLease:
             max_delay=min(self.ttl, 5.0),
             log=log,
         )
-        self._holds_until = started + self.ttl - self.interval
+        self._holds_until = started + self.ttl - self.period
         log.info("instance %s registered (leases of %g s)", self.instance_id, self.ttl)
         self.registered.set()
-        await self._read_live()
+        await self._read_live(until=trio.current_time() + self.period)
 
-    async def _read_live(self) -> None:
-        """Note the live instances (for health and metrics), if the store answers quickly."""
-        with trio.move_on_after(self.interval):
+    async def _read_live(self, *, until: float) -> None:
+        """Note the live instances (for health and metrics), if the store answers before
+        ``until`` (the next renewal is not delayed for it)."""
+        with trio.move_on_at(until):
             try:
                 self.live = tuple(await self.store.live_instances())
             except StoreError as exc:
@@ -150,7 +160,8 @@ class InstanceLease:
         lost = self.instance_id
         self.stats.lost += 1
         self.registered = trio.Event()
-        self.on_lost(lost)
+        if self.on_lost is not None:
+            await self.on_lost(lost)
         await self._register()
 
 

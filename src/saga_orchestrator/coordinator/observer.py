@@ -24,6 +24,20 @@ class SagaObserver:
         """``transitions`` took the saga from ``before`` to ``after`` and are durable."""
 
 
+class FanOut(SagaObserver):
+    """Tells each of ``observers`` in turn; one that fails does not keep the others from
+    knowing."""
+
+    def __init__(self, *observers: SagaObserver) -> None:
+        self.observers = observers
+
+    def transitions_recorded(
+        self, before: SagaState, after: SagaState, transitions: Sequence[Transition]
+    ) -> None:
+        for observer in self.observers:
+            notify(observer, before, after, transitions)
+
+
 def notify(
     observer: SagaObserver,
     before: SagaState,

@@ -4,8 +4,10 @@ from its history.
 * *Recovery* (start-up, and after the lease was lost): claim the active sagas no live instance
   owns, and this instance's own (its coordinator restarted), in bounded batches.
 * *Failover*: every ``scan_interval`` seconds, claim the sagas of instances whose lease ended
-  (and those released by an instance that shut down), as many as this instance admits.
-  Concurrent claimers never take the same saga, so the orphans spread across the live instances.
+  (and those released by an instance that shut down): this instance's share of them (the
+  orphans over the live instances, at least one batch), as many as it admits. Concurrent
+  claimers never take the same saga, and each takes its share, so the orphans spread across
+  the live instances; a look that finds none takes no lock.
 * *One saga* for a command that arrives here when no live instance drives it.
 
 A claim is one atomic statement in the store that takes a saga only from no live owner, and
@@ -15,6 +17,7 @@ bumps its epoch: the old owner's appends are fenced from then on (docs/operation
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -22,7 +25,7 @@ from typing import TypeVar
 import attrs
 import trio
 
-from saga_orchestrator.errors import UnknownSagaType
+from saga_orchestrator.errors import OverloadedError, UnknownSagaType
 from saga_orchestrator.store import Store
 from saga_orchestrator.store.records import ClaimedSaga, Lease
 from saga_orchestrator.store.retry import retry_unavailable
@@ -74,9 +77,20 @@ class Ownership:
             if not self.lease.holds:
                 continue
             try:
-                await self._claim_all(mine=False, limit=self.capacity())
+                share = await self._share()
+                if share > 0:
+                    await self._claim_all(mine=False, limit=share)
             except Exception:  # one bad look must not stop the next ones
                 log.exception("looking for sagas to take over failed")
+
+    async def _share(self) -> int:
+        """How many sagas this look claims: this instance's share of the orphans among the
+        live instances (at least a batch), within what it admits; 0 when there is none."""
+        orphans = await self._read("count the orphans", self.store.count_orphans)
+        if orphans == 0:
+            return 0
+        share = max(self.options.claim_batch, math.ceil(orphans / max(1, len(self.lease.live))))
+        return min(self.capacity(), share)
 
     async def claim_one(self, saga_id: str, *, force: bool) -> Lease | None:
         """This instance's lease on ``saga_id`` when it is (now) its own: claimed when no live
@@ -99,6 +113,8 @@ class Ownership:
         resumed = 0
         instance_id = self.lease.instance_id
         while limit is None or resumed < limit:
+            if not self.lease.holds or self.lease.instance_id != instance_id:
+                break  # lost meanwhile: claim nothing more for a registration that ended
             size = (
                 self.options.claim_batch
                 if limit is None
@@ -118,6 +134,13 @@ class Ownership:
     async def _resume(self, batch: list[ClaimedSaga], instance_id: str, *, mine: bool) -> int:
         ids = [stream_id(c.saga_id) for c in batch]
         histories = await self._read("read saga histories", lambda: self.store.read_streams(ids))
+        if batch and (self.lease.instance_id != instance_id or not self.lease.holds):
+            # the lease was lost while the claim waited for the store: these sagas belong to
+            # a dead id now, orphans the next look (under the new id) takes; an actor started
+            # here under the dead id would keep that claim from starting its own
+            log.warning("instance %s lost its lease while claiming %d sagas: left to the next "
+                        "look", instance_id, len(batch))  # fmt: skip
+            return 0
         resumed = 0
         for claimed in batch:
             cause = _cause(claimed, instance_id, mine=mine)
@@ -138,8 +161,13 @@ class Ownership:
                 self.sagas.shape(definition), [from_record(e.event_type, e.data) for e in history]
             )
             lease = Lease(instance_id, claimed.epoch)
-            # Started without waiting for each to run: the service is ready sooner.
-            self.sagas.spawn_soon(claimed.saga_id, definition, lease, state=state)
+            try:
+                # Started without waiting for each to run: the service is ready sooner.
+                self.sagas.spawn_soon(claimed.saga_id, definition, lease, state=state)
+            except OverloadedError:  # the lease was lost while the histories were read
+                log.warning("instance %s lost its lease: %d claimed sagas left to others",
+                            instance_id, len(batch) - resumed)  # fmt: skip
+                break
             resumed += 1
         if batch:
             log.info(

@@ -5,8 +5,10 @@ For each event of ``EVENT_STREAM`` (read with the consumer group, see
 
 * an event that names a saga (``saga_id`` in its metadata, else in its data) is a *reply*: it
   is delivered to that saga (:class:`~.messages.DeliverEvent`, answered once durable in the
-  saga's history). A saga that does not exist, has ended or is parked cannot take it: the event
-  is dropped (acknowledged) with a log line (one a minute per event type, with the count);
+  saga's history, or once kept in the store for the saga's owner on another instance when
+  that one is slow to answer: it is applied from there, ``CommandPending``). A saga that does
+  not exist, has ended or is parked cannot take it: the event is dropped (acknowledged) with a
+  log line (one a minute per event type, with the count);
 * every saga type whose definition lists the event's type in ``triggers`` is started with the
   idempotency key ``event:<event id>:<saga type>``: an event delivered twice, claimed after a
   crash or replayed starts one saga per type, never two. The saga's input is the event's data,
@@ -50,6 +52,7 @@ from saga_orchestrator.bus import (
     run_consumer,
 )
 from saga_orchestrator.errors import (
+    CommandPending,
     DuplicateIdempotencyKey,
     OverloadedError,
     SagaNotFound,
@@ -162,6 +165,11 @@ class EventRouter:
         )
         try:
             answer = await self._ask(command)
+        except CommandPending as pending:  # durable: the owner (or its successor) applies it
+            self.stats.delivered += 1
+            log.info("event %s for saga %s is pending at its owner: %s", message.event_id,
+                     saga_id, pending)  # fmt: skip
+            return
         except (SagaNotFound, SagaStateConflict) as exc:
             self.stats.dropped += 1
             self._log.info(  # a replay of old replies would log each: throttled

@@ -10,14 +10,14 @@ store refuses for good) is parked with status ``failed`` and the reason recorded
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 import trio
 
 from saga_orchestrator.actors import ActorRef, Restart, Supervisor
-from saga_orchestrator.errors import StoreRejected, find_error
+from saga_orchestrator.errors import OverloadedError, StoreRejected, find_error
 from saga_orchestrator.store import Store
 from saga_orchestrator.store.records import Lease
 from saga_orchestrator.store.retry import retry_unavailable
@@ -48,6 +48,10 @@ class SagaSupervision:
     clock: Clock
     resources: Mapping[str, Any]
     observer: SagaObserver
+    may_drive: Callable[[Lease], bool] = attrs.field(default=lambda lease: True)
+    """Whether a saga may be driven under ``lease`` now: this instance's current registration,
+    whose leases hold. No actor starts under any other (one claimed before the lease was lost,
+    or while the leases lapse, would run steps of a saga another instance may own)."""
     actors: dict[str, ActorRef[Any]] = attrs.field(factory=dict)
     leases: dict[str, Lease] = attrs.field(factory=dict)
     _spawning: dict[str, trio.Event] = attrs.field(factory=dict)
@@ -116,12 +120,13 @@ class SagaSupervision:
     ) -> ActorRef[Any]:
         """The saga's actor: started now, or the one already running or being started. With
         ``operator`` (an operator's action on the parked saga) it returns once that action is
-        durable."""
+        durable. Raises ``OverloadedError`` when ``lease`` may not drive sagas now."""
         while saga_id in self._spawning:
             await self._spawning[saga_id].wait()
         ref = self.actors.get(saga_id)
         if ref is not None:
             return ref
+        self._check(lease)
         spawned = self._spawning[saga_id] = trio.Event()
         try:
             if state is not None and operator is None:
@@ -147,12 +152,21 @@ class SagaSupervision:
         state: sm.SagaState,
         creation: Creation | None = None,
     ) -> ActorRef[Any]:
-        """Spawn the actor of a saga whose state is known, without waiting for it to run."""
+        """Spawn the actor of a saga whose state is known, without waiting for it to run.
+        Raises ``OverloadedError`` when ``lease`` may not drive sagas now."""
+        self._check(lease)
         assert self._supervisor is not None
         actor = self._actor(saga_id, definition, lease, state=state, creation=creation)
         ref = self._supervisor.spawn_soon(saga_id, actor.run, **self._child_options())
         self.actors[saga_id], self.leases[saga_id] = ref, lease
         return ref
+
+    def _check(self, lease: Lease) -> None:
+        if not self.may_drive(lease):
+            raise OverloadedError(
+                f"instance {lease.instance_id} does not hold its leases now: retry later",
+                retry_after=1.0,
+            )
 
     def _actor(
         self,

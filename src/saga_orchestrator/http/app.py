@@ -7,7 +7,7 @@ reach it with :func:`deps`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from quart import Quart, current_app
@@ -17,6 +17,7 @@ from saga_orchestrator.actors import ActorRef
 from saga_orchestrator.bus import EventBus, OutboxRelay
 from saga_orchestrator.config import Settings
 from saga_orchestrator.coordinator.catalog import SagaCatalog
+from saga_orchestrator.coordinator.saga_waiters import SagaWaiters
 from saga_orchestrator.coordinator.trigger_links import TriggerDecisions
 from saga_orchestrator.metrics import ServiceMetrics
 from saga_orchestrator.store.actor import Store
@@ -30,6 +31,9 @@ from .errors import install_error_handlers
 from .limits import install_request_limits
 from .metrics import install_request_metrics, metrics_routes
 from .openapi import check_documented, docs_routes
+
+if TYPE_CHECKING:
+    from saga_orchestrator.ui import Dashboard
 
 __all__ = ["MAX_BODY_BYTES", "ApiDeps", "create_app", "deps"]
 
@@ -67,6 +71,11 @@ class ApiDeps:
     trigger_decisions: TriggerDecisions | None = None
     """Set when this process's router decides on every published event (the in-process bus):
     a publish waits for its decision to answer with the sagas it started."""
+    waiters: SagaWaiters = attrs.field(factory=SagaWaiters)
+    """Wakes the long polls of ``GET /sagas/{id}/wait`` (the engine's observer feeds it)."""
+    dashboard: Dashboard | None = None
+    """The web dashboard's sessions, live hub and metrics ring (``saga_orchestrator.ui``);
+    ``None``: one is made here, fed by no engine (no live updates, no figures)."""
 
 
 def create_app(app_deps: ApiDeps, *, max_body_bytes: int = MAX_BODY_BYTES) -> QuartTrio:
@@ -76,8 +85,11 @@ def create_app(app_deps: ApiDeps, *, max_body_bytes: int = MAX_BODY_BYTES) -> Qu
     Raises:
         LookupError: a route declares no OpenAPI operation (see :mod:`.openapi`).
     """
+    from saga_orchestrator.ui.routes import install_ui
+
     from .routes_events import events
     from .routes_health import health  # the routes import deps() from here
+    from .routes_operator import operator
     from .routes_sagas import sagas
 
     app = QuartTrio("saga_orchestrator", static_folder=None)  # an API: no static files
@@ -94,11 +106,24 @@ def create_app(app_deps: ApiDeps, *, max_body_bytes: int = MAX_BODY_BYTES) -> Qu
     app.register_blueprint(health)
     app.register_blueprint(metrics_routes)
     app.register_blueprint(sagas)
+    app.register_blueprint(operator)
     app.register_blueprint(events)
     app.register_blueprint(docs_routes)
+    install_ui(app, app_deps.dashboard or _unfed_dashboard(app_deps))
     check_documented(app)
     app.asgi_app = guard_connections(app.asgi_app)  # type: ignore[method-assign]
     return app
+
+
+def _unfed_dashboard(app_deps: ApiDeps) -> Dashboard:
+    from saga_orchestrator.ui import make_dashboard
+
+    settings = app_deps.settings
+    return make_dashboard(
+        secret=settings.secret_key,
+        keys=settings.named_api_keys,
+        max_streams=settings.ui_live_connections,
+    )
 
 
 def deps(app: Quart | None = None) -> ApiDeps:

@@ -35,7 +35,7 @@ from saga_orchestrator.api_keys import READ_METHODS, ApiKey
 from saga_orchestrator.config import Settings
 
 from .errors import ApiKeyRejected, ReadOnlyKey
-from .openapi import public_paths
+from .openapi import is_ui_path, public_paths
 
 __all__ = [
     "API_KEY_HEADER",
@@ -46,6 +46,7 @@ __all__ = [
     "key_name_of_scope",
     "log_auth_mode",
     "matching_key",
+    "remember_key_name",
 ]
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,13 @@ def api_key_name() -> str | None:
     return g.get(_G_NAME) if has_request_context() else None
 
 
+def remember_key_name(name: str) -> None:
+    """Record the name of the key the current request came with (:func:`api_key_name`, the
+    access log): for routes that authenticate their callers themselves (the dashboard)."""
+    setattr(g, _G_NAME, name)
+    request.scope[_SCOPE_NAME] = name
+
+
 def key_name_of_scope(scope: Mapping[str, Any]) -> str | None:
     """The key name an authenticated request left in its ASGI scope (for the access log)."""
     name = scope.get(_SCOPE_NAME)
@@ -119,6 +127,8 @@ def install_auth(app: Quart, keys: Sequence[ApiKey]) -> None:
     public: list[frozenset[str]] = []  # computed at the first request, when every route is there
 
     async def check_api_key() -> None:
+        if is_ui_path(request.path):
+            return  # the dashboard signs its users in itself (saga_orchestrator.ui.guard)
         if not public:
             public.append(public_paths(app))
         rule = request.url_rule
@@ -130,8 +140,7 @@ def install_auth(app: Quart, keys: Sequence[ApiKey]) -> None:
         key = matching_key(given, digests)
         if key is None:
             raise ApiKeyRejected(_REJECTED)
-        setattr(g, _G_NAME, key.name)
-        request.scope[_SCOPE_NAME] = key.name
+        remember_key_name(key.name)
         if key.read_only and request.method not in READ_METHODS:
             raise ReadOnlyKey(_READ_ONLY.format(method=request.method))
 

@@ -53,11 +53,13 @@ __all__ = [
     "IDEMPOTENCY_KEY",
     "AmbiguousFraming",
     "ApiKeyRejected",
+    "CsrfRejected",
     "ErrorRule",
     "HeaderTooLarge",
     "InvalidJson",
     "InvalidPath",
     "InvalidQuery",
+    "LiveStreamsFull",
     "ReadOnlyKey",
     "ServiceStopping",
     "StartInterrupted",
@@ -109,6 +111,16 @@ class ReadOnlyKey(SagaOrchestratorError):
     ``GET``, ``HEAD`` and ``OPTIONS``)."""
 
 
+class CsrfRejected(SagaOrchestratorError):
+    """A dashboard form came without the CSRF token of the session that posts it."""
+
+
+class LiveStreamsFull(SagaOrchestratorError):
+    """The dashboard serves ``UI_LIVE_CONNECTIONS`` live-update streams already."""
+
+    retry_after = 5.0
+
+
 class HeaderTooLarge(SagaOrchestratorError):
     """The request head (request line and headers) is larger than ``HTTP_MAX_HEADER_BYTES``."""
 
@@ -150,6 +162,7 @@ ERROR_TABLE: dict[type[BaseException], ErrorRule] = {
     AmbiguousFraming: ErrorRule(400, "ambiguous_framing", close=True),
     ApiKeyRejected: ErrorRule(401, "unauthorized"),
     ReadOnlyKey: ErrorRule(403, "forbidden"),
+    CsrfRejected: ErrorRule(403, "csrf_rejected"),
     SagaNotFound: ErrorRule(404, "saga_not_found"),
     NotFoundError: ErrorRule(404, "not_found"),
     ConcurrencyError: ErrorRule(409, "concurrency_conflict"),
@@ -181,6 +194,12 @@ ERROR_TABLE: dict[type[BaseException], ErrorRule] = {
     ),
     NoReply: ErrorRule(503, "unavailable", _BUSY, retry_after=True, log_level=logging.WARNING),
     ServiceStopping: ErrorRule(503, "unavailable", _STOPPING, retry_after=True),
+    LiveStreamsFull: ErrorRule(
+        503,
+        "too_many_streams",
+        "the dashboard serves as many live streams as it may (UI_LIVE_CONNECTIONS); retry later",
+        retry_after=True,
+    ),
     StartInterrupted: ErrorRule(503, "unavailable", _STOPPING, retry_after=True),
     StoreUnavailable: ErrorRule(
         503,
@@ -243,14 +262,17 @@ def error_body(
     details: Sequence[Mapping[str, Any]] = (),
     *,
     available_types: Sequence[str] | None = None,
+    saga_status: str | None = None,
     idempotency_key: str | None = None,
 ) -> dict[str, Any]:
-    """``{"error": {"code", "message", "details"[, "available_types"][, "idempotency_key"]}}``."""
+    """``{"error": {"code", "message", "details"[, "available_types"][, "saga_status"]
+    [, "idempotency_key"]}}``."""
     detail = ErrorDetail(
         code=code,
         message=message,
         details=[FieldError(field=str(d["field"]), message=str(d["message"])) for d in details],
         available_types=None if available_types is None else list(available_types),
+        saga_status=saga_status,
         idempotency_key=idempotency_key,
     )
     return to_json(ErrorBody(error=detail))
@@ -303,6 +325,7 @@ def error_response(error: BaseException, *, idempotency_key: str | None = None) 
         message,
         _details(error),
         available_types=available,
+        saga_status=error.status if isinstance(error, SagaStateConflict) else None,
         idempotency_key=idempotency_key,
     )
     return json_response(body, rule.status, headers)

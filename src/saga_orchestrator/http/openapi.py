@@ -21,14 +21,13 @@ described with its codes from :data:`~.errors.ERROR_TABLE`.
 A route without an :func:`operation` is refused when the app is made
 (:func:`check_documented`), so nothing is served undocumented.
 
-``GET /openapi.json`` serves the document and ``GET /docs`` a self-contained HTML page listing
-the operations (no script, nothing fetched from elsewhere). Both are public like the health
+``GET /openapi.json`` serves the document and ``GET /docs`` a self-contained HTML page rendering
+it (:mod:`.docs_page`: no script, nothing fetched from elsewhere). Both are public like the health
 routes: the document describes the API, it grants nothing.
 """
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -40,6 +39,7 @@ from werkzeug.routing import Rule
 from saga_orchestrator import __version__
 from saga_orchestrator.api_keys import READ_METHODS
 
+from .docs_page import render_html
 from .errors import ERROR_TABLE, FRAMEWORK_ERRORS
 from .schema import STORABLE_TEXT, SchemaBuilder, constraints, strip_none
 from .serialize import json_response
@@ -48,6 +48,7 @@ from .views.errors import ErrorBody
 __all__ = [
     "DOCS_PATH",
     "OPENAPI_PATH",
+    "UI_PREFIX",
     "Operation",
     "Reply",
     "build_document",
@@ -55,13 +56,18 @@ __all__ = [
     "created_or_found",
     "docs_routes",
     "documented_routes",
+    "is_ui_path",
     "operation",
     "operation_of",
+    "render_html",
     "route_template",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+UI_PREFIX = "/ui"
+"""Where the web dashboard is served: its pages are not operations of the API (left out of the
+document and of the API-key check; see ``saga_orchestrator.ui``)."""
 OPENAPI_PATH = "/openapi.json"
 DOCS_PATH = "/docs"
 _ATTRIBUTE = "__saga_orchestrator_operation__"
@@ -137,11 +143,19 @@ def operation_of(view: Callable[..., Any] | None) -> Operation | None:
 # Routes.
 
 
+def is_ui_path(path: str) -> bool:
+    """Whether ``path`` is the dashboard's (not an API operation)."""
+    return path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
+
+
 def documented_routes(app: Quart) -> list[tuple[Rule, str, Operation | None]]:
     """Each ``(rule, method, operation)`` that ``app`` serves, Quart's own HEAD and OPTIONS left
-    out; ``operation`` is ``None`` for a route that declared none."""
+    out (and the dashboard's pages, which are not the API); ``operation`` is ``None`` for a
+    route that declared none."""
     routes = []
     for rule in app.url_map.iter_rules():
+        if is_ui_path(rule.rule):
+            continue
         spec = operation_of(app.view_functions.get(rule.endpoint))
         for method in sorted((rule.methods or set()) - _AUTOMATIC_METHODS):
             routes.append((rule, method, spec))
@@ -416,7 +430,7 @@ def build_document(app: Quart, *, auth: bool) -> dict[str, Any]:
         },
         "tags": [
             {"name": "Health", "description": "Probes and metrics; no API key."},
-            {"name": "Sagas", "description": "Start, read, cancel and retry sagas."},
+            {"name": "Sagas", "description": "Start, read and cancel sagas; repair parked ones."},
             {"name": "Events", "description": "Publish, read and replay domain events."},
             {"name": "Documentation", "description": "This document; no API key."},
         ],
@@ -458,8 +472,9 @@ async def openapi_document() -> Response:
 @docs_routes.get(DOCS_PATH)
 @operation(
     summary="The operations, as an HTML page",
-    description="A self-contained page (no script, nothing loaded from elsewhere) listing each "
-    "operation with its answers; the full detail is in `/openapi.json`.",
+    description="A self-contained page (no script, nothing loaded from elsewhere) rendering the "
+    "document: each operation with its parameters, body (with an example), answers and "
+    "authentication, then each schema.",
     tag="Documentation",
     public=True,
     replies=[
@@ -470,45 +485,3 @@ async def docs_page() -> Response:
     response = Response(render_html(_document()), status=200, content_type=_HTML)
     response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
     return response
-
-
-_STYLE = """
-body{font:15px/1.45 system-ui,sans-serif;max-width:64rem;margin:2rem auto;padding:0 1rem}
-table{border-collapse:collapse;width:100%;margin-bottom:2rem}
-td,th{border-bottom:1px solid #ddd;padding:.35rem .5rem;text-align:left;vertical-align:top}
-code{font-size:90%}.m{font-weight:bold;font-family:monospace}
-"""
-
-
-def render_html(document: dict[str, Any]) -> str:
-    """A page listing the operations of ``document`` by tag; everything in it is escaped."""
-    esc = html.escape
-    info = document["info"]
-    parts = [
-        "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{esc(info['title'])}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>{esc(info['title'])} <small>{esc(info['version'])}</small></h1>",
-        f"<p>{esc(info['description'])}</p>",
-        f'<p>The full document: <a href="{OPENAPI_PATH}">{OPENAPI_PATH}</a> '
-        "(load it into any OpenAPI viewer or client generator).</p>",
-    ]
-    by_tag: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
-    for path, item in document["paths"].items():
-        for method, op in item.items():
-            by_tag.setdefault(op["tags"][0], []).append((method, path, op))
-    for tag in document.get("tags", []):
-        operations = by_tag.get(tag["name"], [])
-        if not operations:
-            continue
-        parts.append(f"<h2>{esc(tag['name'])}</h2><p>{esc(tag.get('description', ''))}</p>")
-        parts.append("<table><tr><th>Method</th><th>Path</th><th>What</th><th>Answers</th></tr>")
-        for method, path, op in operations:
-            answers = ", ".join(esc(status) for status in op["responses"])
-            parts.append(
-                f'<tr><td class="m">{esc(method.upper())}</td><td><code>{esc(path)}</code></td>'
-                f"<td>{esc(op['summary'])}</td><td>{answers}</td></tr>"
-            )
-        parts.append("</table>")
-    parts.append("</body></html>")
-    return "\n".join(parts)

@@ -8,8 +8,9 @@ GET      /sagas/<saga_id>                 the saga with its steps
 GET      /sagas/<saga_id>/steps           its steps
 GET      /sagas/<saga_id>/events          its durable transitions
 POST     /sagas/<saga_id>/cancel          202; 409 when it has ended or is parked
-POST     /sagas/<saga_id>/retry           202; 409 when it is not parked
 =======  ===============================  ==================================================
+
+The operator actions (``retry``, ``resolve``, ...) are in :mod:`.routes_operator`.
 
 A saga id that is not a UUID is a 404 like any unknown saga. ``/sagas/start`` is not a saga
 id: ``GET /sagas/start`` is a 405 (``Allow: POST``), not a search for a saga named ``start``.
@@ -23,13 +24,20 @@ import math
 import uuid
 from typing import Any
 
+import trio
 from quart import Blueprint, Response, request
 from werkzeug.routing import BaseConverter
 
-from saga_orchestrator.coordinator.messages import CancelSaga, RetrySaga, StartResult, StartSaga
+from saga_orchestrator.coordinator.messages import CancelSaga, StartResult, StartSaga
 from saga_orchestrator.coordinator.projection import stream_id
 from saga_orchestrator.errors import SagaNotFound
-from saga_orchestrator.store.records import SagaQuery, SagaRecord, decode_cursor, new_id
+from saga_orchestrator.store.records import (
+    TERMINAL_STATUSES,
+    SagaQuery,
+    SagaRecord,
+    decode_cursor,
+    new_id,
+)
 
 from .app import deps
 from .correlation import current_correlation_id
@@ -55,11 +63,16 @@ from .views.sagas import (
     SagaView,
     StartedSaga,
     StartSagaRequest,
+    WaitQuery,
 )
 
 __all__ = ["parse_list_query", "parse_start_body", "sagas"]
 
 sagas = Blueprint("sagas", __name__, url_prefix="/sagas")
+
+RECHECK_SECONDS = 1.0
+"""How often a long poll (``/wait``) re-reads the store besides this process's own news: the
+delay with which it sees a change made by another instance."""
 
 
 class SagaIdConverter(BaseConverter):
@@ -309,6 +322,34 @@ async def get_events(saga_id: str) -> Response:
     return json_response(SagaEvents(saga_id=saga_id, items=items, next_from_version=next_version))
 
 
+@sagas.get("/<saga_id>/wait")
+@operation(
+    summary="Wait for a saga to change (long poll)",
+    description="Answers the saga as soon as its `version` is past `after_version`, at once if "
+    "it already is or the saga has ended for good (`completed`, `compensated`, `cancelled`, "
+    "`timed_out`), else when `timeout` seconds have passed: the client compares the version "
+    "and asks again. A saga driven by another instance is seen within "
+    f"{RECHECK_SECONDS:g} s of its change.",
+    tag=TAG,
+    query=WaitQuery,
+    replies=[Reply(status=200, description="The saga as it is now.", body=SagaView)],
+    errors=(503,),
+)
+async def wait_for_saga(saga_id: str) -> Response:
+    query = check_query(WaitQuery, request.args.to_dict(flat=False))
+    record = await _load(saga_id)
+    svc = deps()
+    deadline = trio.current_time() + query.timeout
+    with svc.draining.bounded():  # a shutdown answers every wait with what it has
+        while record.version <= query.after_version and record.status not in TERMINAL_STATUSES:
+            left = deadline - trio.current_time()
+            if left <= 0:
+                break
+            await svc.waiters.changed(record.saga_id, at_most=min(left, RECHECK_SECONDS))
+            record = await _load(record.saga_id)
+    return json_response(saga_view(record))
+
+
 @sagas.post("/<saga_id>/cancel")
 @operation(
     summary="Cancel a saga",
@@ -328,20 +369,4 @@ async def cancel_saga(saga_id: str) -> Response:
         CancelSaga(saga_id=saga_id, reason=given.reason or "cancelled by request"),
         timeout=svc.command_timeout,
     )
-    return json_response(CommandAccepted(saga_id=saga_id, status=status), 202)
-
-
-@sagas.post("/<saga_id>/retry")
-@operation(
-    summary="Retry a parked saga",
-    description="A `compensation_failed` saga runs its failed compensations again; a `failed` "
-    "one resumes where it was. 409 for any other status.",
-    tag=TAG,
-    replies=[Reply(status=202, description="Retry started.", body=CommandAccepted)],
-    errors=(409, 503),
-)
-async def retry_saga(saga_id: str) -> Response:
-    saga_id = _saga_id(saga_id)
-    svc = deps()
-    status = await svc.coordinator.ask(RetrySaga(saga_id=saga_id), timeout=svc.command_timeout)
     return json_response(CommandAccepted(saga_id=saga_id, status=status), 202)

@@ -195,6 +195,13 @@ def _value_problem(tp: Any, value: Any, rules: Constraints) -> tuple[Any, str | 
         return number, _int_problem(number, rules)
     if typing.get_origin(tp) is dict or tp is dict:
         return value, None if isinstance(value, dict) else "expected an object"
+    if tp is bool:
+        return value, None if isinstance(value, bool) else "expected true or false"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        names = [member.value for member in tp]
+        if isinstance(value, str) and value in names:
+            return tp(value), None
+        return value, f"expected one of {', '.join(names)}"
     raise TypeError(f"no check for fields of type {tp!r}")  # pragma: no cover  (a new view)
 
 

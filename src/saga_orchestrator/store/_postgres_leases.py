@@ -34,24 +34,28 @@ ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at,
 RETURNING {_INSTANCE_COLUMNS}
 """
 _RENEW = f"""
-UPDATE instances SET heartbeat_at = {_NOW}, expires_at = {_NOW} + $2 WHERE instance_id = $1
+UPDATE instances SET heartbeat_at = {_NOW}, expires_at = {_NOW} + $2
+WHERE instance_id = $1 AND expires_at > {_NOW}
 """
 _LIVE = f"""
 SELECT {_INSTANCE_COLUMNS} FROM instances WHERE expires_at > {_NOW}
 ORDER BY started_at, instance_id
 """
+# Orphans: active sagas with no owner, or whose owner is not a live instance (expired, or its
+# row gone: a batch of an instance that had lapsed may commit a new saga after the dead were
+# forgotten). Both kinds are read through their partial indexes.
 _CLAIM_ORPHANS = f"""
-WITH dead AS (
-    SELECT instance_id FROM instances WHERE expires_at <= {_NOW}
-), orphans AS (
+WITH orphans AS (
     SELECT saga_id, owner, created_at FROM (
         (SELECT saga_id, owner, created_at FROM sagas
          WHERE owner IS NULL AND status IN ({_ACTIVE})
          ORDER BY created_at, saga_id LIMIT $2)
         UNION ALL
-        (SELECT saga_id, owner, created_at FROM sagas
-         WHERE (owner IN (SELECT instance_id FROM dead) OR ($3 AND owner = $1))
-           AND status IN ({_ACTIVE})
+        (SELECT saga_id, owner, created_at FROM sagas s
+         WHERE owner IS NOT NULL AND status IN ({_ACTIVE})
+           AND (($3 AND owner = $1) OR NOT EXISTS (
+               SELECT 1 FROM instances i
+               WHERE i.instance_id = s.owner AND i.expires_at > {_NOW}))
          ORDER BY created_at, saga_id LIMIT $2)
     ) both_kinds
     ORDER BY created_at, saga_id LIMIT $2
@@ -59,6 +63,12 @@ WITH dead AS (
 UPDATE sagas s SET owner = $1, owner_epoch = s.owner_epoch + 1
 FROM orphans o WHERE s.saga_id = o.saga_id
 RETURNING s.saga_id, s.saga_type, s.owner_epoch, o.owner, o.created_at
+"""
+_COUNT_ORPHANS = f"""
+SELECT (SELECT count(*) FROM sagas WHERE owner IS NULL AND status IN ({_ACTIVE}))
+     + (SELECT count(*) FROM sagas s WHERE owner IS NOT NULL AND status IN ({_ACTIVE})
+        AND NOT EXISTS (SELECT 1 FROM instances i
+                        WHERE i.instance_id = s.owner AND i.expires_at > {_NOW}))
 """
 _FORGET_THE_DEAD = f"""
 DELETE FROM instances i WHERE i.expires_at <= {_NOW} AND NOT EXISTS (
@@ -117,6 +127,13 @@ class PostgresLeases:
             ClaimedSaga(saga_id=r[0], saga_type=r[1], epoch=int(r[2]), previous_owner=r[3])
             for r in sorted(rows, key=lambda r: (r[4], r[0]))
         ]
+
+    async def count_orphans(self) -> int:
+        row = await self._call(
+            "count the sagas no live instance owns", _aio_fetchrow, self.command_timeout,
+            _COUNT_ORPHANS, (),
+        )  # fmt: skip
+        return int(row[0])
 
     async def claim_saga(self, instance_id: str, saga_id: str, *, force: bool) -> int | None:
         epoch = await self._call(

@@ -43,8 +43,9 @@ def register(conn: sqlite3.Connection, instance_id: str, info: str, ttl: float) 
 def renew(conn: sqlite3.Connection, instance_id: str, ttl: float) -> bool:
     now = time.time()
     cursor = conn.execute(
-        "UPDATE instances SET heartbeat_at = ?, expires_at = ? WHERE instance_id = ?",
-        (now, now + ttl, instance_id),
+        "UPDATE instances SET heartbeat_at = ?, expires_at = ? "
+        "WHERE instance_id = ? AND expires_at > ?",
+        (now, now + ttl, instance_id, now),
     )
     return cursor.rowcount == 1
 
@@ -88,6 +89,15 @@ def claim_orphans(
         ClaimedSaga(saga_id=saga_id, saga_type=saga_type, epoch=epoch + 1, previous_owner=owner)
         for saga_id, saga_type, owner, epoch in rows
     ]
+
+
+def count_orphans(conn: sqlite3.Connection) -> int:
+    row = conn.execute(
+        f"SELECT count(*) FROM sagas WHERE status IN ({_ACTIVE}) "
+        f"AND (owner IS NULL OR owner NOT IN ({_LIVE}))",
+        (time.time(),),
+    ).fetchone()
+    return int(row[0])
 
 
 def claim_one(conn: sqlite3.Connection, instance_id: str, saga_id: str, force: bool) -> int | None:
@@ -214,6 +224,9 @@ class SQLiteLeases:
             "claim sagas",
             lambda c: _in_transaction(c, claim_orphans, instance_id, limit, mine),
         )
+
+    async def count_orphans(self) -> int:
+        return await self._read("count the sagas no live instance owns", count_orphans)
 
     async def claim_saga(self, instance_id: str, saga_id: str, *, force: bool) -> int | None:
         return await self._write(

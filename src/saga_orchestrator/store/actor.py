@@ -216,6 +216,9 @@ class Store:
     ) -> list[ClaimedSaga]:
         return await self.backend.claim_orphans(instance_id, limit, mine=mine)
 
+    async def count_orphans(self) -> int:
+        return await self.backend.count_orphans()
+
     async def claim_saga(self, instance_id: str, saga_id: str, *, force: bool) -> int | None:
         return await self.backend.claim_saga(instance_id, saga_id, force=force)
 

@@ -98,7 +98,8 @@ class StoreBackend(Protocol):
 
     async def renew_instance(self, instance_id: str, ttl: float) -> bool:
         """Extend the instance's leases to ``ttl`` seconds from now; False when its row is gone
-        (it was taken for dead: its sagas may be another's now, so it must stop)."""
+        or its leases have ended already (it was, or may have been, taken for dead: its sagas
+        may be another's now, so it must stop and register again)."""
         ...
 
     async def deregister_instance(self, instance_id: str) -> int:
@@ -118,6 +119,11 @@ class StoreBackend(Protocol):
         instance owns already (its coordinator restarted: no actor drives them); each claim
         bumps the saga's epoch. Instances that are dead and own nothing any more are removed.
         Concurrent claimers never get the same saga."""
+        ...
+
+    async def count_orphans(self) -> int:
+        """How many active sagas no live instance owns (what :meth:`claim_orphans` would take
+        without ``mine``), so that claimers can share them out."""
         ...
 
     async def claim_saga(self, instance_id: str, saga_id: str, *, force: bool) -> int | None:

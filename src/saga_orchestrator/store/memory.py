@@ -204,9 +204,9 @@ class MemoryBackend:
 
     async def renew_instance(self, instance_id: str, ttl: float) -> bool:
         record = self.instances.get(instance_id)
-        if record is None:
-            return False
         now = self.clock()
+        if record is None or record.expires_at <= now:
+            return False  # gone or expired: its sagas may be another's already
         self.instances[instance_id] = attrs.evolve(record, heartbeat_at=now, expires_at=now + ttl)
         return True
 
@@ -260,6 +260,14 @@ class MemoryBackend:
             for dead in [i for i in self.instances if not self._live(i) and i not in owning]:
                 del self.instances[dead]
         return claimed
+
+    async def count_orphans(self) -> int:
+        return sum(
+            1
+            for saga in self.sagas.values()
+            if saga.status in ACTIVE_STATUSES
+            and not self._live(self.owners.get(saga.saga_id, (None, 0))[0])
+        )
 
     async def claim_saga(self, instance_id: str, saga_id: str, *, force: bool) -> int | None:
         if saga_id not in self.sagas:

@@ -27,6 +27,11 @@ class ErrorDetail:
     available_types: list[str] | None = api_field(
         default=None, omit_if_none=True, doc="With `unknown_saga_type`: the saga types there are."
     )
+    saga_status: str | None = api_field(
+        default=None,
+        omit_if_none=True,
+        doc="With `saga_state_conflict`: the saga's status, which does not allow the request.",
+    )
     idempotency_key: str | None = api_field(
         default=None,
         omit_if_none=True,

@@ -112,6 +112,16 @@ class SagaEventsQuery:
     limit: int = count_field("Most transitions in the page.", minimum=1, maximum=1000, default=1000)
 
 
+@attrs.frozen(kw_only=True)
+class WaitQuery:
+    """A long poll for a saga's next change."""
+
+    after_version: int = count_field(
+        "Answer once the saga's `version` is past this (0: at once).", minimum=0, default=0
+    )
+    timeout: int = count_field("Seconds to wait at most.", minimum=0, maximum=60, default=30)
+
+
 # =============================================================================================
 # Saga responses
 
