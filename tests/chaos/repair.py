@@ -352,7 +352,7 @@ async def run_repair(
     async with open_cluster(chaos, workdir, overrides=SETTINGS) as cluster:
         for fault in faults(config):
             await cluster.standin.control("POST", "faults", fault)
-        driver = Driver(cluster.api_url, cluster.api_key, planned)
+        driver = Driver(cluster.orchestrators.urls, cluster.api_key, planned)
         start = trio.current_time() + 0.2
         await driver.run(start, start + config.window + config.quiet_within)
         quiet = await wait_quiet(cluster, config.quiet_within)
