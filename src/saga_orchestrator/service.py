@@ -53,6 +53,7 @@ from saga_orchestrator.coordinator.options import EngineOptions
 from saga_orchestrator.coordinator.plugins import load_saga_modules, parse_module_names
 from saga_orchestrator.coordinator.router import start_router
 from saga_orchestrator.coordinator.saga_waiters import SagaWaiters
+from saga_orchestrator.coordinator.trigger_links import TriggerDecisions
 from saga_orchestrator.errors import ConfigError, StoreUnavailable
 from saga_orchestrator.http.access_log import ACCESS_LOG_FORMAT, AccessLogger
 from saga_orchestrator.http.app import ApiDeps, create_app
@@ -348,7 +349,10 @@ async def _run_open(
             poll_interval=settings.relay_poll_seconds,
             leader_retry=settings.relay_leader_retry_seconds,
         )
-        router = await start_router(system, bus, coordinator_ref, catalog, router_options(settings))
+        decisions = TriggerDecisions()
+        router = await start_router(
+            system, bus, coordinator_ref, catalog, router_options(settings), decisions=decisions
+        )
         watcher = await start_bus_watcher(
             system, bus, [settings.event_stream, settings.lifecycle_stream]
         )
@@ -367,6 +371,8 @@ async def _run_open(
                 metrics=metrics,
                 draining=draining,
                 relay=relay,
+                # the in-process bus's one reader is this router: a publish waits for it
+                trigger_decisions=None if bus.durable else decisions,
                 waiters=waiters,
                 dashboard=board,
             )

@@ -28,6 +28,7 @@ from saga_orchestrator.coordinator.definition import (
 )
 from saga_orchestrator.coordinator.options import EngineOptions
 from saga_orchestrator.coordinator.router import EventRouter, start_router
+from saga_orchestrator.coordinator.trigger_links import TriggerDecisions
 from saga_orchestrator.store.actor import Store, start_store
 from saga_orchestrator.store.backend import StoreBackend
 from saga_orchestrator.store.memory import MemoryBackend
@@ -151,6 +152,7 @@ class EventPath:
     coordinator: Coordinator
     relay: OutboxRelay
     router: EventRouter
+    decisions: TriggerDecisions
 
     async def publish(self, *messages: BusMessage) -> None:
         await self.bus.publish(EVENTS, list(messages))
@@ -214,9 +216,18 @@ async def event_path(
             )
             await coordinator.ready.wait()
             relay = await start_relay(system, store, bus, poll_interval=0.5)
+            decisions = TriggerDecisions()
             router = await start_router(
-                system, bus, ref, catalog, consumer or consumer_options(), ask_timeout=5.0
+                system,
+                bus,
+                ref,
+                catalog,
+                consumer or consumer_options(),
+                ask_timeout=5.0,
+                decisions=decisions,
             )
-            yield EventPath(bus, store, backend, catalog, ref, coordinator, relay, router)
+            yield EventPath(
+                bus, store, backend, catalog, ref, coordinator, relay, router, decisions
+            )
     finally:
         await backend.close()

@@ -1,6 +1,7 @@
 """Saga behaviour through the coordinator on the in-memory store, in virtual time."""
 
 import itertools
+import json
 
 import attrs
 import pytest
@@ -11,6 +12,10 @@ from saga_orchestrator.config import Settings
 from saga_orchestrator.coordinator.definition import NonRetryableError, RetryPolicy, Step
 from saga_orchestrator.coordinator.messages import CancelSaga, GetStatus, RetrySaga
 from saga_orchestrator.coordinator.options import EngineOptions
+from saga_orchestrator.coordinator.projection import stream_id
+from saga_orchestrator.coordinator.state import SagaShape, StepShape, replay
+from saga_orchestrator.coordinator.step_runner import FRAME_BYTES, FRAMES_KEPT, frames_of
+from saga_orchestrator.coordinator.transitions import from_record
 from saga_orchestrator.errors import (
     DuplicateIdempotencyKey,
     OverloadedError,
@@ -564,9 +569,37 @@ async def test_a_bug_in_step_code_is_logged_with_its_traceback_and_kept_with_the
         assert f"'buggy' attempt {attempt} failed" in text and "[KeyError]" in text
         assert "(bug)" in text  # the saga type
         assert record.exc_info is not None and record.exc_info[0] is KeyError
+        history = await h.backend.read_stream(stream_id(saga_id))
     (buggy_step,) = final.steps
     assert ("KeyError", "KeyError: 'missing'") == (buggy_step.error_type, buggy_step.error)
     assert 'in buggy: return {}["missing"]' in buggy_step.error_frames[-1]
+    # Recovery replays them: the stored transitions (as JSON, like the SQL stores keep them)
+    # give the step the same error again.
+    shape = SagaShape(steps=(StepShape(name="buggy"),))
+    replayed = replay(
+        shape, [from_record(e.event_type, json.loads(json.dumps(e.data))) for e in history]
+    )
+    (step_state,) = replayed.steps
+    assert ("KeyError", buggy_step.error_frames) == (step_state.error_type, step_state.error_frames)
+
+
+def test_the_frames_kept_of_an_error_are_the_innermost_few_and_bounded_in_bytes() -> None:
+    def deep(n: int) -> None:
+        if n:
+            deep(n - 1)
+        raise ValueError(
+            "€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€€"
+        )  # 3 bytes each
+
+    try:
+        deep(20)
+    except ValueError as exc:
+        frames = frames_of(exc)
+    assert FRAMES_KEPT == len(frames) == 5
+    assert all(len(f.encode()) <= FRAME_BYTES for f in frames)
+    assert frames[-1].startswith("coordinator/test_sagas.py:") and " in deep: raise" in frames[-1]
+    frames[-1].encode().decode()  # never cut inside a character
+    assert () == frames_of(NonRetryableError("an answer of ours: no traceback"))
 
 
 async def test_a_downstream_error_is_logged_without_a_traceback(autojump_clock, caplog):
@@ -577,9 +610,18 @@ async def test_a_downstream_error_is_logged_without_a_traceback(autojump_clock, 
         async with running([saga("no", [Step(name="call", action=refused)])]) as h:
             saga_id = (await h.start("no")).saga.saga_id
             await h.wait_terminal(saga_id)
+        final = await h.store.get_saga(saga_id)
     (line,) = [r for r in caplog.records if saga_id in r.getMessage()]
     assert ("ERROR", None) == (line.levelname, line.exc_info)
     assert "[NonRetryableError]" in line.getMessage()
+    # Kept with the saga: its type and message, no frames.
+    assert final is not None
+    (kept,) = final.steps
+    assert ("NonRetryableError", "NonRetryableError: the user service refused: 409", ()) == (
+        kept.error_type,
+        kept.error,
+        kept.error_frames,
+    )
 
 
 class ReplyLost(RuntimeError):

@@ -18,11 +18,12 @@ from saga_orchestrator.bus import EventBus, InProcessBus, RedisStreamsBus, dead_
 from saga_orchestrator.config import Settings
 from saga_orchestrator.coordinator.catalog import SagaCatalog
 from saga_orchestrator.coordinator.router import trigger_key
-from saga_orchestrator.errors import BusUnavailable
+from saga_orchestrator.errors import BusUnavailable, StoreUnavailable
 from saga_orchestrator.http.app import ApiDeps, create_app
 from saga_orchestrator.service import run_service
 from saga_orchestrator.store.backend import StoreBackend
 from saga_orchestrator.store.memory import MemoryBackend
+from saga_orchestrator.store.records import SagaRecord
 from saga_orchestrator.store.sqlite import SQLiteBackend
 from tests.bus.harness import (
     EVENTS,
@@ -51,6 +52,7 @@ async def open_events_api(
     bus: EventBus | None = None,
     backend: StoreBackend | None = None,
     api_key: str | None = None,
+    wait_for_router: bool | None = None,
 ) -> AsyncIterator[EventsApi]:
     bus = bus if bus is not None else InProcessBus()
     async with event_path(bus, SAGAS, backend=backend) as path:
@@ -62,6 +64,10 @@ async def open_events_api(
                 environment="test", event_stream=EVENTS, consumer_group=GROUP, api_key=api_key
             ),
             bus=bus,
+            # as the service does: wait for this router when the bus is in-process
+            trigger_decisions=path.decisions
+            if (not bus.durable if wait_for_router is None else wait_for_router)
+            else None,
         )
         yield EventsApi(create_app(deps).test_client(), path)
 
@@ -119,9 +125,26 @@ async def test_a_published_trigger_event_starts_its_saga_through_the_outbox() ->
         status, body = await publish(api, registered("u-7"))
         assert 202 == status
         [saga] = await api.path.wait_for_sagas(ONBOARDING.name, 1)
+        assert [saga.saga_id] == body["saga_ids"]  # in-process: decided before the answer
+        assert body["event_id"] == saga.trigger_event_id
         assert trigger_key(body["event_id"], ONBOARDING.name) == saga.idempotency_key
         assert {"user_id": "u-7"} == saga.input
         await api.path.wait_status(saga.saga_id, ["completed"])
+
+
+class KeysUnreadable(MemoryBackend):
+    """A store that cannot look sagas up by key (its reads fail) while appends go through."""
+
+    async def find_saga_by_key(self, idempotency_key: str) -> SagaRecord | None:
+        raise StoreUnavailable("the read pool is reconnecting")
+
+
+async def test_a_stored_event_is_answered_even_when_its_sagas_cannot_be_looked_up() -> None:
+    async with open_events_api(backend=KeysUnreadable(), wait_for_router=False) as api:
+        status, body = await publish(api, registered("u-8", event_id="evt-8"))
+        assert (202, None) == (status, body["saga_ids"])  # not a 503: the event is durable
+        assert "/sagas/?trigger_event_id=evt-8" == body["sagas_link"]
+        assert 1 == len(await api.path.store.read_stream("user-u-8"))
 
 
 async def test_expected_version_conflicts_are_409() -> None:
@@ -140,6 +163,8 @@ async def test_a_repeated_event_id_returns_the_stored_event() -> None:
         again_status, again = await publish(api, registered(event_id="evt-a", expected_version=0))
         assert (202, 200) == (first_status, again_status)
         assert {**first, "created": False} == again
+        assert 1 == len(again["saga_ids"])  # the router decided before the first answer
+        assert f"/sagas/?trigger_event_id={first['event_id']}" == again["sagas_link"]
         changed = registered(event_id="evt-a", expected_version=0, data={"user_id": "other"})
         status, body = await publish(api, changed)
         assert (409, "conflict") == (status, body["error"]["code"])

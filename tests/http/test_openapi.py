@@ -130,9 +130,19 @@ async def test_request_and_response_schemas_come_from_the_view_classes() -> None
         for p in document["paths"]["/sagas/"]["get"]["parameters"]
         if p["in"] == "query"
     }
-    assert {"status", "saga_type", "created_after", "created_before", "limit", "cursor"} == set(
-        parameters
-    )
+    assert {
+        "status",
+        "saga_type",
+        "correlation_id",
+        "idempotency_key",
+        "trigger_event_id",
+        "created_after",
+        "created_before",
+        "updated_after",
+        "updated_before",
+        "limit",
+        "cursor",
+    } == set(parameters)
     assert {"type": "integer", "minimum": 1, "maximum": 500, "default": 50} == parameters["limit"][
         "schema"
     ]

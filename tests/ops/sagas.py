@@ -1,5 +1,6 @@
 """Saga types for the command-line tests: one whose second step is refused, so it
-compensates, and ``test_in_doubt`` (parks when cancelled during its charge).
+compensates, one whose second step has a bug (``KeyError``, not retried), so it
+compensates too, and ``test_in_doubt`` (parks when cancelled during its charge).
 
 Loaded with ``SAGA_MODULES=tests.support.sagas,tests.ops.sagas``.
 """
@@ -12,6 +13,7 @@ import attrs
 
 from saga_orchestrator.coordinator.definition import (
     NonRetryableError,
+    RetryPolicy,
     SagaDefinition,
     Step,
     StepContext,
@@ -47,4 +49,20 @@ REFUSED = SagaDefinition(
     ],
 )
 
-SAGAS = [REFUSED, IN_DOUBT]
+
+async def _lookup(ctx: StepContext) -> dict[str, Any]:
+    return {"found": {}[ctx.input.name]}  # a bug: KeyError
+
+
+BUGGY = SagaDefinition(
+    name="ops_buggy",
+    version=1,
+    input_type=RefusedInput,
+    description="Books, then its lookup has a bug: ends compensated.",
+    steps=[
+        Step(name="book", action=_book, compensation=_unbook),
+        Step(name="lookup", action=_lookup, retry=RetryPolicy(max_attempts=1)),
+    ],
+)
+
+SAGAS = [REFUSED, BUGGY, IN_DOUBT]

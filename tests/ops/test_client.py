@@ -192,6 +192,43 @@ def test_wait_exit_codes_for_a_saga_that_does_not_complete(cli: Cli) -> None:
     assert "gave up waiting after 0.3 s" in slow.err
 
 
+def test_show_and_steps_name_a_step_error_with_the_frames_of_a_bug(cli: Cli) -> None:
+    buggy = cli("sagas", "start", "ops_buggy", "--data", '{"name": "nobody"}', "--wait", "-q")
+    refused = cli("sagas", "start", "ops_refused", "--data", '{"name": "no"}', "--wait", "-q")
+    buggy_id, refused_id = buggy.out.split()[0], refused.out.split()[0]
+    for argv in (("sagas", "show", buggy_id), ("sagas", "steps", buggy_id)):
+        shown = cli(*argv)
+        assert EXIT_OK == shown.code, shown
+        frames = shown.out.split("step 'lookup' failed: KeyError: 'nobody'\n")[-1].splitlines()
+        assert 1 == len(frames)  # the step's own code only
+        assert frames[0].startswith("  ops/sagas.py:")
+        assert 'in _lookup: return {"found": {}[ctx.input.name]}' in frames[0]
+    steps = json.loads(cli("sagas", "steps", refused_id, "--json").out)["items"]
+    refuse = steps[1]
+    assert ("NonRetryableError", []) == (refuse["error_type"], refuse["error_frames"])
+    assert "step 'refuse' failed: NonRetryableError: no is refused" in (
+        cli("sagas", "show", refused_id).out
+    )
+
+
+def test_list_filters_by_what_names_a_saga_and_several_statuses(cli: Cli) -> None:
+    key = f"ops-{uuid.uuid4()}"
+    start = ("sagas", "start", "test_two_steps", "--data", '{"name": "f"}', "--wait")
+    keyed = cli(*start, "--idempotency-key", key, "--correlation-id", key, "-q").out.split()[0]
+    refused = cli("sagas", "start", "ops_refused", "--data", '{"name": "f"}', "--wait", "-q")
+    refused_id = refused.out.split()[0]
+    assert [keyed] == cli("sagas", "list", "--idempotency-key", key, "-q").out.split()
+    assert [keyed] == cli("sagas", "list", "--correlation-id", key, "-q").out.split()
+    both = cli("sagas", "list", "--status", "completed", "--status", "compensated", "-q")
+    assert {keyed, refused_id} <= set(both.out.split())
+    assert keyed not in cli("sagas", "list", "--status", "compensated", "-q").out.split()
+    later = cli("sagas", "list", "--updated-after", "2999-01-01T00:00:00", "-q")
+    assert (EXIT_OK, "") == (later.code, later.out)
+    assert "" == cli("sagas", "list", "--trigger-event", str(uuid.uuid4()), "-q").out
+    bad = cli("sagas", "list", "--created-before", "yesterday")
+    assert EXIT_USAGE == bad.code and "created_before" in bad.err
+
+
 def test_sagas_wait_prints_the_ended_saga_and_exits_by_its_status(cli: Cli) -> None:
     started = cli("sagas", "start", "test_slow", "--data", '{"seconds": 0.5}', "-q")
     waited = cli("sagas", "wait", started.out.strip())

@@ -528,16 +528,81 @@ async def test_list_sagas_filters(backend: StoreBackend) -> None:
         return [item.saga_id for item in page.items]
 
     assert await ids() == ["s-5", "s-4", "s-3", "s-2", "s-1"]
-    assert await ids(status="running") == ["s-5", "s-3", "s-1"]
+    assert await ids(statuses=["running"]) == ["s-5", "s-3", "s-1"]
+    assert await ids(statuses=["failed", "completed"]) == ["s-4", "s-2"]
     assert await ids(saga_type="refund") == ["s-4", "s-3"]
-    assert await ids(status="running", saga_type="order") == ["s-5", "s-1"]
+    assert await ids(statuses=["running"], saga_type="order") == ["s-5", "s-1"]
     assert await ids(created_after=T0 + 2) == ["s-5", "s-4", "s-3", "s-2"]  # inclusive
     assert await ids(created_before=T0 + 4) == ["s-3", "s-2", "s-1"]  # exclusive
-    assert await ids(created_after=T0 + 2, created_before=T0 + 4, status="running") == ["s-3"]
-    assert await ids(status="cancelled") == []
+    assert await ids(created_after=T0 + 2, created_before=T0 + 4, statuses=["running"]) == ["s-3"]
+    assert await ids(statuses=["cancelled"]) == []
 
-    page = await backend.list_sagas(SagaQuery(status="running"))
+    page = await backend.list_sagas(SagaQuery(statuses=["running"]))
     assert page.items[0] == attrs.evolve(records[4], steps=())
+
+
+async def test_list_sagas_filters_by_what_names_a_saga_and_by_update_time(
+    backend: StoreBackend,
+) -> None:
+    records = [
+        saga_record("k-1", created_at=T0 + 1, key="key-1", trigger_event_id="ev-1"),
+        saga_record("k-2", created_at=T0 + 2, key="key-2", trigger_event_id="ev-1"),
+        saga_record("k-3", created_at=T0 + 3, correlation_id="shared", updated_at=T0 + 30),
+        saga_record("k-4", created_at=T0 + 4, correlation_id="shared", updated_at=T0 + 10),
+    ]
+    await create_sagas(backend, *records)
+
+    async def ids(**filters: object) -> list[str]:
+        page = await backend.list_sagas(SagaQuery(**filters))  # type: ignore[arg-type]
+        return [item.saga_id for item in page.items]
+
+    assert await ids(trigger_event_id="ev-1") == ["k-2", "k-1"]
+    assert await ids(trigger_event_id="ev-2") == []
+    assert await ids(idempotency_key="key-2") == ["k-2"]
+    assert await ids(correlation_id="shared") == ["k-4", "k-3"]
+    assert await ids(correlation_id="corr-k-1") == ["k-1"]
+    assert await ids(updated_after=T0 + 10) == ["k-4", "k-3"]  # inclusive
+    assert await ids(updated_before=T0 + 30, correlation_id="shared") == ["k-4"]  # exclusive
+    (item,) = (await backend.list_sagas(SagaQuery(idempotency_key="key-1"))).items
+    assert item == attrs.evolve(records[0], steps=())
+    assert "ev-1" == item.trigger_event_id
+
+
+async def test_a_cursor_keeps_its_place_while_sagas_are_written(backend: StoreBackend) -> None:
+    records = [saga_record(f"w-{i}", created_at=T0 + i, version=1) for i in range(6)]
+    await create_sagas(backend, *records)
+    first = await backend.list_sagas(SagaQuery(limit=3))
+    assert [i.saga_id for i in first.items] == ["w-5", "w-4", "w-3"]
+    # Meanwhile: a new saga, and sagas of both pages change.
+    await create_sagas(backend, saga_record("w-new", created_at=T0 + 100))
+    for old in (records[4], records[1]):
+        moved = attrs.evolve(old, status="completed", version=2, updated_at=T0 + 200)
+        await commit_ok(backend, request(old.saga_id, 1, event("Done"), saga=moved))
+    second = await backend.list_sagas(SagaQuery(cursor=first.next_cursor, limit=3))
+    assert [i.saga_id for i in second.items] == ["w-2", "w-1", "w-0"]
+    assert "completed" == second.items[1].status and second.next_cursor is None
+
+
+async def test_step_errors_are_kept_with_their_type_and_frames(backend: StoreBackend) -> None:
+    frames = (
+        "steps/orders.py:12 in charge: return lookup['missing']",
+        "steps/ünïcode.py:3 in lookup: raise KeyError(key)",
+    )
+    failed = step(0, "failed", attempts=3, error="KeyError: 'missing'", error_type="KeyError")
+    failed = attrs.evolve(failed, error_frames=frames)
+    answered = step(1, "failed", error="ServiceUnavailable: 503", error_type="ServiceUnavailable")
+    record = saga_record("errors", steps=(failed, answered, step(2)))
+    await create_sagas(backend, record)
+    got = await backend.get_saga("errors")
+    assert got == record
+    assert got is not None and got.steps[0].error_frames == frames
+    assert ((), "ServiceUnavailable") == (got.steps[1].error_frames, got.steps[1].error_type)
+    # A later write of the step (the next attempt succeeded) clears them.
+    cleared = attrs.evolve(record, version=2, steps=(step(0, "completed", attempts=4),))
+    await commit_ok(backend, request("errors", 1, event("Done"), saga=cleared))
+    got = await backend.get_saga("errors")
+    assert got is not None
+    assert (None, ()) == (got.steps[0].error_type, got.steps[0].error_frames)
 
 
 async def test_list_sagas_items_have_no_steps(backend: StoreBackend) -> None:
@@ -582,7 +647,7 @@ async def test_list_sagas_pages_with_a_cursor(backend: StoreBackend, page_size: 
 
     assert await collect() == expected
     running = {r.saga_id for r in records if r.status == "running"}
-    assert await collect(status="running") == [s for s in expected if s in running]
+    assert await collect(statuses=["running"]) == [s for s in expected if s in running]
 
 
 async def test_list_sagas_cursor_of_an_unseen_position(backend: StoreBackend) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -115,31 +115,70 @@ async def test_sqlite_refuses_a_schema_newer_than_the_code(tmp_path: Path) -> No
         await SQLiteBackend(path).open()
 
 
-async def test_the_outbox_migration_upgrades_a_first_release_sqlite_file(tmp_path: Path) -> None:
-    path = tmp_path / "first.db"
+def _make_sqlite_release_file(path: Path, version: int, *statements: str) -> None:
+    """A SQLite file with the migrations up to ``version`` only (recorded), then
+    ``statements``: what that release wrote."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        [first] = load_migrations("sqlite")[:1]
         conn.execute("BEGIN")
-        for statement in split_sqlite_script(first.sql):
-            conn.execute(statement)
         conn.execute(_SQLITE_SCHEMA_MIGRATIONS)
-        conn.execute("INSERT INTO schema_migrations VALUES (1, '0001_initial', 0)")
-        conn.execute(
-            "INSERT INTO outbox (topic, event_id, event_type, data, metadata, created_at) "
-            "VALUES ('t', 'old-1', 'Happened', '{}', '{}', 1.5)"
-        )
+        for migration in load_migrations("sqlite"):
+            if migration.version <= version:
+                for statement in split_sqlite_script(migration.sql):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, 0)",
+                    (migration.version, migration.name),
+                )
+        for statement in statements:
+            conn.execute(statement)
         conn.execute("COMMIT")
     finally:
         conn.close()
+
+
+@asynccontextmanager
+async def _opened_sqlite(path: Path) -> AsyncIterator[SQLiteBackend]:
     backend = SQLiteBackend(path)
     await backend.open()
     try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+async def test_the_outbox_migration_upgrades_a_first_release_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "first.db"
+    _make_sqlite_release_file(
+        path,
+        1,
+        "INSERT INTO outbox (topic, event_id, event_type, data, metadata, created_at) "
+        "VALUES ('t', 'old-1', 'Happened', '{}', '{}', 1.5)",
+    )
+    async with _opened_sqlite(path) as backend:
         assert backend.migrations_applied == SQLITE_NAMES[1:]
         [old] = await backend.outbox_pending()
         assert ("old-1", 1.5, 1.5) == (old.event.event_id, old.created_at, old.occurred_at)
-    finally:
-        await backend.close()
+
+
+async def test_the_step_errors_migration_upgrades_a_sixth_release_sqlite_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sixth.db"
+    _make_sqlite_release_file(
+        path,
+        6,
+        "INSERT INTO sagas (saga_id, saga_type, saga_version, status, input, deadline_at, "
+        "created_at, updated_at, version) VALUES ('old', 'order', 1, 'running', '{}', 9, 1, 2, 2)",
+        "INSERT INTO saga_steps (saga_id, step_index, name, status, error) "
+        "VALUES ('old', 0, 'one', 'retry_wait', 'boom')",
+    )
+    async with _opened_sqlite(path) as backend:
+        assert backend.migrations_applied == ["0007_step_errors_and_trigger_events"]
+        old = await backend.get_saga("old")
+        assert old is not None and old.trigger_event_id is None
+        (kept,) = old.steps
+        assert ("boom", None, ()) == (kept.error, kept.error_type, kept.error_frames)
 
 
 def test_migrate_sync_creates_the_default_sqlite_file(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import trio_asyncio
 from saga_orchestrator.errors import (
     ConcurrencyError,
     DuplicateIdempotencyKey,
+    LeaseLost,
     StoreError,
     StoreUnavailable,
 )
@@ -28,7 +29,13 @@ from saga_orchestrator.store.postgres import (
     PostgresBackend,
     _payload,
 )
-from saga_orchestrator.store.records import AppendResult, NewEvent, OutboxMessage, StepRecord
+from saga_orchestrator.store.records import (
+    AppendResult,
+    Lease,
+    NewEvent,
+    OutboxMessage,
+    StepRecord,
+)
 
 from ..support.tcp_proxy import open_tcp_proxy
 from .test_contract import (
@@ -252,6 +259,7 @@ async def test_the_function_migration_upgrades_a_first_release_database(
             "0004_outbox_occurred_at",
             "0005_instances_and_saga_owners",
             "0006_saga_commands",
+            "0007_step_errors_and_trigger_events",
         ]
         taken = saga_record("new", key="old-key")
         moved = saga_record("old", key="old-key", version=3, steps=(step(0, "completed"),))
@@ -335,6 +343,7 @@ async def test_the_step_upsert_migration_upgrades_a_second_release_database(
             "0004_outbox_occurred_at",
             "0005_instances_and_saga_owners",
             "0006_saga_commands",
+            "0007_step_errors_and_trigger_events",
         ]
         assert_the_step_upserting_function(await trio_asyncio.aio_as_trio(_batch_function)(pg_dsn))
         before = await backend.get_saga("old")
@@ -352,7 +361,7 @@ async def test_the_migrations_of_an_empty_database_end_with_the_step_upsert(
 ) -> None:
     async with opened_postgres(pg_dsn) as backend:
         assert backend.migrations_applied == [m.name for m in load_migrations("postgresql")]
-        assert backend.migrations_applied[-1] == "0006_saga_commands"
+        assert backend.migrations_applied[-1] == "0007_step_errors_and_trigger_events"
         assert_the_step_upserting_function(await trio_asyncio.aio_as_trio(_batch_function)(pg_dsn))
         created = saga_record("new", steps=(step(0), step(1)))
         await create_sagas(backend, created)
@@ -380,6 +389,7 @@ async def test_the_outbox_migration_upgrades_a_third_release_database(
             "0004_outbox_occurred_at",
             "0005_instances_and_saga_owners",
             "0006_saga_commands",
+            "0007_step_errors_and_trigger_events",
         ]
         assert_the_step_upserting_function(await trio_asyncio.aio_as_trio(_batch_function)(pg_dsn))
         [old] = await backend.outbox_pending()
@@ -430,6 +440,7 @@ async def test_the_ownership_migration_leaves_existing_sagas_unowned_for_the_fir
         assert backend.migrations_applied == [
             "0005_instances_and_saga_owners",
             "0006_saga_commands",
+            "0007_step_errors_and_trigger_events",
         ]
         assert (None, 0, False) == await backend.saga_owner("old")
         await backend.register_instance("first", {}, 60.0)
@@ -438,3 +449,32 @@ async def test_the_ownership_migration_leaves_existing_sagas_unowned_for_the_fir
         # appends without a lease (events, the old engine) are not fenced
         moved = saga_record("old", version=2, steps=(step(0, "completed"),))
         await commit_ok(backend, request("saga-old", 1, event(), saga=moved))
+
+
+async def _make_sixth_release_database(dsn: str) -> None:
+    """Migrations 0001 to 0006 only, with a leased saga and its steps written by that release's
+    ``saga_commit_batch`` (0005's: no step errors, no trigger event)."""
+    created = saga_record("old", steps=(step(0, "retry_wait", error="KeyError: 'x'"), step(1)))
+    leased = attrs.evolve(request("saga-old", 0, event(), saga=created), lease=Lease("first", 1))
+    await _make_release_database(dsn, 6, _payload(leased), 3.0)
+
+
+async def test_the_step_errors_migration_upgrades_a_sixth_release_database_and_keeps_fencing(
+    pg_dsn: str, aio_loop: object
+) -> None:
+    await trio_asyncio.aio_as_trio(_make_sixth_release_database)(pg_dsn)
+    async with opened_postgres(pg_dsn) as backend:
+        assert backend.migrations_applied == ["0007_step_errors_and_trigger_events"]
+        assert_the_step_upserting_function(await trio_asyncio.aio_as_trio(_batch_function)(pg_dsn))
+        old = await backend.get_saga("old")
+        assert old is not None and old.trigger_event_id is None
+        assert [(None, ())] * 2 == [(s.error_type, s.error_frames) for s in old.steps]
+        # The new function writes the new columns, and still fences.
+        failed = step(0, "failed", error="KeyError: 'x'", error_type="KeyError")
+        failed = attrs.evolve(failed, error_frames=("a.py:1 in f: x['x']",))
+        moved = attrs.evolve(old, version=2, trigger_event_id="ev-1", steps=(failed,))
+        stale = attrs.evolve(request("saga-old", 1, event(), saga=moved), lease=Lease("other", 1))
+        (refused,) = await backend.commit([stale])
+        assert isinstance(refused, LeaseLost) and "first" == refused.owner
+        await commit_ok(backend, attrs.evolve(stale, lease=Lease("first", 1)))
+        assert await backend.get_saga("old") == attrs.evolve(moved, steps=(failed, step(1)))

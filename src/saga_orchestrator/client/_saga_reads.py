@@ -80,6 +80,7 @@ def saga_text(saga: Mapping[str, Any]) -> str:
         ("deadline", short_time(saga.get("deadline_at"))),
         ("idempotency key", saga.get("idempotency_key")),
         ("correlation id", saga.get("correlation_id")),
+        ("trigger event", saga.get("trigger_event_id")),
         ("input", saga.get("input")),
         ("result", saga.get("result")),
         ("error", saga.get("error")),
@@ -87,7 +88,21 @@ def saga_text(saga: Mapping[str, Any]) -> str:
     text = key_values(pairs)
     steps = saga.get("steps")
     if steps:
-        text += "\n\n" + table(steps, _STEP_COLUMNS)
+        text += "\n\n" + steps_text(steps)
+    return text
+
+
+def steps_text(steps: Sequence[Mapping[str, Any]]) -> str:
+    """Steps as a table, then each step's last error with the frames kept of it."""
+    text = table(steps, _STEP_COLUMNS)
+    for step in steps:
+        kind = str(step.get("error_type") or "")
+        if kind:
+            what = "compensation of step" if step.get("compensation_error") else "step"
+            error = str(step.get("compensation_error") or step.get("error"))
+            error = error if error.startswith(kind) else f"{kind}: {error}"
+            text += f"\n\n{what} {step.get('name')!r} failed: {error}"
+            text += "".join(f"\n  {frame}" for frame in step.get("error_frames") or ())
     return text
 
 
@@ -97,10 +112,15 @@ def _more(hint: str) -> None:
 
 def list_sagas(api: ApiClient, args: argparse.Namespace) -> int:
     filters = {
-        "status": args.status,
+        "status": ",".join(args.status) if args.status else None,
         "saga_type": args.type,
+        "correlation_id": args.correlation_id,
+        "idempotency_key": args.idempotency_key,
+        "trigger_event_id": args.trigger_event,
         "created_after": args.created_after,
         "created_before": args.created_before,
+        "updated_after": args.updated_after,
+        "updated_before": args.updated_before,
     }
 
     def fetch(cursor: Any, size: int) -> tuple[list[dict[str, Any]], Any]:
@@ -152,7 +172,7 @@ def show_steps(api: ApiClient, args: argparse.Namespace) -> int:
     if args.json:
         emit(json_text(answer))
     else:
-        emit(table(steps, _STEP_COLUMNS) if steps else "no steps")
+        emit(steps_text(steps) if steps else "no steps")
     return EXIT_OK
 
 

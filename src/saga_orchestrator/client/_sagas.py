@@ -44,10 +44,20 @@ def _version(text: str) -> int:
 
 def _register_reads(verbs: Any, common: argparse.ArgumentParser) -> None:
     listing = verbs.add_parser("list", parents=[common], help="list sagas, newest first")
-    listing.add_argument("--status", choices=STATUSES)
+    listing.add_argument(
+        "--status", choices=STATUSES, action="append", help="one status (repeat it for several)"
+    )
     listing.add_argument("--type", metavar="SAGA_TYPE")
-    listing.add_argument("--created-after", metavar="TIME", help="ISO-8601 or epoch seconds")
-    listing.add_argument("--created-before", metavar="TIME", help="ISO-8601 or epoch seconds")
+    listing.add_argument("--correlation-id", metavar="ID")
+    listing.add_argument("--idempotency-key", metavar="KEY")
+    listing.add_argument(
+        "--trigger-event", metavar="EVENT_ID", help="the sagas this published event started"
+    )
+    for when in ("created", "updated"):
+        for side, word in (("after", "at or after"), ("before", "before")):
+            listing.add_argument(
+                f"--{when}-{side}", metavar="TIME", help=f"{when} {word}: ISO-8601 or epoch seconds"
+            )
     limit_option(listing, 50, "sagas")
     listing.add_argument("--cursor", help="start after this cursor (what `more:` said)")
     listing.add_argument("-q", "--quiet", action="store_true", help="print only saga ids")

@@ -314,6 +314,7 @@ class Coordinator:
             deadline_at=now + self.options.saga_timeout,
             idempotency_key=message.idempotency_key,
             correlation_id=message.correlation_id,
+            trigger_event_id=message.trigger_event_id,
             at=now,
         )
         append = core.creation(shape, started, sm.initial_state(shape))

@@ -20,6 +20,8 @@ class StartSaga:
     data: Any
     idempotency_key: str | None = None
     correlation_id: str | None = None
+    trigger_event_id: str | None = None
+    """The event that asks for this start (the router's), kept with the saga."""
     key_is_new: bool = False
     """The ``idempotency_key`` was made for this start (the HTTP layer's, when the client sent
     none): no saga can hold it yet, so the coordinator starts the saga without looking the key

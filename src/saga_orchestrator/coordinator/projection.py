@@ -79,6 +79,7 @@ def to_record(
         version=state.version,
         idempotency_key=state.idempotency_key,
         correlation_id=state.correlation_id,
+        trigger_event_id=state.trigger_event_id,
         steps=step_rows,
     )
 

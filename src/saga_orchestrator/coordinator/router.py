@@ -65,6 +65,7 @@ from saga_orchestrator.throttled_log import ThrottledLog
 from .catalog import SagaCatalog
 from .definition import SagaDefinition
 from .messages import DeliverEvent, StartResult, StartSaga
+from .trigger_links import TriggerDecisions, trigger_key
 
 __all__ = ["EventRouter", "RouterStats", "start_router", "target_saga", "trigger_key"]
 
@@ -81,11 +82,6 @@ def target_saga(message: BusMessage) -> str | None:
         if isinstance(value, str) and value:
             return value
     return None
-
-
-def trigger_key(event_id: str, saga_type: str) -> str:
-    """The idempotency key of the saga of type ``saga_type`` that event ``event_id`` starts."""
-    return f"event:{event_id}:{saga_type}"
 
 
 def _input_of(definition: SagaDefinition, data: dict[str, Any]) -> dict[str, Any]:
@@ -121,10 +117,12 @@ class EventRouter:
         catalog: SagaCatalog,
         *,
         ask_timeout: float = ROUTER_ASK_TIMEOUT,
+        decisions: TriggerDecisions | None = None,
     ) -> None:
         self.coordinator = coordinator
         self.catalog = catalog
         self.ask_timeout = ask_timeout
+        self.decisions = decisions
         self.stats = RouterStats()
         self.consumer_stats = ConsumerStats()
         self._log = ThrottledLog(log)
@@ -137,8 +135,18 @@ class EventRouter:
         saga_id = target_saga(message)
         if saga_id is not None:
             await self._deliver(message, saga_id)
-        for definition in self.catalog.triggered_by(message.event_type):
-            await self._start(message, definition)
+        triggered = self.catalog.triggered_by(message.event_type)
+        try:
+            for definition in triggered:
+                await self._start(message, definition)
+        except RejectMessage:  # dead-lettered: decided, without this type's saga
+            self._decided(message, triggered)
+            raise
+        self._decided(message, triggered)
+
+    def _decided(self, message: BusMessage, triggered: list[SagaDefinition]) -> None:
+        if triggered and self.decisions is not None:
+            self.decisions.decided(message.event_id)
 
     async def _ask(self, message: Any) -> Any:
         try:
@@ -183,6 +191,7 @@ class EventRouter:
             data=_input_of(definition, message.data),
             idempotency_key=trigger_key(message.event_id, definition.name),
             correlation_id=correlation_id if isinstance(correlation_id, str) else message.event_id,
+            trigger_event_id=message.event_id,
         )
         try:
             result: StartResult = await self._ask(command)
@@ -216,9 +225,11 @@ async def start_router(
     options: ConsumerOptions,
     *,
     ask_timeout: float = ROUTER_ASK_TIMEOUT,
+    decisions: TriggerDecisions | None = None,
 ) -> EventRouter:
-    """Spawn the router as the permanent actor ``router`` of ``system``."""
-    router = EventRouter(coordinator, catalog, ask_timeout=ask_timeout)
+    """Spawn the router as the permanent actor ``router`` of ``system``; it tells
+    ``decisions`` each trigger event it has handled."""
+    router = EventRouter(coordinator, catalog, ask_timeout=ask_timeout, decisions=decisions)
     body = partial(run_consumer, bus, options, router, router.consumer_stats)
 
     async def behaviour(

@@ -187,6 +187,7 @@ class SagaState:
     deadline_at: float = 0.0
     idempotency_key: str | None = None
     correlation_id: str | None = None
+    trigger_event_id: str | None = None
     status: SagaStatus = SagaStatus.PENDING
     steps: tuple[StepState, ...] = ()
     version: int = 0
@@ -255,6 +256,7 @@ def evolve(state: SagaState, t: Transition) -> SagaState:
                 deadline_at=t.deadline_at,
                 idempotency_key=t.idempotency_key,
                 correlation_id=t.correlation_id,
+                trigger_event_id=t.trigger_event_id,
                 status=SagaStatus.PENDING,
                 created_at=t.at,
             )

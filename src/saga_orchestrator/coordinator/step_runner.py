@@ -15,6 +15,8 @@ from typing import Any
 
 import trio
 
+from saga_orchestrator.errors import SagaOrchestratorError
+
 from . import decide as core
 from .clock import Clock
 from .definition import NonRetryableError, SagaDefinition, StepContext
@@ -92,7 +94,7 @@ class StepRunner:
                         retryable=retryable,
                         retry_after=_retry_after(exc),
                         error_type=type(exc).__name__,
-                        frames=frames_of(exc),
+                        frames=frames_of(exc, skip=1),  # not this frame: the step's
                         effect_unknown=getattr(exc, "effect_unknown", False) is True,
                     )
         finally:
@@ -132,21 +134,34 @@ class StepRunner:
 
 FRAMES_KEPT = 5
 """Frames of a step's error kept with the saga (the innermost, where it was raised)."""
-FRAME_TEXT = 240
-"""Most characters of one kept frame."""
+FRAME_BYTES = 240
+"""Most bytes (UTF-8) of one kept frame: a step keeps at most 1200 bytes of frames."""
+ERROR_TEXT = 2000
+"""Most characters of an error's message kept with the saga (the rest is cut, with ``…``)."""
 
 
-def frames_of(exc: BaseException) -> tuple[str, ...]:
+def frames_of(exc: BaseException, *, skip: int = 0) -> tuple[str, ...]:
     """The last frames of ``exc``'s traceback as ``dir/file.py:line in function: code``, newest
-    last, each bounded (``FRAMES_KEPT`` of ``FRAME_TEXT`` characters)."""
+    last, bounded: ``FRAMES_KEPT`` frames of at most ``FRAME_BYTES`` bytes each.
+
+    Only for an error raised by the step's own code: an error of ours (a downstream service's
+    answer, ``NonRetryableError``) says what happened in its type and message. ``skip``: the
+    outermost frames to leave out (the caller's own)."""
+    if isinstance(exc, SagaOrchestratorError):
+        return ()
     kept = []
-    for frame in traceback.extract_tb(exc.__traceback__)[-FRAMES_KEPT:]:
+    for frame in traceback.extract_tb(exc.__traceback__)[skip:][-FRAMES_KEPT:]:
         where = "/".join(frame.filename.replace("\\", "/").split("/")[-2:])
         text = f"{where}:{frame.lineno} in {frame.name}"
         if frame.line:
             text += f": {frame.line.strip()}"
-        kept.append(text[:FRAME_TEXT])
+        kept.append(_cut_utf8(text, FRAME_BYTES))
     return tuple(kept)
+
+
+def _cut_utf8(text: str, size: int) -> str:
+    """``text`` cut to at most ``size`` bytes of UTF-8, never inside a character."""
+    return text.encode()[:size].decode(errors="ignore")
 
 
 def _retry_after(exc: BaseException) -> float | None:
@@ -157,6 +172,8 @@ def _retry_after(exc: BaseException) -> float | None:
 
 def _describe(exc: BaseException) -> str:
     text = str(exc)
+    if len(text) > ERROR_TEXT:
+        text = text[: ERROR_TEXT - 1] + "…"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

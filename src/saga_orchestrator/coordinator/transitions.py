@@ -42,6 +42,8 @@ class SagaStarted:
     """Wall-clock time after which the saga stops going forward and compensates."""
     idempotency_key: str | None = None
     correlation_id: str | None = None
+    trigger_event_id: str | None = None
+    """The event the router started the saga for (``None``: started by a request)."""
     at: float = 0.0
 
 

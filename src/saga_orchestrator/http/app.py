@@ -18,6 +18,7 @@ from saga_orchestrator.bus import EventBus, OutboxRelay
 from saga_orchestrator.config import Settings
 from saga_orchestrator.coordinator.catalog import SagaCatalog
 from saga_orchestrator.coordinator.saga_waiters import SagaWaiters
+from saga_orchestrator.coordinator.trigger_links import TriggerDecisions
 from saga_orchestrator.metrics import ServiceMetrics
 from saga_orchestrator.store.actor import Store
 
@@ -67,6 +68,9 @@ class ApiDeps:
     ``draining.begin`` when the service begins to stop)."""
     relay: OutboxRelay | None = None
     """The outbox relay: ``/health`` shows whether it leads; ``None``: not running."""
+    trigger_decisions: TriggerDecisions | None = None
+    """Set when this process's router decides on every published event (the in-process bus):
+    a publish waits for its decision to answer with the sagas it started."""
     waiters: SagaWaiters = attrs.field(factory=SagaWaiters)
     """Wakes the long polls of ``GET /sagas/{id}/wait`` (the engine's observer feeds it)."""
     dashboard: Dashboard | None = None

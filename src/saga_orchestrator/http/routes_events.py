@@ -17,8 +17,12 @@ events in one transaction, and the outbox relay publishes both. See ``docs/event
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote
 
+import trio
 from quart import Blueprint, Response, request
 
 from saga_orchestrator.coordinator.domain_events import (
@@ -27,6 +31,7 @@ from saga_orchestrator.coordinator.domain_events import (
     Replayed,
     saga_stream_errors,
 )
+from saga_orchestrator.coordinator.trigger_links import DECISION_WAIT, started_sagas
 from saga_orchestrator.store.records import ANY_VERSION, NewEvent, RecordedEvent, new_id
 
 from .app import deps
@@ -97,9 +102,10 @@ def parse_publish_body(body: Any) -> tuple[str, int, NewEvent, bool]:
 @operation(
     summary="Publish a domain event",
     description="Appended to its stream and to the outbox in one transaction, then relayed to "
-    "the bus, where the router starts the sagas it triggers. A repeated `event_id` returns the "
-    "stored event (200); 409 when that id names another event, or `expected_version` is not "
-    "the stream's version.",
+    "the bus, where the router starts the sagas it triggers: `saga_ids` names them once the "
+    "router has decided, `sagas_link` finds them in any case. A repeated `event_id` returns "
+    "the stored event (200); 409 when that id names another event, or `expected_version` is "
+    "not the stream's version.",
     tag=TAG,
     body=PublishRequest,
     replies=created_or_found(
@@ -109,16 +115,43 @@ def parse_publish_body(body: Any) -> tuple[str, int, NewEvent, bool]:
 )
 async def publish() -> Response:
     stream_id, expected, event, chosen_id = parse_publish_body(await json_body())
-    published = await _events().publish(
-        stream_id, event, expected_version=expected, repeatable=chosen_id
+    svc = deps()
+    with _router_decision(event) as decision:
+        published = await _events().publish(
+            stream_id, event, expected_version=expected, repeatable=chosen_id
+        )
+        if published.created and decision is not None:
+            with trio.move_on_after(DECISION_WAIT):
+                await decision.wait()
+    saga_ids = await started_sagas(
+        svc.store,
+        svc.catalog,
+        event.event_id,
+        event.event_type,
+        decided=decision is not None and decision.is_set(),
     )
-    return _published(published.event, created=published.created)
+    return _published(published.event, created=published.created, saga_ids=saga_ids)
 
 
-def _published(event: RecordedEvent, *, created: bool) -> Response:
+@contextmanager
+def _router_decision(event: NewEvent) -> Iterator[trio.Event | None]:
+    """Set once this process's router has decided on ``event`` (with the in-process bus and an
+    event that triggers sagas), else ``None``."""
+    svc = deps()
+    if svc.trigger_decisions is None or not svc.catalog.triggered_by(event.event_type):
+        yield None
+        return
+    with svc.trigger_decisions.expect(event.event_id) as decision:
+        yield decision
+
+
+def _published(event: RecordedEvent, *, created: bool, saga_ids: list[str] | None) -> Response:
     location = f"/events/stream/{event.stream_id}?from_version={event.version}&limit=1"
+    link = f"/sagas/?trigger_event_id={quote(event.event_id, safe='')}"
     return json_response(
-        stored_event(event, created=created), 202 if created else 200, {"Location": location}
+        stored_event(event, created=created, saga_ids=saga_ids, sagas_link=link),
+        202 if created else 200,
+        {"Location": location},
     )
 
 

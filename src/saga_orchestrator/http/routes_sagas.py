@@ -129,10 +129,12 @@ def parse_list_query(args: dict[str, list[str]]) -> SagaQuery:
 
     ``args`` maps each parameter to its values (``request.args.to_dict(flat=False)``).
     """
+    if len(args.get("status", ())) > 1:  # repeated: one list
+        args = {**args, "status": [",".join(args["status"])]}
     given = check_query(ListSagasQuery, args)
     errors: list[dict[str, str]] = []
     times: dict[str, float] = {}
-    for name in ("created_after", "created_before"):
+    for name in ("created_after", "created_before", "updated_after", "updated_before"):
         text = getattr(given, name)
         if text is not None:
             try:
@@ -146,10 +148,15 @@ def parse_list_query(args: dict[str, list[str]]) -> SagaQuery:
     if errors:
         raise InvalidQuery("the query is not valid", errors)
     return SagaQuery(
-        status=None if given.status is None else given.status.value,
+        statuses=() if given.status is None else tuple(dict.fromkeys(given.status.split(","))),
         saga_type=given.saga_type,
+        correlation_id=given.correlation_id,
+        idempotency_key=given.idempotency_key,
+        trigger_event_id=given.trigger_event_id,
         created_after=times.get("created_after"),
         created_before=times.get("created_before"),
+        updated_after=times.get("updated_after"),
+        updated_before=times.get("updated_before"),
         cursor=given.cursor,
         limit=given.limit,
     )
@@ -239,6 +246,9 @@ async def _ask_start(message: StartSaga) -> StartResult:
 @sagas.get("/")
 @operation(
     summary="List sagas, newest first",
+    description="Every filter given must hold. Pages follow the order of creation (time, then "
+    "saga id), which never changes: a `cursor` keeps its place while sagas are started or "
+    "change (a new saga is on the first page, not the next).",
     tag=TAG,
     query=ListSagasQuery,
     replies=[Reply(status=200, description="A page of sagas.", body=SagaPage)],

@@ -54,6 +54,7 @@ SAGA_COLUMN_NAMES = (
     "version",
     "idempotency_key",
     "correlation_id",
+    "trigger_event_id",
 )
 SAGA_COLUMNS = ", ".join(SAGA_COLUMN_NAMES)
 STEP_COLUMN_NAMES = (
@@ -69,6 +70,8 @@ STEP_COLUMN_NAMES = (
     "compensation_status",
     "compensation_attempts",
     "compensation_error",
+    "error_type",
+    "error_frames",
 )
 OUTBOX_COLUMNS = (
     "id, topic, event_id, event_type, data, metadata, created_at, coalesce(occurred_at, created_at)"
@@ -139,6 +142,7 @@ def encode_request(request: AppendRequest) -> EncodedRequest | StoreError:
                 saga.version,
                 saga.idempotency_key,
                 saga.correlation_id,
+                saga.trigger_event_id,
             )
             steps = tuple(
                 (
@@ -154,6 +158,8 @@ def encode_request(request: AppendRequest) -> EncodedRequest | StoreError:
                     step.compensation_status,
                     step.compensation_attempts,
                     step.compensation_error,
+                    step.error_type,
+                    dumps(list(step.error_frames)) if step.error_frames else None,
                 )
                 for step in saga.steps
             )
@@ -349,6 +355,7 @@ def saga_from_row(row: Sequence[Any], steps: Iterable[StepRecord] = ()) -> SagaR
         version=row[11],
         idempotency_key=row[12],
         correlation_id=row[13],
+        trigger_event_id=row[14],
         steps=tuple(steps),
     )
 
@@ -368,6 +375,8 @@ def step_from_row(row: Sequence[Any], start: int = 0) -> StepRecord:
         compensation_status=r[8],
         compensation_attempts=r[9],
         compensation_error=r[10],
+        error_type=r[11],
+        error_frames=loads(r[12]) or (),
     )
 
 
@@ -417,14 +426,18 @@ def saga_list_sql(query: SagaQuery, placeholder: Callable[[int], str]) -> tuple[
     if query.cursor:
         created_at, saga_id = decode_cursor(query.cursor)
         conditions.append(f"(created_at, saga_id) < ({param(created_at)}, {param(saga_id)})")
-    if query.status is not None:
-        conditions.append(f"status = {param(query.status)}")
-    if query.saga_type is not None:
-        conditions.append(f"saga_type = {param(query.saga_type)}")
-    if query.created_after is not None:
-        conditions.append(f"created_at >= {param(float(query.created_after))}")
-    if query.created_before is not None:
-        conditions.append(f"created_at < {param(float(query.created_before))}")
+    if query.statuses:
+        conditions.append(f"status IN ({', '.join(param(s) for s in query.statuses)})")
+    for column in ("saga_type", "correlation_id", "idempotency_key", "trigger_event_id"):
+        value = getattr(query, column)
+        if value is not None:
+            conditions.append(f"{column} = {param(value)}")
+    for column in ("created", "updated"):
+        after, before = getattr(query, f"{column}_after"), getattr(query, f"{column}_before")
+        if after is not None:
+            conditions.append(f"{column}_at >= {param(float(after))}")
+        if before is not None:
+            conditions.append(f"{column}_at < {param(float(before))}")
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     sql = (
         f"SELECT {SAGA_COLUMNS} FROM sagas{where} "

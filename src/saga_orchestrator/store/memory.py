@@ -164,13 +164,7 @@ class MemoryBackend:
         for saga in rows:
             if after is not None and (saga.created_at, saga.saga_id) >= after:
                 continue
-            if query.status is not None and saga.status != query.status:
-                continue
-            if query.saga_type is not None and saga.saga_type != query.saga_type:
-                continue
-            if query.created_after is not None and saga.created_at < query.created_after:
-                continue
-            if query.created_before is not None and saga.created_at >= query.created_before:
+            if not query.matches(saga):
                 continue
             picked.append(attrs.evolve(saga, steps=()))
             if len(picked) > query.limit:

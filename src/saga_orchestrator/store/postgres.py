@@ -16,14 +16,16 @@ The rules of MEASUREMENTS.md ("Traps") hold here:
 Writes do not use the pool: batches are committed on one connection of their own (the writer),
 kept open between batches and reopened by the next batch when it is lost. A batch is ONE round
 trip whatever its size: ``SELECT ... FROM saga_commit_batch(...)`` (created by the migration
-``0002_commit_batch_function``, replaced by ``0003_commit_batch_upserts_steps`` and then by
-``0004_outbox_occurred_at``), sent outside an explicit transaction, so the statement is its own
-transaction and its answer comes after COMMIT. The function takes the write lock, reads the
-streams' versions (``FOR UPDATE``), the idempotency keys' owners and the event ids already
-stored, decides each request in batch order, writes the accepted ones (one set-based statement
-per table) and answers a code per request. The batch goes as ONE ``jsonb`` argument made by one
-``json.dumps`` (not as arrays: asyncpg's array encoder costs ~1-2 us of CPU per element, an
-``isinstance`` check against the ``collections.abc`` classes each).
+``0002_commit_batch_function``, replaced by ``0003_commit_batch_upserts_steps``,
+``0004_outbox_occurred_at``, ``0005_instances_and_saga_owners`` and
+``0007_step_errors_and_trigger_events``), sent outside an explicit transaction, so the
+statement is its own transaction and its answer comes after COMMIT. The function takes the
+write lock, reads the streams' versions (``FOR UPDATE``), the idempotency keys' owners and the
+event ids already stored, decides each request in batch order, writes the accepted ones (one
+set-based statement per table) and answers a code per request. The batch goes as ONE
+``jsonb`` argument made by one ``json.dumps`` (not as arrays: asyncpg's array encoder costs
+~1-2 us of CPU per element, an ``isinstance`` check against the ``collections.abc`` classes
+each).
 
 Writes take a transaction-level advisory lock (:data:`WRITE_LOCK_KEY`) first. Within one process
 the store actor commits one batch at a time anyway; the lock makes that true across processes
@@ -107,7 +109,7 @@ T = TypeVar("T")
 
 _COMMIT_BATCH = "SELECT codes, versions, firsts, owners FROM saga_commit_batch($1, $2)"
 """A whole batch, one statement (migration ``0005_instances_and_saga_owners`` says what it
-does)."""
+does; ``0007_step_errors_and_trigger_events`` re-created it to write the columns it added)."""
 
 _MARK_SENT = "UPDATE outbox SET sent_at = $2 WHERE id = ANY($1::bigint[]) AND sent_at IS NULL"
 
@@ -147,6 +149,7 @@ def _payload(request: AppendRequest, to_float: Callable[[Any], Any] = float) -> 
             saga.version,
             saga.idempotency_key,
             saga.correlation_id,
+            saga.trigger_event_id,
         ]
         steps = [
             [
@@ -161,6 +164,8 @@ def _payload(request: AppendRequest, to_float: Callable[[Any], Any] = float) -> 
                 step.compensation_status,
                 step.compensation_attempts,
                 step.compensation_error,
+                step.error_type,
+                list(step.error_frames) or None,
             ]
             for step in saga.steps
         ]

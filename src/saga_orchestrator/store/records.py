@@ -87,7 +87,9 @@ class StepRecord:
     error_type: str | None = None
     """The class of the step's last error (``KeyError``, ``ServiceUnavailable``...)."""
     error_frames: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    """The last frames of its traceback, newest last (bounded)."""
+    """The last frames of its traceback, newest last, for an error raised by the step's own code
+    (none for a downstream service's answer): at most ``FRAMES_KEPT`` frames of at most
+    ``FRAME_BYTES`` bytes each (``coordinator/step_runner.py``)."""
     compensation_status: str = "not_run"
     compensation_attempts: int = 0
     compensation_error: str | None = None
@@ -111,6 +113,8 @@ class SagaRecord:
     version: int
     idempotency_key: str | None = None
     correlation_id: str | None = None
+    trigger_event_id: str | None = None
+    """The event that started the saga (set by the router), else ``None``."""
     steps: tuple[StepRecord, ...] = ()
 
 
@@ -218,14 +222,44 @@ class AppendResult:
 
 @attrs.frozen(kw_only=True)
 class SagaQuery:
-    """Filters and a page of the saga list (newest first)."""
+    """Filters and a page of the saga list (newest first, by ``(created_at, saga_id)``: a
+    cursor keeps its place while sagas are written, since neither ever changes).
 
-    status: str | None = None
+    Every filter given must hold; ``statuses``: any of them. Times are epoch seconds: ``*_after``
+    is inclusive, ``*_before`` exclusive."""
+
+    statuses: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     saga_type: str | None = None
+    correlation_id: str | None = None
+    idempotency_key: str | None = None
+    trigger_event_id: str | None = None
     created_after: float | None = None
     created_before: float | None = None
+    updated_after: float | None = None
+    updated_before: float | None = None
     cursor: str | None = None
     limit: int = 50
+
+    def matches(self, saga: SagaRecord) -> bool:
+        """Whether ``saga`` passes the filters (the cursor aside): the memory backend's rule,
+        which the SQL of the other backends spells out."""
+        return (
+            (not self.statuses or saga.status in self.statuses)
+            and _equal(self.saga_type, saga.saga_type)
+            and _equal(self.correlation_id, saga.correlation_id)
+            and _equal(self.idempotency_key, saga.idempotency_key)
+            and _equal(self.trigger_event_id, saga.trigger_event_id)
+            and _within(saga.created_at, self.created_after, self.created_before)
+            and _within(saga.updated_at, self.updated_after, self.updated_before)
+        )
+
+
+def _equal(wanted: str | None, value: str | None) -> bool:
+    return wanted is None or wanted == value
+
+
+def _within(value: float, after: float | None, before: float | None) -> bool:
+    return (after is None or value >= after) and (before is None or value < before)
 
 
 @attrs.frozen(kw_only=True)

@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
+import attrs
 from quart import Response, redirect, request
 
 from saga_orchestrator.coordinator.projection import stream_id
@@ -111,7 +112,7 @@ async def _counts() -> tuple[dict[str, str], dict[str, int]]:
     by_status: dict[str, str] = {}
     by_type: Counter[str] = Counter()
     for status in STATUSES:
-        found = await store.list_sagas(SagaQuery(status=status, limit=COUNT_CAP + 1))
+        found = await store.list_sagas(SagaQuery(statuses=(status,), limit=COUNT_CAP + 1))
         items = found.items[:COUNT_CAP]
         by_status[status] = f"{COUNT_CAP}+" if len(found.items) > COUNT_CAP else str(len(items))
         by_type.update(record.saga_type for record in items)
@@ -135,22 +136,11 @@ async def sagas_page() -> Response:
         error = "; ".join(f"{e['field']}: {e['message']}" for e in exc.errors) or str(exc)
         query = SagaQuery()
     store = deps().store
-    if search or correlation:  # not a store filter: the newest sagas are searched
-        found = await store.list_sagas(
-            SagaQuery(
-                status=query.status,
-                saga_type=query.saga_type,
-                created_after=query.created_after,
-                created_before=query.created_before,
-                limit=SCAN_LIMIT,
-            )
-        )
-        items = [
-            r
-            for r in found.items
-            if (not search or search in r.saga_id)
-            and (not correlation or r.correlation_id == correlation)
-        ][: query.limit]
+    if correlation:
+        query = attrs.evolve(query, correlation_id=correlation)
+    if search:  # not a store filter: the newest sagas are searched
+        found = await store.list_sagas(attrs.evolve(query, cursor=None, limit=SCAN_LIMIT))
+        items = [r for r in found.items if search in r.saga_id][: query.limit]
         next_cursor = None
     else:
         found = await store.list_sagas(query)

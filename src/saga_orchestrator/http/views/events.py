@@ -105,6 +105,15 @@ class PublishedEvent(StoredEvent):
     """The published event as stored."""
 
     created: bool = api_field(doc="`false`: an earlier publish with the same `event_id`.")
+    saga_ids: list[str] | None = api_field(
+        doc="The sagas the event started (empty: it triggers none, or none could start), once "
+        "the router has decided on every saga type it triggers: with the in-process bus it has "
+        "by the time the publish answers (it waits up to 2 s for it); with Redis, when the "
+        "router was quicker than the answer. Else null: see `sagas_link`."
+    )
+    sagas_link: str = api_field(
+        doc="Where to find the sagas the event started: `/sagas/?trigger_event_id=<event_id>`."
+    )
 
 
 @attrs.frozen(kw_only=True)

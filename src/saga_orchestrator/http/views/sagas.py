@@ -45,22 +45,58 @@ class CancelRequest:
     reason: str | None = text_field("Recorded as the saga's error.", default=None)
 
 
+_STATUS_NAME = "(?:" + "|".join(s.value for s in SagaStatus) + ")"
+_STATUS_LIST = f"^{_STATUS_NAME}(?:,{_STATUS_NAME})*$"
+
+
 @attrs.frozen(kw_only=True)
 class ListSagasQuery:
     """Filters and paging of the saga list."""
 
-    status: SagaStatus | None = api_field(default=None, doc="Only sagas with this status.")
+    status: str | None = api_field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TEXT,
+        pattern=_STATUS_LIST,
+        pattern_message="expected one or more of "
+        + ", ".join(s.value for s in SagaStatus)
+        + ", comma-separated",
+        doc="Only sagas with one of these statuses, comma-separated or the parameter repeated "
+        f"(`status=failed,compensation_failed`): {', '.join(s.value for s in SagaStatus)}.",
+    )
     saga_type: str | None = api_field(
         default=None, min_length=1, max_length=MAX_TEXT, doc="Only sagas of this type."
+    )
+    correlation_id: str | None = api_field(
+        default=None, min_length=1, max_length=MAX_TEXT, doc="Only sagas with this correlation id."
+    )
+    idempotency_key: str | None = api_field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TEXT,
+        doc="Only the saga holding this idempotency key (the router's starts use "
+        "`event:<event id>:<saga type>`).",
+    )
+    trigger_event_id: str | None = api_field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TEXT,
+        doc="Only the sagas this event started (the `sagas_link` of `POST /events/publish`).",
     )
     created_after: str | None = api_field(
         default=None,
         max_length=64,
-        doc="Only sagas created after this time: ISO-8601 (UTC without an offset) or seconds "
-        "since the epoch.",
+        doc="Only sagas created at or after this time: ISO-8601 (UTC without an offset) or "
+        "seconds since the epoch.",
     )
     created_before: str | None = api_field(
         default=None, max_length=64, doc="Only sagas created before this time, as above."
+    )
+    updated_after: str | None = api_field(
+        default=None, max_length=64, doc="Only sagas last changed at or after this time."
+    )
+    updated_before: str | None = api_field(
+        default=None, max_length=64, doc="Only sagas last changed before this time."
     )
     limit: int = count_field("Most sagas in the page.", minimum=1, maximum=500, default=50)
     cursor: str | None = api_field(
@@ -101,7 +137,19 @@ class StepView:
     started_at: str | None = time_field("When its last attempt started")
     finished_at: str | None = time_field("When it finished")
     result: Any = api_field(doc="What the step returned.")
-    error: str | None = api_field(doc="Why it failed.")
+    error: str | None = api_field(
+        doc="Its last error's message (of its action, or of its "
+        "compensation in `compensation_error`)."
+    )
+    error_type: str | None = api_field(
+        doc="The class of its last error (`KeyError`, `ServiceUnavailable`...): of its action, "
+        "or of its compensation once that failed."
+    )
+    error_frames: list[str] = api_field(
+        doc="For an error raised by the step's own code, the last frames of its traceback as "
+        "`dir/file.py:line in function: code`, newest last (at most 5 of at most 240 bytes "
+        "each); empty for a downstream service's answer."
+    )
     compensation_status: CompensationStatus
     compensation_attempts: int
     compensation_error: str | None
@@ -121,6 +169,9 @@ class SagaSummary:
     error: str | None
     idempotency_key: str | None
     correlation_id: str | None
+    trigger_event_id: str | None = api_field(
+        doc="The event that started it (`POST /events/publish`), else null (`POST /sagas/start`)."
+    )
     deadline_at: str = time_field("When the saga times out")
     created_at: str = time_field("When it was started")
     updated_at: str = time_field("When it last changed")
