@@ -187,3 +187,22 @@ async def test_the_request_goes_out_as_sent_and_https_goes_to_the_fallback():
     assert b"content-length: 2" in [line.lower() for line in lines]
     assert b"{}" == body
     assert ["https://example.test/"] == [str(r.url) for r in fallback]
+
+
+@pytest.mark.parametrize("status_line", [b"HTTP/1.1 503 ", b"HTTP/1.1 503 Try Later"])
+async def test_the_reason_phrase_is_the_one_the_service_sent(status_line: bytes):
+    # errors quote it ("answered 503 Try Later"); a service that sends none gets none added
+    async def serve(stream: trio.SocketStream) -> None:
+        async with stream:
+            await _request_head(stream, bytearray())
+            await stream.send_all(status_line + b"\r\nContent-Length: 0\r\n\r\n")
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(_serve, serve)
+        transport = LeanTransport()
+        response = await transport.handle_async_request(
+            httpx.Request("GET", f"http://127.0.0.1:{port}/x")
+        )
+        await transport.aclose()
+        nursery.cancel_scope.cancel()
+    assert (503, status_line[13:].decode()) == (response.status_code, response.reason_phrase)

@@ -168,7 +168,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                     await connection.stream.send_all(_head(request, body) + body)
                 except (trio.BrokenResourceError, OSError) as exc:
                     raise httpx.WriteError(f"the connection broke: {exc}") from None
-                status, headers, content, keep = await self._answer(connection, request.method)
+                head, headers, content, keep = await self._answer(connection, request.method)
         except BaseException:
             await connection.aclose()
             raise
@@ -176,7 +176,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
             self._put(origin, connection)
         else:
             connection.close()
-        return httpx.Response(status, headers=headers, content=content, request=request)
+        status, version, reason = head
+        extensions = {"http_version": version, "reason_phrase": reason}  # as the service said
+        return httpx.Response(
+            status, headers=headers, content=content, request=request, extensions=extensions
+        )
 
     def _put(self, origin: _Origin, connection: _Connection) -> None:
         """Back on its origin's stack; the oldest idle ones past their expiry closed."""
@@ -209,8 +213,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     async def _answer(
         self, connection: _Connection, method: str
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
-        """(status, headers, body, whether the connection may be used again)."""
+    ) -> tuple[tuple[int, bytes, bytes], list[tuple[bytes, bytes]], bytes, bool]:
+        """((status, HTTP version, reason phrase), headers, body, whether the connection may be
+        used again)."""
         while (end := connection.buffer.find(b"\r\n\r\n")) < 0:
             if len(connection.buffer) > MAX_HEAD:
                 raise httpx.RemoteProtocolError("the answer's head is too long")
@@ -220,6 +225,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         version, _, rest = lines[0].partition(b" ")
         try:
             status = int(rest[:3])
+            reason = rest[4:].strip()
         except ValueError:
             raise httpx.RemoteProtocolError(f"bad status line {lines[0][:80]!r}") from None
         headers: list[tuple[bytes, bytes]] = []
@@ -230,7 +236,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             fields[name.strip().lower()] = value.strip().lower()
         keep = version == b"HTTP/1.1" and fields.get(b"connection") != b"close"
         if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-            return status, headers, b"", keep
+            return (status, version, reason), headers, b"", keep
         if fields.get(b"transfer-encoding", b"").endswith(b"chunked"):
             content = await self._chunked(connection)
             headers = [(n, v) for n, v in headers if n.lower() != b"transfer-encoding"]
@@ -242,7 +248,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             content = await connection.exactly(size)
         else:
             content, keep = await connection.rest(), False
-        return status, headers, content, keep
+        return (status, version, reason), headers, content, keep
 
     async def _chunked(self, connection: _Connection) -> bytes:
         parts: list[bytes] = []
