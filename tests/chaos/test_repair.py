@@ -27,4 +27,8 @@ async def test_every_parked_saga_is_repaired_through_the_api(tmp_path: Path) -> 
     print(report.text())
     assert not report.violations, report.failure_text()
     assert report.parked_per_round[0] > 0, report.text()  # the scenario parked sagas
-    assert {"resolve applied", "resolve not_applied", "retry"} <= set(report.actions), report.text()
+    # both kinds of action were taken; which outcome a resolve states depends on whether the
+    # cancelled write had reached the stand-in (timing), so a run may see only one of them
+    # (tests/http/test_operator_api.py takes both, deterministically)
+    taken = set(report.actions)
+    assert "retry" in taken and taken & {"resolve applied", "resolve not_applied"}, report.text()
