@@ -24,8 +24,14 @@ _STATUS_RE = re.compile(r"\b(" + "|".join(STATUS_WORDS) + r")\b")
 
 
 def status_words(text: str) -> list[str]:
-    """The status words of ``text``, in order."""
-    return _STATUS_RE.findall(text)
+    """The status words of ``text``, in order, a word that repeats the one before counted once:
+    how many progress lines a running saga gets depends on timing (a fast saga may pass two
+    steps between two answers of the long poll), the order of its statuses does not."""
+    words: list[str] = []
+    for word in _STATUS_RE.findall(text):
+        if not words or words[-1] != word:
+            words.append(word)
+    return words
 
 
 def doc_env(**extra: str) -> dict[str, str]:
