@@ -18,9 +18,10 @@ import httpx
 
 from saga_orchestrator.config import read_environment
 
-from ._api import EXIT_ERROR, EXIT_OK, EXIT_USAGE, ApiClient, ClientError
 from ._command import URL_ENV, runner, service_url
+from ._errors import EXIT_ERROR, EXIT_OK, EXIT_USAGE, ClientError
 from ._output import Column, emit, json_text, table
+from ._saga_client import SyncSagaClient
 
 __all__ = ["READY_PATH", "register", "wait_until_ready"]
 
@@ -98,8 +99,8 @@ def _wait_ready(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _health(api: ApiClient, args: argparse.Namespace) -> int:
-    health: dict[str, Any] = api.request("GET", "/health", also_ok=(503,))
+def _health(sagas: SyncSagaClient, args: argparse.Namespace) -> int:
+    health: dict[str, Any] = sagas.health()
     if args.json:
         emit(json_text(health))
     else:
