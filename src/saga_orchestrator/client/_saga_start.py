@@ -59,17 +59,17 @@ def start_saga(
     data: dict[str, Any],
     *,
     idempotency_key: str,
-    correlation_id: str | None = None,
+    **options: Any,
 ) -> Saga:
     """Start a saga with this key (the client sends it again, with the same key, after a 503
-    or a lost answer: the key finds a saga the first attempt made, and never starts a second).
+    or a lost answer: the key finds a saga the first attempt made, and never starts a second);
+    ``options`` are the client's ``start``'s (``correlation_id``, ...).
 
     Raises:
         ServiceError: still no saga after the retries; the message gives the key to retry with.
     """
     try:
-        return sagas.start(saga_type, data, idempotency_key=idempotency_key,
-                           correlation_id=correlation_id)  # fmt: skip
+        return sagas.start(saga_type, data, idempotency_key=idempotency_key, **options)
     except ServiceError as exc:
         raise ServiceError(
             f"{exc}\n  the saga may have been created: start it again with "
@@ -85,8 +85,13 @@ def start(sagas: SyncSagaClient, args: argparse.Namespace) -> int:
     if not isinstance(data, dict):
         raise UsageError("--data: expected a JSON object")
     key = args.idempotency_key or str(uuid.uuid4())  # our own: printed, to start again with
-    saga = start_saga(sagas, args.saga_type, data, idempotency_key=key,
-                      correlation_id=args.correlation_id or None)  # fmt: skip
+    saga = start_saga(
+        sagas,
+        args.saga_type,
+        data,
+        idempotency_key=key,
+        correlation_id=args.correlation_id or None,
+    )
     if args.wait:
         saga = wait_for_end(sagas, saga.saga_id, first=saga, interval=args.interval,
                             timeout=args.wait_timeout, progress=sys.stderr)  # fmt: skip
