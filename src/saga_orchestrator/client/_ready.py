@@ -3,7 +3,9 @@
 ``wait-ready`` polls ``URL/health/ready`` (the service's readiness, or the ``devservices``
 stand-in's) until it answers 200, for scripts that start a server in the background and go on
 once it listens: exit 0 when ready, 1 with a line saying what it last saw when ``--timeout``
-passes first. ``health`` prints ``GET /health``: every component, exit 1 when one is unhealthy.
+passes first; it polls with an httpx client of its own (no key, short timeouts, any answer a
+reason to go on), being a probe rather than a call of the saga API. ``health`` prints the
+client's ``health()`` (``GET /health``): every component, exit 1 when one is unhealthy.
 """
 
 from __future__ import annotations
