@@ -16,6 +16,7 @@ import httpx
 import pytest
 import trio
 
+from saga_orchestrator.client import SyncSagaClient
 from tests.support.server import API_KEY, free_port, server_env, server_log
 
 SAGA_MODULES = "tests.support.sagas,tests.ops.sagas"
@@ -104,3 +105,17 @@ def running_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
             yield RunningServer(url=url, api_key=API_KEY, log_path=log_path)
         finally:
             stop(process)
+
+
+def parked_in_doubt(server: RunningServer) -> str:
+    """A ``test_in_doubt`` saga cancelled during its charge: parked, the charge in doubt."""
+    with SyncSagaClient(server.url, api_key=server.api_key, timeout=5) as sagas:
+        saga_id = sagas.start("test_in_doubt", {"seconds": 60}).saga_id
+        deadline = time.monotonic() + 10
+        while sagas.get(saga_id).current_step != "charge":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        sagas.cancel(saga_id)
+        parked = sagas.wait(saga_id, timeout=10)
+    assert "compensation_failed" == parked.status
+    return saga_id

@@ -4,40 +4,14 @@ missing ``--reason`` is a usage error, and an action that does not apply exits 4
 
 from __future__ import annotations
 
-import time
-
-import httpx
 import pytest
 
-from saga_orchestrator.client import (
-    EXIT_CONFLICT,
-    EXIT_OK,
-    EXIT_USAGE,
-    ApiClient,
-    wait_for_end,
-)
+from saga_orchestrator.client import EXIT_CONFLICT, EXIT_OK, EXIT_USAGE
 
-from .conftest import RunningServer
+from .conftest import RunningServer, parked_in_doubt
 from .test_client import Cli, cli  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.e2e
-
-
-def parked_in_doubt(server: RunningServer) -> str:
-    """A ``test_in_doubt`` saga cancelled during its charge: parked, the charge in doubt."""
-    headers = {"X-API-Key": server.api_key}
-    with httpx.Client(base_url=server.url, headers=headers, timeout=5) as client:
-        body = {"saga_type": "test_in_doubt", "data": {"seconds": 60}}
-        saga_id = client.post("/sagas/start", json=body).json()["saga_id"]
-        deadline = time.monotonic() + 10
-        while client.get(f"/sagas/{saga_id}").json()["current_step"] != "charge":
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        assert 202 == client.post(f"/sagas/{saga_id}/cancel").status_code
-    with ApiClient(server.url, api_key=server.api_key, timeout=5) as api:
-        parked = wait_for_end(api, {"saga_id": saga_id}, interval=0.05, timeout=10)
-    assert "compensation_failed" == parked["status"]
-    return saga_id
 
 
 def test_resolve_a_step_in_doubt_from_the_command_line(

@@ -6,10 +6,12 @@ checked directly); one test runs the real entry point as a process.
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import subprocess
 import sys
+import types
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -28,14 +30,15 @@ from saga_orchestrator.client import (
     EXIT_OK,
     EXIT_USAGE,
     EXIT_WAIT_TIMEOUT,
-    ApiClient,
     ClientError,
+    Saga,
+    SyncSagaClient,
     _event_reads,
     _events,
+    _saga_client,
     _saga_reads,
-    start_saga,
-    wait_for_end,
 )
+from saga_orchestrator.client._saga_start import start_options, start_saga, wait_for_end
 
 from .conftest import READ_ONLY_KEY, RunningServer
 
@@ -164,9 +167,9 @@ def test_cancel_then_conflicts(cli: Cli, running_server: RunningServer) -> None:
     cancel = cli("sagas", "cancel", saga_id, "--reason", "ops test")
     assert EXIT_OK == cancel.code, cancel
     assert saga_id in cancel.out
-    with ApiClient(running_server.url, api_key=running_server.api_key, timeout=5) as api:
-        ended = wait_for_end(api, {"saga_id": saga_id}, interval=0.05, timeout=10)
-    assert "cancelled" == ended["status"]
+    with SyncSagaClient(running_server.url, api_key=running_server.api_key) as sagas:
+        ended = sagas.wait(saga_id, timeout=10)
+    assert "cancelled" == ended.status
     again = cli("sagas", "cancel", saga_id)
     assert EXIT_CONFLICT == again.code
     assert "HTTP 409 saga_state_conflict" in again.err
@@ -442,20 +445,30 @@ def test_wait_rewrites_one_progress_line_on_a_terminal() -> None:
         return httpx.Response(200, json=body)
 
     terminal = _Terminal()
-    with ApiClient("http://test", transport=httpx.MockTransport(handler)) as api:
-        saga = wait_for_end(
-            api, {"saga_id": "s1", "status": "pending"}, interval=0.001, progress=terminal
-        )
-    assert "completed" == saga["status"]
+    with SyncSagaClient("http://test", transport=httpx.MockTransport(handler)) as sagas:
+        first = Saga(saga_id="s1", status="pending")
+        saga = wait_for_end(sagas, "s1", first=first, interval=0.001, progress=terminal)
+    assert "completed" == saga.status
     text = terminal.getvalue()
     assert text.startswith("\rsaga s1: pending")
     assert "\rsaga s1: running, step two (2/2)" in text
     assert text.endswith("\n") and 1 == text.count("\n")
 
 
-def test_start_retries_a_503_with_the_same_key_then_gives_the_key() -> None:
+def _start_client(
+    handler: Callable[[httpx.Request], httpx.Response], retries: int
+) -> SyncSagaClient:
+    """The client ``sagas start --retries N`` makes, on a scripted transport."""
+    options = start_options(argparse.Namespace(retries=retries))
+    return SyncSagaClient("http://test", transport=httpx.MockTransport(handler), **options)
+
+
+def test_start_retries_a_503_with_the_same_key_then_gives_the_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A 503 (the saga may have been created) is retried with the same idempotency key, after
-    its Retry-After; when the retries run out, the error says which key to start again with."""
+    its Retry-After, each retry said on stderr; when the retries run out, the error says which
+    key to start again with."""
     sent: list[dict[str, Any]] = []
     answers = iter([503, 503, 202])
 
@@ -470,24 +483,23 @@ def test_start_retries_a_503_with_the_same_key_then_gives_the_key() -> None:
         return httpx.Response(202, json={"saga_id": "s1", "status": "running"})
 
     pauses: list[float] = []
-    progress = io.StringIO()
-    body = {"saga_type": "t", "data": {}, "idempotency_key": "k-1"}
-    with ApiClient("http://test", transport=httpx.MockTransport(handler)) as api:
-        saga = start_saga(api, body, retries=3, pause=pauses.append, progress=progress)
-        assert "s1" == saga["saga_id"]
-        assert ["k-1"] * 3 == [b["idempotency_key"] for b in sent]
-        assert [2.0, 2.0] == pauses
-        assert 2 == progress.getvalue().count("retrying in 2 s with the same key")
+    monkeypatch.setattr(_saga_client, "time", types.SimpleNamespace(sleep=pauses.append))
+    with _start_client(handler, retries=3) as sagas:
+        saga = start_saga(sagas, "t", {}, idempotency_key="k-1")
+    assert "s1" == saga.saga_id
+    assert ["k-1"] * 3 == [b["idempotency_key"] for b in sent]
+    assert [2.0, 2.0] == pauses
+    assert 2 == capsys.readouterr().err.count("retrying in 2 s with the same key")
 
-        sent.clear()
-        with pytest.raises(ClientError) as failed:
-            start_saga(api, body, retries=1, pause=pauses.append)
+    sent.clear()
+    with _start_client(handler, retries=1) as sagas, pytest.raises(ClientError) as failed:
+        start_saga(sagas, "t", {}, idempotency_key="k-1")
     assert ["k-1", "k-1"] == [b["idempotency_key"] for b in sent]
     assert "--idempotency-key k-1" in str(failed.value)
     assert EXIT_ERROR == failed.value.exit_code
 
 
-def test_start_retries_a_lost_answer_but_not_a_refusal() -> None:
+def test_start_retries_a_lost_answer_but_not_a_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -497,12 +509,9 @@ def test_start_retries_a_lost_answer_but_not_a_refusal() -> None:
         return httpx.Response(422, json={"error": {"code": "validation_error",
                                                    "message": "bad", "details": []}})  # fmt: skip
 
-    body = {"saga_type": "t", "data": {}, "idempotency_key": "k-2"}
-    with (
-        ApiClient("http://test", transport=httpx.MockTransport(handler)) as api,
-        pytest.raises(ClientError) as failed,
-    ):
-        start_saga(api, body, retries=5, pause=lambda seconds: None)
+    monkeypatch.setattr(_saga_client, "time", types.SimpleNamespace(sleep=lambda seconds: None))
+    with _start_client(handler, retries=5) as sagas, pytest.raises(ClientError) as failed:
+        start_saga(sagas, "t", {}, idempotency_key="k-2")
     assert ["k-2", "k-2"] == calls  # the timeout retried; the 422 not
     assert EXIT_USAGE == failed.value.exit_code
 

@@ -21,7 +21,7 @@ from saga_orchestrator.client import (
     WaitTimedOut,
 )
 
-from .conftest import READ_ONLY_KEY, RunningServer
+from .conftest import READ_ONLY_KEY, RunningServer, parked_in_doubt
 
 TWO_STEPS = {"name": "ada"}
 
@@ -134,3 +134,61 @@ async def test_the_sync_client(running_server: RunningServer):
     assert "completed" == done.status
     assert (True, False, event.position) == (event.created, again.created, again.position)
     assert 3 == len(listed)
+
+
+async def test_pages_steps_and_saga_types(running_server: RunningServer):
+    async with SagaClient(running_server.url, api_key=running_server.api_key) as sagas:
+        started = [await sagas.start("test_two_steps", {"name": f"page-{n}"}) for n in range(3)]
+        done = await sagas.wait(started[-1].saga_id, timeout=20)
+        first = await sagas.list_page(limit=2, saga_type="test_two_steps")
+        second = await sagas.list_page(cursor=first.next, limit=2, saga_type="test_two_steps")
+        steps = await sagas.steps(done.saga_id)
+        history = await sagas.history_page(done.saga_id, limit=2)
+        rest = await sagas.history_page(done.saga_id, from_version=history.next)
+        types = {saga_type.name: saga_type for saga_type in await sagas.saga_types()}
+    newest = [saga.saga_id for saga in reversed(started)]
+    assert newest[:2] == [saga.saga_id for saga in first.items]
+    assert newest[2] == second.items[0].saga_id and first.next is not None
+    assert (done.saga_id, "completed") == (steps.saga_id, steps.status)
+    assert ["reserve", "confirm"] == [step.name for step in steps] and 2 == len(steps)
+    assert steps.raw["items"][0]["name"] == steps[0].name  # the JSON as sent, for printing
+    assert (3, None) == (history.next, rest.next)
+    assert done.version == len(history.items) + len(rest.items)
+    assert "SagaStarted" == history.items[0].type and "SagaCompleted" == rest.items[-1].type
+    two_steps = types["test_two_steps"]
+    assert ["reserve", "confirm"] == [step.name for step in two_steps.steps]
+    assert two_steps.version >= 1 and two_steps.input_schema
+
+
+async def test_read_and_replay_events(running_server: RunningServer):
+    stream = "lib-read-stream"
+    async with SagaClient(running_server.url, api_key=running_server.api_key) as sagas:
+        published = [await sagas.publish("lib.read", stream, {"n": n}) for n in range(3)]
+        page = await sagas.read_stream(stream, limit=2)
+        tail = await sagas.read_stream(stream, from_version=page.next)
+        after = published[0].position - 1
+        only = await sagas.read_all(after_position=after, event_type="lib.read", limit=1000)
+        known = await sagas.event_types()
+        again = await sagas.replay_stream(stream, from_version=2)
+        ranged = await sagas.replay_range(after_position=after, event_type="lib.read", limit=2)
+        with pytest.raises(UsageError) as refused:
+            await sagas.replay_stream(f"saga-{published[0].event_id}")
+    ids = [event.event_id for event in published]
+    assert ids == [event.event_id for event in (*page.items, *tail.items)]
+    assert (3, None) == (page.next, tail.next)
+    assert ids == [event.event_id for event in only.items]
+    assert {"lib.read"} == {event.type for event in only.items}
+    assert "lib.read" in known.seen and "lib.read" not in known.triggers
+    assert (tuple(ids[1:]), None) == (again.event_ids, again.next) and again.bus_stream
+    assert tuple(ids[:2]) == ranged.event_ids and ranged.next == published[1].position
+    assert 422 == refused.value.status  # a saga's transitions are never replayed
+
+
+async def test_a_dry_run_says_what_an_action_would_record(running_server: RunningServer):
+    saga_id = await trio.to_thread.run_sync(parked_in_doubt, running_server)
+    async with SagaClient(running_server.url, api_key=running_server.api_key) as sagas:
+        dry = await sagas.resolve(saga_id, "charge", "not_applied", reason="r", dry_run=True)
+        still = await sagas.get(saga_id)
+    assert (True, "cancelled") == (dry.dry_run, dry.status)
+    assert ("StepResolved", "SagaCompensated") == dry.would_record
+    assert "compensation_failed" == still.status

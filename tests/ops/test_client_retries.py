@@ -12,7 +12,7 @@ import httpx
 import pytest
 import trio
 
-from saga_orchestrator.client import SagaClient, ServiceError
+from saga_orchestrator.client import ClientError, SagaClient, ServiceError
 
 SAGA_ID = "7d9f1c0e-5d7e-4c1e-9a8a-0b6c2f7d1e11"
 
@@ -42,8 +42,9 @@ class Script:
             raise answer
         return answer if isinstance(answer, httpx.Response) else answer()
 
-    def client(self) -> SagaClient:
-        return SagaClient("http://svc", api_key="k", transport=httpx.MockTransport(self))
+    def client(self, **options: Any) -> SagaClient:
+        return SagaClient("http://svc", api_key="k", transport=httpx.MockTransport(self),
+                          **options)  # fmt: skip
 
     def bodies(self) -> list[dict[str, Any]]:
         return [json.loads(r.content) for _, r in self.requests]
@@ -61,6 +62,25 @@ async def test_a_start_whose_answer_was_lost_is_sent_again_under_the_same_key(au
     assert (3, 1, SAGA_ID) == (len(script.requests), len(keys), started.saga_id)
     [(t1, _), (t2, _), (t3, _)] = script.requests
     assert (0.2, 0.4) == (pytest.approx(t2 - t1), pytest.approx(t3 - t2))  # backoff doubles
+
+
+async def test_on_retry_hears_of_each_retry_before_it_is_sent(autojump_clock):
+    script = Script(
+        error(503, "overloaded", retry_after="3"),
+        httpx.ConnectError("refused"),
+        httpx.Response(202, json=saga(created=True)),
+    )
+    heard: list[tuple[int | None, float, float]] = []
+
+    def on_retry(failure: ClientError, seconds: float) -> None:
+        heard.append((failure.status, seconds, trio.current_time()))
+
+    async with script.client(on_retry=on_retry) as sagas:
+        await sagas.start("t", {})
+    [(t1, _), (t2, _), _] = script.requests
+    assert [(503, 3.0, t1), (None, 0.4, t2)] == [
+        (status, pytest.approx(seconds), pytest.approx(at)) for status, seconds, at in heard
+    ]
 
 
 async def test_a_cancel_whose_answer_was_lost_is_not_sent_again(autojump_clock):

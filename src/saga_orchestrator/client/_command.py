@@ -1,6 +1,8 @@
 """What every client command shares: where the service is and which key to send, the
-connection options, JSON arguments, and turning a :class:`~._api.ClientError` into a message
-on stderr and an exit code.
+connection options, JSON arguments, and turning a :class:`~._errors.ClientError` into a
+message on stderr and an exit code. A command's handler gets the library's
+:class:`~._saga_client.SyncSagaClient` and calls its typed methods: the command line has no
+requests of its own.
 
 Variables are read from the environment over ``./.env`` (as ``serve`` reads its settings):
 
@@ -22,13 +24,15 @@ from typing import Any
 
 from saga_orchestrator.config import read_environment
 
-from ._api import EXIT_INTERRUPTED, ApiClient, ClientError, UsageError
+from ._errors import EXIT_INTERRUPTED, ClientError, UsageError
+from ._saga_client import SyncSagaClient
 from ._where import API_KEY_ENVS, DEFAULT_PORT, URL_ENV, api_key_of, service_url
 
 __all__ = [
     "API_KEY_ENVS",
     "DEFAULT_PORT",
     "URL_ENV",
+    "ClientOptions",
     "Handler",
     "api_key_of",
     "connection_options",
@@ -37,8 +41,10 @@ __all__ = [
     "service_url",
 ]
 
-Handler = Callable[[ApiClient, argparse.Namespace], int]
-"""A command: talks to the API, prints, returns the exit code (or raises ``ClientError``)."""
+Handler = Callable[[SyncSagaClient, argparse.Namespace], int]
+"""A command: calls the client, prints, returns the exit code (or raises ``ClientError``)."""
+ClientOptions = Callable[[argparse.Namespace], dict[str, Any]]
+"""A command's own arguments of :class:`SyncSagaClient` (``retries``, ``on_retry``)."""
 
 
 def connection_options() -> argparse.ArgumentParser:
@@ -87,16 +93,20 @@ def json_argument(text: str | None, name: str) -> Any:
         raise UsageError(f"{name}: not valid JSON ({exc})") from None
 
 
-def runner(handler: Handler) -> Callable[[argparse.Namespace], int]:
-    """The command's entry point: connect, run ``handler``, map errors to exit codes."""
+def runner(
+    handler: Handler, options: ClientOptions | None = None
+) -> Callable[[argparse.Namespace], int]:
+    """The command's entry point: make the client (with ``options(args)`` besides the
+    connection options), run ``handler``, map errors to exit codes."""
 
     def run(args: argparse.Namespace) -> int:
         try:
             environ = read_environment()
             url = service_url({**environ, URL_ENV: args.url} if args.url else environ)
-            api_key = args.api_key or api_key_of(environ)
-            with ApiClient(url, api_key=api_key, timeout=args.timeout) as api:
-                return handler(api, args)
+            api_key = args.api_key or api_key_of(environ) or ""
+            more = options(args) if options is not None else {}
+            with SyncSagaClient(url, api_key=api_key, timeout=args.timeout, **more) as sagas:
+                return handler(sagas, args)
         except ClientError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return exc.exit_code

@@ -1,9 +1,10 @@
 """The ``saga-orchestrator events`` command group, and its writes:
 
 =============================  ==========================================================
-``events publish TYPE STREAM`` ``POST /events/publish``
-``events replay STREAM_ID``    ``POST /events/replay/{stream_id}`` (pages followed)
-``events replay --after-...``  ``POST /events/replay`` with a range of positions
+``events publish TYPE STREAM`` ``publish`` (``POST /events/publish``)
+``events replay STREAM_ID``    ``replay_stream`` (``POST /events/replay/{stream_id}``;
+                               pages followed)
+``events replay --after-...``  ``replay_range`` (``POST /events/replay``)
 =============================  ==========================================================
 
 The reads are :mod:`._event_reads`'s.
@@ -13,74 +14,57 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
 
-from ._api import EXIT_OK, ApiClient, UsageError
 from ._command import json_argument, runner
+from ._errors import EXIT_OK, UsageError
 from ._event_reads import PAGE, all_events, event_types, stream_events
+from ._models import Page, Replayed
 from ._output import emit, json_text, key_values
 from ._paging import Pages, limit_option
+from ._saga_client import SyncSagaClient
 
 __all__ = ["register"]
 
 
-def _publish(api: ApiClient, args: argparse.Namespace) -> int:
+def _publish(sagas: SyncSagaClient, args: argparse.Namespace) -> int:
     data = json_argument(args.data, "--data")
     metadata = json_argument(args.metadata, "--metadata")
     for name, value in (("--data", data), ("--metadata", metadata)):
         if value is not None and not isinstance(value, dict):
             raise UsageError(f"{name}: expected a JSON object")
-    body: dict[str, Any] = {
-        "event_type": args.event_type,
-        "stream_id": args.stream_id,
-        "data": data or {},
-    }
-    if metadata is not None:
-        body["metadata"] = metadata
-    if args.expected_version is not None:
-        body["expected_version"] = args.expected_version
-    if args.event_id is not None:
-        body["event_id"] = args.event_id
-    answer = api.post("/events/publish", body)
-    if args.json:
-        emit(json_text(answer))
-    elif isinstance(answer, Mapping):
-        emit(key_values(list(answer.items())))
-    else:
-        emit("published")
+    event = sagas.publish(args.event_type, args.stream_id, data or {}, event_id=args.event_id,
+                          metadata=metadata, expected_version=args.expected_version)  # fmt: skip
+    emit(json_text(event.raw) if args.json else key_values(list(event.raw.items())))
     return EXIT_OK
 
 
-def _replay(api: ApiClient, args: argparse.Namespace) -> int:
+def _replay(sagas: SyncSagaClient, args: argparse.Namespace) -> int:
     if (args.stream_id is None) == (args.after_position is None):
         raise UsageError("give either STREAM_ID or --after-position")
     if args.stream_id is not None:
         if args.to_position is not None or args.type is not None:
             raise UsageError("--to-position and --type go with --after-position, not STREAM_ID")
-        path = f"/events/replay/{quote(args.stream_id, safe='')}"
         start, following, first = "from_version", "next_from_version", args.from_version
         what = f"of {args.stream_id} "
     else:
-        path = "/events/replay"
         start, following, first = "after_position", "next_after_position", args.after_position
         what = ""
-    answers: list[dict[str, Any]] = []
+    answers: list[Replayed] = []
 
-    def fetch(where: Any, size: int) -> tuple[list[dict[str, Any]], Any]:
-        body: dict[str, Any] = {start: where, "limit": size}
-        if args.stream_id is None:
-            body.update(to_position=args.to_position, event_type=args.type)
-        answer = api.post(path, {k: v for k, v in body.items() if v is not None})
+    def fetch(where: Any, size: int) -> Page[str]:
+        if args.stream_id is not None:
+            answer = sagas.replay_stream(args.stream_id, from_version=where, limit=size)
+        else:
+            answer = sagas.replay_range(
+                after_position=where, limit=size, to_position=args.to_position, event_type=args.type
+            )
         answers.append(answer)
-        return [{"event_id": event_id} for event_id in answer.get("event_ids", [])], answer.get(
-            following
-        )
+        return Page(items=answer.event_ids, next=answer.next, raw=answer.raw)
 
     pages = Pages(fetch, first, limit=args.limit, page_size=PAGE)
-    event_ids = [item["event_id"] for item in pages.all()]
-    bus_stream = answers[-1].get("bus_stream") if answers else None
+    event_ids = pages.all()
+    bus_stream = answers[-1].bus_stream if answers else None
     if args.json:
         emit(
             json_text(

@@ -7,12 +7,26 @@ service never breaks a client; times are timezone-aware ``datetime`` s.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
 import attrs
 
-__all__ = ["ENDED", "TERMINAL", "Accepted", "Event", "Saga", "SagaStep", "from_json"]
+__all__ = [
+    "ENDED",
+    "TERMINAL",
+    "Accepted",
+    "Event",
+    "EventTypes",
+    "Page",
+    "Replayed",
+    "Saga",
+    "SagaStep",
+    "SagaSteps",
+    "SagaType",
+    "StepType",
+    "from_json",
+]
 
 TERMINAL = frozenset({"completed", "compensated", "cancelled", "timed_out"})
 """A saga with one of these statuses will not change again."""
@@ -20,6 +34,19 @@ ENDED = TERMINAL | {"compensation_failed", "failed"}
 """Terminal, or parked for an operator (it changes again only by an operator's action)."""
 
 T = TypeVar("T")
+
+
+def _many(cls: type[T]) -> Callable[[Any], tuple[T, ...]]:
+    """A converter: a JSON list of objects as a tuple of ``cls`` (kept when already typed)."""
+
+    def convert(items: Any) -> tuple[T, ...]:
+        return tuple(i if isinstance(i, cls) else from_json(cls, i) for i in items or ())
+
+    return convert
+
+
+def _strings(items: Any) -> tuple[str, ...]:
+    return tuple(items or ())
 
 
 @attrs.frozen(kw_only=True)
@@ -34,6 +61,10 @@ class SagaStep:
     finished_at: dt.datetime | None = None
     result: Any = None
     error: str | None = None
+    error_type: str | None = None
+    """The class of its last error (of its action, or of its compensation once that failed)."""
+    error_frames: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    """The last frames of the step's own code's traceback, newest last."""
     compensation_status: str = "not_run"
     compensation_attempts: int = 0
     compensation_error: str | None = None
@@ -56,12 +87,14 @@ class Saga:
     error: str | None = None
     idempotency_key: str | None = None
     correlation_id: str | None = None
+    trigger_event_id: str | None = None
+    """The published event that started it, if one did."""
     deadline_at: dt.datetime | None = None
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
     version: int = 0
     """Transitions recorded so far: it grows with every change."""
-    steps: tuple[SagaStep, ...] = ()
+    steps: tuple[SagaStep, ...] = attrs.field(default=(), converter=_many(SagaStep))
     created: bool | None = None
     """For a start: ``False`` when an earlier start with the same idempotency key made it."""
     extra: Mapping[str, Any] = attrs.field(factory=dict)
@@ -98,14 +131,103 @@ class Event:
 
 
 @attrs.frozen(kw_only=True)
-class Accepted:
-    """A command (cancel, an operator action) the service took; the saga goes on."""
+class SagaSteps:
+    """A saga's steps in order (iterating over it gives them), with its status."""
 
     saga_id: str
     status: str
+    items: tuple[SagaStep, ...] = attrs.field(default=(), converter=_many(SagaStep))
     extra: Mapping[str, Any] = attrs.field(factory=dict)
     raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
     """The JSON as the service sent it."""
+
+    def __iter__(self) -> Iterator[SagaStep]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> SagaStep:
+        return self.items[index]
+
+
+@attrs.frozen(kw_only=True)
+class Accepted:
+    """A command (cancel, an operator action) the service took; the saga goes on. With
+    ``dry_run`` nothing was done: ``status`` is what the saga's would be, ``would_record`` the
+    transitions the action would record."""
+
+    saga_id: str
+    status: str
+    action: str | None = None
+    dry_run: bool = False
+    would_record: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    extra: Mapping[str, Any] = attrs.field(factory=dict)
+    raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
+    """The JSON as the service sent it."""
+
+
+@attrs.frozen(kw_only=True)
+class StepType:
+    """A step of a saga type."""
+
+    name: str
+    has_compensation: bool = False
+    timeout_seconds: float | None = None
+    extra: Mapping[str, Any] = attrs.field(factory=dict)
+    raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class SagaType:
+    """A saga type the service runs."""
+
+    name: str
+    version: int = 1
+    description: str = ""
+    steps: tuple[StepType, ...] = attrs.field(default=(), converter=_many(StepType))
+    triggers: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    """Event types that start a saga of this type."""
+    input_schema: Mapping[str, Any] = attrs.field(factory=dict)
+    extra: Mapping[str, Any] = attrs.field(factory=dict)
+    raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class EventTypes:
+    """The event types the service knows: ``triggers`` maps each one that starts sagas to
+    their types; ``seen`` are those in the store (saga transitions left out)."""
+
+    triggers: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+    seen: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> EventTypes:
+        triggers = {t["event_type"]: tuple(t["saga_types"]) for t in body.get("triggers", ())}
+        return cls(triggers=triggers, seen=body.get("seen", ()), raw=body)
+
+
+@attrs.frozen(kw_only=True)
+class Page(Generic[T]):
+    """One page of a read: its ``items`` and where the next page starts (``next``: a cursor,
+    version or position to pass back; ``None`` at the end)."""
+
+    items: Sequence[T]
+    next: Any = None
+    raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
+    """The JSON as the service sent it."""
+
+
+@attrs.frozen(kw_only=True)
+class Replayed:
+    """Events re-published to the bus: their ids, the bus stream they went to, and where to go
+    on (``next``: a version of the stream, or a position; ``None`` at the end)."""
+
+    event_ids: tuple[str, ...] = attrs.field(converter=_strings)
+    bus_stream: str | None = None
+    next: int | None = None
+    raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
 
 
 def _time(value: Any) -> dt.datetime | None:
@@ -116,9 +238,6 @@ def _time(value: Any) -> dt.datetime | None:
     return dt.datetime.fromisoformat(str(value))
 
 
-_NESTED: dict[str, Any] = {"steps": lambda items: tuple(from_json(SagaStep, i) for i in items)}
-
-
 def from_json(cls: type[T], body: Mapping[str, Any]) -> T:
     """``cls`` from an API body: known fields converted, the others kept in ``extra``."""
     fields = attrs.fields_dict(cls)  # type: ignore[arg-type]
@@ -127,8 +246,6 @@ def from_json(cls: type[T], body: Mapping[str, Any]) -> T:
     for name, value in body.items():
         if name not in fields or name in ("extra", "raw"):
             extra[name] = value
-        elif name in _NESTED:
-            values[name] = _NESTED[name](value or ())
         elif name.endswith("_at"):
             values[name] = _time(value)
         else:

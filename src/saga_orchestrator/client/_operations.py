@@ -1,7 +1,7 @@
 """The client's operations, written once for the async and the sync client.
 
 Each operation is a generator: it yields a :class:`Call` (the client sends it, with retries, and
-sends back the decoded JSON, or throws the :class:`~._api.ClientError`) or a :class:`Pause`
+sends back the decoded JSON, or throws the :class:`~._errors.ClientError`) or a :class:`Pause`
 (the client sleeps), and returns the result. The clients in :mod:`._saga_client` only run them.
 """
 
@@ -16,7 +16,18 @@ from typing import Any
 import attrs
 
 from ._errors import NotFound, WaitTimedOut
-from ._models import ENDED, Accepted, Event, Saga, SagaStep, from_json
+from ._models import (
+    ENDED,
+    Accepted,
+    Event,
+    EventTypes,
+    Page,
+    Replayed,
+    Saga,
+    SagaSteps,
+    SagaType,
+    from_json,
+)
 
 __all__ = ["Call", "Operation", "Pause"]
 
@@ -54,6 +65,11 @@ def _quoted(saga_id: str) -> str:
     return f"/sagas/{urllib.parse.quote(saga_id, safe='')}"
 
 
+def _given(**params: Any) -> dict[str, Any]:
+    """The parameters that have a value."""
+    return {k: v for k, v in params.items() if v is not None}
+
+
 def start(
     saga_type: str,
     data: Mapping[str, Any],
@@ -80,9 +96,16 @@ def get(saga_id: str) -> Operation:
 
 
 def steps(saga_id: str) -> Operation:
-    """The saga's steps, in order."""
-    body = yield Call("GET", f"{_quoted(saga_id)}/steps")
-    return [from_json(SagaStep, item) for item in body["items"]]
+    """The saga's steps, in order, with its status."""
+    return from_json(SagaSteps, (yield Call("GET", f"{_quoted(saga_id)}/steps")))
+
+
+def history_page(saga_id: str, *, from_version: int = 1, limit: int | None = None) -> Operation:
+    """One page of the saga's recorded transitions from ``from_version``: a ``Page`` whose
+    ``next`` is the version the next page starts at."""
+    params = _given(from_version=from_version, limit=limit)
+    body = yield Call("GET", f"{_quoted(saga_id)}/events", params=params)
+    return _page(Event, body, "next_from_version")
 
 
 def history(saga_id: str) -> Operation:
@@ -90,19 +113,28 @@ def history(saga_id: str) -> Operation:
     events: list[Event] = []
     version: int | None = 1
     while version is not None:
-        body = yield Call("GET", f"{_quoted(saga_id)}/events", params={"from_version": version})
-        events.extend(from_json(Event, item) for item in body["items"])
-        version = body.get("next_from_version")
+        page = yield from history_page(saga_id, from_version=version)
+        events.extend(page.items)
+        version = page.next
     return events
 
 
-def list_page(cursor: str | None, limit: int, filters: Mapping[str, Any]) -> Operation:
-    """One page of sagas, newest first: ``(sagas, next cursor or None)``."""
-    params = {**{k: v for k, v in filters.items() if v is not None}, "limit": limit}
-    if cursor is not None:
-        params["cursor"] = cursor
-    body = yield Call("GET", "/sagas/", params=params)
-    return [from_json(Saga, item) for item in body["items"]], body.get("next_cursor")
+def list_page(*, cursor: str | None = None, limit: int | None = None, **filters: Any) -> Operation:
+    """One page of sagas, newest first: a ``Page`` whose ``next`` is the cursor of the next
+    page. ``filters`` are the query parameters of ``GET /sagas/``."""
+    params = _given(**filters, limit=limit, cursor=cursor)
+    return _page(Saga, (yield Call("GET", "/sagas/", params=params)), "next_cursor")
+
+
+def saga_types() -> Operation:
+    """The saga types the service runs."""
+    body = yield Call("GET", "/sagas/types/available")
+    return [from_json(SagaType, item) for item in body["items"]]
+
+
+def _page(cls: Any, body: Any, following: str) -> Page[Any]:
+    return Page(items=[from_json(cls, i) for i in body["items"]], next=body.get(following),
+                raw=body)  # fmt: skip
 
 
 def cancel(saga_id: str, reason: str | None = None) -> Operation:
@@ -114,8 +146,8 @@ def cancel(saga_id: str, reason: str | None = None) -> Operation:
 
 
 def _operate(saga_id: str, action: str, body: Mapping[str, Any]) -> Operation:
-    given = {k: v for k, v in body.items() if v is not None}
-    answer = yield Call("POST", f"{_quoted(saga_id)}/{action}", body=given, replayable=False)
+    answer = yield Call("POST", f"{_quoted(saga_id)}/{action}", body=_given(**body),
+                        replayable=False)  # fmt: skip
     return from_json(Accepted, answer)
 
 
@@ -202,21 +234,6 @@ def wait(
         saga = from_json(Saga, body)
 
 
-def raw(
-    method: str,
-    path: str,
-    *,
-    body: Any = None,
-    params: Mapping[str, Any] | None = None,
-    accept: Collection[int] = (),
-) -> Operation:
-    """Any request, answered with its decoded JSON (for the command line's printing); only a
-    GET is sent again after a lost answer."""
-    query = {k: v for k, v in (params or {}).items() if v is not None}
-    return (yield Call(method, path, params=query, body=body, replayable=method == "GET",
-                       accept=tuple(accept)))  # fmt: skip
-
-
 def publish(
     event_type: str,
     stream_id: str,
@@ -239,6 +256,58 @@ def publish(
     if expected_version is not None:
         body["expected_version"] = expected_version
     return from_json(Event, (yield Call("POST", "/events/publish", body=body)))
+
+
+def read_stream(stream_id: str, *, from_version: int = 1, limit: int | None = None) -> Operation:
+    """One page of a stream's events from ``from_version`` (any stream, a saga's transitions
+    ``saga-<id>`` too): ``next`` is the version the next page starts at."""
+    path = f"/events/stream/{urllib.parse.quote(stream_id, safe='')}"
+    body = yield Call("GET", path, params=_given(from_version=from_version, limit=limit))
+    return _page(Event, body, "next_from_version")
+
+
+def read_all(
+    *, after_position: int = 0, limit: int | None = None, event_type: str | None = None
+) -> Operation:
+    """One page of the events of every stream after a global position, in commit order,
+    ``event_type`` only if given: ``next`` is the ``after_position`` of the next page (a page
+    may hold fewer than ``limit`` events, being filtered after it is read)."""
+    params = _given(after_position=after_position, limit=limit, event_type=event_type)
+    return _page(Event, (yield Call("GET", "/events/all", params=params)), "next_after_position")
+
+
+def event_types() -> Operation:
+    """The event types that start sagas (and which), and those seen in the store."""
+    return EventTypes.from_json((yield Call("GET", "/events/types")))
+
+
+def replay_stream(stream_id: str, *, from_version: int = 1, limit: int | None = None) -> Operation:
+    """Re-publish a stream's events from ``from_version`` to the bus (at most ``limit``):
+    ``Replayed.next`` is the version to go on from. Not sent again after a lost answer."""
+    path = f"/events/replay/{urllib.parse.quote(stream_id, safe='')}"
+    body = _given(from_version=from_version, limit=limit)
+    answer = yield Call("POST", path, body=body, replayable=False)
+    return _replayed(answer, "next_from_version")
+
+
+def replay_range(
+    *,
+    after_position: int,
+    to_position: int | None = None,
+    event_type: str | None = None,
+    limit: int | None = None,
+) -> Operation:
+    """Re-publish the events after ``after_position`` (up to ``to_position``, ``event_type``
+    only if given) to the bus: ``Replayed.next`` is the position to go on after."""
+    body = _given(after_position=after_position, limit=limit, to_position=to_position,
+                  event_type=event_type)  # fmt: skip
+    answer = yield Call("POST", "/events/replay", body=body, replayable=False)
+    return _replayed(answer, "next_after_position")
+
+
+def _replayed(answer: Any, following: str) -> Replayed:
+    return Replayed(event_ids=answer.get("event_ids", ()), bus_stream=answer.get("bus_stream"),
+                    next=answer.get(following), raw=answer)  # fmt: skip
 
 
 def health() -> Operation:

@@ -4,10 +4,11 @@ scripts. Pure functions from data to text, except :func:`emit`."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 __all__ = [
@@ -24,27 +25,25 @@ __all__ = [
 MAX_CELL = 60
 """Longest cell of a table; longer values are cut with ``…`` (``--json`` shows them whole)."""
 
-Column = tuple[str, Callable[[Mapping[str, Any]], Any]]
-"""A table column: its header and how to get its value from a row."""
+Column = tuple[str, Callable[[Any], Any]]
+"""A table column: its header and how to get its value from a row (a typed result)."""
 
 
 def json_text(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
-def short_time(value: Any) -> str:
-    """``2024-05-01T12:00:00.123456Z`` as ``2024-05-01 12:00:00``; anything else as is."""
-    if isinstance(value, str) and len(value) >= 19 and value[10] == "T":
-        return value[:10] + " " + value[11:19]
-    return cell(value)
+def short_time(value: dt.datetime | None) -> str:
+    """A time as the service wrote it, to the second: ``2024-05-01 12:00:00``."""
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
 
 
 EVENT_COLUMNS: Sequence[Column] = (
-    ("version", lambda e: e.get("version")),
-    ("type", lambda e: e.get("type")),
-    ("event id", lambda e: e.get("event_id")),
-    ("recorded", lambda e: short_time(e.get("recorded_at"))),
-    ("data", lambda e: e.get("data")),
+    ("version", lambda e: e.version),
+    ("type", lambda e: e.type),
+    ("event id", lambda e: e.event_id),
+    ("recorded", lambda e: short_time(e.recorded_at)),
+    ("data", lambda e: e.data),
 )
 """The columns of a stream's events (a saga's transitions, too)."""
 
@@ -65,7 +64,7 @@ def cell(value: Any, width: int | None = None) -> str:
     return text
 
 
-def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> str:
+def table(rows: Sequence[Any], columns: Sequence[Column]) -> str:
     """Rows under upper-case headers, columns padded to their widest cell."""
     grid = [[header.upper() for header, _ in columns]]
     grid += [[cell(get(row), MAX_CELL) for _, get in columns] for row in rows]

@@ -8,13 +8,16 @@ more than is still wanted) and stops at ``N`` items or at the last page. ``None`
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+from ._models import Page
 
 __all__ = ["Fetch", "Pages", "limit_option"]
 
-Fetch = Callable[[Any, int], tuple[list[dict[str, Any]], Any]]
-"""``(where, size) -> (items, where the next page starts or None at the end)``."""
+Fetch = Callable[[Any, int], Page[Any]]
+"""``(where, size) -> the page there`` (its ``next``: where the next one starts, or ``None``
+at the end): a method of the client's, such as ``list_page``."""
 
 
 class Pages:
@@ -29,16 +32,17 @@ class Pages:
         self.count = 0
         """Items given so far."""
 
-    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+    def __iter__(self) -> Iterator[Sequence[Any]]:
         while self.next is not None and (self._limit is None or self.count < self._limit):
             wanted = self._page_size
             if self._limit is not None:
                 wanted = min(wanted, self._limit - self.count)
-            items, self.next = self._fetch(self.next, wanted)
-            self.count += len(items)
-            yield items
+            page = self._fetch(self.next, wanted)
+            self.next = page.next
+            self.count += len(page.items)
+            yield page.items
 
-    def all(self) -> list[dict[str, Any]]:
+    def all(self) -> list[Any]:
         """Every item, read to the limit or the end."""
         return [item for page in self for item in page]
 

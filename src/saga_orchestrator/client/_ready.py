@@ -3,7 +3,9 @@
 ``wait-ready`` polls ``URL/health/ready`` (the service's readiness, or the ``devservices``
 stand-in's) until it answers 200, for scripts that start a server in the background and go on
 once it listens: exit 0 when ready, 1 with a line saying what it last saw when ``--timeout``
-passes first. ``health`` prints ``GET /health``: every component, exit 1 when one is unhealthy.
+passes first; it polls with an httpx client of its own (no key, short timeouts, any answer a
+reason to go on), being a probe rather than a call of the saga API. ``health`` prints the
+client's ``health()`` (``GET /health``): every component, exit 1 when one is unhealthy.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import httpx
 
 from saga_orchestrator.config import read_environment
 
-from ._api import EXIT_ERROR, EXIT_OK, EXIT_USAGE, ApiClient, ClientError
 from ._command import URL_ENV, runner, service_url
+from ._errors import EXIT_ERROR, EXIT_OK, EXIT_USAGE, ClientError
 from ._output import Column, emit, json_text, table
+from ._saga_client import SyncSagaClient
 
 __all__ = ["READY_PATH", "register", "wait_until_ready"]
 
@@ -98,8 +101,8 @@ def _wait_ready(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _health(api: ApiClient, args: argparse.Namespace) -> int:
-    health: dict[str, Any] = api.request("GET", "/health", also_ok=(503,))
+def _health(sagas: SyncSagaClient, args: argparse.Namespace) -> int:
+    health: dict[str, Any] = sagas.health()
     if args.json:
         emit(json_text(health))
     else:

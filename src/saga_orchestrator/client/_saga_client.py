@@ -5,7 +5,7 @@ services, over one reused httpx connection pool.
         saga = await sagas.start("user_onboarding", {"user_id": "u-1", ...})
         done = await sagas.wait(saga.saga_id, timeout=60)
 
-Both run the operations of :mod:`._operations`; errors are the :class:`~._api.ClientError`
+Both run the operations of :mod:`._operations`; errors are the :class:`~._errors.ClientError`
 family (``NotFound``, ``Conflict``, ``UsageError``, ``ServiceError``, ``WaitTimedOut``), each
 with the answer's ``status`` and the API's ``code``.
 """
@@ -24,7 +24,7 @@ import httpx
 from saga_orchestrator import __version__
 
 from . import _operations as ops
-from ._errors import API_KEY_HEADER
+from ._errors import API_KEY_HEADER, ClientError
 from ._models import Saga
 from ._operations import Call, Operation, Pause
 from ._sending import Retry, settle
@@ -45,11 +45,13 @@ class _Base:
         retries: int = 3,
         backoff: float = 0.2,
         transport: Any = None,
+        on_retry: Callable[[ClientError, float], None] | None = None,
     ) -> None:
         self.base_url = (base_url or service_url(os.environ)).rstrip("/")
         self.retries = retries
         self.backoff = backoff
         self.timeout = timeout
+        self.on_retry = on_retry
         key = api_key if api_key is not None else api_key_of(os.environ)
         self._headers = {"User-Agent": f"saga-orchestrator-client/{__version__}"}
         if key:
@@ -63,8 +65,11 @@ class _Base:
         return f"{type(self).__name__}({self.base_url!r})"
 
     def _settle(self, call: Call, outcome: httpx.Response | httpx.HTTPError, attempt: int) -> Any:
-        return settle(call, outcome, attempt, retries=self.retries, backoff=self.backoff,
-                      base_url=self.base_url)  # fmt: skip
+        verdict = settle(call, outcome, attempt, retries=self.retries, backoff=self.backoff,
+                         base_url=self.base_url)  # fmt: skip
+        if isinstance(verdict, Retry) and self.on_retry is not None:
+            self.on_retry(verdict.error, verdict.after)
+        return verdict
 
     def _request(self, call: Call) -> dict[str, Any]:
         return {
@@ -102,6 +107,8 @@ class SagaClient(_Base):
         retries: how often a request that may safely be sent again is (see ``_sending``).
         backoff: the first retry's delay in seconds, doubling, at most 5 s.
         transport: an httpx transport (tests: ``httpx.ASGITransport`` or a mock).
+        on_retry: called with the error and the seconds until the request is sent again,
+            before each retry (to say so, or log it).
     """
 
     def _pool(self, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
@@ -161,6 +168,14 @@ class SagaClient(_Base):
     resolve = _async(ops.resolve)
     skip_compensation = _async(ops.skip_compensation)
     resume = _async(ops.resume)
+    list_page = _async(ops.list_page)
+    history_page = _async(ops.history_page)
+    saga_types = _async(ops.saga_types)
+    read_stream = _async(ops.read_stream)
+    read_all = _async(ops.read_all)
+    event_types = _async(ops.event_types)
+    replay_stream = _async(ops.replay_stream)
+    replay_range = _async(ops.replay_range)
 
     async def list(self, *, limit: int | None = None, **filters: Any) -> AsyncIterator[Saga]:
         """Sagas newest first, every page (or ``limit`` in all); ``filters`` are the query
@@ -168,10 +183,11 @@ class SagaClient(_Base):
         cursor, left = None, limit
         while left is None or left > 0:
             page = min(PAGE, left) if left is not None else PAGE
-            items, cursor = await self._run(ops.list_page(cursor, page, filters))
-            for saga in items:
+            found = await self._run(ops.list_page(cursor=cursor, limit=page, **filters))
+            for saga in found.items:
                 yield saga
-            left = None if left is None else left - len(items)
+            left = None if left is None else left - len(found.items)
+            cursor = found.next
             if cursor is None:
                 return
 
@@ -236,14 +252,23 @@ class SyncSagaClient(_Base):
     resolve = _sync(ops.resolve)
     skip_compensation = _sync(ops.skip_compensation)
     resume = _sync(ops.resume)
+    list_page = _sync(ops.list_page)
+    history_page = _sync(ops.history_page)
+    saga_types = _sync(ops.saga_types)
+    read_stream = _sync(ops.read_stream)
+    read_all = _sync(ops.read_all)
+    event_types = _sync(ops.event_types)
+    replay_stream = _sync(ops.replay_stream)
+    replay_range = _sync(ops.replay_range)
 
     def list(self, *, limit: int | None = None, **filters: Any) -> Iterator[Saga]:
         """Sagas newest first, every page (or ``limit`` in all); see :meth:`SagaClient.list`."""
         cursor, left = None, limit
         while left is None or left > 0:
             page = min(PAGE, left) if left is not None else PAGE
-            items, cursor = self._run(ops.list_page(cursor, page, filters))
-            yield from items
-            left = None if left is None else left - len(items)
+            found = self._run(ops.list_page(cursor=cursor, limit=page, **filters))
+            yield from found.items
+            left = None if left is None else left - len(found.items)
+            cursor = found.next
             if cursor is None:
                 return

@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote
 
-from ._api import EXIT_OK, ApiClient
+from ._errors import EXIT_OK
+from ._models import Event, Saga, SagaStep
 from ._output import EVENT_COLUMNS, Column, emit, json_text, key_values, short_time, table
 from ._paging import Pages
+from ._saga_client import SyncSagaClient
 
 __all__ = [
     "EVENTS_PAGE",
     "LIST_PAGE",
     "list_sagas",
     "saga_events",
-    "saga_path",
     "saga_text",
     "show_events",
     "show_saga",
@@ -40,69 +40,64 @@ EVENTS_PAGE = 1000
 """The largest page of ``GET /sagas/{id}/events``."""
 
 _LIST_COLUMNS: Sequence[Column] = (
-    ("saga id", lambda s: s.get("saga_id")),
-    ("type", lambda s: s.get("saga_type")),
-    ("status", lambda s: s.get("status")),
-    ("step", lambda s: s.get("current_step")),
-    ("created", lambda s: short_time(s.get("created_at"))),
-    ("updated", lambda s: short_time(s.get("updated_at"))),
+    ("saga id", lambda s: s.saga_id),
+    ("type", lambda s: s.saga_type),
+    ("status", lambda s: s.status),
+    ("step", lambda s: s.current_step),
+    ("created", lambda s: short_time(s.created_at)),
+    ("updated", lambda s: short_time(s.updated_at)),
 )
 _STEP_COLUMNS: Sequence[Column] = (
-    ("#", lambda s: s.get("index")),
-    ("step", lambda s: s.get("name")),
-    ("status", lambda s: s.get("status")),
-    ("attempts", lambda s: s.get("attempts")),
-    ("compensation", lambda s: s.get("compensation_status")),
-    ("error", lambda s: s.get("error") or s.get("compensation_error")),
+    ("#", lambda s: s.index),
+    ("step", lambda s: s.name),
+    ("status", lambda s: s.status),
+    ("attempts", lambda s: s.attempts),
+    ("compensation", lambda s: s.compensation_status),
+    ("error", lambda s: s.error or s.compensation_error),
 )
 _TYPE_COLUMNS: Sequence[Column] = (
-    ("name", lambda t: t.get("name")),
-    ("version", lambda t: t.get("version")),
-    ("steps", lambda t: ", ".join(step.get("name", "") for step in t.get("steps", []))),
-    ("triggers", lambda t: ", ".join(t.get("triggers", []))),
-    ("description", lambda t: t.get("description")),
+    ("name", lambda t: t.name),
+    ("version", lambda t: t.version),
+    ("steps", lambda t: ", ".join(step.name for step in t.steps)),
+    ("triggers", lambda t: ", ".join(t.triggers)),
+    ("description", lambda t: t.description),
 )
 
 
-def saga_path(saga_id: str, *rest: str) -> str:
-    return "/".join(["/sagas", quote(saga_id, safe=""), *rest])
-
-
-def saga_text(saga: Mapping[str, Any]) -> str:
+def saga_text(saga: Saga) -> str:
     """A saga for a person: its fields, then its steps as a table."""
     pairs: list[tuple[str, Any]] = [
-        ("saga", saga.get("saga_id")),
-        ("type", f"{saga.get('saga_type')} (version {saga.get('saga_version')})"),
-        ("status", saga.get("status")),
-        ("current step", saga.get("current_step")),
-        ("created", short_time(saga.get("created_at"))),
-        ("updated", short_time(saga.get("updated_at"))),
-        ("deadline", short_time(saga.get("deadline_at"))),
-        ("idempotency key", saga.get("idempotency_key")),
-        ("correlation id", saga.get("correlation_id")),
-        ("trigger event", saga.get("trigger_event_id")),
-        ("input", saga.get("input")),
-        ("result", saga.get("result")),
-        ("error", saga.get("error")),
+        ("saga", saga.saga_id),
+        ("type", f"{saga.saga_type} (version {saga.saga_version})"),
+        ("status", saga.status),
+        ("current step", saga.current_step),
+        ("created", short_time(saga.created_at)),
+        ("updated", short_time(saga.updated_at)),
+        ("deadline", short_time(saga.deadline_at)),
+        ("idempotency key", saga.idempotency_key),
+        ("correlation id", saga.correlation_id),
+        ("trigger event", saga.trigger_event_id),
+        ("input", saga.input),
+        ("result", saga.result),
+        ("error", saga.error),
     ]
     text = key_values(pairs)
-    steps = saga.get("steps")
-    if steps:
-        text += "\n\n" + steps_text(steps)
+    if saga.steps:
+        text += "\n\n" + steps_text(saga.steps)
     return text
 
 
-def steps_text(steps: Sequence[Mapping[str, Any]]) -> str:
+def steps_text(steps: Sequence[SagaStep]) -> str:
     """Steps as a table, then each step's last error with the frames kept of it."""
     text = table(steps, _STEP_COLUMNS)
     for step in steps:
-        kind = str(step.get("error_type") or "")
+        kind = step.error_type or ""
         if kind:
-            what = "compensation of step" if step.get("compensation_error") else "step"
-            error = str(step.get("compensation_error") or step.get("error"))
+            what = "compensation of step" if step.compensation_error else "step"
+            error = str(step.compensation_error or step.error)
             error = error if error.startswith(kind) else f"{kind}: {error}"
-            text += f"\n\n{what} {step.get('name')!r} failed: {error}"
-            text += "".join(f"\n  {frame}" for frame in step.get("error_frames") or ())
+            text += f"\n\n{what} {step.name!r} failed: {error}"
+            text += "".join(f"\n  {frame}" for frame in step.error_frames)
     return text
 
 
@@ -110,7 +105,7 @@ def _more(hint: str) -> None:
     print(f"more: {hint}", file=sys.stderr)
 
 
-def list_sagas(api: ApiClient, args: argparse.Namespace) -> int:
+def list_sagas(sagas: SyncSagaClient, args: argparse.Namespace) -> int:
     filters = {
         "status": ",".join(args.status) if args.status else None,
         "saga_type": args.type,
@@ -122,18 +117,18 @@ def list_sagas(api: ApiClient, args: argparse.Namespace) -> int:
         "updated_after": args.updated_after,
         "updated_before": args.updated_before,
     }
-
-    def fetch(cursor: Any, size: int) -> tuple[list[dict[str, Any]], Any]:
-        page = api.get("/sagas/", **filters, limit=size, cursor=cursor or None)
-        return list(page.get("items", [])), page.get("next_cursor")
-
-    pages = Pages(fetch, args.cursor or "", limit=args.limit, page_size=LIST_PAGE)
-    items = pages.all()
+    pages = Pages(
+        lambda cursor, size: sagas.list_page(cursor=cursor or None, limit=size, **filters),
+        args.cursor or "",
+        limit=args.limit,
+        page_size=LIST_PAGE,
+    )
+    items: list[Saga] = pages.all()
     if args.json:
-        emit(json_text({"items": items, "next_cursor": pages.next}))
+        emit(json_text({"items": [saga.raw for saga in items], "next_cursor": pages.next}))
     elif args.quiet:
         if items:
-            emit("\n".join(str(saga.get("saga_id")) for saga in items))
+            emit("\n".join(saga.saga_id for saga in items))
     else:
         emit(table(items, _LIST_COLUMNS) if items else "no sagas")
     if pages.next and not args.json:
@@ -142,22 +137,25 @@ def list_sagas(api: ApiClient, args: argparse.Namespace) -> int:
 
 
 def saga_events(
-    api: ApiClient, saga_id: str, *, from_version: int = 1, limit: int | None = None
+    sagas: SyncSagaClient, saga_id: str, *, from_version: int = 1, limit: int | None = None
 ) -> Pages:
     """The saga's transitions from ``from_version``, page after page."""
 
-    def fetch(version: Any, size: int) -> tuple[list[dict[str, Any]], Any]:
-        page = api.get(saga_path(saga_id, "events"), from_version=version, limit=size)
-        return list(page.get("items", [])), page.get("next_from_version")
+    def fetch(version: Any, size: int) -> Any:
+        return sagas.history_page(saga_id, from_version=version, limit=size)
 
     return Pages(fetch, from_version, limit=limit, page_size=EVENTS_PAGE)
 
 
-def show_saga(api: ApiClient, args: argparse.Namespace) -> int:
-    saga = api.get(saga_path(args.saga_id))
-    events = saga_events(api, args.saga_id).all() if args.events else None
+def _raw(events: Sequence[Event]) -> list[Any]:
+    return [event.raw for event in events]
+
+
+def show_saga(sagas: SyncSagaClient, args: argparse.Namespace) -> int:
+    saga = sagas.get(args.saga_id)
+    events = saga_events(sagas, args.saga_id).all() if args.events else None
     if args.json:
-        emit(json_text(saga if events is None else {**saga, "events": events}))
+        emit(json_text(saga.raw if events is None else {**saga.raw, "events": _raw(events)}))
         return EXIT_OK
     text = saga_text(saga)
     if events is not None:
@@ -166,21 +164,21 @@ def show_saga(api: ApiClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def show_steps(api: ApiClient, args: argparse.Namespace) -> int:
-    answer = api.get(saga_path(args.saga_id, "steps"))
-    steps = answer.get("items", [])
+def show_steps(sagas: SyncSagaClient, args: argparse.Namespace) -> int:
+    steps = sagas.steps(args.saga_id)
     if args.json:
-        emit(json_text(answer))
+        emit(json_text(steps.raw))
     else:
-        emit(steps_text(steps) if steps else "no steps")
+        emit(steps_text(steps.items) if steps.items else "no steps")
     return EXIT_OK
 
 
-def show_events(api: ApiClient, args: argparse.Namespace) -> int:
-    pages = saga_events(api, args.saga_id, from_version=args.from_version, limit=args.limit)
+def show_events(sagas: SyncSagaClient, args: argparse.Namespace) -> int:
+    pages = saga_events(sagas, args.saga_id, from_version=args.from_version, limit=args.limit)
     items = pages.all()
     if args.json:
-        emit(json_text({"saga_id": args.saga_id, "items": items, "next_from_version": pages.next}))
+        emit(json_text({"saga_id": args.saga_id, "items": _raw(items),
+                        "next_from_version": pages.next}))  # fmt: skip
     else:
         emit(table(items, EVENT_COLUMNS) if items else "no transitions")
         if pages.next:
@@ -188,10 +186,10 @@ def show_events(api: ApiClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def show_types(api: ApiClient, args: argparse.Namespace) -> int:
-    types = api.get("/sagas/types/available").get("items", [])
+def show_types(sagas: SyncSagaClient, args: argparse.Namespace) -> int:
+    types = sagas.saga_types()
     if args.json:
-        emit(json_text(types))
+        emit(json_text([saga_type.raw for saga_type in types]))
     else:
         emit(table(types, _TYPE_COLUMNS) if types else "no saga types (see docs/sagas.md)")
     return EXIT_OK

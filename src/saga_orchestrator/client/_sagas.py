@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from . import _saga_actions as actions
 from ._command import runner
 from ._paging import limit_option
-from ._saga_actions import act_on, resolve_body, resume_body, step_body
+from ._saga_actions import act_on
 from ._saga_reads import list_sagas, show_events, show_saga, show_steps, show_types
-from ._saga_start import START_RETRIES, STATUSES, start, wait_saga
+from ._saga_start import START_RETRIES, STATUSES, start, start_options, wait_saga
 
 __all__ = ["register"]
 
@@ -114,7 +115,7 @@ def _register_start(verbs: Any, common: argparse.ArgumentParser) -> None:
         "--interval", type=_positive, default=0.5, metavar="SECONDS", help=argparse.SUPPRESS
     )
     begin.add_argument("-q", "--quiet", action="store_true", help="print only the saga id")
-    begin.set_defaults(handler=runner(start))
+    begin.set_defaults(handler=runner(start, start_options))
 
     wait = verbs.add_parser(
         "wait",
@@ -128,22 +129,22 @@ def _register_start(verbs: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _register_operator_actions(verbs: Any, common: argparse.ArgumentParser) -> None:
-    """Operator actions on one saga (``POST /sagas/{id}/<action>``, see :mod:`._saga_actions`).
+    """Operator actions on one saga (the client's methods of :mod:`._saga_actions`).
 
     A new action's verb goes here: ``verbs.add_parser(<action>, parents=[common], ...)``, the
-    saga id and its options, and ``handler=runner(act_on(<action>, <body of the options>))``.
+    saga id and its options, and ``handler=runner(act_on(actions.<its function>))``.
     """
     cancel = verbs.add_parser("cancel", parents=[common], help="cancel a running saga")
     cancel.add_argument("saga_id")
     cancel.add_argument("--reason", help="recorded with the cancellation")
-    cancel.set_defaults(handler=runner(act_on("cancel")))
+    cancel.set_defaults(handler=runner(act_on(actions.cancel)))
 
     retry = verbs.add_parser(
         "retry", parents=[common], help="run the failed part of a parked saga again"
     )
     retry.add_argument("saga_id")
     _operator_options(retry, reason_required=False)
-    retry.set_defaults(handler=runner(act_on("retry")))
+    retry.set_defaults(handler=runner(act_on(actions.retry)))
 
     resolve = verbs.add_parser(
         "resolve", parents=[common], help="state the outcome of a parked saga's step in doubt"
@@ -157,7 +158,7 @@ def _register_operator_actions(verbs: Any, common: argparse.ArgumentParser) -> N
         help="applied: its compensation runs; not_applied: nothing to undo",
     )
     _operator_options(resolve)
-    resolve.set_defaults(handler=runner(act_on("resolve", resolve_body)))
+    resolve.set_defaults(handler=runner(act_on(actions.resolve)))
 
     skip = verbs.add_parser(
         "skip-compensation",
@@ -167,7 +168,7 @@ def _register_operator_actions(verbs: Any, common: argparse.ArgumentParser) -> N
     skip.add_argument("saga_id")
     skip.add_argument("--step", required=True, help="the step whose compensation failed")
     _operator_options(skip)
-    skip.set_defaults(handler=runner(act_on("skip-compensation", step_body)))
+    skip.set_defaults(handler=runner(act_on(actions.skip_compensation)))
 
     resume = verbs.add_parser(
         "resume", parents=[common], help="run a parked saga forward again from a step"
@@ -180,7 +181,7 @@ def _register_operator_actions(verbs: Any, common: argparse.ArgumentParser) -> N
         help="a JSON merge patch of the saga's input: JSON, @file or - for stdin",
     )
     _operator_options(resume)
-    resume.set_defaults(handler=runner(act_on("resume", resume_body)))
+    resume.set_defaults(handler=runner(act_on(actions.resume)))
 
 
 def _operator_options(parser: argparse.ArgumentParser, *, reason_required: bool = True) -> None:

@@ -3,7 +3,7 @@
 Sent again, with backoff (``Retry-After`` honoured): a request that never reached the service
 (no connection), a 503 ``overloaded`` (refused before anything was done), and any failure of
 a request that is safe to replay (:attr:`~._operations.Call.replayable`). Everything else is
-raised as the :class:`~._api.ClientError` of its answer.
+raised as the :class:`~._errors.ClientError` of its answer.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ __all__ = ["Retry", "Settled", "settle"]
 @attrs.frozen
 class Retry:
     after: float
+    error: ClientError
+    """What the attempt came to."""
 
 
 @attrs.frozen
@@ -49,7 +51,7 @@ def settle(
         raise error
     delay = min(backoff * 2 ** (attempt - 1), 5.0)
     after = error.retry_after if isinstance(error, ServiceError) else None
-    return Retry(max(delay, after or 0.0))
+    return Retry(max(delay, after or 0.0), error)
 
 
 def _error(
