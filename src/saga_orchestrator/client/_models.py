@@ -64,6 +64,9 @@ class Saga:
     steps: tuple[SagaStep, ...] = ()
     created: bool | None = None
     """For a start: ``False`` when an earlier start with the same idempotency key made it."""
+    waiting_for_definition: bool = False
+    """Active, but no live instance drives it and the one that answered has not loaded its
+    version: it waits for a process that has (``get`` only)."""
     extra: Mapping[str, Any] = attrs.field(factory=dict)
     raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
     """The JSON as the service sent it."""

@@ -58,10 +58,19 @@ _STEP_COLUMNS: Sequence[Column] = (
 _TYPE_COLUMNS: Sequence[Column] = (
     ("name", lambda t: t.get("name")),
     ("version", lambda t: t.get("version")),
+    ("active by version", lambda t: _versions_text(t.get("versions") or [])),
     ("steps", lambda t: ", ".join(step.get("name", "") for step in t.get("steps", []))),
     ("triggers", lambda t: ", ".join(t.get("triggers", []))),
     ("description", lambda t: t.get("description")),
 )
+
+
+def _versions_text(versions: Sequence[Mapping[str, Any]]) -> str:
+    """``1: 3, 2: 0`` (active sagas by version; ``(not loaded)`` after a version that is not)."""
+    return ", ".join(
+        f"{v.get('version')}: {v.get('active')}{'' if v.get('loaded', True) else ' (not loaded)'}"
+        for v in versions
+    )
 
 
 def saga_path(saga_id: str, *rest: str) -> str:
@@ -85,6 +94,15 @@ def saga_text(saga: Mapping[str, Any]) -> str:
         ("result", saga.get("result")),
         ("error", saga.get("error")),
     ]
+    if saga.get("waiting_for_definition"):
+        pairs.append(
+            (
+                "waiting",
+                "for its definition: no instance drives it and none that answered has loaded "
+                f"{saga.get('saga_type')} version {saga.get('saga_version')}; deploy a process "
+                "that loads it",
+            )
+        )
     text = key_values(pairs)
     steps = saga.get("steps")
     if steps:
@@ -114,6 +132,8 @@ def list_sagas(api: ApiClient, args: argparse.Namespace) -> int:
     filters = {
         "status": ",".join(args.status) if args.status else None,
         "saga_type": args.type,
+        "saga_version": args.version,
+        "active": "true" if args.active else None,
         "correlation_id": args.correlation_id,
         "idempotency_key": args.idempotency_key,
         "trigger_event_id": args.trigger_event,

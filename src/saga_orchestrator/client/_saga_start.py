@@ -85,6 +85,8 @@ def start(api: ApiClient, args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"saga_type": args.saga_type, "data": data, "idempotency_key": key}
     if args.correlation_id:
         body["correlation_id"] = args.correlation_id
+    if args.version is not None:
+        body["version"] = args.version
     saga = start_saga(api, body, retries=args.retries, progress=sys.stderr)
     if args.wait:
         saga = wait_for_end(
