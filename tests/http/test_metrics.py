@@ -32,9 +32,9 @@ from ..bus.harness import ONBOARDING
 from ..support import open_api
 from ..support.live import LiveServer
 from ..support.raw_http import Reader, connect, request
+from ..support.records import stored
 from ..support.sagas import SAGAS
 from ..support.server import wait_ready, wait_terminal
-from .test_versions_api import stored
 
 KEY = "metrics-key"
 EVENTS = "saga:events"

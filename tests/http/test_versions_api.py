@@ -7,10 +7,9 @@ from typing import Any
 
 import attrs
 
-from saga_orchestrator.store import AppendRequest, NewEvent
 from saga_orchestrator.store.memory import MemoryBackend
-from saga_orchestrator.store.records import SagaRecord
 from tests.support import open_api, wait_for_status
+from tests.support.records import stored
 from tests.support.sagas import SLOW, TWO_STEPS
 
 TWO_STEPS_V2 = attrs.evolve(TWO_STEPS, version=2, steps=TWO_STEPS.steps[:1])
@@ -20,30 +19,6 @@ ENDED = ("completed", "compensated", "cancelled", "timed_out", "failed", "compen
 
 def body(**extra: Any) -> dict[str, Any]:
     return {"saga_type": "test_two_steps", "data": {"name": "ada"}, **extra}
-
-
-async def stored(backend: MemoryBackend, saga_id: str, saga_type: str, version: int) -> None:
-    """A running saga on ``saga_type`` ``version``, left by a process that is gone."""
-    record = SagaRecord(
-        saga_id=saga_id,
-        saga_type=saga_type,
-        saga_version=version,
-        status="running",
-        current_step=None,
-        input={"name": "ada"},
-        result=None,
-        error=None,
-        deadline_at=1e10,
-        created_at=1.0,
-        updated_at=1.0,
-        version=1,
-    )
-    started = NewEvent(event_type="SagaStarted", data={})
-    (result,) = await backend.commit(
-        [AppendRequest(stream_id=f"saga-{saga_id}", expected_version=0, events=(started,),
-                       saga=record)]
-    )  # fmt: skip
-    assert not isinstance(result, Exception)
 
 
 async def test_a_start_takes_the_newest_version_or_the_one_named() -> None:
