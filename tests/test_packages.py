@@ -107,6 +107,7 @@ EXPORTS: dict[str, set[str]] = {
         "StepType",
         "SyncSagaClient",
         "TERMINAL",
+        "TypeVersion",
         "URL_ENV",
         "UsageError",
         "WaitTimedOut",

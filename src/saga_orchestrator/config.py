@@ -586,7 +586,8 @@ class Settings:
         _Rule(
             "Extra saga types: comma-separated importable module names, each exposing "
             "SAGAS (a list of SagaDefinition), e.g. my_company.sagas,other.sagas. "
-            "Unset: only the built-in saga types.",
+            "Several versions of a type may be listed side by side; keep a version while "
+            "sagas run on it (docs/sagas.md). Unset: only the built-in saga types.",
             "comma-separated dotted Python module names",
             _is_module_list,
         ),

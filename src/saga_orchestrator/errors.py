@@ -9,12 +9,14 @@ status of each error is decided in one place: ``saga_orchestrator.http.errors``.
     ├── ValidationError                input that fails a schema (field-level details)
     ├── NotFoundError
     │   ├── SagaNotFound
-    │   └── UnknownSagaType
+    │   ├── UnknownSagaType
+    │   └── UnknownSagaVersion         a known type, but not that version
     ├── ConflictError
     │   ├── ConcurrencyError           an append expected another stream version
     │   ├── DuplicateEventId           an event id is taken
     │   ├── LeaseLost                  another instance owns the saga now: stop driving it
-    │   └── SagaStateConflict          e.g. cancelling a saga that has ended
+    │   ├── SagaStateConflict          e.g. cancelling a saga that has ended
+    │   └── SagaDefinitionMissing      no live owner, and its version is not loaded here
     ├── OverloadedError                admission limit reached, retry later
     ├── SagaOwnedElsewhere             another instance drives the saga: retry later
     │   └── CommandPending             handed to the owner through the store, not answered yet
@@ -82,6 +84,19 @@ class UnknownSagaType(NotFoundError):
         self.available = sorted(available)
 
 
+class UnknownSagaVersion(NotFoundError):
+    """The saga type is known, but not in the version asked for."""
+
+    def __init__(self, saga_type: str, version: int, available: Sequence[int]) -> None:
+        loaded = ", ".join(str(v) for v in sorted(available)) or "none"
+        super().__init__(
+            f"saga type {saga_type!r} has no version {version}; loaded versions: {loaded}"
+        )
+        self.saga_type = saga_type
+        self.version = version
+        self.available = sorted(available)
+
+
 class ConflictError(SagaOrchestratorError):
     """The request conflicts with the current state."""
 
@@ -143,6 +158,20 @@ class SagaStateConflict(ConflictError):
         self.status = status
         self.operation = operation
         self.detail = detail
+
+
+class SagaDefinitionMissing(ConflictError):
+    """No live instance drives the saga, and this process has not loaded its definition's
+    version: it cannot drive it either."""
+
+    def __init__(self, saga_id: str, saga_type: str, version: int) -> None:
+        super().__init__(
+            f"saga {saga_id!r} runs on {saga_type} version {version}, which this process has "
+            "not loaded; start a process that has it"
+        )
+        self.saga_id = saga_id
+        self.saga_type = saga_type
+        self.version = version
 
 
 class OverloadedError(SagaOrchestratorError):

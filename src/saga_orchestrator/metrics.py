@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from saga_orchestrator.coordinator.observer import SagaObserver
+from saga_orchestrator.coordinator.observer import SagaObserver, step_names_of
 from saga_orchestrator.coordinator.state import (
     PARKED,
     TERMINAL,
@@ -62,7 +62,7 @@ class _ReadAtScrape(Collector):
 class ServiceMetrics(SagaObserver):
     """Every metric the service exports; also the saga engine's observer."""
 
-    def __init__(self, step_names: Mapping[str, Sequence[str]] | None = None) -> None:
+    def __init__(self, step_names: Mapping[Any, Sequence[str]] | None = None) -> None:
         """``step_names``: the step names of each saga type, for the step metrics' labels."""
         self.step_names = dict(step_names or {})
         self.registry = CollectorRegistry(auto_describe=True)
@@ -150,7 +150,7 @@ class ServiceMetrics(SagaObserver):
         saga_type = after.saga_type
         if before.version == 0:
             self._child(self.sagas_started, saga_type).inc()
-        names = self.step_names.get(saga_type, ())
+        names = step_names_of(self.step_names, after)
         for index, (old, new) in enumerate(zip(before.steps, after.steps, strict=True)):
             if new is old:  # unchanged steps are the same object: the common case
                 continue

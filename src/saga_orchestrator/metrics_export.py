@@ -54,6 +54,20 @@ def export_ownership(metrics: ServiceMetrics, coordinator: Coordinator) -> None:
         "Sagas this instance drives (an actor runs for each).",
         lambda: {"this_instance": len(coordinator.sagas.actors) if coordinator.sagas else 0},
     )
+    metrics.gauge(
+        "saga_waiting_for_definition",
+        "Active sagas no live instance drives whose definition version this process has not "
+        "loaded (deploy a process that loads it), as of the last look.",
+        lambda: (
+            {
+                (saga_type, str(version)): count
+                for (saga_type, version), count in coordinator.ownership.waiting.items()
+            }
+            if coordinator.ownership
+            else {}
+        ),
+        label=("saga_type", "saga_version"),
+    )
     metrics.counter(
         "saga_claims",
         "Sagas this instance claimed, by cause: recovery (start-up, a lost lease), failover "

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 import trio_asyncio
@@ -111,8 +111,8 @@ def build_catalog(settings: Settings, *, extra: Sequence[SagaDefinition] = ()) -
     """The built-in saga types, those of ``SAGA_MODULES``, then ``extra``.
 
     Raises:
-        ConfigError: a module of ``SAGA_MODULES`` cannot be loaded, or two saga types share a
-            name.
+        ConfigError: a module of ``SAGA_MODULES`` cannot be loaded, or two definitions share a
+            name and version (several versions of a type may be loaded side by side).
     """
     definitions = [
         *builtin_sagas(),
@@ -317,7 +317,9 @@ async def _run_open(
         ) as system,
     ):  # the clients' pool outlives the sagas that use it
         store_kind, store_text = store
-        step_names = {d.name: [s.name for s in d.steps] for d in catalog}
+        step_names: dict[Any, list[str]] = {  # by (type, version): versions differ in steps
+            (d.name, d.version): [s.name for s in d.steps] for d in catalog
+        }
         metrics = ServiceMetrics(step_names=step_names)
         board = make_dashboard(
             secret=settings.secret_key,
@@ -388,7 +390,7 @@ async def _run_open(
                 "saga orchestrator listening on %s (store: %s; %d saga types; environment: %s)",
                 binds[0],
                 store_text,
-                len(catalog),
+                len(catalog.names()),
                 settings.environment,
             )
             task_status.started(port)

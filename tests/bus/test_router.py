@@ -16,6 +16,7 @@ from saga_orchestrator.errors import CommandPending, StoreError
 from saga_orchestrator.store.memory import MemoryBackend
 from saga_orchestrator.store.records import SagaRecord
 
+from ..support.records import stored
 from .harness import (
     AUDIT,
     EVENTS,
@@ -270,3 +271,21 @@ async def test_a_reply_kept_for_a_slow_owner_on_another_instance_is_acknowledged
     reply = BusMessage(event_id="e1", event_type="sync.done", metadata={"saga_id": "s1"})
     await router.handle(reply)  # no error: the bus acknowledges it
     assert (1, 1) == (coordinator.asked, router.stats.delivered)
+
+
+async def test_a_reply_for_a_saga_waiting_for_its_definition_is_dead_lettered_not_dropped(
+    bus: EventBus,
+) -> None:
+    """No instance can take the reply now; dead-lettered, it can be replayed once a process
+    that loads the saga's version runs."""
+    waiting = "6e0c0e1e-0000-4000-8000-000000000009"
+    backend = MemoryBackend()
+    await stored(backend, waiting, SYNC.name, SYNC.version + 1)
+    async with event_path(bus, backend=backend) as path:
+        await path.publish(event("sync.completed", "early", {"saga_id": waiting}, rows=1))
+        await path.wait_for(lambda: path.router.consumer_stats.dead_lettered == 1)
+        await path.settled()
+    assert 0 == path.router.stats.dropped
+    [dead] = await bus.entries(dead_letter_stream(EVENTS))
+    assert "early" == dead.message.event_id
+    assert "SagaDefinitionMissing" in dead.fields["dead_reason"]

@@ -9,7 +9,7 @@ from saga_orchestrator.config import Settings
 from saga_orchestrator.errors import StoreUnavailable
 from saga_orchestrator.http.app import ApiDeps, create_app
 from saga_orchestrator.store.memory import MemoryBackend
-from saga_orchestrator.store.records import ClaimedSaga
+from saga_orchestrator.store.records import ClaimedSaga, Loaded
 from tests.support import open_api
 
 
@@ -21,10 +21,10 @@ class SlowRecoveryBackend(MemoryBackend):
         self.release = trio.Event()
 
     async def claim_orphans(
-        self, instance_id: str, limit: int, *, mine: bool = False
+        self, instance_id: str, limit: int, *, mine: bool = False, loaded: Loaded | None = None
     ) -> list[ClaimedSaga]:
         await self.release.wait()
-        return await super().claim_orphans(instance_id, limit, mine=mine)
+        return await super().claim_orphans(instance_id, limit, mine=mine, loaded=loaded)
 
 
 class DownBackend(MemoryBackend):

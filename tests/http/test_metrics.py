@@ -32,6 +32,7 @@ from ..bus.harness import ONBOARDING
 from ..support import open_api
 from ..support.live import LiveServer
 from ..support.raw_http import Reader, connect, request
+from ..support.records import stored
 from ..support.sagas import SAGAS
 from ..support.server import wait_ready, wait_terminal
 
@@ -372,3 +373,15 @@ async def test_this_instance_is_live_and_counts_its_heartbeats_and_the_sagas_it_
     assert 0 == found[sample("saga_owned", name="this_instance")]  # both have ended
     assert 0 == found[sample("instance_lease_renewals_total", outcome="lost")]
     assert 0 == found[sample("saga_commands_forwarded_total", outcome="sent")]
+
+
+async def test_sagas_waiting_for_a_definition_not_loaded_are_a_gauge_by_type_and_version(
+    tmp_path: Path,
+) -> None:
+    backend = MemoryBackend()
+    await stored(backend, "00000000-0000-4000-8000-000000000009", "test_two_steps", 9)
+    async with serving(tmp_path, backend=backend) as client:
+        found = await scrape(client)
+    waiting = sample("saga_waiting_for_definition", saga_type="test_two_steps", saga_version="9")
+    assert 1 == found[waiting]
+    assert 1 == sum(v for (name, _), v in found.items() if name == "saga_waiting_for_definition")

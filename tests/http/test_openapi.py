@@ -133,6 +133,8 @@ async def test_request_and_response_schemas_come_from_the_view_classes() -> None
     assert {
         "status",
         "saga_type",
+        "saga_version",
+        "active",
         "correlation_id",
         "idempotency_key",
         "trigger_event_id",
@@ -146,6 +148,8 @@ async def test_request_and_response_schemas_come_from_the_view_classes() -> None
     assert {"type": "integer", "minimum": 1, "maximum": 500, "default": 50} == parameters["limit"][
         "schema"
     ]
+    assert "boolean" == parameters["active"]["schema"]["type"]
+    assert "integer" == parameters["saga_version"]["schema"]["type"]
 
 
 def test_the_checks_and_the_schema_read_the_same_constraints() -> None:

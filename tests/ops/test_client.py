@@ -525,3 +525,18 @@ def test_start_sends_its_own_key_and_prints_it(cli: Cli) -> None:
     assert str(uuid.UUID(key)) == key  # made by the CLI (a UUID)
     again = json.loads(cli(*start, "--idempotency-key", key, "--json").out)
     assert (saga_id, False, key) == (again["saga_id"], again["created"], again["idempotency_key"])
+
+
+def test_start_on_a_version_and_list_by_version_and_activity(cli: Cli) -> None:
+    start = ("sagas", "start", "test_two_steps", "--data", '{"name": "v"}')
+    saga_id = cli(*start, "--version", "1", "--wait", "-q").out.split()[0]
+    by_version = ("sagas", "list", "--type", "test_two_steps", "--version", "1", "-q")
+    assert saga_id in cli(*by_version).out.split()
+    assert saga_id not in cli(*by_version, "--active").out.split()  # it has ended
+    assert saga_id not in cli("sagas", "list", "--version", "2", "-q").out.split()
+    missing = cli(*start, "--version", "9")
+    assert EXIT_OK != missing.code and "loaded versions: 1" in missing.err
+    types = json.loads(cli("sagas", "types", "--json").out)
+    two = next(t for t in types if t["name"] == "test_two_steps")
+    assert [1] == [v["version"] for v in two["versions"]]
+    assert "1: " in cli("sagas", "types").out

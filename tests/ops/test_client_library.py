@@ -192,3 +192,21 @@ async def test_a_dry_run_says_what_an_action_would_record(running_server: Runnin
     assert (True, "cancelled") == (dry.dry_run, dry.status)
     assert ("StepResolved", "SagaCompensated") == dry.would_record
     assert "compensation_failed" == still.status
+
+
+async def test_a_start_names_a_version_and_the_list_filters_by_it(running_server: RunningServer):
+    async with SagaClient(running_server.url, api_key=running_server.api_key) as sagas:
+        saga = await sagas.start("test_two_steps", TWO_STEPS, version=1)
+        await sagas.wait(saga.saga_id, timeout=20)
+        shown = await sagas.get(saga.saga_id)
+        on_v1 = [s.saga_id async for s in sagas.list(saga_type="test_two_steps", saga_version=1)]
+        active = [s.saga_id async for s in sagas.list(saga_version=1, active=True)]
+        with pytest.raises(UsageError) as missing:
+            await sagas.start("test_two_steps", TWO_STEPS, version=9)
+        types = {saga_type.name: saga_type for saga_type in await sagas.saga_types()}
+    assert (1, False) == (shown.saga_version, shown.waiting_for_definition)
+    assert saga.saga_id in on_v1 and saga.saga_id not in active
+    assert (422, "unknown_saga_version") == (missing.value.status, missing.value.code)
+    (v1,) = types["test_two_steps"].versions
+    assert (1, True, 0) == (v1.version, v1.loaded, v1.active)  # it completed: none active
+    assert ["reserve", "confirm"] == [step.name for step in v1.steps]

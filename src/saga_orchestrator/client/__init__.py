@@ -58,6 +58,7 @@ from ._models import SagaStep as SagaStep
 from ._models import SagaSteps as SagaSteps
 from ._models import SagaType as SagaType
 from ._models import StepType as StepType
+from ._models import TypeVersion as TypeVersion
 from ._ready import wait_until_ready as wait_until_ready
 from ._saga_client import SagaClient as SagaClient
 from ._saga_client import SyncSagaClient as SyncSagaClient
@@ -92,6 +93,7 @@ __all__ = [
     "ServiceError",
     "StepType",
     "SyncSagaClient",
+    "TypeVersion",
     "UsageError",
     "WaitTimedOut",
     "api_key_of",

@@ -25,6 +25,7 @@ __all__ = [
     "SagaSteps",
     "SagaType",
     "StepType",
+    "TypeVersion",
     "from_json",
 ]
 
@@ -97,6 +98,9 @@ class Saga:
     steps: tuple[SagaStep, ...] = attrs.field(default=(), converter=_many(SagaStep))
     created: bool | None = None
     """For a start: ``False`` when an earlier start with the same idempotency key made it."""
+    waiting_for_definition: bool = False
+    """Active, but no live instance drives it and the one that answered has not loaded its
+    version: it waits for a process that has (``get`` only)."""
     extra: Mapping[str, Any] = attrs.field(factory=dict)
     raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
     """The JSON as the service sent it."""
@@ -179,6 +183,19 @@ class StepType:
 
 
 @attrs.frozen(kw_only=True)
+class TypeVersion:
+    """A version of a saga type: whether this service has it loaded, and how many active sagas
+    run on it."""
+
+    version: int
+    loaded: bool = True
+    active: int = 0
+    steps: tuple[StepType, ...] = attrs.field(default=(), converter=_many(StepType))
+    extra: Mapping[str, Any] = attrs.field(factory=dict)
+    raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
+
+
+@attrs.frozen(kw_only=True)
 class SagaType:
     """A saga type the service runs."""
 
@@ -189,6 +206,9 @@ class SagaType:
     triggers: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     """Event types that start a saga of this type."""
     input_schema: Mapping[str, Any] = attrs.field(factory=dict)
+    versions: tuple[TypeVersion, ...] = attrs.field(default=(), converter=_many(TypeVersion))
+    """Every version loaded here or with active sagas, oldest first (the fields above are the
+    newest loaded one's)."""
     extra: Mapping[str, Any] = attrs.field(factory=dict)
     raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
 

@@ -76,10 +76,12 @@ def start(
     *,
     idempotency_key: str | None = None,
     correlation_id: str | None = None,
+    version: int | None = None,
 ) -> Operation:
-    """Start a saga of ``saga_type`` with input ``data``. Without an ``idempotency_key`` one is
-    made, so that a start sent again after a lost answer makes one saga; ``Saga.created`` is
-    ``False`` when the key's saga already existed."""
+    """Start a saga of ``saga_type`` with input ``data``, on the type's newest loaded version
+    or ``version``. Without an ``idempotency_key`` one is made, so that a start sent again
+    after a lost answer makes one saga; ``Saga.created`` is ``False`` when the key's saga
+    already existed."""
     body: dict[str, Any] = {
         "saga_type": saga_type,
         "data": dict(data),
@@ -87,6 +89,8 @@ def start(
     }
     if correlation_id is not None:
         body["correlation_id"] = correlation_id
+    if version is not None:
+        body["version"] = version
     return from_json(Saga, (yield Call("POST", "/sagas/start", body=body)))
 
 

@@ -179,7 +179,8 @@ class SagaClient(_Base):
 
     async def list(self, *, limit: int | None = None, **filters: Any) -> AsyncIterator[Saga]:
         """Sagas newest first, every page (or ``limit`` in all); ``filters`` are the query
-        parameters of ``GET /sagas/`` (``status``, ``saga_type``, ``created_after``, …)."""
+        parameters of ``GET /sagas/`` (``status``, ``saga_type``, ``saga_version``,
+        ``active=True``, ``created_after``, …)."""
         cursor, left = None, limit
         while left is None or left > 0:
             page = min(PAGE, left) if left is not None else PAGE

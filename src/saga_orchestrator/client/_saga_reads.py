@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._errors import EXIT_OK
-from ._models import Event, Saga, SagaStep
+from ._models import Event, Saga, SagaStep, TypeVersion
 from ._output import EVENT_COLUMNS, Column, emit, json_text, key_values, short_time, table
 from ._paging import Pages
 from ._saga_client import SyncSagaClient
@@ -58,10 +58,18 @@ _STEP_COLUMNS: Sequence[Column] = (
 _TYPE_COLUMNS: Sequence[Column] = (
     ("name", lambda t: t.name),
     ("version", lambda t: t.version),
+    ("active by version", lambda t: _versions_text(t.versions)),
     ("steps", lambda t: ", ".join(step.name for step in t.steps)),
     ("triggers", lambda t: ", ".join(t.triggers)),
     ("description", lambda t: t.description),
 )
+
+
+def _versions_text(versions: Sequence[TypeVersion]) -> str:
+    """``1: 3, 2: 0`` (active sagas by version; ``(not loaded)`` after a version that is not)."""
+    return ", ".join(
+        f"{v.version}: {v.active}{'' if v.loaded else ' (not loaded)'}" for v in versions
+    )
 
 
 def saga_text(saga: Saga) -> str:
@@ -81,6 +89,15 @@ def saga_text(saga: Saga) -> str:
         ("result", saga.result),
         ("error", saga.error),
     ]
+    if saga.waiting_for_definition:
+        pairs.append(
+            (
+                "waiting",
+                "for its definition: no instance drives it and none that answered has loaded "
+                f"{saga.saga_type} version {saga.saga_version}; deploy a process "
+                "that loads it",
+            )
+        )
     text = key_values(pairs)
     if saga.steps:
         text += "\n\n" + steps_text(saga.steps)
@@ -109,6 +126,8 @@ def list_sagas(sagas: SyncSagaClient, args: argparse.Namespace) -> int:
     filters = {
         "status": ",".join(args.status) if args.status else None,
         "saga_type": args.type,
+        "saga_version": args.version,
+        "active": "true" if args.active else None,
         "correlation_id": args.correlation_id,
         "idempotency_key": args.idempotency_key,
         "trigger_event_id": args.trigger_event,

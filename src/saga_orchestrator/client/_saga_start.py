@@ -91,6 +91,7 @@ def start(sagas: SyncSagaClient, args: argparse.Namespace) -> int:
         data,
         idempotency_key=key,
         correlation_id=args.correlation_id or None,
+        version=args.version,
     )
     if args.wait:
         saga = wait_for_end(sagas, saga.saga_id, first=saga, interval=args.interval,

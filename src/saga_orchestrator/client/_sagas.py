@@ -49,6 +49,12 @@ def _register_reads(verbs: Any, common: argparse.ArgumentParser) -> None:
         "--status", choices=STATUSES, action="append", help="one status (repeat it for several)"
     )
     listing.add_argument("--type", metavar="SAGA_TYPE")
+    listing.add_argument(
+        "--version", type=_version, metavar="N", help="only sagas on this version of their type"
+    )
+    listing.add_argument(
+        "--active", action="store_true", help="only active sagas (pending, running, compensating)"
+    )
     listing.add_argument("--correlation-id", metavar="ID")
     listing.add_argument("--idempotency-key", metavar="KEY")
     listing.add_argument(
@@ -105,6 +111,9 @@ def _register_start(verbs: Any, common: argparse.ArgumentParser) -> None:
         help="retry a 503 or a lost answer N times with the same key (default: %(default)s)",
     )
     begin.add_argument("--correlation-id", metavar="ID")
+    begin.add_argument(
+        "--version", type=_version, metavar="N", help="the type's version (default: the newest)"
+    )
     begin.add_argument(
         "--wait", action="store_true", help="wait until it ends (progress on stderr)"
     )

@@ -24,10 +24,13 @@ from saga_orchestrator.actors import ActorRef, ActorStopped, ActorSystem, Envelo
 from saga_orchestrator.errors import (
     DuplicateIdempotencyKey,
     OverloadedError,
+    SagaDefinitionMissing,
     SagaNotFound,
     SagaOrchestratorError,
     SagaOwnedElsewhere,
     SagaStateConflict,
+    UnknownSagaType,
+    UnknownSagaVersion,
 )
 from saga_orchestrator.store import ACTIVE_STATUSES, AppendRequest, SagaRecord, Store, new_id
 from saga_orchestrator.store.records import Lease
@@ -186,7 +189,7 @@ class Coordinator:
         match envelope.message:
             case StartSaga() as message:
                 try:
-                    definition = self.catalog.get(message.saga_type)
+                    definition = self.catalog.get(message.saga_type, message.version)
                     parsed = definition.parse_input(message.data)
                 except Exception as exc:
                     envelope.respond_error(exc)
@@ -232,6 +235,9 @@ class Coordinator:
             instance_id=self.instance_id,
             lease_holds=self.lease is not None and self.lease.holds,
             live_instances=() if self.lease is None else self.lease.live,
+            waiting_for_definition=()
+            if self.ownership is None
+            else tuple((t, v, n) for (t, v), n in sorted(self.ownership.waiting.items())),
         )
 
     # -- start --------------------------------------------------------------------------------
@@ -274,7 +280,7 @@ class Coordinator:
             try:
                 existing = await self.store.find_saga_by_key(key)
                 if existing is not None:
-                    envelope.respond(self._repeat(existing, definition, key))
+                    envelope.respond(self._repeat(existing, message, key))
                 else:
                     lease = self._admit()
                     admitted = True
@@ -291,9 +297,14 @@ class Coordinator:
                 self._starting -= 1
 
     @staticmethod
-    def _repeat(existing: SagaRecord, definition: SagaDefinition, key: str) -> StartResult:
-        """The answer to a start whose key an existing saga holds."""
-        if existing.saga_type != definition.name:
+    def _repeat(existing: SagaRecord, message: StartSaga, key: str) -> StartResult:
+        """The answer to a start whose key an existing saga holds: that saga, unless it is of
+        another type, or of another version than the one the start names (a start that names
+        none repeats one made before a newer version was deployed)."""
+        if existing.saga_type != message.saga_type or message.version not in (
+            None,
+            existing.saga_version,
+        ):
             raise DuplicateIdempotencyKey(key, existing.saga_id)
         return StartResult(saga=existing, created=False)
 
@@ -333,7 +344,7 @@ class Coordinator:
             existing = await self.store.get_saga(duplicate.saga_id)
             if existing is None:
                 raise
-            return self._repeat(existing, definition, duplicate.idempotency_key)
+            return self._repeat(existing, message, duplicate.idempotency_key)
         notify(self.observer, append.before, append.after, append.transitions)
         assert self.sagas is not None
         try:
@@ -364,7 +375,6 @@ class Coordinator:
         ref = self.sagas.actors.get(message.saga_id)
         if ref is None:
             record = await self._load(message.saga_id)
-            definition = self.catalog.get(record.saga_type)
             if isinstance(message, RetrySaga) and record.status in PARKED_STATUSES:
                 retried = OperateSaga(
                     saga_id=message.saga_id, action=Retry(), by=message.by, reason=message.reason
@@ -372,12 +382,16 @@ class Coordinator:
                 return (await self._operate(retried)).status
             if record.status not in ACTIVE_STATUSES or isinstance(message, RetrySaga):
                 raise SagaStateConflict(message.saga_id, record.status, operation)
-            lease = await self.ownership.claim_one(message.saga_id, force=False)
+            loaded = (record.saga_type, record.saga_version) in self.catalog.loaded()
+            lease = await self.ownership.claim_one(message.saga_id, force=False) if loaded else None
             if lease is None:
                 owner, _, live = await self.store.saga_owner(message.saga_id)
                 if forward and live and self.forwarding is not None:
                     return await self.forwarding.send(message, owner)
+                if not live:  # no instance drives it, and this one cannot
+                    self._definition_of(record)
                 raise SagaOwnedElsewhere(message.saga_id, owner)
+            definition = self._definition_of(record)
             ref = await self.sagas.spawn(message.saga_id, definition, lease)
         try:
             return await ref.ask(message, timeout=SAGA_ASK_TIMEOUT)
@@ -413,7 +427,7 @@ class Coordinator:
         assert self.sagas is not None and self.ownership is not None
         saga_id = message.saga_id
         record = await self._load(saga_id)
-        definition = self.catalog.get(record.saga_type)
+        definition = self._definition_of(record)
         shape = self.sagas.shape(definition)
         operation = ACTIONS[type(message.action)]
         if record.status in PARKED_STATUSES and self.sagas.busy(saga_id):
@@ -475,6 +489,16 @@ class Coordinator:
         return OperatorOutcome(
             saga_id=saga_id, status=after.status, dry_run=False, transitions=names
         )
+
+    def _definition_of(self, record: SagaRecord) -> SagaDefinition:
+        """The definition version ``record`` runs on; raises ``SagaDefinitionMissing`` when
+        this process has not loaded it."""
+        try:
+            return self.catalog.get(record.saga_type, record.saga_version)
+        except (UnknownSagaType, UnknownSagaVersion):
+            raise SagaDefinitionMissing(
+                record.saga_id, record.saga_type, record.saga_version
+            ) from None
 
     async def _load(self, saga_id: str) -> SagaRecord:
         record = await self.store.get_saga(saga_id)

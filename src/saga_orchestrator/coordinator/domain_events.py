@@ -232,7 +232,7 @@ class DomainEvents:
     async def event_types(self) -> EventTypes:
         """The types that trigger sagas, and those of the stored events."""
         triggers: dict[str, list[str]] = {}
-        for definition in self.catalog:
+        for definition in self.catalog.newest():
             for event_type in definition.triggers:
                 triggers.setdefault(event_type, []).append(definition.name)
         seen = [t for t in await self.store.event_types() if t not in TRANSITION_TYPES]

@@ -13,11 +13,14 @@ from saga_orchestrator.store.records import InstanceRecord, SagaRecord
 class StartSaga:
     """Ask the coordinator: start a saga; answers :class:`StartResult`.
 
-    Raises ``UnknownSagaType``, ``ValidationError``, ``OverloadedError``, ``StoreError``.
+    Raises ``UnknownSagaType``, ``UnknownSagaVersion``, ``ValidationError``,
+    ``OverloadedError``, ``StoreError``.
     """
 
     saga_type: str
     data: Any
+    version: int | None = None
+    """The definition version to start on; ``None``: the type's newest loaded version."""
     idempotency_key: str | None = None
     correlation_id: str | None = None
     trigger_event_id: str | None = None
@@ -107,6 +110,9 @@ class CoordinatorStatus:
     """Whether this instance's leases surely hold (it may start and drive sagas)."""
     live_instances: tuple[InstanceRecord, ...] = ()
     """The instances sharing the store, as read at the last heartbeat."""
+    waiting_for_definition: tuple[tuple[str, int, int], ...] = ()
+    """(type, version, count) of the active sagas no live instance drives whose definition
+    version this process has not loaded, as of the last look."""
 
 
 @attrs.frozen(kw_only=True)

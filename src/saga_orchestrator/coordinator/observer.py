@@ -7,12 +7,19 @@ and must not raise (an error is logged and ignored).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .state import SagaState
 from .transitions import Transition
 
 log = logging.getLogger(__name__)
+
+
+def step_names_of(names: Mapping[Any, Sequence[str]], saga: SagaState) -> Sequence[str]:
+    """The step names of ``saga``'s definition from ``names``, keyed by (type, version) (the
+    service's: versions may differ in their steps) or by type."""
+    return names.get((saga.saga_type, saga.saga_version)) or names.get(saga.saga_type, ())
 
 
 class SagaObserver:

@@ -10,6 +10,11 @@ from its history.
   the live instances; a look that finds none takes no lock.
 * *One saga* for a command that arrives here when no live instance drives it.
 
+Only the sagas whose definition version this process has loaded are claimed. Those no live
+instance owns and whose version is not loaded here *wait for their definition*: counted at
+recovery and at every failover look (:attr:`Ownership.waiting`, logged when it changes), they
+are claimed like any orphan once a process that has the version runs.
+
 A claim is one atomic statement in the store that takes a saga only from no live owner, and
 bumps its epoch: the old owner's appends are fenced from then on (docs/operations.md).
 """
@@ -25,7 +30,7 @@ from typing import TypeVar
 import attrs
 import trio
 
-from saga_orchestrator.errors import OverloadedError, UnknownSagaType
+from saga_orchestrator.errors import OverloadedError, UnknownSagaType, UnknownSagaVersion
 from saga_orchestrator.store import Store
 from saga_orchestrator.store.records import ClaimedSaga, Lease
 from saga_orchestrator.store.retry import retry_unavailable
@@ -62,12 +67,16 @@ class Ownership:
     """Sagas claimed, by cause (:data:`CLAIM_CAUSES`)."""
     recovered: int = 0
     """Sagas the last recovery resumed."""
+    waiting: dict[tuple[str, int], int] = attrs.field(factory=dict)
+    """Active sagas no live instance owns whose definition version this process has not
+    loaded, by (type, version), as of the last look."""
 
     async def recover(self) -> int:
         """Claim and resume every saga that is this instance's to drive now; how many."""
         await self.lease.registered.wait()
         self.recovered = await self._claim_all(mine=True, limit=self.capacity())
         log.info("recovery done: %d sagas resumed", self.recovered)
+        await self._look_for_waiting()
         return self.recovered
 
     async def failover(self) -> None:
@@ -80,13 +89,15 @@ class Ownership:
                 share = await self._share()
                 if share > 0:
                     await self._claim_all(mine=False, limit=share)
+                await self._look_for_waiting()
             except Exception:  # one bad look must not stop the next ones
                 log.exception("looking for sagas to take over failed")
 
     async def _share(self) -> int:
         """How many sagas this look claims: this instance's share of the orphans among the
         live instances (at least a batch), within what it admits; 0 when there is none."""
-        orphans = await self._read("count the orphans", self.store.count_orphans)
+        loaded = self.sagas.catalog.loaded()
+        orphans = await self._read("count the orphans", lambda: self.store.count_orphans(loaded))
         if orphans == 0:
             return 0
         share = max(self.options.claim_batch, math.ceil(orphans / max(1, len(self.lease.live))))
@@ -124,7 +135,9 @@ class Ownership:
                 break
             batch = await self._read(
                 "claim sagas",
-                lambda size=size: self.store.claim_orphans(instance_id, size, mine=mine),
+                lambda size=size: self.store.claim_orphans(
+                    instance_id, size, mine=mine, loaded=self.sagas.catalog.loaded()
+                ),
             )
             resumed += await self._resume(batch, instance_id, mine=mine)
             if len(batch) < size:
@@ -148,13 +161,10 @@ class Ownership:
             if self.sagas.busy(claimed.saga_id):
                 continue  # a command got there first and started it
             try:
-                definition = self.sagas.catalog.get(claimed.saga_type)
-            except UnknownSagaType:
-                log.error(
-                    "saga %s has unknown type %r: not resumed",
-                    claimed.saga_id,
-                    claimed.saga_type,
-                )
+                definition = self.sagas.catalog.get(claimed.saga_type, claimed.saga_version)
+            except (UnknownSagaType, UnknownSagaVersion):  # claimed by loaded pairs: not here
+                log.error("saga %s runs on %s version %d, not loaded: not resumed",
+                          claimed.saga_id, claimed.saga_type, claimed.saga_version)  # fmt: skip
                 continue
             history = histories.get(stream_id(claimed.saga_id), [])
             state = sm.replay(
@@ -179,6 +189,26 @@ class Ownership:
                 ).items()),
             )  # fmt: skip
         return resumed
+
+    async def _look_for_waiting(self) -> None:
+        """Count the sagas that wait for a definition version this process has not loaded
+        (:attr:`waiting`); a WARNING when more or others wait."""
+        loaded = self.sagas.catalog.loaded()
+        waiting = await self._read(
+            "count the sagas that wait for their definition",
+            lambda: self.store.waiting_for_definition(loaded),
+        )
+        if waiting == self.waiting:
+            return
+        self.waiting = waiting
+        if waiting:
+            log.warning(
+                "sagas wait for a definition this process has not loaded (deploy a process "
+                "that loads it): %s",
+                ", ".join(f"{t} version {v}: {n}" for (t, v), n in sorted(waiting.items())),
+            )
+        else:
+            log.info("no saga waits for its definition any more")
 
     async def _read(self, doing: str, read: Callable[[], Awaitable[T]]) -> T:
         """``read()``, waiting while the store is unavailable."""

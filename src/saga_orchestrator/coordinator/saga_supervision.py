@@ -56,7 +56,7 @@ class SagaSupervision:
     leases: dict[str, Lease] = attrs.field(factory=dict)
     _spawning: dict[str, trio.Event] = attrs.field(factory=dict)
     _ends: dict[str, trio.Event] = attrs.field(factory=dict)
-    _shapes: dict[str, sm.SagaShape] = attrs.field(factory=dict)
+    _shapes: dict[tuple[str, int], sm.SagaShape] = attrs.field(factory=dict)
     _nursery: trio.Nursery | None = None
     _supervisor: Supervisor | None = None
     _scope: trio.CancelScope | None = None
@@ -88,9 +88,10 @@ class SagaSupervision:
         await self.open(self._nursery)
 
     def shape(self, definition: SagaDefinition) -> sm.SagaShape:
-        shape = self._shapes.get(definition.name)
+        key = (definition.name, definition.version)
+        shape = self._shapes.get(key)
         if shape is None:
-            shape = self._shapes[definition.name] = shape_of(definition, self.options)
+            shape = self._shapes[key] = shape_of(definition, self.options)
         return shape
 
     def busy(self, saga_id: str) -> bool:
@@ -227,7 +228,7 @@ class SagaSupervision:
         record = await self.store.get_saga(saga_id)
         if record is None:
             return
-        shape = self.shape(self.catalog.get(record.saga_type))
+        shape = self.shape(self.catalog.get(record.saga_type, record.saga_version))
         state = await retry_unavailable(
             lambda: load_state(self.store, shape, saga_id),
             doing=f"saga {saga_id} waits for the store to be parked",

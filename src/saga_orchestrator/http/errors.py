@@ -32,6 +32,7 @@ from saga_orchestrator.errors import (
     DuplicateIdempotencyKey,
     NotFoundError,
     OverloadedError,
+    SagaDefinitionMissing,
     SagaNotFound,
     SagaOrchestratorError,
     SagaOwnedElsewhere,
@@ -40,6 +41,7 @@ from saga_orchestrator.errors import (
     StoreRejected,
     StoreUnavailable,
     UnknownSagaType,
+    UnknownSagaVersion,
     ValidationError,
 )
 
@@ -174,6 +176,8 @@ ERROR_TABLE: dict[type[BaseException], ErrorRule] = {
     ValidationError: ErrorRule(422, "validation_error"),
     # A NotFoundError, but in a request body an unknown type is a validation problem.
     UnknownSagaType: ErrorRule(422, "unknown_saga_type"),
+    UnknownSagaVersion: ErrorRule(422, "unknown_saga_version"),
+    SagaDefinitionMissing: ErrorRule(409, "definition_not_loaded"),
     # 5xx: a fixed message; the details go to the log.
     OverloadedError: ErrorRule(503, "overloaded", retry_after=True),
     SagaOwnedElsewhere: ErrorRule(
@@ -286,6 +290,9 @@ def _details(error: BaseException) -> list[dict[str, str]]:
         ]
     if isinstance(error, UnknownSagaType):
         return [{"field": "saga_type", "message": f"unknown saga type {error.saga_type!r}"}]
+    if isinstance(error, UnknownSagaVersion):
+        loaded = ", ".join(str(v) for v in error.available)
+        return [{"field": "version", "message": f"not loaded; loaded versions: {loaded}"}]
     return []
 
 

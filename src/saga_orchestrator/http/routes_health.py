@@ -3,7 +3,8 @@
 * ``GET /health/live``  — 200 when the run loop and the coordinator answer; else 503.
 * ``GET /health/ready`` — 200 when the store answers a ping, the event bus (when configured)
   answers, and the coordinator has recovered the sagas in flight; else 503 naming what is not
-  ready.
+  ready. A ready instance lists under ``degraded`` the sagas that wait for a definition version
+  no live instance has loaded (still 200).
 * ``GET /health``       — status of each component; 200 when all are fine, else 503.
 
 The bodies are status documents, not errors; they name components but carry no internal text.
@@ -30,6 +31,7 @@ from .views.health import (
     Alive,
     BusHealth,
     CoordinatorHealth,
+    Degraded,
     Health,
     HealthComponents,
     InstancesHealth,
@@ -219,7 +221,24 @@ async def ready() -> Response:
         )
     if not_ready:
         return json_response(NotReady(status="not_ready", not_ready=not_ready), 503)
-    return json_response(Ready(status="ready"))
+    assert status is not None
+    return json_response(Ready(status="ready", degraded=_degraded(status) or None))
+
+
+def _degraded(status: CoordinatorStatus) -> list[Degraded]:
+    """The sagas that wait for a definition version this process has not loaded."""
+    return [
+        Degraded(
+            component="definitions",
+            saga_type=saga_type,
+            saga_version=version,
+            count=count,
+            reason=f"{count} active {saga_type} sagas on version {version} wait for their "
+            "definition: no live instance drives them and this process has not loaded that "
+            "version; deploy a process that loads it (SAGA_MODULES)",
+        )
+        for saga_type, version, count in status.waiting_for_definition
+    ]
 
 
 @health.get("/health")

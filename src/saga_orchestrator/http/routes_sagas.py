@@ -30,8 +30,10 @@ from werkzeug.routing import BaseConverter
 
 from saga_orchestrator.coordinator.messages import CancelSaga, StartResult, StartSaga
 from saga_orchestrator.coordinator.projection import stream_id
+from saga_orchestrator.coordinator.state import SagaStatus
 from saga_orchestrator.errors import SagaNotFound
 from saga_orchestrator.store.records import (
+    ACTIVE_STATUSES,
     TERMINAL_STATUSES,
     SagaQuery,
     SagaRecord,
@@ -49,7 +51,14 @@ from .errors import (
     error_response,
 )
 from .openapi import Reply, created_or_found, operation
-from .serialize import event_view, json_response, saga_summary, saga_type_view, saga_view, step_view
+from .serialize import (
+    event_view,
+    json_response,
+    saga_summary,
+    saga_types_view,
+    saga_view,
+    step_view,
+)
 from .validate import check_body, check_query, json_body
 from .views.sagas import (
     CancelRequest,
@@ -104,6 +113,7 @@ def parse_start_body(body: Any) -> StartSaga:
         idempotency_key=start.idempotency_key or new_id(),
         correlation_id=start.correlation_id or current_correlation_id(),
         key_is_new=start.idempotency_key is None,
+        version=start.version,
     )
 
 
@@ -145,11 +155,19 @@ def parse_list_query(args: dict[str, list[str]]) -> SagaQuery:
                 )
     if given.cursor is not None and not _cursor_is_ours(given.cursor):
         errors.append({"field": "cursor", "message": "not a cursor this service gave out"})
+    statuses = () if given.status is None else tuple(dict.fromkeys(given.status.split(",")))
+    if given.active is not None:
+        wanted = [v.value for v in SagaStatus if (v.value in ACTIVE_STATUSES) == given.active]
+        statuses = tuple(v for v in statuses if v in wanted) if statuses else tuple(wanted)
+        if not statuses:
+            kind = "active" if given.active else "ended or parked"
+            errors.append({"field": "active", "message": f"no status given is {kind}"})
     if errors:
         raise InvalidQuery("the query is not valid", errors)
     return SagaQuery(
-        statuses=() if given.status is None else tuple(dict.fromkeys(given.status.split(","))),
+        statuses=statuses,
         saga_type=given.saga_type,
+        saga_version=given.saga_version,
         correlation_id=given.correlation_id,
         idempotency_key=given.idempotency_key,
         trigger_event_id=given.trigger_event_id,
@@ -263,17 +281,17 @@ async def list_sagas() -> Response:
 
 @sagas.get("/types/available")
 @operation(
-    summary="The saga types, with the JSON schema of their input",
+    summary="The saga types, with the JSON schema of their input and their versions",
+    description="Each type's newest loaded version (new sagas start on it), and under "
+    "`versions` every version loaded or still run by active sagas, with how many are active on "
+    "each: a version may be retired once none is.",
     tag=TAG,
     replies=[Reply(status=200, description="Every saga type.", body=SagaTypes)],
+    errors=(503,),
 )
 async def saga_types() -> Response:
-    catalog = deps().catalog
-    return json_response(SagaTypes(items=[saga_type_view(d) for d in sorted(catalog, key=_name)]))
-
-
-def _name(definition: Any) -> str:
-    return definition.name
+    svc = deps()
+    return json_response(saga_types_view(svc.catalog, await svc.store.active_counts()))
 
 
 @sagas.get("/<saga_id:saga_id>")
@@ -284,7 +302,22 @@ def _name(definition: Any) -> str:
     errors=(503,),
 )
 async def get_saga(saga_id: str) -> Response:
-    return json_response(saga_view(await _load(saga_id)))
+    record = await _load(saga_id)
+    return json_response(
+        saga_view(record, waiting_for_definition=await _waits_for_definition(record))
+    )
+
+
+async def _waits_for_definition(record: SagaRecord) -> bool:
+    """Whether ``record`` is active, on a version this process has not loaded, and no live
+    instance drives it."""
+    svc = deps()
+    if record.status not in ACTIVE_STATUSES:
+        return False
+    if (record.saga_type, record.saga_version) in svc.catalog.loaded():
+        return False
+    _, _, live = await svc.store.saga_owner(record.saga_id)
+    return not live
 
 
 @sagas.get("/<saga_id>/steps")

@@ -13,6 +13,7 @@ from typing import Any
 
 from quart import Response, current_app
 
+from saga_orchestrator.coordinator.catalog import SagaCatalog
 from saga_orchestrator.coordinator.definition import SagaDefinition
 from saga_orchestrator.coordinator.state import CompensationStatus, SagaStatus, StepStatus
 from saga_orchestrator.store.records import RecordedEvent, SagaRecord, StepRecord
@@ -20,7 +21,18 @@ from saga_orchestrator.store.records import RecordedEvent, SagaRecord, StepRecor
 from .schema import input_schema
 from .views import to_json
 from .views.events import PublishedEvent, StoredEvent
-from .views.sagas import EventView, SagaSummary, SagaType, SagaView, StartedSaga, StepType, StepView
+from .views.sagas import (
+    EventView,
+    NotLoadedType,
+    SagaSummary,
+    SagaType,
+    SagaTypes,
+    SagaView,
+    StartedSaga,
+    StepType,
+    StepView,
+    TypeVersion,
+)
 
 __all__ = [
     "event_view",
@@ -28,7 +40,7 @@ __all__ = [
     "iso_time",
     "json_response",
     "saga_summary",
-    "saga_type_view",
+    "saga_types_view",
     "saga_view",
     "step_view",
     "stored_event",
@@ -99,7 +111,8 @@ def saga_summary(record: SagaRecord) -> SagaSummary:
 
 
 def saga_view(record: SagaRecord, **extra: Any) -> SagaView:
-    """A saga with its steps; ``created=...`` makes a :class:`~.views.StartedSaga`."""
+    """A saga with its steps; ``created=...`` makes a :class:`~.views.StartedSaga`; and
+    ``waiting_for_definition=...``."""
     cls = StartedSaga if "created" in extra else SagaView
     return cls(**_saga_fields(record), steps=[step_view(s) for s in record.steps], **extra)
 
@@ -127,22 +140,52 @@ def _event_fields(event: RecordedEvent) -> dict[str, Any]:
     }
 
 
-def saga_type_view(definition: SagaDefinition) -> SagaType:
-    return SagaType(
-        name=definition.name,
-        version=definition.version,
-        description=definition.description,
-        steps=[
-            StepType(
-                name=step.name,
-                has_compensation=step.compensation is not None,
-                timeout_seconds=step.timeout,
+def saga_types_view(catalog: SagaCatalog, active: Mapping[tuple[str, int], int]) -> SagaTypes:
+    """Each loaded type (its newest version first-hand) with its versions, loaded or run by
+    active sagas; ``active``: the active sagas by (type, version)."""
+    names = catalog.names()
+    items = []
+    for name in names:
+        newest = catalog.get(name)
+        numbers = sorted({*catalog.versions(name), *(v for t, v in active if t == name)})
+        loaded = set(catalog.versions(name))
+        versions = [
+            TypeVersion(
+                version=v,
+                loaded=v in loaded,
+                active=active.get((name, v), 0),
+                steps=_step_types(catalog.get(name, v)) if v in loaded else None,
             )
-            for step in definition.steps
-        ],
-        triggers=list(definition.triggers),
-        input_schema=input_schema(definition.input_type),
-    )
+            for v in numbers
+        ]
+        items.append(
+            SagaType(
+                name=newest.name,
+                version=newest.version,
+                description=newest.description,
+                steps=_step_types(newest),
+                triggers=list(newest.triggers),
+                input_schema=input_schema(newest.input_type),
+                versions=versions,
+            )
+        )
+    not_loaded = [
+        NotLoadedType(saga_type=t, version=v, active=n)
+        for (t, v), n in sorted(active.items())
+        if t not in names
+    ]
+    return SagaTypes(items=items, not_loaded=not_loaded)
+
+
+def _step_types(definition: SagaDefinition) -> list[StepType]:
+    return [
+        StepType(
+            name=step.name,
+            has_compensation=step.compensation is not None,
+            timeout_seconds=step.timeout,
+        )
+        for step in definition.steps
+    ]
 
 
 # --------------------------------------------------------------------------------------------

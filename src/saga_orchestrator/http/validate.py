@@ -289,6 +289,10 @@ def _query_value(tp: Any, text: str, rules: Constraints) -> tuple[Any, str | Non
         if text in names:
             return tp(text), None
         return None, f"expected one of {', '.join(names)}"
+    if tp is bool:
+        if text in ("true", "false"):
+            return text == "true", None
+        return None, "expected true or false"
     if tp is str:
         return text, _text_problem(text, rules)
     raise TypeError(f"no check for parameters of type {tp!r}")  # pragma: no cover

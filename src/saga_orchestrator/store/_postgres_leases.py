@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from .records import ACTIVE_STATUSES, ClaimedSaga, InstanceRecord
+from .records import ACTIVE_STATUSES, ClaimedSaga, InstanceRecord, Loaded
 
 __all__ = ["PostgresLeases"]
 
@@ -41,34 +41,45 @@ _LIVE = f"""
 SELECT {_INSTANCE_COLUMNS} FROM instances WHERE expires_at > {_NOW}
 ORDER BY started_at, instance_id
 """
+# Whether a saga's (type, version) is among the loaded pairs $T (types) and $V (versions), in
+# step: a NULL $T means any saga.
+_LOADED = "({t}::text[] IS NULL OR (saga_type, saga_version) IN (SELECT * FROM unnest({t}::text[], {v}::int[])))"  # noqa: E501
+_NOT_LIVE = f"""NOT EXISTS (
+    SELECT 1 FROM instances i WHERE i.instance_id = s.owner AND i.expires_at > {_NOW})"""
 # Orphans: active sagas with no owner, or whose owner is not a live instance (expired, or its
 # row gone: a batch of an instance that had lapsed may commit a new saga after the dead were
-# forgotten). Both kinds are read through their partial indexes.
+# forgotten), of a loaded definition ($4, $5). Both kinds are read through their partial
+# indexes.
 _CLAIM_ORPHANS = f"""
 WITH orphans AS (
     SELECT saga_id, owner, created_at FROM (
         (SELECT saga_id, owner, created_at FROM sagas
-         WHERE owner IS NULL AND status IN ({_ACTIVE})
+         WHERE owner IS NULL AND status IN ({_ACTIVE}) AND {_LOADED.format(t="$4", v="$5")}
          ORDER BY created_at, saga_id LIMIT $2)
         UNION ALL
         (SELECT saga_id, owner, created_at FROM sagas s
-         WHERE owner IS NOT NULL AND status IN ({_ACTIVE})
-           AND (($3 AND owner = $1) OR NOT EXISTS (
-               SELECT 1 FROM instances i
-               WHERE i.instance_id = s.owner AND i.expires_at > {_NOW}))
+         WHERE owner IS NOT NULL AND status IN ({_ACTIVE}) AND {_LOADED.format(t="$4", v="$5")}
+           AND (($3 AND owner = $1) OR {_NOT_LIVE})
          ORDER BY created_at, saga_id LIMIT $2)
     ) both_kinds
     ORDER BY created_at, saga_id LIMIT $2
 )
 UPDATE sagas s SET owner = $1, owner_epoch = s.owner_epoch + 1
 FROM orphans o WHERE s.saga_id = o.saga_id
-RETURNING s.saga_id, s.saga_type, s.owner_epoch, o.owner, o.created_at
+RETURNING s.saga_id, s.saga_type, s.saga_version, s.owner_epoch, o.owner, o.created_at
 """
 _COUNT_ORPHANS = f"""
-SELECT (SELECT count(*) FROM sagas WHERE owner IS NULL AND status IN ({_ACTIVE}))
+SELECT (SELECT count(*) FROM sagas
+        WHERE owner IS NULL AND status IN ({_ACTIVE}) AND {_LOADED.format(t="$1", v="$2")})
      + (SELECT count(*) FROM sagas s WHERE owner IS NOT NULL AND status IN ({_ACTIVE})
-        AND NOT EXISTS (SELECT 1 FROM instances i
-                        WHERE i.instance_id = s.owner AND i.expires_at > {_NOW}))
+        AND {_LOADED.format(t="$1", v="$2")} AND {_NOT_LIVE})
+"""
+# Active sagas no live instance owns whose (type, version) is not loaded ($1, $2), counted.
+_WAITING_FOR_DEFINITION = f"""
+SELECT saga_type, saga_version, count(*) FROM sagas s
+WHERE status IN ({_ACTIVE}) AND (owner IS NULL OR {_NOT_LIVE})
+  AND NOT {_LOADED.format(t="$1", v="$2")}
+GROUP BY saga_type, saga_version
 """
 _FORGET_THE_DEAD = f"""
 DELETE FROM instances i WHERE i.expires_at <= {_NOW} AND NOT EXISTS (
@@ -118,22 +129,36 @@ class PostgresLeases:
         return [_instance(row) for row in rows]
 
     async def claim_orphans(
-        self, instance_id: str, limit: int, *, mine: bool = False
+        self, instance_id: str, limit: int, *, mine: bool = False, loaded: Loaded | None = None
     ) -> list[ClaimedSaga]:
         rows = await self._call(
-            "claim sagas", _aio_claim_orphans, self.command_timeout, instance_id, limit, mine
-        )
+            "claim sagas", _aio_claim_orphans, self.command_timeout, instance_id, limit, mine,
+            *_pairs(loaded),
+        )  # fmt: skip
         return [  # oldest first (RETURNING keeps no order)
-            ClaimedSaga(saga_id=r[0], saga_type=r[1], epoch=int(r[2]), previous_owner=r[3])
-            for r in sorted(rows, key=lambda r: (r[4], r[0]))
+            ClaimedSaga(
+                saga_id=r[0],
+                saga_type=r[1],
+                saga_version=int(r[2]),
+                epoch=int(r[3]),
+                previous_owner=r[4],
+            )
+            for r in sorted(rows, key=lambda r: (r[5], r[0]))
         ]
 
-    async def count_orphans(self) -> int:
+    async def count_orphans(self, loaded: Loaded | None = None) -> int:
         row = await self._call(
             "count the sagas no live instance owns", _aio_fetchrow, self.command_timeout,
-            _COUNT_ORPHANS, (),
+            _COUNT_ORPHANS, _pairs(loaded),
         )  # fmt: skip
         return int(row[0])
+
+    async def waiting_for_definition(self, loaded: Loaded) -> dict[tuple[str, int], int]:
+        rows = await self._call(
+            "count the sagas that wait for their definition", _aio_fetch, self.command_timeout,
+            _WAITING_FOR_DEFINITION, _pairs(loaded),
+        )  # fmt: skip
+        return {(r[0], int(r[1])): int(r[2]) for r in rows}
 
     async def claim_saga(self, instance_id: str, saga_id: str, *, force: bool) -> int | None:
         epoch = await self._call(
@@ -148,6 +173,14 @@ class PostgresLeases:
         if row is None:
             return None, 0, False
         return row[0], int(row[1]), bool(row[2])
+
+
+def _pairs(loaded: Loaded | None) -> tuple[list[str] | None, list[int] | None]:
+    """``loaded`` as the two arrays of ``_LOADED`` (types, versions); NULLs for any saga."""
+    if loaded is None:
+        return None, None
+    pairs = sorted(loaded)
+    return [t for t, _ in pairs], [v for _, v in pairs]
 
 
 def _instance(row: Any) -> InstanceRecord:
@@ -195,11 +228,19 @@ async def _aio_deregister(pool: asyncpg.Pool, within: float, instance_id: str) -
 
 
 async def _aio_claim_orphans(
-    pool: asyncpg.Pool, within: float, instance_id: str, limit: int, mine: bool
+    pool: asyncpg.Pool,
+    within: float,
+    instance_id: str,
+    limit: int,
+    mine: bool,
+    types: list[str] | None,
+    versions: list[int] | None,
 ) -> list[Any]:
     async with pool.acquire(timeout=within) as conn, conn.transaction():
         await _lock(conn, within)
-        rows = await conn.fetch(_CLAIM_ORPHANS, instance_id, max(limit, 0), mine, timeout=within)
+        rows = await conn.fetch(
+            _CLAIM_ORPHANS, instance_id, max(limit, 0), mine, types, versions, timeout=within
+        )
         if len(rows) < limit:  # no orphan left: forget the dead that own nothing
             await conn.execute(_FORGET_THE_DEAD, timeout=within)
         return list(rows)

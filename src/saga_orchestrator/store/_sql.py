@@ -24,6 +24,7 @@ from saga_orchestrator.errors import (
 )
 
 from .records import (
+    ACTIVE_STATUSES,
     ANY_VERSION,
     AppendRequest,
     AppendResult,
@@ -428,7 +429,13 @@ def saga_list_sql(query: SagaQuery, placeholder: Callable[[int], str]) -> tuple[
         conditions.append(f"(created_at, saga_id) < ({param(created_at)}, {param(saga_id)})")
     if query.statuses:
         conditions.append(f"status IN ({', '.join(param(s) for s in query.statuses)})")
-    for column in ("saga_type", "correlation_id", "idempotency_key", "trigger_event_id"):
+    for column in (
+        "saga_type",
+        "saga_version",
+        "correlation_id",
+        "idempotency_key",
+        "trigger_event_id",
+    ):
         value = getattr(query, column)
         if value is not None:
             conditions.append(f"{column} = {param(value)}")
@@ -456,6 +463,18 @@ def saga_page(rows: Sequence[Sequence[Any]], limit: int) -> SagaPage:
 
 
 ACTIVE_SAGAS_SQL_TAIL = "ORDER BY created_at, saga_id"
+
+ACTIVE_COUNTS_SQL = (
+    "SELECT saga_type, saga_version, count(*) FROM sagas "
+    f"WHERE status IN ({', '.join(repr(status) for status in ACTIVE_STATUSES)}) "
+    "GROUP BY saga_type, saga_version"
+)
+"""How many sagas are active, by type and version."""
+
+
+def active_counts(rows: Iterable[Sequence[Any]]) -> dict[tuple[str, int], int]:
+    """The ``{(type, version): count}`` of ``ACTIVE_COUNTS_SQL`` rows."""
+    return {(str(row[0]), int(row[1])): int(row[2]) for row in rows}
 
 
 def group_by_stream(events: Iterable[RecordedEvent]) -> dict[str, list[RecordedEvent]]:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from ._command_wakers import CommandWakers
 from ._sqlite_tx import transaction
-from .records import ACTIVE_STATUSES, ClaimedSaga, InstanceRecord, SagaCommand
+from .records import ACTIVE_STATUSES, ClaimedSaga, InstanceRecord, Loaded, SagaCommand
 
 T = TypeVar("T")
 
@@ -66,18 +66,20 @@ def live(conn: sqlite3.Connection) -> list[InstanceRecord]:
 
 
 def claim_orphans(
-    conn: sqlite3.Connection, instance_id: str, limit: int, mine: bool
+    conn: sqlite3.Connection, instance_id: str, limit: int, mine: bool, loaded: Loaded | None
 ) -> list[ClaimedSaga]:
     now = time.time()
+    pairs, pair_params = _pairs(loaded)
     rows = conn.execute(
-        f"SELECT saga_id, saga_type, owner, owner_epoch FROM sagas WHERE status IN ({_ACTIVE}) "
+        f"SELECT saga_id, saga_type, saga_version, owner, owner_epoch FROM sagas "
+        f"WHERE status IN ({_ACTIVE}) AND {pairs} "
         f"AND (owner IS NULL OR owner NOT IN ({_LIVE}) OR (? AND owner = ?)) "
         "ORDER BY created_at, saga_id LIMIT ?",
-        (now, mine, instance_id, max(limit, 0)),
+        (*pair_params, now, mine, instance_id, max(limit, 0)),
     ).fetchall()
     conn.executemany(
         "UPDATE sagas SET owner = ?, owner_epoch = ? WHERE saga_id = ?",
-        [(instance_id, epoch + 1, saga_id) for saga_id, _, _, epoch in rows],
+        [(instance_id, epoch + 1, saga_id) for saga_id, _, _, _, epoch in rows],
     )
     if len(rows) < limit:  # no orphan left: forget the dead that own nothing
         conn.execute(
@@ -86,18 +88,50 @@ def claim_orphans(
             (now,),
         )
     return [
-        ClaimedSaga(saga_id=saga_id, saga_type=saga_type, epoch=epoch + 1, previous_owner=owner)
-        for saga_id, saga_type, owner, epoch in rows
+        ClaimedSaga(
+            saga_id=saga_id,
+            saga_type=saga_type,
+            saga_version=int(version),
+            epoch=epoch + 1,
+            previous_owner=owner,
+        )
+        for saga_id, saga_type, version, owner, epoch in rows
     ]
 
 
-def count_orphans(conn: sqlite3.Connection) -> int:
+_ORPHAN = f"status IN ({_ACTIVE}) AND (owner IS NULL OR owner NOT IN ({_LIVE}))"
+
+
+def count_orphans(conn: sqlite3.Connection, loaded: Loaded | None) -> int:
+    pairs, pair_params = _pairs(loaded)
     row = conn.execute(
-        f"SELECT count(*) FROM sagas WHERE status IN ({_ACTIVE}) "
-        f"AND (owner IS NULL OR owner NOT IN ({_LIVE}))",
-        (time.time(),),
+        f"SELECT count(*) FROM sagas WHERE {_ORPHAN} AND {pairs}", (time.time(), *pair_params)
     ).fetchone()
     return int(row[0])
+
+
+def waiting_for_definition(conn: sqlite3.Connection, loaded: Loaded) -> dict[tuple[str, int], int]:
+    pairs, pair_params = _pairs(loaded)
+    rows = conn.execute(
+        f"SELECT saga_type, saga_version, count(*) FROM sagas WHERE {_ORPHAN} "
+        f"AND NOT {pairs} GROUP BY saga_type, saga_version",
+        (time.time(), *pair_params),
+    ).fetchall()
+    return {(saga_type, int(version)): int(n) for saga_type, version, n in rows}
+
+
+def _pairs(loaded: Loaded | None) -> tuple[str, list[object]]:
+    """A condition that holds for the sagas whose (type, version) is in ``loaded`` (every saga
+    when ``None``), and its parameters."""
+    if loaded is None:
+        return "1", []
+    if not loaded:
+        return "0", []
+    values = ", ".join("(?, ?)" for _ in loaded)
+    return (
+        f"((saga_type, saga_version) IN (VALUES {values}))",
+        [part for pair in sorted(loaded) for part in pair],
+    )
 
 
 def claim_one(conn: sqlite3.Connection, instance_id: str, saga_id: str, force: bool) -> int | None:
@@ -218,15 +252,23 @@ class SQLiteLeases:
         return await self._read("list the live instances", live)
 
     async def claim_orphans(
-        self, instance_id: str, limit: int, *, mine: bool = False
+        self, instance_id: str, limit: int, *, mine: bool = False, loaded: Loaded | None = None
     ) -> list[ClaimedSaga]:
         return await self._write(
             "claim sagas",
-            lambda c: _in_transaction(c, claim_orphans, instance_id, limit, mine),
+            lambda c: _in_transaction(c, claim_orphans, instance_id, limit, mine, loaded),
         )
 
-    async def count_orphans(self) -> int:
-        return await self._read("count the sagas no live instance owns", count_orphans)
+    async def count_orphans(self, loaded: Loaded | None = None) -> int:
+        return await self._read(
+            "count the sagas no live instance owns", lambda c: count_orphans(c, loaded)
+        )
+
+    async def waiting_for_definition(self, loaded: Loaded) -> dict[tuple[str, int], int]:
+        return await self._read(
+            "count the sagas that wait for their definition",
+            lambda c: waiting_for_definition(c, loaded),
+        )
 
     async def claim_saga(self, instance_id: str, saga_id: str, *, force: bool) -> int | None:
         return await self._write(

@@ -25,6 +25,7 @@ from .records import (
     AppendResult,
     ClaimedSaga,
     InstanceRecord,
+    Loaded,
     OutboxRecord,
     RecordedEvent,
     SagaCommand,
@@ -186,6 +187,9 @@ class Store:
     async def active_sagas(self) -> list[SagaRecord]:
         return await self.backend.active_sagas()
 
+    async def active_counts(self) -> dict[tuple[str, int], int]:
+        return await self.backend.active_counts()
+
     async def outbox_pending(self, *, limit: int = 100) -> list[OutboxRecord]:
         return await self.backend.outbox_pending(limit=limit)
 
@@ -212,12 +216,15 @@ class Store:
         return await self.backend.live_instances()
 
     async def claim_orphans(
-        self, instance_id: str, limit: int, *, mine: bool = False
+        self, instance_id: str, limit: int, *, mine: bool = False, loaded: Loaded | None = None
     ) -> list[ClaimedSaga]:
-        return await self.backend.claim_orphans(instance_id, limit, mine=mine)
+        return await self.backend.claim_orphans(instance_id, limit, mine=mine, loaded=loaded)
 
-    async def count_orphans(self) -> int:
-        return await self.backend.count_orphans()
+    async def count_orphans(self, loaded: Loaded | None = None) -> int:
+        return await self.backend.count_orphans(loaded)
+
+    async def waiting_for_definition(self, loaded: Loaded) -> dict[tuple[str, int], int]:
+        return await self.backend.waiting_for_definition(loaded)
 
     async def claim_saga(self, instance_id: str, saga_id: str, *, force: bool) -> int | None:
         return await self.backend.claim_saga(instance_id, saga_id, force=force)

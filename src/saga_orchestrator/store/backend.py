@@ -17,6 +17,7 @@ from .records import (
     AppendResult,
     ClaimedSaga,
     InstanceRecord,
+    Loaded,
     OutboxRecord,
     RecordedEvent,
     SagaCommand,
@@ -77,6 +78,11 @@ class StoreBackend(Protocol):
         """Every saga whose status is in ``ACTIVE_STATUSES`` (steps not loaded)."""
         ...
 
+    async def active_counts(self) -> dict[tuple[str, int], int]:
+        """How many sagas are active (``ACTIVE_STATUSES``), by (saga type, version); pairs with
+        none are absent."""
+        ...
+
     async def outbox_pending(self, *, limit: int = 100) -> list[OutboxRecord]:
         """Unsent outbox messages, oldest first."""
         ...
@@ -112,18 +118,26 @@ class StoreBackend(Protocol):
         ...
 
     async def claim_orphans(
-        self, instance_id: str, limit: int, *, mine: bool = False
+        self, instance_id: str, limit: int, *, mine: bool = False, loaded: Loaded | None = None
     ) -> list[ClaimedSaga]:
         """Claim up to ``limit`` active sagas that no live instance owns (unowned, or owned by
         an instance whose lease ended), oldest first, and with ``mine`` the active sagas the
         instance owns already (its coordinator restarted: no actor drives them); each claim
-        bumps the saga's epoch. Instances that are dead and own nothing any more are removed.
-        Concurrent claimers never get the same saga."""
+        bumps the saga's epoch. Only sagas whose (type, version) is in ``loaded`` (the
+        definitions the claimer has) are claimed; ``None``: any. Instances that are dead and
+        own nothing any more are removed. Concurrent claimers never get the same saga."""
         ...
 
-    async def count_orphans(self) -> int:
-        """How many active sagas no live instance owns (what :meth:`claim_orphans` would take
-        without ``mine``), so that claimers can share them out."""
+    async def count_orphans(self, loaded: Loaded | None = None) -> int:
+        """How many active sagas no live instance owns whose (type, version) is in ``loaded``
+        (``None``: any): what :meth:`claim_orphans` would take without ``mine``, so that
+        claimers can share them out."""
+        ...
+
+    async def waiting_for_definition(self, loaded: Loaded) -> dict[tuple[str, int], int]:
+        """How many active sagas no live instance owns whose (type, version) is not in
+        ``loaded``, by (type, version): the sagas that wait for a process with their
+        definition."""
         ...
 
     async def claim_saga(self, instance_id: str, saga_id: str, *, force: bool) -> int | None:

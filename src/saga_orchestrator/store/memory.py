@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import attrs
@@ -24,6 +25,7 @@ from .records import (
     AppendResult,
     ClaimedSaga,
     InstanceRecord,
+    Loaded,
     OutboxRecord,
     RecordedEvent,
     SagaCommand,
@@ -179,6 +181,15 @@ class MemoryBackend:
             attrs.evolve(s, steps=()) for s in self.sagas.values() if s.status in ACTIVE_STATUSES
         ]
 
+    async def active_counts(self) -> dict[tuple[str, int], int]:
+        return dict(
+            Counter(
+                (s.saga_type, s.saga_version)
+                for s in self.sagas.values()
+                if s.status in ACTIVE_STATUSES
+            )
+        )
+
     async def outbox_pending(self, *, limit: int = 100) -> list[OutboxRecord]:
         return [self.outbox[i] for i in sorted(self.outbox)[:limit]]
 
@@ -228,19 +239,24 @@ class MemoryBackend:
         record = None if instance_id is None else self.instances.get(instance_id)
         return record is not None and record.expires_at > self.clock()
 
+    def _orphan(self, saga: SagaRecord) -> bool:
+        """Active, and no live instance owns it."""
+        owner = self.owners.get(saga.saga_id, (None, 0))[0]
+        return saga.status in ACTIVE_STATUSES and not self._live(owner)
+
     async def claim_orphans(
-        self, instance_id: str, limit: int, *, mine: bool = False
+        self, instance_id: str, limit: int, *, mine: bool = False, loaded: Loaded | None = None
     ) -> list[ClaimedSaga]:
-        def orphan(owner: str | None) -> bool:
-            return (mine and owner == instance_id) or not self._live(owner)
+        def claimable(saga: SagaRecord) -> bool:
+            owner = self.owners.get(saga.saga_id, (None, 0))[0]
+            return (
+                saga.status in ACTIVE_STATUSES
+                and ((mine and owner == instance_id) or not self._live(owner))
+                and _loaded(saga, loaded)
+            )
 
         orphans = sorted(
-            (
-                saga
-                for saga in self.sagas.values()
-                if saga.status in ACTIVE_STATUSES
-                and orphan(self.owners.get(saga.saga_id, (None, 0))[0])
-            ),
+            (saga for saga in self.sagas.values() if claimable(saga)),
             key=lambda saga: (saga.created_at, saga.saga_id),
         )[: max(limit, 0)]
         claimed = []
@@ -251,6 +267,7 @@ class MemoryBackend:
                 ClaimedSaga(
                     saga_id=saga.saga_id,
                     saga_type=saga.saga_type,
+                    saga_version=saga.saga_version,
                     epoch=epoch + 1,
                     previous_owner=previous,
                 )
@@ -261,12 +278,16 @@ class MemoryBackend:
                 del self.instances[dead]
         return claimed
 
-    async def count_orphans(self) -> int:
-        return sum(
-            1
-            for saga in self.sagas.values()
-            if saga.status in ACTIVE_STATUSES
-            and not self._live(self.owners.get(saga.saga_id, (None, 0))[0])
+    async def count_orphans(self, loaded: Loaded | None = None) -> int:
+        return sum(1 for s in self.sagas.values() if self._orphan(s) and _loaded(s, loaded))
+
+    async def waiting_for_definition(self, loaded: Loaded) -> dict[tuple[str, int], int]:
+        return dict(
+            Counter(
+                (s.saga_type, s.saga_version)
+                for s in self.sagas.values()
+                if self._orphan(s) and not _loaded(s, loaded)
+            )
         )
 
     async def claim_saga(self, instance_id: str, saga_id: str, *, force: bool) -> int | None:
@@ -324,6 +345,10 @@ class MemoryBackend:
     def relay_leadership(self) -> RelayLeadership:
         """Always the leader: the memory of one process."""
         return SingleProcessLeadership(self.outbox_pending)
+
+
+def _loaded(saga: SagaRecord, loaded: Loaded | None) -> bool:
+    return loaded is None or (saga.saga_type, saga.saga_version) in loaded
 
 
 def _merged_steps(

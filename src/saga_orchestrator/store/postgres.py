@@ -68,12 +68,14 @@ from ._postgres_commands import PostgresCommands
 from ._postgres_leases import WRITE_LOCK_KEY as WRITE_LOCK_KEY
 from ._postgres_leases import PostgresLeases
 from ._sql import (
+    ACTIVE_COUNTS_SQL,
     ACTIVE_SAGAS_SQL_TAIL,
     EVENT_COLUMNS,
     EVENT_TYPES_SQL,
     OUTBOX_COLUMNS,
     SAGA_COLUMNS,
     SAGA_WITH_STEPS_SELECT,
+    active_counts,
     dumps,
     event_from_row,
     group_by_stream,
@@ -735,6 +737,9 @@ class PostgresBackend(PostgresLeases, PostgresCommands):
             list(ACTIVE_STATUSES),
         )
         return [saga_from_row(row) for row in rows]
+
+    async def active_counts(self) -> dict[tuple[str, int], int]:
+        return active_counts(await self._fetch("count active sagas", ACTIVE_COUNTS_SQL))
 
     async def outbox_pending(self, *, limit: int = 100) -> list[OutboxRecord]:
         rows = await self._fetch(

@@ -6,6 +6,7 @@ import base64
 import json
 import math
 import os
+from collections.abc import Collection
 from typing import Any
 
 import attrs
@@ -16,6 +17,10 @@ ANY_VERSION = -1
 TERMINAL_STATUSES = ("completed", "compensated", "cancelled", "timed_out")
 ACTIVE_STATUSES = ("pending", "running", "compensating")
 """Sagas with an actor to (re)start; parked sagas (``compensation_failed``, ``failed``) wait."""
+
+Loaded = Collection[tuple[str, int]]
+"""The (saga type, version) pairs of the definitions a process has loaded: the sagas it may
+claim and drive."""
 
 
 def new_id() -> str:
@@ -170,6 +175,8 @@ class ClaimedSaga:
 
     saga_id: str
     saga_type: str
+    saga_version: int
+    """The definition version it runs on."""
     epoch: int
     """The new lease's fencing token."""
     previous_owner: str | None
@@ -230,6 +237,7 @@ class SagaQuery:
 
     statuses: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     saga_type: str | None = None
+    saga_version: int | None = None
     correlation_id: str | None = None
     idempotency_key: str | None = None
     trigger_event_id: str | None = None
@@ -246,6 +254,7 @@ class SagaQuery:
         return (
             (not self.statuses or saga.status in self.statuses)
             and _equal(self.saga_type, saga.saga_type)
+            and _equal(self.saga_version, saga.saga_version)
             and _equal(self.correlation_id, saga.correlation_id)
             and _equal(self.idempotency_key, saga.idempotency_key)
             and _equal(self.trigger_event_id, saga.trigger_event_id)
@@ -254,7 +263,7 @@ class SagaQuery:
         )
 
 
-def _equal(wanted: str | None, value: str | None) -> bool:
+def _equal(wanted: object, value: object) -> bool:
     return wanted is None or wanted == value
 
 

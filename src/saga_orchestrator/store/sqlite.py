@@ -28,6 +28,7 @@ import trio
 from saga_orchestrator.errors import StoreError, StoreRejected, StoreUnavailable
 
 from ._sql import (
+    ACTIVE_COUNTS_SQL,
     ACTIVE_SAGAS_SQL_TAIL,
     EVENT_COLUMNS,
     EVENT_TYPES_SQL,
@@ -37,6 +38,7 @@ from ._sql import (
     SAGA_WITH_STEPS_SELECT,
     STEP_COLUMN_NAMES,
     EncodedRequest,
+    active_counts,
     batch_idempotency_keys,
     batch_leased_sagas,
     batch_stream_ids,
@@ -395,6 +397,12 @@ class SQLiteBackend(SQLiteLeases):
             "list active sagas", lambda c: c.execute(sql, ACTIVE_STATUSES).fetchall()
         )
         return [saga_from_row(row) for row in rows]
+
+    async def active_counts(self) -> dict[tuple[str, int], int]:
+        rows = await self._read(
+            "count active sagas", lambda c: c.execute(ACTIVE_COUNTS_SQL).fetchall()
+        )
+        return active_counts(rows)
 
     async def outbox_pending(self, *, limit: int = 100) -> list[OutboxRecord]:
         sql = f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT ?"

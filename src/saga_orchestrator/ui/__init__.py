@@ -18,6 +18,7 @@ and of the API-key check (they sign users in themselves).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 
@@ -45,7 +46,7 @@ def make_dashboard(
     secret: str | None,
     keys: Sequence[ApiKey],
     max_streams: int,
-    step_names: Mapping[str, Sequence[str]] | None = None,
+    step_names: Mapping[Any, Sequence[str]] | None = None,
 ) -> Dashboard:
     """A dashboard; ``secret`` is ``SECRET_KEY`` (``None``: one is made, with a warning)."""
     return Dashboard(

@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from saga_orchestrator.coordinator.observer import SagaObserver
+from saga_orchestrator.coordinator.observer import SagaObserver, step_names_of
 from saga_orchestrator.coordinator.state import SagaState
 from saga_orchestrator.coordinator.transitions import Transition
 from saga_orchestrator.http.errors import LiveStreamsFull, ServiceStopping
@@ -70,7 +70,7 @@ class LiveHub(SagaObserver):
         self,
         *,
         max_streams: int,
-        step_names: Mapping[str, Sequence[str]] | None = None,
+        step_names: Mapping[Any, Sequence[str]] | None = None,
         queue_size: int = QUEUE_SIZE,
     ) -> None:
         self.max_streams = max_streams
@@ -120,7 +120,7 @@ class LiveHub(SagaObserver):
     ) -> None:
         if not self.subscribers:
             return
-        names = self.step_names.get(after.saga_type, ())
+        names = step_names_of(self.step_names, after)
         messages = [message_of(next(self._seq), after, t, names) for t in transitions]
         for subscriber in list(self.subscribers):
             if subscriber.saga_id is not None and subscriber.saga_id != after.saga_id:

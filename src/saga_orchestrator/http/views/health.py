@@ -24,11 +24,30 @@ class NotAlive:
     reason: str
 
 
+def _omitted(doc: str | None = None) -> Any:
+    return api_field(default=None, omit_if_none=True, doc=doc)
+
+
+@attrs.frozen(kw_only=True)
+class Degraded:
+    """Something the instance cannot do although it is ready: active sagas wait for a
+    definition version no running process has loaded."""
+
+    component: Literal["definitions"]
+    saga_type: str
+    saga_version: int
+    count: int = api_field(doc="Active sagas on this type and version that no instance drives.")
+    reason: str = api_field(doc="What is wrong and what to do.")
+
+
 @attrs.frozen(kw_only=True)
 class Ready:
     """The store and the bus answer, and recovery is done."""
 
     status: Literal["ready"]
+    degraded: list[Degraded] | None = _omitted(
+        "Left out when nothing is degraded. The instance is ready all the same (200)."
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -45,10 +64,6 @@ class NotReady:
 
     status: Literal["not_ready"]
     not_ready: list[NotReadyComponent]
-
-
-def _omitted(doc: str | None = None) -> Any:
-    return api_field(default=None, omit_if_none=True, doc=doc)
 
 
 @attrs.frozen(kw_only=True)

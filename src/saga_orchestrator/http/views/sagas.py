@@ -36,6 +36,14 @@ class StartSagaRequest:
         "Kept with the saga and given to its steps; default: the request's X-Correlation-ID.",
         default=None,
     )
+    version: int | None = count_field(
+        "The version of the saga type to start on (one of its `versions` in "
+        "`GET /sagas/types/available`); default: the newest loaded. A version not loaded: 422 "
+        "`unknown_saga_version`.",
+        minimum=1,
+        maximum=2**31 - 1,
+        default=None,
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -66,6 +74,17 @@ class ListSagasQuery:
     )
     saga_type: str | None = api_field(
         default=None, min_length=1, max_length=MAX_TEXT, doc="Only sagas of this type."
+    )
+    saga_version: int | None = count_field(
+        "Only sagas running on this version of their type (`saga_version`).",
+        minimum=1,
+        maximum=2**31 - 1,
+        default=None,
+    )
+    active: bool | None = api_field(
+        default=None,
+        doc="`true`: only active sagas (pending, running, compensating: they still need their "
+        "definition); `false`: only the others (ended, or parked for an operator).",
     )
     correlation_id: str | None = api_field(
         default=None, min_length=1, max_length=MAX_TEXT, doc="Only sagas with this correlation id."
@@ -183,6 +202,12 @@ class SagaView(SagaSummary):
     """A saga with its steps."""
 
     steps: list[StepView]
+    waiting_for_definition: bool = api_field(
+        default=False,
+        doc="`true`: the saga is active, no live instance drives it, and its type's version "
+        "(`saga_version`) is not loaded here: it waits for a process that loads it "
+        "(`GET /health/ready` lists these).",
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -241,15 +266,40 @@ class StepType:
 
 
 @attrs.frozen(kw_only=True)
+class TypeVersion:
+    """A version of a saga type: loaded by this process, or only run by active sagas."""
+
+    version: int
+    loaded: bool = api_field(
+        doc="`false`: active sagas run on it, but this process has not loaded it (they wait "
+        "for a process that has)."
+    )
+    active: int = api_field(doc="Active sagas (pending, running, compensating) on it.")
+    steps: list[StepType] | None = api_field(doc="Its steps; null when it is not loaded.")
+
+
+@attrs.frozen(kw_only=True)
 class SagaType:
-    """A saga type the service runs."""
+    """A saga type the service runs; the top-level fields are its newest loaded version's."""
 
     name: str
-    version: int
+    version: int = api_field(doc="The newest loaded version: new sagas start on it.")
     description: str
     steps: list[StepType]
     triggers: list[str] = api_field(doc="Event types that start a saga of this type.")
     input_schema: dict[str, Any] = api_field(doc="JSON schema of the saga's `data`.")
+    versions: list[TypeVersion] = api_field(
+        doc="Every version loaded or run by active sagas, oldest first."
+    )
+
+
+@attrs.frozen(kw_only=True)
+class NotLoadedType:
+    """A version of a type this process has not loaded at all that active sagas run on."""
+
+    saga_type: str
+    version: int
+    active: int
 
 
 @attrs.frozen(kw_only=True)
@@ -257,6 +307,10 @@ class SagaTypes:
     """The saga types, by name."""
 
     items: list[SagaType]
+    not_loaded: list[NotLoadedType] = api_field(
+        doc="Active sagas' types of which this process has loaded no version (they wait for a "
+        "process that has)."
+    )
 
 
 @attrs.frozen(kw_only=True)
