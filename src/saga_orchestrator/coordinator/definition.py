@@ -177,6 +177,20 @@ class SagaDefinition:
         object.__setattr__(self, "stages", stages)
         object.__setattr__(self, "placements", placements(stages, len(steps)))
 
+    def with_steps(self, steps: Sequence[Step]) -> SagaDefinition:
+        """This definition with its flat steps replaced by ``steps`` (as many), in the same
+        layout."""
+        if len(steps) != len(self.steps):
+            raise ValueError(f"saga {self.name!r} has {len(self.steps)} steps, not {len(steps)}")
+        items: list[Step | Parallel] = []
+        for stage in self.stages:
+            if isinstance(stage, Group):
+                branches = [[steps[i] for i in branch] for branch in stage.branches]
+                items.append(Parallel(stage.name, branches=branches))
+            else:
+                items.append(steps[stage])
+        return attrs.evolve(self, steps=items)
+
     def parse_input(self, data: Any) -> Any:
         """Validate ``data`` against ``input_type``.
 
