@@ -37,6 +37,10 @@ class SagaStep:
     compensation_status: str = "not_run"
     compensation_attempts: int = 0
     compensation_error: str | None = None
+    group: str | None = None
+    """The parallel group the step belongs to; ``None`` for a plain step."""
+    branch: int | None = None
+    """Its branch in the group (from 0); ``None`` for a plain step."""
     extra: Mapping[str, Any] = attrs.field(factory=dict)
     raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
     """The JSON as the service sent it."""

@@ -55,6 +55,11 @@ _STEP_COLUMNS: Sequence[Column] = (
     ("compensation", lambda s: s.get("compensation_status")),
     ("error", lambda s: s.get("error") or s.get("compensation_error")),
 )
+_BRANCH_COLUMN: Column = (
+    "branch",
+    lambda s: f"{s['group']}/{s.get('branch')}" if s.get("group") else "",
+)
+"""Shown when a step of the saga is in a parallel group: ``group/branch``."""
 _TYPE_COLUMNS: Sequence[Column] = (
     ("name", lambda t: t.get("name")),
     ("version", lambda t: t.get("version")),
@@ -93,8 +98,12 @@ def saga_text(saga: Mapping[str, Any]) -> str:
 
 
 def steps_text(steps: Sequence[Mapping[str, Any]]) -> str:
-    """Steps as a table, then each step's last error with the frames kept of it."""
-    text = table(steps, _STEP_COLUMNS)
+    """Steps as a table (with a ``branch`` column if the saga has parallel branches), then
+    each step's last error with the frames kept of it."""
+    columns = list(_STEP_COLUMNS)
+    if any(step.get("group") for step in steps):
+        columns.insert(2, _BRANCH_COLUMN)
+    text = table(steps, columns)
     for step in steps:
         kind = str(step.get("error_type") or "")
         if kind:

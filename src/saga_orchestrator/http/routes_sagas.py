@@ -22,15 +22,17 @@ from __future__ import annotations
 import datetime as dt
 import math
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import trio
 from quart import Blueprint, Response, request
 from werkzeug.routing import BaseConverter
 
+from saga_orchestrator.coordinator.layout import Placement
 from saga_orchestrator.coordinator.messages import CancelSaga, StartResult, StartSaga
 from saga_orchestrator.coordinator.projection import stream_id
-from saga_orchestrator.errors import SagaNotFound
+from saga_orchestrator.errors import SagaNotFound, UnknownSagaType
 from saga_orchestrator.store.records import (
     TERMINAL_STATUSES,
     SagaQuery,
@@ -49,7 +51,14 @@ from .errors import (
     error_response,
 )
 from .openapi import Reply, created_or_found, operation
-from .serialize import event_view, json_response, saga_summary, saga_type_view, saga_view, step_view
+from .serialize import (
+    event_view,
+    json_response,
+    saga_summary,
+    saga_type_view,
+    saga_view,
+    step_views,
+)
 from .validate import check_body, check_query, json_body
 from .views.sagas import (
     CancelRequest,
@@ -221,7 +230,7 @@ async def start_saga() -> Response:
         result = await _ask_start(message)
     except Exception as exc:
         return error_response(exc, idempotency_key=key)  # a 5xx carries the key
-    body = saga_view(result.saga, created=result.created)
+    body = saga_view(result.saga, _placements(result.saga), created=result.created)
     headers = {"Location": f"/sagas/{result.saga.saga_id}", IDEMPOTENCY_KEY: key}
     return json_response(body, 202 if result.created else 200, headers)
 
@@ -276,6 +285,15 @@ def _name(definition: Any) -> str:
     return definition.name
 
 
+def _placements(record: SagaRecord) -> Sequence[Placement | None]:
+    """Where each of the saga's steps sits (group, branch), as its definition says; none
+    known (a type no longer loaded): plain steps."""
+    try:
+        return deps().catalog.get(record.saga_type).placements
+    except UnknownSagaType:
+        return ()
+
+
 @sagas.get("/<saga_id:saga_id>")
 @operation(
     summary="A saga with its steps",
@@ -284,7 +302,8 @@ def _name(definition: Any) -> str:
     errors=(503,),
 )
 async def get_saga(saga_id: str) -> Response:
-    return json_response(saga_view(await _load(saga_id)))
+    record = await _load(saga_id)
+    return json_response(saga_view(record, _placements(record)))
 
 
 @sagas.get("/<saga_id>/steps")
@@ -296,7 +315,7 @@ async def get_saga(saga_id: str) -> Response:
 )
 async def get_steps(saga_id: str) -> Response:
     record = await _load(saga_id)
-    steps = [step_view(step) for step in record.steps]
+    steps = step_views(record.steps, _placements(record))
     return json_response(SagaSteps(saga_id=record.saga_id, status=record.status, items=steps))
 
 
@@ -347,7 +366,7 @@ async def wait_for_saga(saga_id: str) -> Response:
                 break
             await svc.waiters.changed(record.saga_id, at_most=min(left, RECHECK_SECONDS))
             record = await _load(record.saga_id)
-    return json_response(saga_view(record))
+    return json_response(saga_view(record, _placements(record)))
 
 
 @sagas.post("/<saga_id>/cancel")
