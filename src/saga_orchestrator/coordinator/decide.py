@@ -461,9 +461,12 @@ def _record_or_act(m: Machine, shape: SagaShape, now: float, answers: list[Comma
     interrupt = m.interrupt
     ended = [r for r in m.running.values() if r.ended]
     live = len(ended) < len(m.running)
-    for r in sorted(
-        ended, key=lambda r: r.outcome is not None and _stops(state, _outcome(state, shape, r, now))
-    ):  # successes first: a completed sibling is compensated
+    if len(ended) > 1:  # successes first: a sibling that completed is compensated
+        first = state
+        ended.sort(
+            key=lambda r: r.outcome is not None and _stops(first, _outcome(first, shape, r, now))
+        )
+    for r in ended:
         del m.running[r.step]
         if r.outcome is not None:
             t = _outcome(state, shape, r, now)
