@@ -7,6 +7,8 @@ from typing import Any
 
 import attrs
 
+from saga_orchestrator.client import SagaStep
+from saga_orchestrator.client._models import from_json
 from saga_orchestrator.client._saga_reads import steps_text
 from saga_orchestrator.coordinator import Parallel, SagaDefinition, Step
 from saga_orchestrator.coordinator.definition import StepContext
@@ -57,6 +59,8 @@ async def test_the_steps_of_a_saga_name_their_group_and_branch() -> None:
     ]
     assert expected == [(s["name"], s["group"], s["branch"]) for s in steps]
     assert expected == [(s["name"], s["group"], s["branch"]) for s in saga["steps"]]
+    typed = [from_json(SagaStep, s) for s in steps]  # the Python client's model
+    assert expected == [(s.name, s.group, s.branch) for s in typed]
 
 
 async def test_the_saga_type_shows_its_stages() -> None:
