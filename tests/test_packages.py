@@ -43,6 +43,7 @@ EXPORTS: dict[str, set[str]] = {
         "EventRouter",
         "GetStatus",
         "NonRetryableError",
+        "Parallel",
         "RetryPolicy",
         "RetrySaga",
         "SagaCatalog",

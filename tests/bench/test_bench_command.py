@@ -61,6 +61,14 @@ def test_every_workload_on_memory(capsys: pytest.CaptureFixture[str]) -> None:
     assert latency["transactions_per_saga"] == latency["appends_per_saga"]
 
 
+def test_fanout_4_runs_its_branches_together(capsys: pytest.CaptureFixture[str]) -> None:
+    saga_4, fanout = _run_json(capsys, "saga-4", "fanout-4", "--database-url", "memory")
+    _check(fanout, "fanout-4", "memory", 4)
+    # the four steps start in the creation and complete side by side: fewer appends than
+    # four steps one after another
+    assert 2 <= fanout["appends_per_saga"] < saga_4["appends_per_saga"]
+
+
 def test_sqlite_default_store_is_fresh_and_removed(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -66,7 +66,7 @@ def test_a_cancel_racing_the_last_append_is_refused_and_the_saga_completes() -> 
     shape = shape_of(step("a"))
     m, history = started_machine(shape)
     run = only(core.advance(m, shape, 1.0).commands, core.Run)
-    core.take(m, core.AttemptEnded(pl.Succeeded("done")), deliveries_limit=LIMIT)
+    core.take(m, core.AttemptEnded(0, pl.Succeeded("done")), deliveries_limit=LIMIT)
     append = only(core.advance(m, shape, 2.0).commands, core.Append)
     assert isinstance(append.transitions[-1], SagaCompleted)
     assert () == core.take(m, core.Cancel("c", "stop"), deliveries_limit=LIMIT)  # waits
@@ -81,8 +81,8 @@ def test_a_cancel_cuts_the_running_step_and_is_answered_once_its_record_is_durab
     m, history = started_machine(shape)
     only(core.advance(m, shape, 1.0).commands, core.Run)
     cut = core.take(m, core.Cancel("c", "stop"), deliveries_limit=LIMIT)
-    assert (core.Cut(),) == cut
-    assert () == core.take(m, core.AttemptEnded(None), deliveries_limit=LIMIT)  # cut short
+    assert (core.Cut(0),) == cut
+    assert () == core.take(m, core.AttemptEnded(0, None), deliveries_limit=LIMIT)  # cut short
     append = only(core.advance(m, shape, 2.0).commands, core.Append)
     assert (
         SagaInterrupted(reason=Interruption.CANCELLED, detail="stop", at=2.0)
@@ -97,7 +97,7 @@ def test_the_saga_deadline_cuts_the_running_step_and_times_the_saga_out() -> Non
     m, _ = started_machine(shape)
     run = only(core.advance(m, shape, 1.0).commands, core.Run)
     assert DEADLINE == run.cut_at  # the attempt's own scope ends at the saga deadline
-    core.take(m, core.AttemptEnded(None, deadline_passed=True), deliveries_limit=LIMIT)
+    core.take(m, core.AttemptEnded(0, None, deadline_passed=True), deliveries_limit=LIMIT)
     append = only(core.advance(m, shape, DEADLINE).commands, core.Append)
     assert Interruption.TIMED_OUT == append.transitions[0].reason
     # its outcome is unknown, and its compensation is safe for that: it runs next
@@ -111,7 +111,7 @@ def test_a_delivery_waits_in_the_mailbox_while_an_append_is_in_flight() -> None:
     shape = shape_of(step("a", reply_success=("ok",)))
     m, history = started_machine(shape)
     only(core.advance(m, shape, 1.0).commands, core.Run)
-    core.take(m, core.AttemptEnded(pl.Succeeded("sent")), deliveries_limit=LIMIT)
+    core.take(m, core.AttemptEnded(0, pl.Succeeded("sent")), deliveries_limit=LIMIT)
     only(core.advance(m, shape, 2.0).commands, core.Append)  # StepAwaitingReply
     deliver = core.Deliver("d", "e1", "ok", {"n": 1})
     assert core.DEFERRED is core.take(m, deliver, deliveries_limit=LIMIT)
@@ -140,7 +140,7 @@ def test_a_retry_waits_for_its_backoff_in_wall_clock_time_across_restarts() -> N
     shape = shape_of(step("a", initial_backoff=10.0, jitter=0.0))
     m, history = started_machine(shape)
     only(core.advance(m, shape, 1.0).commands, core.Run)
-    core.take(m, core.AttemptEnded(pl.Raised("boom")), deliveries_limit=LIMIT)
+    core.take(m, core.AttemptEnded(0, pl.Raised("boom")), deliveries_limit=LIMIT)
     only(core.advance(m, shape, 1.0).commands, core.Append)
     commit(m, history)
     restarted = core.Machine(saga=sm.replay(shape, history))  # a crash: rebuilt from history
@@ -290,7 +290,7 @@ def drive(shape: sm.SagaShape, data: st.DataObject) -> World:
                     outcome = data.draw(
                         st.sampled_from([pl.Succeeded({"v": 1}), pl.Raised("x"), pl.TimedOut(30.0)])
                     )
-                world.take(core.AttemptEnded(outcome))
+                world.take(core.AttemptEnded(run.step, outcome))
             case "cancel":
                 world.take(core.Cancel(world.new_ref("cancel"), "stop"))
             case "deliver":
@@ -306,8 +306,8 @@ def drive(shape: sm.SagaShape, data: st.DataObject) -> World:
                 if world.attempt is not None and not world.attempt.compensation:
                     cut_at = world.attempt.cut_at
                     if cut_at is not None and world.now >= cut_at:  # its scope ends there
-                        world.attempt = None
-                        world.take(core.AttemptEnded(None, deadline_passed=True))
+                        step, world.attempt = world.attempt.step, None
+                        world.take(core.AttemptEnded(step, None, deadline_passed=True))
             case "crash":
                 drop_held(world)
                 if world.m.in_flight is not None and data.draw(st.booleans()):

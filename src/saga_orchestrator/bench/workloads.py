@@ -22,6 +22,7 @@ from saga_orchestrator.coordinator.catalog.user_onboarding import USER_ONBOARDIN
 from saga_orchestrator.coordinator.definition import (
     AwaitReply,
     NonRetryableError,
+    Parallel,
     SagaDefinition,
     Step,
     StepContext,
@@ -35,6 +36,7 @@ __all__ = [
     "SAGAS",
     "SAGA_4",
     "SAGA_4_FAIL",
+    "SAGA_FANOUT_4",
     "SAGA_HTTP_STEPS",
     "SAGA_RECOVERY",
     "SAGA_WAIT",
@@ -75,6 +77,21 @@ def _saga_4(name: str, *, fail_last: bool) -> SagaDefinition:
 
 SAGA_4 = _saga_4("bench.saga-4", fail_last=False)
 SAGA_4_FAIL = _saga_4("bench.saga-4-fail", fail_last=True)
+
+SAGA_FANOUT_4 = SagaDefinition(
+    name="bench.fanout-4",
+    version=1,
+    input_type=BenchInput,
+    steps=[
+        Parallel(
+            "fanout",
+            branches=[
+                [Step(name=f"step-{i}", action=_noop, compensation=_noop)] for i in range(1, 5)
+            ],
+        )
+    ],
+    description="benchmark: one parallel group of four branches, each one step without I/O",
+)
 
 REPLY_EVENT = "bench.replied"
 """The event type that completes the ``bench.wait`` saga's step."""
@@ -158,7 +175,7 @@ SAGA_HTTP_STEPS = SagaDefinition(
 
 def bench_sagas() -> list[SagaDefinition]:
     """The saga types the benchmark registers in its own catalog."""
-    return [SAGA_4, SAGA_4_FAIL, SAGA_WAIT, SAGA_RECOVERY, SAGA_HTTP_STEPS]
+    return [SAGA_4, SAGA_4_FAIL, SAGA_FANOUT_4, SAGA_WAIT, SAGA_RECOVERY, SAGA_HTTP_STEPS]
 
 
 SAGAS = bench_sagas()
@@ -203,6 +220,15 @@ _TABLE: tuple[tuple[str, str, SagaDefinition, str, int, int | None, str], ...] =
         "step 4 fails, 3, 2, 1 compensated",
     ),
     ("latency", "drive", SAGA_4, "completed", 500, 1, "one saga-4 at a time: latency at idle"),
+    (
+        "fanout-4",
+        "drive",
+        SAGA_FANOUT_4,
+        "completed",
+        5000,
+        None,
+        "4 parallel branches of one no-I/O step each, joined",
+    ),
     (
         "wait",
         "wait",

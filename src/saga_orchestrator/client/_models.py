@@ -69,6 +69,10 @@ class SagaStep:
     compensation_status: str = "not_run"
     compensation_attempts: int = 0
     compensation_error: str | None = None
+    group: str | None = None
+    """The parallel group the step belongs to; ``None`` for a plain step."""
+    branch: int | None = None
+    """Its branch in the group (from 0); ``None`` for a plain step."""
     extra: Mapping[str, Any] = attrs.field(factory=dict)
     raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
     """The JSON as the service sent it."""
@@ -178,6 +182,10 @@ class StepType:
     name: str
     has_compensation: bool = False
     timeout_seconds: float | None = None
+    group: str | None = None
+    """The parallel group the step belongs to; ``None`` for a plain step."""
+    branch: int | None = None
+    """Its branch in the group (from 0); ``None`` for a plain step."""
     extra: Mapping[str, Any] = attrs.field(factory=dict)
     raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
 

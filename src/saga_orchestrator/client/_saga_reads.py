@@ -55,6 +55,11 @@ _STEP_COLUMNS: Sequence[Column] = (
     ("compensation", lambda s: s.compensation_status),
     ("error", lambda s: s.error or s.compensation_error),
 )
+_BRANCH_COLUMN: Column = (
+    "branch",
+    lambda s: f"{s.group}/{s.branch}" if s.group else "",
+)
+"""Shown when a step of the saga is in a parallel group: ``group/branch``."""
 _TYPE_COLUMNS: Sequence[Column] = (
     ("name", lambda t: t.name),
     ("version", lambda t: t.version),
@@ -105,8 +110,12 @@ def saga_text(saga: Saga) -> str:
 
 
 def steps_text(steps: Sequence[SagaStep]) -> str:
-    """Steps as a table, then each step's last error with the frames kept of it."""
-    text = table(steps, _STEP_COLUMNS)
+    """Steps as a table (with a ``branch`` column if the saga has parallel branches), then
+    each step's last error with the frames kept of it."""
+    columns = list(_STEP_COLUMNS)
+    if any(step.group for step in steps):
+        columns.insert(2, _BRANCH_COLUMN)
+    text = table(steps, columns)
     for step in steps:
         kind = step.error_type or ""
         if kind:

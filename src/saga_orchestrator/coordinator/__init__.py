@@ -13,6 +13,7 @@ from .coordinator import Coordinator as Coordinator
 from .coordinator import start_coordinator as start_coordinator
 from .definition import AwaitReply as AwaitReply
 from .definition import NonRetryableError as NonRetryableError
+from .definition import Parallel as Parallel
 from .definition import RetryPolicy as RetryPolicy
 from .definition import SagaDefinition as SagaDefinition
 from .definition import Step as Step

@@ -4,17 +4,25 @@
 property tests drive this one module.)
 
 A :class:`Machine` is a saga's durable state plus what its actor is doing about it: the append
-in flight, the attempt running, an interruption asked for, the requests waiting for an answer.
+in flight, the attempts running (one per step: several in a parallel group), an interruption
+asked for, the requests waiting for an answer.
 Only the two functions here change it (the actor reads it, never writes it); they are
 deterministic, so a test drives them with any interleaving of inputs:
 
 * :func:`take` — something happened: a message (cancel, an operator's action, an event delivered to
   the saga), an attempt of a step or compensation ended, the append in flight became durable.
-  It answers at once what can be answered, cuts the running step short when an interruption
+  It answers at once what can be answered, cuts the running steps short when an interruption
   asks for it, or defers a delivery (it stays in the bounded mailbox until the append in flight
   is durable);
 * :func:`advance` — what to do now: the next append (every transition that needs no I/O
-  between them, coalesced into one), the next attempt to run, when to be woken, or stop.
+  between them, coalesced into one), the next attempts to run, when to be woken, or stop.
+
+Several attempts at once (a parallel group's branches): an attempt that ends is recorded while
+the others run (its branch goes on), unless what it records would stop the saga going forward
+(its step fails; a compensation gives up) or an interruption is pending: then the running
+steps' attempts are cut short (compensations are let end), nothing but deliveries is recorded
+until every attempt has ended, and then all their outcomes are recorded in one append,
+successes first.
 
 Every rule that decides what happens to a saga lives here, where the property tests reach it:
 a cancel against a completion racing it, the saga deadline, a delivery that arrives after the
@@ -31,6 +39,7 @@ from .copying import replace
 from .plan import (
     Attempt,
     AwaitReply,
+    Branches,
     Compensate,
     Execute,
     Halt,
@@ -122,7 +131,12 @@ class Machine:
     """What the store holds: only durable transitions are folded in."""
     in_flight: Append | None = None
     """The append being made durable (one at a time)."""
-    running: Running | None = None
+    running: dict[int, Running] = attrs.field(factory=dict)
+    """The attempts the actor runs, by step (ended ones stay until their outcome is
+    recorded)."""
+    halting: bool = False
+    """The saga is to stop going forward (or park) once the running attempts have ended: the
+    running steps were cut short, nothing but deliveries is recorded until then."""
     interrupt: tuple[Interruption, str] | None = None
     """An interruption asked for (cancel, the saga deadline), not recorded yet."""
     cancels: list[Any] = attrs.field(factory=list)
@@ -163,6 +177,8 @@ class Deliver:
 
 @attrs.frozen
 class AttemptEnded:
+    step: int
+    """The step whose attempt (of its action, or of its compensation) ended."""
     outcome: Attempt | None
     """``None``: it was cut short (by an interruption, or by the saga deadline)."""
     deadline_passed: bool = False
@@ -210,7 +226,9 @@ class Run:
 
 @attrs.frozen
 class Cut:
-    """Cancel the running step's scope now (its outcome becomes unknown)."""
+    """Cancel the scope of a running step's attempt now (its outcome becomes unknown)."""
+
+    step: int
 
 
 @attrs.frozen
@@ -244,8 +262,9 @@ _NOTHING: tuple[Command, ...] = ()
 
 @attrs.frozen
 class Next:
-    """What :func:`advance` decided: answers first, then at most one of ``Append``, ``Run``
-    or ``Stop``; and the wall-clock time to call it again at if nothing happens before."""
+    """What :func:`advance` decided: answers first, then one ``Append``, or ``Run`` s (one
+    per attempt to start), or ``Stop``; and the wall-clock time to call it again at if nothing
+    happens before."""
 
     commands: tuple[Command, ...]
     wake_at: float | None = None
@@ -288,9 +307,9 @@ def take(m: Machine, event: Input, *, deliveries_limit: int) -> tuple[Command, .
                 return DEFERRED
             m.deliveries.append(Delivery(ref, event_id, event.event_type, event.data))
             return _NOTHING
-        case AttemptEnded(outcome=outcome, deadline_passed=deadline_passed):
-            running = m.running
-            assert running is not None and not running.ended, "no attempt is running"
+        case AttemptEnded(step=step, outcome=outcome, deadline_passed=deadline_passed):
+            running = m.running.get(step)
+            assert running is not None and not running.ended, "no attempt of it is running"
             running.ended = True
             running.outcome = outcome
             if deadline_passed and m.interrupt is None and saga.status in FORWARD:
@@ -314,14 +333,20 @@ def _operation(transition: Transition) -> str:
 
 
 def _cut(m: Machine) -> tuple[Command, ...]:
-    """Cut the running step short if an interruption is asked for and it runs forward."""
-    running = m.running
-    if m.interrupt is None or running is None or running.compensation:
+    """Cut the running steps short if an interruption is asked for."""
+    if m.interrupt is None:
         return _NOTHING
-    if running.cut or running.ended:
-        return _NOTHING
-    running.cut = True
-    return (Cut(),)
+    return _cut_forward(m)
+
+
+def _cut_forward(m: Machine) -> tuple[Command, ...]:
+    """Cut every running attempt of a step's action short (compensations are let end)."""
+    cuts: list[Command] = []
+    for running in m.running.values():
+        if not (running.compensation or running.cut or running.ended):
+            running.cut = True
+            cuts.append(Cut(running.step))
+    return tuple(cuts)
 
 
 def _durable(m: Machine) -> tuple[Command, ...]:
@@ -357,27 +382,57 @@ def advance(m: Machine, shape: SagaShape, now: float) -> Next:
         # They waited behind the saga's last append: nothing is recorded after it.
         answers += [Refuse(d.ref, saga.status.value, _DELIVER) for d in m.deliveries]
         m.deliveries = []
-    running = m.running
-    if running is not None and not running.ended:
-        return _while_running(m, running, answers, now)
+    if any(not r.ended for r in m.running.values()):
+        return _while_running(m, shape, now, answers)
     return _record_or_act(m, shape, now, answers)
 
 
 _WAIT_FOR_DURABLE = Next(_NOTHING)
 
 
-def _while_running(m: Machine, running: Running, answers: list[Command], now: float) -> Next:
-    """An attempt runs: an interruption cuts it short; deliveries are recorded beside it."""
+def _while_running(m: Machine, shape: SagaShape, now: float, answers: list[Command]) -> Next:
+    """Attempts run: an interruption, or an ended attempt that stops the saga going forward,
+    cuts the running steps short and waits for them; else what ended is recorded beside them
+    and its branch goes on."""
     saga = m.saga
-    if not running.compensation and m.interrupt is None and now >= saga.deadline_at:
+    forward = any(not (r.compensation or r.ended) for r in m.running.values())
+    if forward and m.interrupt is None and now >= saga.deadline_at and saga.status in FORWARD:
         m.interrupt = (Interruption.TIMED_OUT, _DEADLINE)
-    answers += _cut(m)
+    if not m.halting and (m.interrupt is not None or _ended_stops(m, shape)):
+        m.halting = True
+    if not m.halting:
+        return _record_or_act(m, shape, now, answers)
+    answers += _cut_forward(m)
     if m.deliveries:
         transitions, after = _deliveries(saga, m.deliveries, now)
         append = Append(tuple(transitions), saga, after, tuple(m.deliveries))
         m.in_flight, m.deliveries = append, []
         answers.append(append)
     return Next(tuple(answers))
+
+
+def _ended_stops(m: Machine, shape: SagaShape) -> bool:
+    """Whether an ended attempt's outcome, recorded now, stops the saga going forward (or
+    parks it)."""
+    saga = m.saga
+    return any(
+        _stops(saga, _outcome(saga, shape, r, saga.updated_at))
+        for r in m.running.values()
+        if r.outcome is not None
+    )
+
+
+def _stops(state: SagaState, t: Transition) -> bool:
+    """Whether ``t`` ends the saga's going forward, or its compensating (it parks)."""
+    after = evolve(state, t).status
+    return after is not state.status and after is not SagaStatus.RUNNING
+
+
+def _outcome(state: SagaState, shape: SagaShape, r: Running, now: float) -> Transition:
+    """The transition that records how the attempt ``r`` ended."""
+    assert r.outcome is not None
+    outcome = compensation_outcome if r.compensation else step_outcome
+    return replace(outcome(state, shape, r.step, r.attempt, r.outcome), at=now)
 
 
 def _deliveries(
@@ -404,14 +459,21 @@ def _record_or_act(m: Machine, shape: SagaShape, now: float, answers: list[Comma
     else:
         transitions, state = [], saga
     interrupt = m.interrupt
-    running = m.running
-    if running is not None and running.outcome is not None:
-        outcome = compensation_outcome if running.compensation else step_outcome
-        t = replace(outcome(state, shape, running.step, running.attempt, running.outcome), at=now)
-        transitions.append(t)
-        state = evolve(state, t)
+    ended = [r for r in m.running.values() if r.ended]
+    live = len(ended) < len(m.running)
+    if len(ended) > 1:  # successes first: a sibling that completed is compensated
+        first = state
+        ended.sort(
+            key=lambda r: r.outcome is not None and _stops(first, _outcome(first, shape, r, now))
+        )
+    for r in ended:
+        del m.running[r.step]
+        if r.outcome is not None:
+            t = _outcome(state, shape, r, now)
+            transitions.append(t)
+            state = evolve(state, t)
     operator_ref = None
-    if m.operator is not None:
+    if m.operator is not None and not live:
         operator_ref, t = m.operator
         m.operator = None
         if state.is_parked:
@@ -421,8 +483,9 @@ def _record_or_act(m: Machine, shape: SagaShape, now: float, answers: list[Comma
         else:  # the saga moved on since (a cancel, another action): nothing is recorded
             answers.append(Refuse(operator_ref, state.status.value, _operation(t)))
             operator_ref = None
+    kept, kept_state = len(transitions), state
     while True:  # everything that follows without I/O, in one append
-        if state.status in FORWARD:
+        if state.status in FORWARD and not live:
             if interrupt is None and now >= state.deadline_at:
                 interrupt = (Interruption.TIMED_OUT, _DEADLINE)
             if interrupt is not None:
@@ -432,19 +495,23 @@ def _record_or_act(m: Machine, shape: SagaShape, now: float, answers: list[Comma
                 state = evolve(state, t)
                 continue
         command = plan(state, shape)
-        if type(command) is Record:
-            t = command.transition
-        elif type(command) is Wait and command.until <= now:
-            t = command.then
-        elif type(command) is AwaitReply and command.until <= now:
-            t = no_reply(state, shape, command.step)
-        else:
+        t = _due(state, shape, command, now)
+        if t is None:
             break
         t = replace(t, at=now)
+        if live and _stops(state, t):
+            # it waits until the running attempts, cut short, have ended
+            del transitions[kept:]
+            state = kept_state
+            m.halting = True
+            answers += _cut_forward(m)
+            command = None
+            break
         transitions.append(t)
         state = evolve(state, t)
     m.interrupt = interrupt if state.status in FORWARD else None
-    m.running = None
+    if not live:
+        m.halting = False
     if transitions:
         append = Append(tuple(transitions), saga, state, tuple(m.deliveries), operator_ref)
         m.in_flight = append
@@ -452,29 +519,52 @@ def _record_or_act(m: Machine, shape: SagaShape, now: float, answers: list[Comma
             m.deliveries = []
         answers.append(append)
         return Next(tuple(answers))
+    if command is None:
+        return Next(tuple(answers))
     return _act(m, shape, state, command, answers)
+
+
+def _due(state: SagaState, shape: SagaShape, command: Any, now: float) -> Transition | None:
+    """The transition ``command`` records now, if any (a wait that is over, too)."""
+    match command:
+        case Record(transition=t):
+            return t
+        case Wait(until=until, then=then) if until <= now:
+            return then
+        case AwaitReply(step=step, until=until) if until <= now:
+            return no_reply(state, shape, step)
+        case Branches(commands=commands):
+            return next(filter(None, (_due(state, shape, c, now) for c in commands)), None)
+    return None
 
 
 def _act(
     m: Machine, shape: SagaShape, state: SagaState, command: Any, answers: list[Command]
 ) -> Next:
-    """Nothing to record: run the next attempt, wait, or stop."""
+    """Nothing to record: run the next attempts, wait, or stop."""
     deadline = state.deadline_at if state.status in FORWARD else None
-    match command:
-        case Execute(step=step, attempt=attempt):
-            m.running = Running(step, attempt, False)
-            answers.append(Run(step, attempt, False, shape.steps[step].timeout, deadline))
-            return Next(tuple(answers))
-        case Compensate(step=step, attempt=attempt):
-            m.running = Running(step, attempt, True)
-            answers.append(Run(step, attempt, True, shape.steps[step].timeout))
-            return Next(tuple(answers))
-        case Wait(until=until) | AwaitReply(until=until):
-            return Next(tuple(answers), until if deadline is None else min(until, deadline))
-        case Halt():
-            answers.append(Stop())
-            return Next(tuple(answers))
-    raise AssertionError(f"unexpected plan {command!r}")
+    if type(command) is Halt:
+        answers.append(Stop())
+        return Next(tuple(answers))
+    commands = command.commands if type(command) is Branches else (command,)
+    wake_at = None
+    for c in commands:
+        match c:
+            case Execute(step=step, attempt=attempt) if step not in m.running:
+                m.running[step] = Running(step, attempt, False)
+                answers.append(Run(step, attempt, False, shape.steps[step].timeout, deadline))
+            case Compensate(step=step, attempt=attempt) if step not in m.running:
+                m.running[step] = Running(step, attempt, True)
+                answers.append(Run(step, attempt, True, shape.steps[step].timeout))
+            case Wait(until=until) | AwaitReply(until=until):
+                wake_at = until if wake_at is None else min(wake_at, until)
+            case Execute() | Compensate():
+                pass  # runs already
+            case _:
+                raise AssertionError(f"unexpected plan {c!r}")
+    if wake_at is not None and deadline is not None:
+        wake_at = min(wake_at, deadline)
+    return Next(tuple(answers), wake_at)
 
 
 # -- a new saga --------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ import cattrs
 
 from saga_orchestrator.errors import SagaOrchestratorError, ValidationError
 
+from .layout import Group, Placement, Stage, placements
+
 
 class FieldError(ValueError):
     """Raise from an attrs validator of a saga input: ``FieldError("must not be empty",
@@ -120,9 +122,31 @@ class Step:
     """Set for a reply-driven step; ``timeout`` then also bounds the wait for the reply."""
 
 
+def _branches(value: Sequence[Sequence[Step]]) -> tuple[tuple[Step, ...], ...]:
+    return tuple(tuple(branch) for branch in value)
+
+
+@attrs.frozen
+class Parallel:
+    """A group of branches run concurrently, joined before the saga's next step: each branch
+    is a sequence of steps run in order. When a step of a branch fails, the running steps of
+    the other branches are cut short, and every completed step is compensated (branches in
+    parallel, each in reverse order), then the steps before the group.
+
+        Parallel("provision", branches=[[Step(...)], [Step(...), Step(...)]])
+    """
+
+    name: str
+    branches: Sequence[Sequence[Step]] = attrs.field(converter=_branches, kw_only=True)
+
+
 @attrs.frozen(kw_only=True)
 class SagaDefinition:
-    """A saga type."""
+    """A saga type.
+
+    ``steps`` is given as :class:`Step` s and :class:`Parallel` groups; the definition keeps it
+    as the flat tuple of its steps, in order (a group's steps branch by branch), and the layout
+    in ``stages``."""
 
     name: str
     version: int
@@ -131,13 +155,41 @@ class SagaDefinition:
     triggers: Sequence[str] = attrs.field(default=(), converter=tuple)
     """Event types that start this saga."""
     description: str = ""
+    stages: tuple[Stage, ...] = attrs.field(init=False, default=())
+    """The stages run one after another: a plain step's flat index, or a :class:`Group` of
+    branches of flat indices."""
+    placements: tuple[Placement | None, ...] = attrs.field(init=False, default=())
+    """Per flat step: its group and branch, or ``None`` for a plain step."""
 
     def __attrs_post_init__(self) -> None:
-        names = [step.name for step in self.steps]
+        steps, stages = _laid_out(self.name, self.steps)
+        names = [step.name for step in steps]
         if not names:
             raise ValueError(f"saga {self.name!r} has no steps")
         if len(set(names)) != len(names):
             raise ValueError(f"saga {self.name!r} has duplicate step names: {names}")
+        groups = [stage.name for stage in stages if isinstance(stage, Group)]
+        if len(set(groups)) != len(groups) or set(groups) & set(names):
+            raise ValueError(
+                f"saga {self.name!r}: group names must be unique and differ from step names"
+            )
+        object.__setattr__(self, "steps", steps)
+        object.__setattr__(self, "stages", stages)
+        object.__setattr__(self, "placements", placements(stages, len(steps)))
+
+    def with_steps(self, steps: Sequence[Step]) -> SagaDefinition:
+        """This definition with its flat steps replaced by ``steps`` (as many), in the same
+        layout."""
+        if len(steps) != len(self.steps):
+            raise ValueError(f"saga {self.name!r} has {len(self.steps)} steps, not {len(steps)}")
+        items: list[Step | Parallel] = []
+        for stage in self.stages:
+            if isinstance(stage, Group):
+                branches = [[steps[i] for i in branch] for branch in stage.branches]
+                items.append(Parallel(stage.name, branches=branches))
+            else:
+                items.append(steps[stage])
+        return attrs.evolve(self, steps=items)
 
     def parse_input(self, data: Any) -> Any:
         """Validate ``data`` against ``input_type``.
@@ -166,6 +218,31 @@ class SagaDefinition:
     def dump_input(self, value: Any) -> dict[str, Any]:
         """The JSON form of a parsed input."""
         return _input_converter.unstructure(value)
+
+
+def _laid_out(saga: str, items: Sequence[Any]) -> tuple[tuple[Step, ...], tuple[Stage, ...]]:
+    """The flat steps and the stages of a definition's ``steps`` (steps and groups)."""
+    steps: list[Step] = []
+    stages: list[Stage] = []
+    for item in items:
+        if isinstance(item, Step):
+            stages.append(len(steps))
+            steps.append(item)
+            continue
+        if not isinstance(item, Parallel):
+            raise TypeError(f"saga {saga!r}: expected a Step or a Parallel, got {item!r}")
+        if len(item.branches) < 2:
+            raise ValueError(f"saga {saga!r}: group {item.name!r} needs at least 2 branches")
+        branches = []
+        for branch in item.branches:
+            if not branch:
+                raise ValueError(f"saga {saga!r}: group {item.name!r} has an empty branch")
+            if not all(isinstance(step, Step) for step in branch):
+                raise ValueError(f"saga {saga!r}: group {item.name!r} may hold only steps")
+            branches.append(tuple(range(len(steps), len(steps) + len(branch))))
+            steps.extend(branch)
+        stages.append(Group(item.name, tuple(branches)))
+    return tuple(steps), tuple(stages)
 
 
 def _strict_str(value: Any, _type: type) -> str:

@@ -92,4 +92,6 @@ def shape_of(definition: SagaDefinition, options: EngineOptions) -> SagaShape:
             timeout=options.step_timeout if step.timeout is None else step.timeout,
         )
 
-    return SagaShape(steps=tuple(step_shape(step) for step in definition.steps))
+    return SagaShape(
+        steps=tuple(step_shape(step) for step in definition.steps), stages=definition.stages
+    )

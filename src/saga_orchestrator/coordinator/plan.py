@@ -1,7 +1,8 @@
 """What to do next in a saga's state, and what to record when an attempt ends: pure.
 
 * :func:`plan` says what to do next in a state: record a transition, run a step or a
-  compensation, wait until a time, wait for a reply, or halt;
+  compensation, wait until a time, wait for a reply, or halt; in a parallel group, what each
+  branch needs at once (:class:`Branches`);
 * :func:`step_outcome` / :func:`compensation_outcome` turn how an attempt of a step's action or
   compensation ended into the transition to record (retry or give up, with a deterministic
   backoff).
@@ -16,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from .layout import Group
 from .state import (
     END_STATUS,
     PARKED,
@@ -91,7 +93,14 @@ class Halt:
     """Nothing to do: the saga has ended or waits for an operator."""
 
 
-Command = Record | Execute | Compensate | Wait | AwaitReply | Halt
+@attrs.frozen
+class Branches:
+    """The branches of a parallel group each need one of these at once (nothing to record)."""
+
+    commands: tuple[Execute | Compensate | Wait | AwaitReply, ...]
+
+
+Command = Record | Execute | Compensate | Wait | AwaitReply | Halt | Branches
 
 
 # What happened when the actor ran a step or a compensation.
@@ -130,22 +139,42 @@ def plan(state: SagaState, shape: SagaShape) -> Command:
         return Halt()
     if state.status is SagaStatus.COMPENSATING:
         return _plan_compensation(state, shape)
-    for index, step in enumerate(state.steps):
-        match step.status:
-            case StepStatus.COMPLETED:
-                continue
-            case StepStatus.PENDING:
-                return Record(StepStarted(step=index, attempt=1))
-            case StepStatus.RUNNING:
-                return Execute(index, step.attempt)
-            case StepStatus.RETRY_WAIT:
-                return Wait(step.retry_at, StepStarted(step=index, attempt=step.attempt + 1))
-            case StepStatus.WAITING:
-                return _plan_reply(state, shape, index)
-            case _:  # FAILED/UNKNOWN move the saga to COMPENSATING
-                raise AssertionError(f"step {index} is {step.status} while the saga runs")
+    for stage in shape.stages:
+        if not isinstance(stage, Group):
+            command = _forward(state, shape, stage)
+            if command is not None:
+                return command
+            continue
+        # a group: each branch's first step not completed, all at once
+        commands = []
+        for branch in stage.branches:
+            command = next(filter(None, (_forward(state, shape, i) for i in branch)), None)
+            if isinstance(command, Record):
+                return command  # recorded, then planned again: the branches start together
+            if command is not None:
+                commands.append(command)
+        if commands:
+            return Branches(tuple(commands))
     results = {shape.steps[i].name: s.result for i, s in enumerate(state.steps)}
     return Record(SagaCompleted(result=results))
+
+
+def _forward(state: SagaState, shape: SagaShape, index: int) -> Command | None:
+    """What a step needs going forward; ``None`` once it is completed."""
+    step = state.steps[index]
+    match step.status:
+        case StepStatus.COMPLETED:
+            return None
+        case StepStatus.PENDING:
+            return Record(StepStarted(step=index, attempt=1))
+        case StepStatus.RUNNING:
+            return Execute(index, step.attempt)
+        case StepStatus.RETRY_WAIT:
+            return Wait(step.retry_at, StepStarted(step=index, attempt=step.attempt + 1))
+        case StepStatus.WAITING:
+            return _plan_reply(state, shape, index)
+        case _:  # FAILED/UNKNOWN move the saga to COMPENSATING
+            raise AssertionError(f"step {index} is {step.status} while the saga runs")
 
 
 def _plan_reply(state: SagaState, shape: SagaShape, index: int) -> Command:
@@ -205,8 +234,44 @@ def _plan_compensation(state: SagaState, shape: SagaShape) -> Command:
                     outcome=Outcome.FAILED,
                 )
             )
-    in_doubt: int | None = None
-    for index in reversed(range(len(state.steps))):
+    in_doubt: list[int] = []  # steps in doubt, the first met first
+    for stage in reversed(shape.stages):
+        branches = stage.branches if isinstance(stage, Group) else ((stage,),)
+        commands = []
+        for branch in branches:  # each branch in reverse order, the branches side by side
+            command = _next_compensation(state, shape, branch, in_doubt)
+            if isinstance(command, Record):
+                return command
+            if command is not None:
+                commands.append(command)
+        if len(commands) == 1 and not isinstance(stage, Group):
+            return commands[0]
+        if commands:
+            return Branches(tuple(commands))
+    if in_doubt:
+        name = shape.steps[in_doubt[0]].name
+        return Record(
+            CompensationFailed(
+                step=in_doubt[0],
+                attempt=0,
+                error=(
+                    f"the outcome of step {name!r} is unknown and its compensation is not "
+                    "declared safe for that; every other step is compensated. Check the "
+                    f"downstream service, then resolve step {name!r} (applied: its "
+                    "compensation runs; not_applied: nothing to undo), or skip its "
+                    "compensation if you undid it by hand"
+                ),
+            )
+        )
+    return Record(SagaCompensated(status=END_STATUS[state.cause or "failed"].value))
+
+
+def _next_compensation(
+    state: SagaState, shape: SagaShape, branch: tuple[int, ...], in_doubt: list[int]
+) -> Command | None:
+    """The next compensation a branch needs, its steps in reverse order; ``None`` when it has
+    nothing left to compensate but steps in doubt (added to ``in_doubt``)."""
+    for index in reversed(branch):
         step, step_shape = state.steps[index], shape.steps[index]
         if not step_shape.has_compensation:
             continue
@@ -221,8 +286,7 @@ def _plan_compensation(state: SagaState, shape: SagaShape) -> Command:
         ):
             # In doubt: the steps whose outcome is known are compensated first (the loop goes
             # on); the saga parks on this one only when they are done.
-            if in_doubt is None:
-                in_doubt = index
+            in_doubt.append(index)
             continue
         match step.compensation:
             case CompensationStatus.NOT_RUN:
@@ -238,22 +302,7 @@ def _plan_compensation(state: SagaState, shape: SagaShape) -> Command:
                 )
             case CompensationStatus.FAILED:
                 raise AssertionError("a failed compensation parks the saga")
-    if in_doubt is not None:
-        name = shape.steps[in_doubt].name
-        return Record(
-            CompensationFailed(
-                step=in_doubt,
-                attempt=0,
-                error=(
-                    f"the outcome of step {name!r} is unknown and its compensation is not "
-                    "declared safe for that; every other step is compensated. Check the "
-                    f"downstream service, then resolve step {name!r} (applied: its "
-                    "compensation runs; not_applied: nothing to undo), or skip its "
-                    "compensation if you undid it by hand"
-                ),
-            )
-        )
-    return Record(SagaCompensated(status=END_STATUS[state.cause or "failed"].value))
+    return None
 
 
 def backoff(shape: StepShape, key: str, attempt: int, *, compensation: bool = False) -> float:

@@ -6,8 +6,9 @@ wait until something happens or the time the core asked to be woken at. Messages
 an event delivered to the saga) are handled as they are sent, in the sender's task: they go to
 the core (:func:`~.decide.take`), whose answers (answer now, cut the running step short, or
 leave a delivery waiting in the bounded mailbox) are executed at once, then the actor's task is
-woken. While the actor's task runs an attempt, deliveries are recorded beside it by a short-lived
-task of its own (the only other task). Nothing here decides what happens to the saga.
+woken. Each attempt runs in a task of its own in the actor's nursery (several at once in a
+parallel group) and reports how it ended to the core, waking the actor's task, which records
+while attempts run. Nothing here decides what happens to the saga.
 """
 
 from __future__ import annotations
@@ -90,8 +91,6 @@ class SagaActor:
     _runner: StepRunner | None = None
     _mailbox: Mailbox[Any] | None = None
     _nursery: trio.Nursery | None = None
-    _beside: bool = False
-    """The task recording deliveries beside a running attempt is running."""
     _deferred: bool = False
     """A delivery waits in the mailbox for the append in flight."""
     _taken_over: bool = False
@@ -136,7 +135,7 @@ class SagaActor:
                     mailbox.attach(self._on_message)
                     await self._loop()
                     mailbox.detach()  # from here messages wait in line: ``_close`` answers them
-                nursery.cancel_scope.cancel()  # recording beside an attempt (taken over)
+                nursery.cancel_scope.cancel()  # attempts still running (taken over)
         finally:
             self._nursery = None
             mailbox.detach()
@@ -168,8 +167,8 @@ class SagaActor:
                         if not acted:
                             return
                     case core.Run():
-                        await self._attempt(command)
-                        acted = True
+                        assert self._nursery is not None
+                        self._nursery.start_soon(self._attempt, command)
                     case core.Stop():
                         return
                     case _:
@@ -178,10 +177,11 @@ class SagaActor:
                 await self._wait(decided.wake_at)
 
     async def _attempt(self, run: core.Run) -> None:
-        """Run an attempt in this task; deliveries meanwhile are recorded beside it."""
+        """Run an attempt (in a task of its own) and tell the core how it ended."""
         assert self._runner is not None and self._machine is not None
         ended = await self._runner.run(run, self._machine.saga)
-        self._take(ended)
+        if self._machine is not None and not self._taken_over:
+            self._take(ended)
 
     async def _wait(self, wake_at: float | None) -> None:
         """Until an input arrives (``_take`` wakes this task) or wall-clock ``wake_at``."""
@@ -194,26 +194,6 @@ class SagaActor:
                     await wake.wait()
         finally:
             self._wake = None
-
-    async def _record_beside(self) -> None:
-        """While the actor's task runs an attempt: record the deliveries as they come."""
-        try:
-            while self._runner is not None and self._runner.running and not self._taken_over:
-                decided = core.advance(self.machine, self.shape, self.clock.now())
-                appended = False
-                for command in decided.commands:
-                    if isinstance(command, core.Append):
-                        appended = await self._append(command)
-                        if not appended:
-                            self._runner.cut()  # taken over: stop the attempt too
-                    else:
-                        self._execute(command)
-                if not appended:
-                    return
-        finally:
-            self._beside = False
-            if self._wake is not None:
-                self._wake.set()
 
     async def _record_operator(self, transition: Transition) -> None:
         """Record an operator's action on the parked saga (its first append). A saga that is
@@ -241,15 +221,6 @@ class SagaActor:
             self._execute(command)
         if self._wake is not None:
             self._wake.set()
-        elif (
-            machine.deliveries
-            and not self._beside
-            and self._nursery is not None
-            and self._runner is not None
-            and self._runner.running
-        ):
-            self._beside = True
-            self._nursery.start_soon(self._record_beside)
         return True
 
     def _execute(self, command: core.Command) -> None:
@@ -260,9 +231,9 @@ class SagaActor:
             case core.Refuse(ref=ref, status=status, operation=operation):
                 if ref is not None:
                     ref.respond_error(SagaStateConflict(self.saga_id, status, operation))
-            case core.Cut():
+            case core.Cut(step=step):
                 assert self._runner is not None
-                self._runner.cut()
+                self._runner.cut(step)
             case _:
                 raise AssertionError(f"not an immediate command: {command!r}")
 
@@ -314,7 +285,7 @@ class SagaActor:
                 case _:
                     continue
             kind = "compensation of step" if "Compensation" in type(t).__name__ else "step"
-            error = self._runner.last_error if self._runner is not None else None
+            error = self._runner.last_error.get(t.step) if self._runner is not None else None
             bug = error is not None and not isinstance(error, SagaOrchestratorError)
             log.log(
                 level,

@@ -1,7 +1,8 @@
 """A saga's state, and how each durable transition changes it: pure, no I/O, no clock.
 
 * the statuses of a saga, its steps and their compensations;
-* :class:`SagaShape` / :class:`StepShape`: what the pure code needs to know of a definition;
+* :class:`SagaShape` / :class:`StepShape`: what the pure code needs to know of a definition
+  (its steps, and their layout in stages: plain steps and parallel groups);
 * :class:`SagaState`: everything the saga's transitions say, folded;
 * :func:`evolve` folds one transition into the state; :func:`replay` a whole history.
 
@@ -21,6 +22,7 @@ from typing import Any
 import attrs
 
 from .copying import replace as _replace
+from .layout import Stage
 from .transitions import (
     CompensationAttemptFailed,
     CompensationCompleted,
@@ -137,9 +139,15 @@ class Reply:
     consumed: bool = False
 
 
+def _sequential(shape: SagaShape) -> tuple[Stage, ...]:
+    return tuple(range(len(shape.steps)))
+
+
 @attrs.frozen(kw_only=True)
 class SagaShape:
     steps: tuple[StepShape, ...]
+    stages: tuple[Stage, ...] = attrs.field(default=attrs.Factory(_sequential, takes_self=True))
+    """The stages run one after another (see :mod:`.layout`); by default each step is one."""
 
 
 @attrs.frozen(kw_only=True)

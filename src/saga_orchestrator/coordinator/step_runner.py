@@ -1,7 +1,8 @@
-"""One attempt of a step's action or compensation, run for a saga actor.
+"""The attempts of a saga's steps' actions or compensations, run for a saga actor.
 
-The attempt runs in a cancel scope whose deadline is the step's timeout or, for a step's action,
-the saga deadline if that comes first; the actor can cut it short at any time (a cancel). How it
+Each attempt runs in a cancel scope whose deadline is the step's timeout or, for a step's action,
+the saga deadline if that comes first; the actor can cut it short at any time (a cancel). Several
+attempts run at once in a parallel group (one per step). How one
 ended comes back as a pure outcome (:data:`~.plan.Attempt`), or ``None`` when it was cut short:
 what to record is the core's call.
 """
@@ -29,7 +30,7 @@ _JSON_SCALARS = frozenset((str, int, bool))
 
 
 class StepRunner:
-    """Runs one attempt at a time, and cuts the running one short on request."""
+    """Runs attempts (one per step at a time), and cuts a running one short on request."""
 
     def __init__(
         self,
@@ -43,23 +44,25 @@ class StepRunner:
         self._definition = definition
         self._resources = resources
         self._clock = clock
-        self._scope: trio.CancelScope | None = None
-        self._cut = False
+        self._scopes: dict[int, trio.CancelScope] = {}
+        self._cut: set[int] = set()
         self._input: Any = None
         self._input_of: Any = None
-        self.last_error: BaseException | None = None
-        """The error the last attempt raised (for the log line with its traceback)."""
+        self.last_error: dict[int, BaseException | None] = {}
+        """By step: the error its last attempt raised (for the log line with its traceback)."""
 
     @property
     def running(self) -> bool:
         """Whether an attempt runs now."""
-        return self._scope is not None
+        return bool(self._scopes)
 
-    def cut(self) -> None:
-        """Cut the running attempt short (it ends at its next checkpoint)."""
-        if self._scope is not None:
-            self._cut = True
-            self._scope.cancel()
+    def cut(self, step: int) -> None:
+        """Cut the attempt of ``step`` short (it ends at its next checkpoint): the running
+        one, or the one whose task has not started yet."""
+        self._cut.add(step)
+        scope = self._scopes.get(step)
+        if scope is not None:
+            scope.cancel()
 
     async def run(self, run: core.Run, state: SagaState) -> core.AttemptEnded:
         """Run the attempt ``run`` names, with ``state`` the saga's state as it starts."""
@@ -69,9 +72,10 @@ class StepRunner:
             left = run.cut_at - self._clock.now()
             by_deadline = left < limit
             limit = max(0.0, min(limit, left))
-        scope = self._scope = trio.CancelScope(deadline=trio.current_time() + limit)
-        self._cut = False
-        self.last_error = None
+        scope = self._scopes[run.step] = trio.CancelScope(deadline=trio.current_time() + limit)
+        if run.step in self._cut:  # cut before its task started
+            scope.cancel()
+        self.last_error[run.step] = None
         step = self._definition.steps[run.step]
         outcome: Attempt | None = None
         try:
@@ -85,7 +89,7 @@ class StepRunner:
                     else:
                         outcome = _checked_result(await step.action(self._context(state, run)))
                 except Exception as exc:
-                    self.last_error = exc
+                    self.last_error[run.step] = exc
                     retryable = not isinstance(exc, NonRetryableError) and not isinstance(
                         exc, step.retry.non_retryable
                     )
@@ -98,12 +102,13 @@ class StepRunner:
                         effect_unknown=getattr(exc, "effect_unknown", False) is True,
                     )
         finally:
-            self._scope = None
-        if outcome is not None or self._cut:
-            return core.AttemptEnded(outcome)
+            del self._scopes[run.step]
+        if outcome is not None or run.step in self._cut:
+            self._cut.discard(run.step)
+            return core.AttemptEnded(run.step, outcome)
         if by_deadline:
-            return core.AttemptEnded(None, deadline_passed=True)
-        return core.AttemptEnded(TimedOut(run.timeout))  # its own time limit
+            return core.AttemptEnded(run.step, None, deadline_passed=True)
+        return core.AttemptEnded(run.step, TimedOut(run.timeout))  # its own time limit
 
     def _context(self, state: SagaState, run: core.Run, result: Any = None) -> StepContext:
         steps = self._definition.steps

@@ -22,16 +22,18 @@ from __future__ import annotations
 import datetime as dt
 import math
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import trio
 from quart import Blueprint, Response, request
 from werkzeug.routing import BaseConverter
 
+from saga_orchestrator.coordinator.layout import Placement
 from saga_orchestrator.coordinator.messages import CancelSaga, StartResult, StartSaga
 from saga_orchestrator.coordinator.projection import stream_id
 from saga_orchestrator.coordinator.state import SagaStatus
-from saga_orchestrator.errors import SagaNotFound
+from saga_orchestrator.errors import SagaNotFound, UnknownSagaType, UnknownSagaVersion
 from saga_orchestrator.store.records import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -57,7 +59,7 @@ from .serialize import (
     saga_summary,
     saga_types_view,
     saga_view,
-    step_view,
+    step_views,
 )
 from .validate import check_body, check_query, json_body
 from .views.sagas import (
@@ -239,7 +241,7 @@ async def start_saga() -> Response:
         result = await _ask_start(message)
     except Exception as exc:
         return error_response(exc, idempotency_key=key)  # a 5xx carries the key
-    body = saga_view(result.saga, created=result.created)
+    body = saga_view(result.saga, _placements(result.saga), created=result.created)
     headers = {"Location": f"/sagas/{result.saga.saga_id}", IDEMPOTENCY_KEY: key}
     return json_response(body, 202 if result.created else 200, headers)
 
@@ -294,6 +296,15 @@ async def saga_types() -> Response:
     return json_response(saga_types_view(svc.catalog, await svc.store.active_counts()))
 
 
+def _placements(record: SagaRecord) -> Sequence[Placement | None]:
+    """Where each of the saga's steps sits (group, branch), as its definition (its version)
+    says; none known (a version not loaded here): plain steps."""
+    try:
+        return deps().catalog.get(record.saga_type, record.saga_version).placements
+    except (UnknownSagaType, UnknownSagaVersion):
+        return ()
+
+
 @sagas.get("/<saga_id:saga_id>")
 @operation(
     summary="A saga with its steps",
@@ -303,9 +314,8 @@ async def saga_types() -> Response:
 )
 async def get_saga(saga_id: str) -> Response:
     record = await _load(saga_id)
-    return json_response(
-        saga_view(record, waiting_for_definition=await _waits_for_definition(record))
-    )
+    waiting = await _waits_for_definition(record)
+    return json_response(saga_view(record, _placements(record), waiting_for_definition=waiting))
 
 
 async def _waits_for_definition(record: SagaRecord) -> bool:
@@ -329,7 +339,7 @@ async def _waits_for_definition(record: SagaRecord) -> bool:
 )
 async def get_steps(saga_id: str) -> Response:
     record = await _load(saga_id)
-    steps = [step_view(step) for step in record.steps]
+    steps = step_views(record.steps, _placements(record))
     return json_response(SagaSteps(saga_id=record.saga_id, status=record.status, items=steps))
 
 
@@ -380,7 +390,7 @@ async def wait_for_saga(saga_id: str) -> Response:
                 break
             await svc.waiters.changed(record.saga_id, at_most=min(left, RECHECK_SECONDS))
             record = await _load(record.saga_id)
-    return json_response(saga_view(record))
+    return json_response(saga_view(record, _placements(record)))
 
 
 @sagas.post("/<saga_id>/cancel")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from quart import Response, current_app
 
 from saga_orchestrator.coordinator.catalog import SagaCatalog
 from saga_orchestrator.coordinator.definition import SagaDefinition
+from saga_orchestrator.coordinator.layout import Group, Placement, Stage
 from saga_orchestrator.coordinator.state import CompensationStatus, SagaStatus, StepStatus
 from saga_orchestrator.store.records import RecordedEvent, SagaRecord, StepRecord
 
@@ -28,6 +29,7 @@ from .views.sagas import (
     SagaType,
     SagaTypes,
     SagaView,
+    StageType,
     StartedSaga,
     StepType,
     StepView,
@@ -43,6 +45,7 @@ __all__ = [
     "saga_types_view",
     "saga_view",
     "step_view",
+    "step_views",
     "stored_event",
 ]
 
@@ -67,7 +70,8 @@ def _time(timestamp: float) -> str:
     return text
 
 
-def step_view(step: StepRecord) -> StepView:
+def step_view(step: StepRecord, placement: Placement | None = None) -> StepView:
+    """A step; ``placement``: its group and branch when it is in a parallel group."""
     return StepView(
         index=step.index,
         name=step.name,
@@ -82,7 +86,17 @@ def step_view(step: StepRecord) -> StepView:
         compensation_status=CompensationStatus(step.compensation_status),
         compensation_attempts=step.compensation_attempts,
         compensation_error=step.compensation_error,
+        group=None if placement is None else placement.group,
+        branch=None if placement is None else placement.branch,
     )
+
+
+def step_views(
+    steps: Sequence[StepRecord], placements: Sequence[Placement | None] = ()
+) -> list[StepView]:
+    """The steps, each with its placement (``placements``: by step index, as the saga's
+    definition has them; none known: plain steps)."""
+    return [step_view(s, placements[s.index] if s.index < len(placements) else None) for s in steps]
 
 
 def _saga_fields(record: SagaRecord) -> dict[str, Any]:
@@ -110,11 +124,14 @@ def saga_summary(record: SagaRecord) -> SagaSummary:
     return SagaSummary(**_saga_fields(record))
 
 
-def saga_view(record: SagaRecord, **extra: Any) -> SagaView:
-    """A saga with its steps; ``created=...`` makes a :class:`~.views.StartedSaga`; and
-    ``waiting_for_definition=...``."""
+def saga_view(
+    record: SagaRecord, placements: Sequence[Placement | None] = (), **extra: Any
+) -> SagaView:
+    """A saga with its steps (see :func:`step_views`); ``created=...`` makes a
+    :class:`~.views.StartedSaga`; and ``waiting_for_definition=...``."""
     cls = StartedSaga if "created" in extra else SagaView
-    return cls(**_saga_fields(record), steps=[step_view(s) for s in record.steps], **extra)
+    steps = step_views(record.steps, placements)
+    return cls(**_saga_fields(record), steps=steps, **extra)
 
 
 def event_view(event: RecordedEvent) -> EventView:
@@ -167,6 +184,7 @@ def saga_types_view(catalog: SagaCatalog, active: Mapping[tuple[str, int], int])
                 triggers=list(newest.triggers),
                 input_schema=input_schema(newest.input_type),
                 versions=versions,
+                stages=[_stage_type(newest, stage) for stage in newest.stages],
             )
         )
     not_loaded = [
@@ -183,9 +201,19 @@ def _step_types(definition: SagaDefinition) -> list[StepType]:
             name=step.name,
             has_compensation=step.compensation is not None,
             timeout_seconds=step.timeout,
+            group=None if placement is None else placement.group,
+            branch=None if placement is None else placement.branch,
         )
-        for step in definition.steps
+        for step, placement in zip(definition.steps, definition.placements, strict=True)
     ]
+
+
+def _stage_type(definition: SagaDefinition, stage: Stage) -> StageType:
+    names = [step.name for step in definition.steps]
+    if isinstance(stage, Group):
+        branches = [[names[i] for i in branch] for branch in stage.branches]
+        return StageType(group=stage.name, branches=branches)
+    return StageType(step=names[stage])
 
 
 # --------------------------------------------------------------------------------------------

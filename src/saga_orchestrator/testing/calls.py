@@ -57,7 +57,7 @@ class CallLog:
                 raise ValueError(f"step {name!r} of {definition.name!r} has no compensation")
         steps = [self._step(s, actions.get(s.name), compensations.get(s.name))
                  for s in definition.steps]  # fmt: skip
-        return attrs.evolve(definition, steps=steps)
+        return definition.with_steps(steps)
 
     def _step(self, step: Step, action: Outcome | None, compensation: Outcome | None) -> Step:
         real = step.compensation

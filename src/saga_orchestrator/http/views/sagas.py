@@ -16,6 +16,17 @@ from ._base import (
     time_field,
 )
 
+
+def _group_field() -> Any:
+    return api_field(
+        default=None, doc="The parallel group the step belongs to; `null` for a plain step."
+    )
+
+
+def _branch_field() -> Any:
+    return api_field(default=None, doc="Its branch in the group (from 0); `null` for a plain step.")
+
+
 # =============================================================================================
 # Saga requests
 
@@ -172,6 +183,8 @@ class StepView:
     compensation_status: CompensationStatus
     compensation_attempts: int
     compensation_error: str | None
+    group: str | None = _group_field()
+    branch: int | None = _branch_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -263,6 +276,19 @@ class StepType:
     name: str
     has_compensation: bool
     timeout_seconds: float | None
+    group: str | None = _group_field()
+    branch: int | None = _branch_field()
+
+
+@attrs.frozen(kw_only=True)
+class StageType:
+    """A stage of a saga type: one step, or a parallel group whose branches run at once."""
+
+    step: str | None = api_field(default=None, doc="The step's name; `null` for a group.")
+    group: str | None = api_field(default=None, doc="The group's name; `null` for a step.")
+    branches: list[list[str]] | None = api_field(
+        default=None, doc="The group's branches, each its steps' names in order."
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -290,6 +316,11 @@ class SagaType:
     input_schema: dict[str, Any] = api_field(doc="JSON schema of the saga's `data`.")
     versions: list[TypeVersion] = api_field(
         doc="Every version loaded or run by active sagas, oldest first."
+    )
+    stages: list[StageType] = api_field(
+        default=attrs.Factory(list),
+        doc="The stages run one after another: steps, and parallel groups whose branches run "
+        "at once and are joined before the next stage.",
     )
 
 
