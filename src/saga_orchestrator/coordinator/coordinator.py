@@ -58,7 +58,7 @@ from .operator import ACTIONS, Resume, Retry, merge_patch, transition_for
 from .options import EngineOptions
 from .ownership import Ownership
 from .recording import append_request, load_state
-from .saga_actor import Creation
+from .saga_actor import Creation, OperatorAction
 from .saga_supervision import SagaSupervision
 from .transitions import SagaStarted
 
@@ -479,10 +479,10 @@ class Coordinator:
             raise SagaStateConflict(
                 saga_id, record.status, operation, detail="another operator action came first"
             )
-        await self.sagas.spawn(saga_id, definition, lease, operator=transition)
-        owner, epoch, _ = await self.store.saga_owner(saga_id)
+        taken = OperatorAction(transition)
+        await self.sagas.spawn(saga_id, definition, lease, operator=taken)
         after = await self._load(saga_id)
-        if (owner, epoch) != (lease.instance_id, lease.epoch) and after.status in PARKED_STATUSES:
+        if not taken.recorded:  # the saga was no longer parked when its actor loaded it
             raise SagaStateConflict(
                 saga_id, after.status, operation, detail="another operator action came first"
             )

@@ -62,6 +62,16 @@ class Creation:
 
 
 @attrs.define(eq=False)
+class OperatorAction:
+    """An operator's action for a saga's new actor to record first (``OperatorRetried``,
+    ``StepResolved``...); ``recorded`` once it is durable. A saga that is no longer parked when
+    the actor loads it (another action came first) records nothing."""
+
+    transition: Transition
+    recorded: bool = False
+
+
+@attrs.define(eq=False)
 class SagaActor:
     """Drives one saga. ``run`` is the actor body; it returns when the saga ends or parks."""
 
@@ -82,9 +92,9 @@ class SagaActor:
     creation: Creation | None = None
     """A saga that is not durable yet: the actor appends its creation first, then answers the
     start (with an error, and ends, if the append fails)."""
-    operator: Transition | None = None
-    """An operator's action on the parked saga (``OperatorRetried``, ``StepResolved``...): it
-    is durable before ``run`` signals that it started."""
+    operator: OperatorAction | None = None
+    """An operator's action on the parked saga: durable (or refused) before ``run`` signals
+    that it started."""
     _machine: core.Machine | None = None
     _incarnations: int = 0
     _wake: trio.Event | None = None
@@ -195,16 +205,16 @@ class SagaActor:
         finally:
             self._wake = None
 
-    async def _record_operator(self, transition: Transition) -> None:
+    async def _record_operator(self, action: OperatorAction) -> None:
         """Record an operator's action on the parked saga (its first append). A saga that is
         not parked (any more) records nothing; the loop goes on."""
-        self._take(core.Operate(None, transition))
+        self._take(core.Operate(None, action.transition))
         if self.machine.operator is None:
             return
         decided = core.advance(self.machine, self.shape, self.clock.now())
         (append,) = decided.commands  # the action and what follows it without I/O
         assert isinstance(append, core.Append)
-        await self._append(append)
+        action.recorded = await self._append(append)
 
     # -- inputs and commands ------------------------------------------------------------------
 

@@ -30,8 +30,8 @@ from .definition import SagaDefinition
 from .observer import SagaObserver, notify
 from .options import EngineOptions, shape_of
 from .recording import append_request, commit, load_state
-from .saga_actor import Creation, SagaActor
-from .transitions import SagaParked, Transition
+from .saga_actor import Creation, OperatorAction, SagaActor
+from .transitions import SagaParked
 
 __all__ = ["SagaSupervision"]
 
@@ -117,7 +117,7 @@ class SagaSupervision:
         lease: Lease,
         *,
         state: sm.SagaState | None = None,
-        operator: Transition | None = None,
+        operator: OperatorAction | None = None,
     ) -> ActorRef[Any]:
         """The saga's actor: started now, or the one already running or being started. With
         ``operator`` (an operator's action on the parked saga) it returns once that action is
@@ -176,7 +176,7 @@ class SagaSupervision:
         lease: Lease,
         *,
         state: sm.SagaState | None,
-        operator: Transition | None = None,
+        operator: OperatorAction | None = None,
         creation: Creation | None = None,
     ) -> SagaActor:
         return SagaActor(
