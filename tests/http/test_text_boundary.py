@@ -71,7 +71,8 @@ async def assert_refused_the_same_way(client: httpx.AsyncClient) -> None:
     assert [] == wrong, "\n".join(wrong)
     listed = await client.get("/sagas/")
     assert (200, []) == (listed.status_code, listed.json()["items"])
-    assert 200 == (await client.get("/health/ready")).status_code
+    ready = await client.get("/health/ready")
+    assert 200 == ready.status_code, ready.text  # what was not ready, if it was not
 
 
 JSON = {"Content-Type": "application/json"}
