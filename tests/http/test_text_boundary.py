@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.support.live import open_live_server
+from tests.support.server import wait_ready
 
 
 def cursor(created_at: float, saga_id: str) -> str:
@@ -53,6 +54,7 @@ BODIES: list[tuple[str, dict[str, Any]]] = [
 async def assert_refused_the_same_way(client: httpx.AsyncClient) -> None:
     """Each probe is a 400 naming its parameter (bodies: ``invalid_json``); every failure is
     listed at the end."""
+    await wait_ready(client)  # recovery done: the readiness asked at the end is the probes'
     wrong = []
     for method, target, code, field in PATHS_AND_QUERIES:
         response = await client.request(method, target)
