@@ -1,6 +1,7 @@
 """The store contract for versions side by side, over every backend: a claimer takes only the
-sagas whose (type, version) it has loaded; the others are counted as waiting for their
-definition; active sagas are counted by version, and the list filters by version."""
+sagas whose (type, version) it has loaded; the sagas no live instance drives are counted by
+version (those of a version no process has loaded wait for their definition); active sagas
+are counted by version, and the list filters by version."""
 
 from __future__ import annotations
 
@@ -21,8 +22,7 @@ async def test_a_claim_takes_only_the_sagas_of_loaded_versions(backend: StoreBac
     await started(backend, "refund", "dead", saga_type="refund", created_at=T0 + 3)
     await backend.register_instance("b", {}, LIVE)
 
-    assert 1 == await backend.count_orphans({V2})
-    assert 3 == await backend.count_orphans()  # any version
+    assert {V1: 1, V2: 1, ("refund", 2): 1} == await backend.orphans_by_definition()
     claimed = await backend.claim_orphans("b", 10, loaded={V2})
     assert [("on-v2", "order", 2)] == [(c.saga_id, c.saga_type, c.saga_version) for c in claimed]
     assert (None, 0, False) != await backend.saga_owner("on-v2")
@@ -31,7 +31,7 @@ async def test_a_claim_takes_only_the_sagas_of_loaded_versions(backend: StoreBac
     assert [] == await backend.claim_orphans("b", 10, loaded=set())
     claimed = await backend.claim_orphans("b", 10, loaded={V1, V2, ("refund", 2)})
     assert ["on-v1", "refund"] == [c.saga_id for c in claimed]
-    assert 0 == await backend.count_orphans()
+    assert {} == await backend.orphans_by_definition()
 
 
 async def test_a_restarted_instance_takes_back_only_its_sagas_of_loaded_versions(
@@ -44,7 +44,7 @@ async def test_a_restarted_instance_takes_back_only_its_sagas_of_loaded_versions
     assert ("mine-v1", 1) == (mine.saga_id, mine.saga_version)
 
 
-async def test_sagas_no_live_instance_drives_and_not_loaded_wait_for_their_definition(
+async def test_the_sagas_no_live_instance_drives_are_counted_by_version(
     backend: StoreBackend,
 ) -> None:
     await backend.register_instance("live", {}, LIVE)
@@ -57,12 +57,11 @@ async def test_sagas_no_live_instance_drives_and_not_loaded_wait_for_their_defin
     await started(backend, "v1-parked", "dead", saga_version=1, status="failed")
     await started(backend, "v2-dead", "dead", saga_version=2)
 
-    assert {V1: 2, ("order", 3): 1} == await backend.waiting_for_definition({V2})
-    assert {} == await backend.waiting_for_definition({V1, V2, ("order", 3)})
-    assert {V1: 2, V2: 1, ("order", 3): 1} == await backend.waiting_for_definition(set())
+    # not ended, not parked, not driven by a live instance
+    assert {V1: 2, V2: 1, ("order", 3): 1} == await backend.orphans_by_definition()
 
     await backend.claim_orphans("live", 10, loaded={V1})  # a process that has v1 came
-    assert {("order", 3): 1} == await backend.waiting_for_definition({V2})
+    assert {V2: 1, ("order", 3): 1} == await backend.orphans_by_definition()
 
 
 async def test_active_sagas_are_counted_by_type_and_version(backend: StoreBackend) -> None:

@@ -76,7 +76,7 @@ class Ownership:
         await self.lease.registered.wait()
         self.recovered = await self._claim_all(mine=True, limit=self.capacity())
         log.info("recovery done: %d sagas resumed", self.recovered)
-        await self._look_for_waiting()
+        await self._look()  # reports the sagas that wait for their definition
         return self.recovered
 
     async def failover(self) -> None:
@@ -86,18 +86,24 @@ class Ownership:
             if not self.lease.holds:
                 continue
             try:
-                share = await self._share()
+                share = self._share(await self._look())
                 if share > 0:
                     await self._claim_all(mine=False, limit=share)
-                await self._look_for_waiting()
             except Exception:  # one bad look must not stop the next ones
                 log.exception("looking for sagas to take over failed")
 
-    async def _share(self) -> int:
-        """How many sagas this look claims: this instance's share of the orphans among the
-        live instances (at least a batch), within what it admits; 0 when there is none."""
+    async def _look(self) -> int:
+        """Count the sagas no live instance owns (one read): how many of them this process
+        can drive; the others wait for their definition (:attr:`waiting`, a WARNING when more
+        or others wait)."""
         loaded = self.sagas.catalog.loaded()
-        orphans = await self._read("count the orphans", lambda: self.store.count_orphans(loaded))
+        orphans = await self._read("count the orphans", self.store.orphans_by_definition)
+        self._report_waiting({pair: n for pair, n in orphans.items() if pair not in loaded})
+        return sum(n for pair, n in orphans.items() if pair in loaded)
+
+    def _share(self, orphans: int) -> int:
+        """How many sagas this look claims: this instance's share of the ``orphans`` among the
+        live instances (at least a batch), within what it admits; 0 when there is none."""
         if orphans == 0:
             return 0
         share = max(self.options.claim_batch, math.ceil(orphans / max(1, len(self.lease.live))))
@@ -190,14 +196,7 @@ class Ownership:
             )  # fmt: skip
         return resumed
 
-    async def _look_for_waiting(self) -> None:
-        """Count the sagas that wait for a definition version this process has not loaded
-        (:attr:`waiting`); a WARNING when more or others wait."""
-        loaded = self.sagas.catalog.loaded()
-        waiting = await self._read(
-            "count the sagas that wait for their definition",
-            lambda: self.store.waiting_for_definition(loaded),
-        )
+    def _report_waiting(self, waiting: dict[tuple[str, int], int]) -> None:
         if waiting == self.waiting:
             return
         self.waiting = waiting

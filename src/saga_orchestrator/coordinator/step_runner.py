@@ -51,11 +51,6 @@ class StepRunner:
         self.last_error: dict[int, BaseException | None] = {}
         """By step: the error its last attempt raised (for the log line with its traceback)."""
 
-    @property
-    def running(self) -> bool:
-        """Whether an attempt runs now."""
-        return bool(self._scopes)
-
     def cut(self, step: int) -> None:
         """Cut the attempt of ``step`` short (it ends at its next checkpoint): the running
         one, or the one whose task has not started yet."""

@@ -68,17 +68,15 @@ UPDATE sagas s SET owner = $1, owner_epoch = s.owner_epoch + 1
 FROM orphans o WHERE s.saga_id = o.saga_id
 RETURNING s.saga_id, s.saga_type, s.saga_version, s.owner_epoch, o.owner, o.created_at
 """
-_COUNT_ORPHANS = f"""
-SELECT (SELECT count(*) FROM sagas
-        WHERE owner IS NULL AND status IN ({_ACTIVE}) AND {_LOADED.format(t="$1", v="$2")})
-     + (SELECT count(*) FROM sagas s WHERE owner IS NOT NULL AND status IN ({_ACTIVE})
-        AND {_LOADED.format(t="$1", v="$2")} AND {_NOT_LIVE})
-"""
-# Active sagas no live instance owns whose (type, version) is not loaded ($1, $2), counted.
-_WAITING_FOR_DEFINITION = f"""
-SELECT saga_type, saga_version, count(*) FROM sagas s
-WHERE status IN ({_ACTIVE}) AND (owner IS NULL OR {_NOT_LIVE})
-  AND NOT {_LOADED.format(t="$1", v="$2")}
+# Orphans (active sagas no live instance owns) by (type, version), both kinds through their
+# partial indexes: the failover look shares out the loaded ones and reports the others.
+_ORPHANS_BY_DEFINITION = f"""
+SELECT saga_type, saga_version, count(*) FROM (
+    SELECT saga_type, saga_version FROM sagas WHERE owner IS NULL AND status IN ({_ACTIVE})
+    UNION ALL
+    SELECT saga_type, saga_version FROM sagas s
+    WHERE owner IS NOT NULL AND status IN ({_ACTIVE}) AND {_NOT_LIVE}
+) orphans
 GROUP BY saga_type, saga_version
 """
 _FORGET_THE_DEAD = f"""
@@ -146,17 +144,10 @@ class PostgresLeases:
             for r in sorted(rows, key=lambda r: (r[5], r[0]))
         ]
 
-    async def count_orphans(self, loaded: Loaded | None = None) -> int:
-        row = await self._call(
-            "count the sagas no live instance owns", _aio_fetchrow, self.command_timeout,
-            _COUNT_ORPHANS, _pairs(loaded),
-        )  # fmt: skip
-        return int(row[0])
-
-    async def waiting_for_definition(self, loaded: Loaded) -> dict[tuple[str, int], int]:
+    async def orphans_by_definition(self) -> dict[tuple[str, int], int]:
         rows = await self._call(
-            "count the sagas that wait for their definition", _aio_fetch, self.command_timeout,
-            _WAITING_FOR_DEFINITION, _pairs(loaded),
+            "count the sagas no live instance owns", _aio_fetch, self.command_timeout,
+            _ORPHANS_BY_DEFINITION, (),
         )  # fmt: skip
         return {(r[0], int(r[1])): int(r[2]) for r in rows}
 

@@ -102,20 +102,11 @@ def claim_orphans(
 _ORPHAN = f"status IN ({_ACTIVE}) AND (owner IS NULL OR owner NOT IN ({_LIVE}))"
 
 
-def count_orphans(conn: sqlite3.Connection, loaded: Loaded | None) -> int:
-    pairs, pair_params = _pairs(loaded)
-    row = conn.execute(
-        f"SELECT count(*) FROM sagas WHERE {_ORPHAN} AND {pairs}", (time.time(), *pair_params)
-    ).fetchone()
-    return int(row[0])
-
-
-def waiting_for_definition(conn: sqlite3.Connection, loaded: Loaded) -> dict[tuple[str, int], int]:
-    pairs, pair_params = _pairs(loaded)
+def orphans_by_definition(conn: sqlite3.Connection) -> dict[tuple[str, int], int]:
     rows = conn.execute(
         f"SELECT saga_type, saga_version, count(*) FROM sagas WHERE {_ORPHAN} "
-        f"AND NOT {pairs} GROUP BY saga_type, saga_version",
-        (time.time(), *pair_params),
+        "GROUP BY saga_type, saga_version",
+        (time.time(),),
     ).fetchall()
     return {(saga_type, int(version)): int(n) for saga_type, version, n in rows}
 
@@ -259,16 +250,8 @@ class SQLiteLeases:
             lambda c: _in_transaction(c, claim_orphans, instance_id, limit, mine, loaded),
         )
 
-    async def count_orphans(self, loaded: Loaded | None = None) -> int:
-        return await self._read(
-            "count the sagas no live instance owns", lambda c: count_orphans(c, loaded)
-        )
-
-    async def waiting_for_definition(self, loaded: Loaded) -> dict[tuple[str, int], int]:
-        return await self._read(
-            "count the sagas that wait for their definition",
-            lambda c: waiting_for_definition(c, loaded),
-        )
+    async def orphans_by_definition(self) -> dict[tuple[str, int], int]:
+        return await self._read("count the sagas no live instance owns", orphans_by_definition)
 
     async def claim_saga(self, instance_id: str, saga_id: str, *, force: bool) -> int | None:
         return await self._write(

@@ -220,11 +220,8 @@ class Store:
     ) -> list[ClaimedSaga]:
         return await self.backend.claim_orphans(instance_id, limit, mine=mine, loaded=loaded)
 
-    async def count_orphans(self, loaded: Loaded | None = None) -> int:
-        return await self.backend.count_orphans(loaded)
-
-    async def waiting_for_definition(self, loaded: Loaded) -> dict[tuple[str, int], int]:
-        return await self.backend.waiting_for_definition(loaded)
+    async def orphans_by_definition(self) -> dict[tuple[str, int], int]:
+        return await self.backend.orphans_by_definition()
 
     async def claim_saga(self, instance_id: str, saga_id: str, *, force: bool) -> int | None:
         return await self.backend.claim_saga(instance_id, saga_id, force=force)

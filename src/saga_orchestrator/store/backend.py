@@ -128,16 +128,10 @@ class StoreBackend(Protocol):
         own nothing any more are removed. Concurrent claimers never get the same saga."""
         ...
 
-    async def count_orphans(self, loaded: Loaded | None = None) -> int:
-        """How many active sagas no live instance owns whose (type, version) is in ``loaded``
-        (``None``: any): what :meth:`claim_orphans` would take without ``mine``, so that
-        claimers can share them out."""
-        ...
-
-    async def waiting_for_definition(self, loaded: Loaded) -> dict[tuple[str, int], int]:
-        """How many active sagas no live instance owns whose (type, version) is not in
-        ``loaded``, by (type, version): the sagas that wait for a process with their
-        definition."""
+    async def orphans_by_definition(self) -> dict[tuple[str, int], int]:
+        """How many active sagas no live instance owns, by (type, version): those whose
+        definition is loaded are what :meth:`claim_orphans` would take without ``mine`` (the
+        claimers share them out); the others wait for a process with their definition."""
         ...
 
     async def claim_saga(self, instance_id: str, saga_id: str, *, force: bool) -> int | None:

@@ -278,16 +278,9 @@ class MemoryBackend:
                 del self.instances[dead]
         return claimed
 
-    async def count_orphans(self, loaded: Loaded | None = None) -> int:
-        return sum(1 for s in self.sagas.values() if self._orphan(s) and _loaded(s, loaded))
-
-    async def waiting_for_definition(self, loaded: Loaded) -> dict[tuple[str, int], int]:
+    async def orphans_by_definition(self) -> dict[tuple[str, int], int]:
         return dict(
-            Counter(
-                (s.saga_type, s.saga_version)
-                for s in self.sagas.values()
-                if self._orphan(s) and not _loaded(s, loaded)
-            )
+            Counter((s.saga_type, s.saga_version) for s in self.sagas.values() if self._orphan(s))
         )
 
     async def claim_saga(self, instance_id: str, saga_id: str, *, force: bool) -> int | None:
