@@ -3,8 +3,8 @@
 * ``GET /health/live``  — 200 when the run loop and the coordinator answer; else 503.
 * ``GET /health/ready`` — 200 when the store answers a ping, the event bus (when configured)
   answers, and the coordinator has recovered the sagas in flight; else 503 naming what is not
-  ready. A ready instance lists under ``degraded`` the sagas that wait for a definition version
-  no live instance has loaded (still 200).
+  ready. A ready instance lists under ``degraded`` the sagas that wait for a definition version:
+  no live instance drives them and this process has not loaded it (still 200).
 * ``GET /health``       — status of each component; 200 when all are fine, else 503.
 
 The bodies are status documents, not errors; they name components but carry no internal text.
